@@ -1,0 +1,43 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Errors raised by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The on-disk index is unreadable or inconsistent.
+    #[error(transparent)]
+    Format(#[from] index_format::FormatError),
+    /// An input file is malformed.
+    #[error("{path}: {problem}")]
+    BadInput {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Two inputs disagree on the embedding dimension.
+    #[error("dimension mismatch: {what} has dimension {got}, the index has {expected}")]
+    DimMismatch {
+        /// Which input has the wrong dimension.
+        what: String,
+        /// The dimension the index expects.
+        expected: usize,
+        /// The dimension found.
+        got: usize,
+    },
+    /// An argument is out of its valid range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An I/O error on a named file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being read or written.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The engine's result type.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,10 @@
+//! The colbert-index engine: MaxSim kernels with run-time CPU dispatch, exhaustive and
+//! centroid-pruned search, the ColBERT encoder, and the rerank tail.
+//!
+//! The on-disk format lives in the `index-format` crate; this crate computes on it.
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod maxsim;
+
+pub use error::{EngineError, Result};

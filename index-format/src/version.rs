@@ -1,0 +1,42 @@
+//! Format versions and the compatibility check.
+
+/// The format version this library writes.
+pub const FORMAT_VERSION: u32 = 1;
+/// The oldest format version this library reads.
+pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
+
+/// Known format versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum FormatVersion {
+    /// Version 1: uncompressed f16 token embeddings.
+    V1 = 1,
+}
+
+impl FormatVersion {
+    /// The version for a raw number, if this library knows it.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::V1),
+            _ => None,
+        }
+    }
+
+    /// Whether this library can read files of version `v`.
+    pub fn is_supported(v: u32) -> bool {
+        (OLDEST_SUPPORTED_VERSION..=FORMAT_VERSION).contains(&v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_versions_are_supported() {
+        for v in 0..100u32 {
+            assert_eq!(FormatVersion::is_supported(v), FormatVersion::from_u32(v).is_some(), "{v}");
+        }
+        assert!(FormatVersion::is_supported(FORMAT_VERSION));
+    }
+}

@@ -1,0 +1,146 @@
+//! Atomic index writing: build in a temporary sibling directory, rename into place on commit.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::component::Component;
+use crate::error::{FormatError, Result};
+use crate::footer::FooterWriter;
+use crate::meta::IndexMeta;
+
+/// Writes the files of a new index into a temporary directory, and publishes them atomically.
+///
+/// Dropping the writer without calling [`IndexWriter::commit`] removes the temporary directory,
+/// so an error half-way through a build leaves nothing behind.
+#[derive(Debug)]
+pub struct IndexWriter {
+    dest: PathBuf,
+    tmp: PathBuf,
+    overwrite: bool,
+    committed: bool,
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+fn sibling(dest: &Path, tag: &str) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "index".into());
+    let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.{tag}-{}-{n}", std::process::id()))
+}
+
+impl IndexWriter {
+    /// Starts an index that will be published at `dest`. Fails if `dest` exists and
+    /// `overwrite` is false, or if its parent directory does not exist.
+    pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
+        if dest.as_os_str().is_empty() || dest.file_name().is_none() {
+            return Err(FormatError::io(
+                dest,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a directory name"),
+            ));
+        }
+        if dest.exists() && !overwrite {
+            return Err(FormatError::AlreadyExists { path: dest.to_path_buf() });
+        }
+        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| FormatError::io(parent, e))?;
+        }
+        let tmp = sibling(dest, "tmp");
+        fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+        Ok(Self { dest: dest.to_path_buf(), tmp, overwrite, committed: false })
+    }
+
+    /// The temporary directory being written.
+    pub fn temp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Opens a streaming writer for one component.
+    pub fn component(&self, component: Component) -> Result<ComponentWriter> {
+        let path = self.tmp.join(component.file_name());
+        let file = File::create(&path).map_err(|e| FormatError::io(&path, e))?;
+        Ok(ComponentWriter {
+            inner: FooterWriter::new(BufWriter::with_capacity(1 << 20, file), component.id()),
+            path,
+        })
+    }
+
+    /// Writes a whole component at once.
+    pub fn write_component(&self, component: Component, payload: &[u8]) -> Result<()> {
+        let mut w = self.component(component)?;
+        w.write_all(payload).map_err(|e| FormatError::io(&w.path, e))?;
+        w.finish()
+    }
+
+    /// Writes `meta.json` and publishes the directory at its destination.
+    pub fn commit(mut self, meta: &IndexMeta) -> Result<PathBuf> {
+        let json = serde_json::to_vec_pretty(meta).expect("IndexMeta serialises");
+        self.write_component(Component::Meta, &json)?;
+        if let Ok(dir) = File::open(&self.tmp) {
+            let _ = dir.sync_all();
+        }
+        if self.dest.exists() {
+            if !self.overwrite {
+                return Err(FormatError::AlreadyExists { path: self.dest.clone() });
+            }
+            let old = sibling(&self.dest, "old");
+            fs::rename(&self.dest, &old).map_err(|e| FormatError::io(&self.dest, e))?;
+            if let Err(e) = fs::rename(&self.tmp, &self.dest) {
+                let _ = fs::rename(&old, &self.dest);
+                return Err(FormatError::io(&self.dest, e));
+            }
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(&self.tmp, &self.dest).map_err(|e| FormatError::io(&self.dest, e))?;
+        }
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for IndexWriter {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// A streaming writer for one component file; call [`ComponentWriter::finish`] to append the
+/// footer and flush to disk.
+#[derive(Debug)]
+pub struct ComponentWriter {
+    inner: FooterWriter<BufWriter<File>>,
+    path: PathBuf,
+}
+
+impl ComponentWriter {
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Payload bytes written so far.
+    pub fn payload_len(&self) -> u64 {
+        self.inner.payload_len()
+    }
+
+    /// Appends the footer, flushes and syncs the file.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path;
+        let (buf, _) = self.inner.finish().map_err(|e| FormatError::io(&path, e))?;
+        let file = buf.into_inner().map_err(|e| FormatError::io(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| FormatError::io(&path, e))
+    }
+}
+
+impl Write for ComponentWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
