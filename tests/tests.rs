@@ -1,1 +1,11 @@
+//! Integration tests of the `colbert-index` workspace: one binary, one module per area.
 
+/// Shared helpers: fixture writers and a CLI runner.
+mod common;
+
+/// The CLI end to end: build, search, info, verify, and every bad input it must reject.
+mod cli;
+/// Exhaustive search against a naive MaxSim computation.
+mod exhaustive;
+/// The committed golden index of each format version still opens and answers the same.
+mod golden;

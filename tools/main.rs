@@ -1,1 +1,55 @@
-fn main() {}
+//! `colbert-index`: build, search, inspect and verify ColBERT late-interaction indexes.
+#![forbid(unsafe_code)]
+
+mod cmd;
+mod output;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A fast ColBERT late-interaction search engine.
+///
+/// Build an index from token embeddings, search it with exact MaxSim, and inspect or verify it.
+/// Every command exits 0 on success and non-zero with a one-line error naming the file on bad input.
+#[derive(Parser, Debug)]
+#[command(name = "colbert-index", version, about, long_about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build an index from precomputed token embeddings.
+    Build(cmd::build::BuildArgs),
+    /// Search an index and print a TREC run (or JSON lines).
+    Search(cmd::search::SearchArgs),
+    /// Print an index's metadata and sizes.
+    Info(cmd::info::InfoArgs),
+    /// Check every checksum and offset of an index.
+    Verify(cmd::verify::VerifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Build(a) => cmd::build::run(a),
+        Command::Search(a) => cmd::search::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if err.chain().any(|e| {
+                e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,7 +4,13 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod corpus;
+pub mod embeddings;
 pub mod error;
+pub mod index;
 pub mod maxsim;
+pub mod search;
 
 pub use error::{EngineError, Result};
+pub use index::{BuildOptions, Index, IndexBuilder};
+pub use search::Hit;

@@ -1,0 +1,153 @@
+//! Writing an uncompressed index (`build --nbits 16`) from a stream of documents.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use index_format::{
+    bytes::as_bytes, Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, FORMAT_VERSION,
+};
+
+use crate::error::{EngineError, Result};
+
+/// Options of an index build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// Replace an existing index at the destination (atomically, on success only).
+    pub overwrite: bool,
+    /// The encoder's identity and settings, recorded in the metadata.
+    pub encoder: Option<serde_json::Value>,
+    /// Build parameters, recorded in the metadata.
+    pub build_params: serde_json::Value,
+}
+
+/// Streams documents into a new uncompressed index. Nothing is visible at the destination until
+/// [`IndexBuilder::finish`] succeeds; dropping the builder discards the partial files.
+#[derive(Debug)]
+pub struct IndexBuilder {
+    writer: IndexWriter,
+    embeddings: ComponentWriter,
+    dim: usize,
+    doc_offsets: Vec<u64>,
+    ids: Vec<u8>,
+    id_offsets: Vec<u64>,
+    seen_ids: HashSet<String>,
+    options: BuildOptions,
+    scratch: Vec<f16>,
+}
+
+impl IndexBuilder {
+    /// Starts an index of dimension `dim` at `dest`.
+    pub fn create(dest: &Path, dim: usize, options: BuildOptions) -> Result<Self> {
+        if dim == 0 || dim % 8 != 0 {
+            return Err(EngineError::InvalidArgument(format!(
+                "embedding dimension {dim} is not supported: it must be a positive multiple of 8"
+            )));
+        }
+        let writer = IndexWriter::create(dest, options.overwrite)?;
+        let embeddings = writer.component(Component::Embeddings)?;
+        Ok(Self {
+            writer,
+            embeddings,
+            dim,
+            doc_offsets: vec![0],
+            ids: Vec::new(),
+            id_offsets: vec![0],
+            seen_ids: HashSet::new(),
+            options,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Number of documents added so far.
+    pub fn n_docs(&self) -> usize {
+        self.doc_offsets.len() - 1
+    }
+
+    /// Adds one document: its external id and its token embeddings (row-major `[n × dim]`).
+    pub fn add(&mut self, id: &str, tokens: &[f32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Err(EngineError::InvalidArgument(format!("document `{id}` has no tokens")));
+        }
+        if tokens.len() % self.dim != 0 {
+            return Err(EngineError::DimMismatch {
+                what: format!("document `{id}`"),
+                expected: self.dim,
+                got: tokens.len(),
+            });
+        }
+        if id.is_empty() || id.contains(['\n', '\r', '\t']) {
+            return Err(EngineError::InvalidArgument(format!(
+                "document {} has an empty id or one with a tab or newline: {id:?}",
+                self.n_docs()
+            )));
+        }
+        if !self.seen_ids.insert(id.to_owned()) {
+            return Err(EngineError::InvalidArgument(format!("duplicate document id `{id}`")));
+        }
+        self.scratch.clear();
+        self.scratch.extend(tokens.iter().map(|&v| f16::from_f32(v)));
+        self.embeddings
+            .write_all(as_bytes(&self.scratch))
+            .map_err(|e| EngineError::Io { path: self.embeddings.path().to_path_buf(), source: e })?;
+        let last = *self.doc_offsets.last().expect("non-empty");
+        self.doc_offsets.push(last + (tokens.len() / self.dim) as u64);
+        self.ids.extend_from_slice(id.as_bytes());
+        self.id_offsets.push(self.ids.len() as u64);
+        Ok(())
+    }
+
+    /// Writes the remaining files and publishes the index; returns its metadata.
+    pub fn finish(self) -> Result<IndexMeta> {
+        if self.n_docs() == 0 {
+            return Err(EngineError::InvalidArgument("no documents to index".into()));
+        }
+        let n_docs = self.n_docs() as u64;
+        let Self { writer, embeddings, dim, doc_offsets, ids, id_offsets, options, .. } = self;
+        embeddings.finish()?;
+        writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
+        writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
+        writer.write_component(Component::DocIdBytes, &ids)?;
+        let meta = IndexMeta {
+            format_version: FORMAT_VERSION,
+            kind: IndexKind::Uncompressed,
+            dim,
+            n_docs,
+            n_tokens: *doc_offsets.last().expect("non-empty"),
+            created_by: format!("colbert-index {}", env!("CARGO_PKG_VERSION")),
+            encoder: options.encoder,
+            build: options.build_params,
+        };
+        writer.commit(&meta)?;
+        Ok(meta)
+    }
+}
+
+/// Reads external document ids, one per line (surrounding whitespace trimmed), and checks that
+/// there are `expected` of them, none empty and none repeated.
+pub fn read_doc_ids(path: &Path, expected: usize) -> Result<Vec<String>> {
+    let bad = |problem: String| EngineError::BadInput { path: PathBuf::from(path), problem };
+    let raw = std::fs::read(path).map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
+    let text = String::from_utf8(raw).map_err(|e| {
+        let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        bad(format!("line {line}: invalid UTF-8"))
+    })?;
+    let ids: Vec<String> = text.lines().map(|l| l.trim().to_owned()).collect();
+    if ids.len() != expected {
+        return Err(bad(format!("{} ids for {expected} documents", ids.len())));
+    }
+    let mut seen = HashSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            return Err(bad(format!("line {}: empty document id", i + 1)));
+        }
+        if id.contains('\t') {
+            return Err(bad(format!("line {}: document id contains a tab", i + 1)));
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(bad(format!("line {}: duplicate document id `{id}`", i + 1)));
+        }
+    }
+    Ok(ids)
+}

@@ -1,0 +1,62 @@
+//! Exhaustive MaxSim over every document of an uncompressed index: the exact oracle.
+//!
+//! Documents are split into chunks scored in parallel (rayon); each chunk scores every query of
+//! the batch against a document while its tokens are still in cache, and keeps one [`TopK`] per
+//! query; the per-chunk selections are merged at the end.
+
+use half::f16;
+use index_format::IndexReader;
+use rayon::prelude::*;
+
+use super::{Hit, TopK};
+use crate::maxsim::{PreparedQuery, Scorer};
+
+/// Documents per parallel work unit.
+const CHUNK_DOCS: usize = 256;
+
+/// Exact top-`k` of each query over all documents of `reader`. Queries are row-major
+/// `[len × dim]` and already validated against the index dimension.
+pub fn search(reader: &IndexReader, queries: &[Vec<f32>], k: usize) -> Vec<Vec<Hit>> {
+    let dim = reader.meta().dim;
+    let prepared: Vec<PreparedQuery> = queries.iter().map(|q| PreparedQuery::new(q, dim)).collect();
+    search_with(reader.doc_offsets(), reader.embeddings(), dim, &prepared, k)
+}
+
+/// Exact top-`k` over documents given as token offsets into a row-major f16 embedding matrix.
+pub fn search_with(
+    doc_offsets: &[u64],
+    embeddings: &[f16],
+    dim: usize,
+    queries: &[PreparedQuery],
+    k: usize,
+) -> Vec<Vec<Hit>> {
+    let n_docs = doc_offsets.len().saturating_sub(1);
+    let n_chunks = n_docs.div_ceil(CHUNK_DOCS);
+    let merged = (0..n_chunks)
+        .into_par_iter()
+        .fold(
+            || vec![TopK::new(k); queries.len()],
+            |mut tops, chunk| {
+                let docs = chunk * CHUNK_DOCS..((chunk + 1) * CHUNK_DOCS).min(n_docs);
+                let mut scorers: Vec<Scorer<'_>> = queries.iter().map(Scorer::new).collect();
+                for doc in docs {
+                    let tokens =
+                        &embeddings[doc_offsets[doc] as usize * dim..doc_offsets[doc + 1] as usize * dim];
+                    for (scorer, top) in scorers.iter_mut().zip(tops.iter_mut()) {
+                        top.push(doc as u32, scorer.score_f16(tokens));
+                    }
+                }
+                tops
+            },
+        )
+        .reduce(
+            || vec![TopK::new(k); queries.len()],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(b) {
+                    x.merge(y);
+                }
+                a
+            },
+        );
+    merged.into_iter().map(TopK::into_sorted).collect()
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod build;
+pub mod info;
+pub mod search;
+pub mod verify;

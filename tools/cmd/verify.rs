@@ -1,0 +1,30 @@
+//! `colbert-index verify`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use engine::Index;
+
+/// Arguments of `verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The index directory.
+    #[arg(long, value_name = "DIR")]
+    pub index: PathBuf,
+}
+
+/// Runs `verify`: opens the index, recomputes every CRC32 and checks every offset.
+pub fn run(args: &VerifyArgs) -> Result<()> {
+    let index = Index::open(&args.index)?;
+    index.verify()?;
+    let meta = index.meta();
+    println!(
+        "ok: {} ({} documents, {} tokens, {} bytes checked)",
+        args.index.display(),
+        meta.n_docs,
+        meta.n_tokens,
+        index.reader().size_bytes()
+    );
+    Ok(())
+}
