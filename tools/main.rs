@@ -30,6 +30,8 @@ enum Command {
     Info(cmd::info::InfoArgs),
     /// Check every checksum and offset of an index.
     Verify(cmd::verify::VerifyArgs),
+    /// Measure latency percentiles, QPS, recall against the exhaustive oracle, size and memory.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Verify(a) => cmd::verify::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
