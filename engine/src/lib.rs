@@ -4,7 +4,9 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod collections;
 pub mod error;
+pub mod eval;
 pub mod maxsim;
 
 pub use error::{EngineError, Result};
