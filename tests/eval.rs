@@ -48,7 +48,11 @@ fn check_run(run_name: &str, qrels: &Qrels, want: &Value) {
     }
     for (i, name) in names.iter().enumerate() {
         let theirs = want["mean"][name].as_f64().unwrap();
-        assert!((got.mean[i] - theirs).abs() <= TOLERANCE, "{run_name} mean {name}: ours {} trec_eval {theirs}", got.mean[i]);
+        assert!(
+            (got.mean[i] - theirs).abs() <= TOLERANCE,
+            "{run_name} mean {name}: ours {} trec_eval {theirs}",
+            got.mean[i]
+        );
     }
     assert_eq!(got.unanswered, strings(&want["unanswered"]), "{run_name}: unanswered");
     assert_eq!(got.unjudged, strings(&want["unjudged"]), "{run_name}: unjudged");
@@ -107,7 +111,9 @@ fn bundled_cranfield() {
 /// The classic collections' source files, when present: `COLBERT_DATA_DIR`, or
 /// `../shared/data` next to the repository.
 fn shared_data() -> Option<PathBuf> {
-    let dir = std::env::var_os("COLBERT_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/data"));
+    let dir = std::env::var_os("COLBERT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
     if dir.join("cranfield/cranqrel").is_file() {
         Some(dir)
     } else {
@@ -121,7 +127,8 @@ fn readers_match_the_bundled_conversion_and_known_sizes() {
     let Some(data) = shared_data() else { return };
     let cranfield = ClassicCollection::Cranfield.load(&data).unwrap();
     assert_eq!(cranfield, Collection::read_beir(&root().join("data/cranfield")).unwrap());
-    let expect = [(ClassicCollection::Cisi, 1460, 112, 76, 3114), (ClassicCollection::Npl, 11429, 93, 93, 2083)];
+    let expect =
+        [(ClassicCollection::Cisi, 1460, 112, 76, 3114), (ClassicCollection::Npl, 11429, 93, 93, 2083)];
     for (which, docs, queries, judged, judgments) in expect {
         let c = which.load(&data).unwrap();
         assert_eq!(
@@ -133,7 +140,10 @@ fn readers_match_the_bundled_conversion_and_known_sizes() {
         let query_ids: std::collections::HashSet<&str> = c.queries.iter().map(|q| q.id.as_str()).collect();
         for (qid, docs) in c.qrels.iter() {
             assert!(query_ids.contains(qid), "{which:?}: judged query {qid} has no text");
-            assert!(docs.keys().all(|d| ids.contains(d.as_str())), "{which:?}: query {qid} judges an unknown document");
+            assert!(
+                docs.keys().all(|d| ids.contains(d.as_str())),
+                "{which:?}: query {qid} judges an unknown document"
+            );
         }
         assert!(c.documents.iter().all(|d| !d.text.is_empty()), "{which:?}: empty document");
     }
