@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use engine::collections::{ClassicCollection, Collection};
-use engine::eval::{evaluate, Metric, Qrels, QrelsFormat, Run};
+use engine::eval::{evaluate, Metric, Qrels, Run};
 use serde_json::Value;
 
 /// pytrec_eval prints doubles exactly; both sides sum in the same order, so agreement is far

@@ -36,9 +36,10 @@ fn blocks<'t>(text: &'t str, tag: &str, path: &Path) -> Result<Vec<(usize, &'t s
     let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
     let mut out = Vec::new();
     let mut rest = text;
-    let mut offset = 0;
+    // The line number where `rest` starts.
+    let mut line_of_rest = 1;
     while let Some(start) = rest.find(&open) {
-        let line = text[..offset + start].matches('\n').count() + 1;
+        let line = line_of_rest + rest[..start].matches('\n').count();
         let body_start = start + open.len();
         let Some(len) = rest[body_start..].find(&close) else {
             return Err(EngineError::BadInput {
@@ -48,7 +49,7 @@ fn blocks<'t>(text: &'t str, tag: &str, path: &Path) -> Result<Vec<(usize, &'t s
         };
         out.push((line, &rest[body_start..body_start + len]));
         let end = body_start + len + close.len();
-        offset += end;
+        line_of_rest += rest[..end].matches('\n').count();
         rest = &rest[end..];
     }
     Ok(out)
