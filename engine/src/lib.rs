@@ -4,9 +4,11 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod collections;
 pub mod corpus;
 pub mod embeddings;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod maxsim;
 pub mod search;

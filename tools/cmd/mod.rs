@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod build;
+pub mod eval;
 pub mod info;
 pub mod search;
 pub mod verify;
