@@ -142,7 +142,7 @@ impl PreparedQuery {
     /// # Panics
     /// If `tokens.len()` is not a multiple of `dim`, or `dim` is zero.
     pub fn new(tokens: &[f32], dim: usize) -> Self {
-        assert!(dim > 0 && tokens.len() % dim == 0, "query shape");
+        assert!(dim > 0 && tokens.len().is_multiple_of(dim), "query shape");
         let len = tokens.len() / dim;
         let strips = len.div_ceil(STRIP);
         let mut packed = vec![0.0f32; strips * dim * STRIP];

@@ -204,8 +204,9 @@ fn degenerate_values_do_not_panic() {
         let mut rng = Rng(i as u64);
         let mut query = rng.vec(20 * dim);
         let mut doc = rng.vec(9 * dim);
-        query[i * 7 % query.len()] = special;
-        doc[i * 11 % doc.len()] = special;
+        let (qi, di) = (i * 7 % query.len(), i * 11 % doc.len());
+        query[qi] = special;
+        doc[di] = special;
         let all_special_doc = vec![special; 7 * dim];
         let prepared = PreparedQuery::new(&query, dim);
         let all_special = PreparedQuery::new(&vec![special; 17 * dim], dim);
