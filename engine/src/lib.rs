@@ -4,6 +4,7 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod encoder;
 pub mod error;
 pub mod maxsim;
 
