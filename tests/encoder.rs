@@ -31,7 +31,8 @@ fn model_cache() -> Option<PathBuf> {
     let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
     });
-    if cache.join(CASS).join("model.safetensors").is_file() && cache.join(MINILM).join("model.safetensors").is_file()
+    if cache.join(CASS).join("model.safetensors").is_file()
+        && cache.join(MINILM).join("model.safetensors").is_file()
     {
         Some(cache)
     } else {
@@ -125,7 +126,9 @@ fn build_layouts(cache: &Path, root: &Path) {
     let mut backbone = HashMap::new();
     for (k, v) in read_tensors(&cass.join("model.safetensors")) {
         if let Some(rest) = k.strip_prefix("bert.") {
-            let rest = rest.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias");
+            let rest = rest
+                .replace("LayerNorm.gamma", "LayerNorm.weight")
+                .replace("LayerNorm.beta", "LayerNorm.bias");
             backbone.insert(rest, v);
         }
     }
@@ -166,12 +169,38 @@ fn build_layouts(cache: &Path, root: &Path) {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::copy(cass.join("config.json"), d.join("config.json")).unwrap();
     std::fs::copy(cass.join("model.safetensors"), d.join("model.safetensors")).unwrap();
-    let mut tokens: Vec<(&String, u64)> =
-        tok_json["model"]["vocab"].as_object().unwrap().iter().map(|(k, v)| (k, v.as_u64().unwrap())).collect();
+    let mut tokens: Vec<(&String, u64)> = tok_json["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k, v.as_u64().unwrap()))
+        .collect();
     tokens.sort_by_key(|(_, id)| *id);
     let vocab_txt: String = tokens.iter().map(|(t, _)| format!("{t}\n")).collect();
     std::fs::write(d.join("vocab.txt"), vocab_txt).unwrap();
     write_json(&d.join("tokenizer_config.json"), &json!({"do_lower_case": true, "mask_token": "[MASK]"}));
+
+    // Plain tiny ModernBERT: committed weights, token embeddings from the tiny BERT's first 64 columns.
+    let d = root.join("modernbert");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(data_dir().join("modernbert_config.json"), d.join("config.json")).unwrap();
+    std::fs::copy(cass.join("tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    let mut mb: HashMap<String, Owned> = extra
+        .drain()
+        .filter_map(|(k, v)| k.strip_prefix("modernbert.").map(|rest| (rest.to_string(), v)))
+        .collect();
+    let cass_t = read_tensors(&cass.join("model.safetensors"));
+    let we = &cass_t["bert.embeddings.word_embeddings.weight"];
+    let (rows, cols) = (we.shape[0], we.shape[1]);
+    let mut data = Vec::with_capacity(rows * 64 * 4);
+    for r in 0..rows {
+        data.extend_from_slice(&we.data[r * cols * 4..(r * cols + 64) * 4]);
+    }
+    mb.insert(
+        "embeddings.tok_embeddings.weight".into(),
+        Owned { dtype: Dtype::F32, shape: vec![rows, 64], data },
+    );
+    write_tensors(&d.join("model.safetensors"), &mb);
 }
 
 /// Layout directories built once per test binary run.
@@ -225,7 +254,13 @@ fn check_against_reference(name: &str, layout: Layout) -> Option<f32> {
             assert_eq!(view.shape()[1], enc.dim(), "{name}: dim");
             let want: Vec<f32> =
                 view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            assert_eq!(g.len(), want.len(), "{name}: {prefix} {i} has {} values, want {}", g.len(), want.len());
+            assert_eq!(
+                g.len(),
+                want.len(),
+                "{name}: {prefix} {i} has {} values, want {}",
+                g.len(),
+                want.len()
+            );
             for (a, b) in g.iter().zip(&want) {
                 worst = worst.max((a - b).abs());
             }
@@ -256,6 +291,11 @@ fn plain_vocab_txt_matches_pytorch() {
 }
 
 #[test]
+fn plain_modernbert_matches_pytorch() {
+    check_against_reference("modernbert", Layout::Plain);
+}
+
+#[test]
 fn plain_minilm_matches_pytorch() {
     check_against_reference("minilm", Layout::Plain);
 }
@@ -264,8 +304,9 @@ fn plain_minilm_matches_pytorch() {
 fn batching_does_not_change_results() {
     let Some(dir) = model_dir("pylate") else { return };
     let one = Encoder::load(&dir, EncoderOptions { batch_size: 1, ..Default::default() }).unwrap();
-    let many = Encoder::load(&dir, EncoderOptions { batch_size: 16, max_batch_tokens: 64, ..Default::default() })
-        .unwrap();
+    let many =
+        Encoder::load(&dir, EncoderOptions { batch_size: 16, max_batch_tokens: 64, ..Default::default() })
+            .unwrap();
     let docs = ["a", "", "a much longer document with many more tokens than the others in this batch", "b c"];
     let a = one.encode_documents(&docs).unwrap();
     let b = many.encode_documents(&docs).unwrap();

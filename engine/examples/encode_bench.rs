@@ -47,8 +47,10 @@ fn main() {
     let repeats: usize = args.get(5).map_or(3, |s| s.parse().expect("REPEATS"));
     let docs = smart_abstracts(std::path::Path::new(&args[2]));
     let docs: Vec<&str> = docs.iter().take(n).map(String::as_str).collect();
-    let enc = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() }).expect("load model");
-    let tokens: usize = docs.iter().map(|d| enc.tokenizer().tokenize(d, TextKind::Document).unwrap().ids.len()).sum();
+    let enc = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() })
+        .expect("load model");
+    let tokens: usize =
+        docs.iter().map(|d| enc.tokenizer().tokenize(d, TextKind::Document).unwrap().ids.len()).sum();
     enc.encode_documents(&docs[..docs.len().min(batch)]).expect("warm-up");
     let mut best = f64::INFINITY;
     let mut kept = 0;

@@ -87,7 +87,9 @@ impl Encoder {
     /// model's vocabulary, or an unsupported architecture.
     pub fn load(dir: &Path, options: EncoderOptions) -> Result<Encoder> {
         if options.batch_size == 0 || options.max_batch_tokens == 0 {
-            return Err(EngineError::InvalidArgument("batch_size and max_batch_tokens must be positive".into()));
+            return Err(EngineError::InvalidArgument(
+                "batch_size and max_batch_tokens must be positive".into(),
+            ));
         }
         let mut files = config::detect(dir)?;
         if let Some(q) = options.query_maxlen {

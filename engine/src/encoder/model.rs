@@ -91,6 +91,22 @@ fn strip_prefix(tensors: HashMap<String, Tensor>, probe: &str, prefixes: &[&str]
     tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(String::from).unwrap_or(k), v)).collect()
 }
 
+/// Transformers 5 writes the RoPE bases under `rope_parameters.{full,sliding}_attention.rope_theta`;
+/// earlier versions (and candle) use `global_rope_theta` / `local_rope_theta`. Fills the latter
+/// from the former when missing.
+fn modernbert_rope_keys(mut raw: Value) -> Value {
+    let theta = |kind: &str| raw.pointer(&format!("/rope_parameters/{kind}/rope_theta")).cloned();
+    let (global, local) = (theta("full_attention"), theta("sliding_attention"));
+    if let Some(obj) = raw.as_object_mut() {
+        for (key, value) in [("global_rope_theta", global), ("local_rope_theta", local)] {
+            if let (false, Some(v)) = (obj.contains_key(key), value) {
+                obj.insert(key.to_string(), v);
+            }
+        }
+    }
+    raw
+}
+
 impl Backbone {
     /// Builds the backbone from its parsed config and its tensors.
     pub(crate) fn load(
@@ -101,18 +117,23 @@ impl Backbone {
         tensors: HashMap<String, Tensor>,
     ) -> Result<Self> {
         let dev = Device::Cpu;
-        let weights_error =
-            |e: candle_core::Error| model_error(weights_path, format!("weights do not match config.json: {e}"));
+        let weights_error = |e: candle_core::Error| {
+            model_error(weights_path, format!("weights do not match config.json: {e}"))
+        };
         match info.architecture {
             Architecture::Bert => {
                 let cfg: bert::Config = serde_json::from_value(raw)
                     .map_err(|e| model_error(config_path, format!("not a BERT config: {e}")))?;
-                let tensors =
-                    strip_prefix(tensors, "embeddings.word_embeddings.weight", &["bert.", "model.", "encoder."]);
+                let tensors = strip_prefix(
+                    tensors,
+                    "embeddings.word_embeddings.weight",
+                    &["bert.", "model.", "encoder."],
+                );
                 let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
                 Ok(Backbone::Bert(bert::BertModel::load(vb, &cfg).map_err(weights_error)?))
             }
             Architecture::ModernBert => {
+                let raw = modernbert_rope_keys(raw);
                 let cfg: modernbert::Config = serde_json::from_value(raw)
                     .map_err(|e| model_error(config_path, format!("not a ModernBERT config: {e}")))?;
                 // candle expects the `model.` prefix of `ModernBertForMaskedLM`; a bare
@@ -157,8 +178,9 @@ impl Dense {
     ) -> Result<Self> {
         let path = spec.weights.as_path();
         let wname = format!("{}.weight", spec.prefix);
-        let weight =
-            tensors.get(&wname).ok_or_else(|| model_error(path, format!("no projection tensor {wname:?}")))?;
+        let weight = tensors
+            .get(&wname)
+            .ok_or_else(|| model_error(path, format!("no projection tensor {wname:?}")))?;
         let (out, inp) = weight
             .dims2()
             .map_err(|_| model_error(path, format!("{wname:?} is not a matrix: {:?}", weight.shape())))?;
@@ -176,16 +198,24 @@ impl Dense {
         }
         let bias = if spec.bias {
             let bname = format!("{}.bias", spec.prefix);
-            let b =
-                tensors.get(&bname).ok_or_else(|| model_error(path, format!("no projection bias {bname:?}")))?;
+            let b = tensors
+                .get(&bname)
+                .ok_or_else(|| model_error(path, format!("no projection bias {bname:?}")))?;
             if b.dims() != [out] {
-                return Err(model_error(path, format!("{bname:?} has shape {:?}, expected [{out}]", b.shape())));
+                return Err(model_error(
+                    path,
+                    format!("{bname:?} has shape {:?}, expected [{out}]", b.shape()),
+                ));
             }
             Some(b.to_dtype(DType::F32)?)
         } else {
             None
         };
-        Ok(Dense { weight_t: weight.to_dtype(DType::F32)?.t()?.contiguous()?, bias, activation: spec.activation })
+        Ok(Dense {
+            weight_t: weight.to_dtype(DType::F32)?.t()?.contiguous()?,
+            bias,
+            activation: spec.activation,
+        })
     }
 
     /// Output width.
