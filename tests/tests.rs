@@ -5,6 +5,8 @@ mod common;
 
 /// The CLI end to end: build, search, info, verify, and every bad input it must reject.
 mod cli;
+/// The encoder against PyTorch fixtures, for each model layout.
+mod encoder;
 /// Evaluation metrics against pytrec_eval fixtures, and the bundled collections.
 mod eval;
 /// Exhaustive search against a naive MaxSim computation.

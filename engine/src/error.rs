@@ -29,6 +29,23 @@ pub enum EngineError {
     /// An argument is out of its valid range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A model directory or one of its files is missing, malformed or unsupported.
+    #[error("{path}: {problem}")]
+    Model {
+        /// The file (or directory) at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The tokenizer failed on an input text.
+    #[error("tokenizer failed: {problem}")]
+    Tokenize {
+        /// The tokenizer's message.
+        problem: String,
+    },
+    /// A tensor operation failed inside candle.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -7,6 +7,7 @@
 pub mod collections;
 pub mod corpus;
 pub mod embeddings;
+pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod index;
