@@ -15,8 +15,21 @@ pub struct BuildArgs {
     /// Token embeddings to index: a safetensors file with `embeddings` (f16 or f32,
     /// [total_tokens, dim]) and `doclens` (i32 or i64, [n_docs]); document i owns the next
     /// doclens[i] rows. The dimension must be a multiple of 8.
-    #[arg(long, value_name = "FILE.safetensors")]
-    pub embeddings: PathBuf,
+    #[arg(long, value_name = "FILE.safetensors", required_unless_present = "collection", conflicts_with = "collection")]
+    pub embeddings: Option<PathBuf>,
+    /// A collection of raw text to encode with --model: ColBERT TSV (`id<TAB>text`) or BEIR
+    /// `corpus.jsonl` (`_id`, `title`, `text`; title and text are indexed together). Documents
+    /// with empty text are skipped and counted; duplicate ids are an error.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub collection: Option<PathBuf>,
+    /// The model to encode --collection with: a Stanford ColBERT (HF_ColBERT) directory, a
+    /// PyLate / sentence-transformers ColBERT directory, or a plain BERT/ModernBERT checkpoint.
+    /// Recorded in the index, so `search --query` encodes queries the same way.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Texts per model batch when encoding (texts are batched by length to limit padding).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
     /// Directory to write the index to. It is built in a temporary sibling directory and renamed
     /// into place only on success.
     #[arg(long, value_name = "DIR")]
@@ -40,8 +53,20 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if args.nbits != 16 {
         bail!("--nbits {}: only 16 (uncompressed f16) is available in this version", args.nbits);
     }
+    if let (Some(collection), Some(model)) = (&args.collection, &args.model) {
+        let params = serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() });
+        return super::text::build_from_collection(
+            collection,
+            model,
+            &args.index,
+            args.overwrite,
+            args.batch_size,
+            params,
+        );
+    }
+    let Some(embeddings) = &args.embeddings else { bail!("give --embeddings FILE or --collection FILE --model DIR") };
     let start = Instant::now();
-    let input = DocEmbeddingsFile::open(&args.embeddings)?;
+    let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {
         Some(path) => Some(read_doc_ids(path, input.n_docs())?),
         None => None,
@@ -49,7 +74,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let options = BuildOptions {
         overwrite: args.overwrite,
         encoder: None,
-        build_params: serde_json::json!({ "nbits": args.nbits, "source": args.embeddings.display().to_string() }),
+        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
     };
     let mut builder = IndexBuilder::create(&args.index, input.dim(), options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;

@@ -5,4 +5,5 @@ pub mod build;
 pub mod eval;
 pub mod info;
 pub mod search;
+pub mod text;
 pub mod verify;
