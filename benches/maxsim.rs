@@ -104,10 +104,12 @@ fn cases() -> Vec<Case> {
 
 /// Peak FMA rate and the GFLOP/s table, printed.
 fn report(cases: &[Case]) {
-    println!("== single-core FMA peak (12 independent FMA chains) ==");
+    println!("== single-core FMA peak (12 independent FMA chains, best of 3) ==");
     let mut peak = 0.0f64;
     for kernel in Kernel::available() {
-        if let Some(g) = calibrate::fma_peak_gflops(kernel, 200_000_000 / 12) {
+        let best_of_3 =
+            (0..3).filter_map(|_| calibrate::fma_peak_gflops(kernel, 200_000_000 / 12)).reduce(f64::max);
+        if let Some(g) = best_of_3 {
             println!("fma peak {:<7} {g:7.1} GFLOP/s", kernel.name());
             peak = peak.max(g);
         }

@@ -44,6 +44,7 @@ pub fn fma_peak_gflops(kernel: Kernel, iterations: u64) -> Option<f64> {
 }
 
 #[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"] // AVX-512 intrinsics: see the note in `maxsim/mod.rs`.
 mod x86 {
     use core::arch::x86_64::*;
 

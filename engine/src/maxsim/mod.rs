@@ -20,11 +20,17 @@
 pub mod calibrate;
 pub mod scalar;
 
+// AVX-512 intrinsics and `#[target_feature(enable = "avx512f")]` are stable from Rust 1.89, and
+// calling value-only intrinsics safely inside `#[target_feature]` functions from 1.86: these
+// modules need rust-version >= 1.89 (the workspace still says 1.85 and must be raised).
 #[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
+#[clippy::msrv = "1.89"]
 mod neon;
 #[cfg(test)]
 mod tests;
