@@ -4,7 +4,10 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod error;
+pub mod kmeans;
 pub mod maxsim;
+pub mod synth;
 
 pub use error::{EngineError, Result};
