@@ -20,6 +20,9 @@ use rayon::prelude::*;
 
 const TOPK: usize = 10;
 
+/// Builds a codec config for a bit width.
+type MakeCodec = fn(u32) -> CodecConfig;
+
 struct Args {
     docs: usize,
     clusters: usize,
@@ -194,7 +197,7 @@ fn main() {
         let r = recall(&exact, &topk(&queries, qlen, &dec, &all.doclens, dim));
         println!("| {variant} ({train_s:.0}s) | centroids only | 0 | 2 | {r:.3} | — | — |");
 
-        let codecs: Vec<(&str, fn(u32) -> CodecConfig)> = vec![
+        let codecs: Vec<(&str, MakeCodec)> = vec![
             ("stanford (pooled quantile)", CodecConfig::stanford),
             ("pooled lloyd-max", |n| CodecConfig {
                 nbits: n,
