@@ -43,6 +43,16 @@ pub enum EngineError {
         /// The tokenizer's message.
         problem: String,
     },
+    /// An input holds NaN or infinity.
+    #[error("{what}: non-finite value at row {row}, column {col}")]
+    NonFinite {
+        /// Which input.
+        what: String,
+        /// Row (vector) index of the first bad value.
+        row: usize,
+        /// Column (dimension) index of the first bad value.
+        col: usize,
+    },
     /// A tensor operation failed inside candle.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),

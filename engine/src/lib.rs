@@ -4,6 +4,7 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod collections;
 pub mod corpus;
 pub mod embeddings;
@@ -11,8 +12,10 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod index;
+pub mod kmeans;
 pub mod maxsim;
 pub mod search;
+pub mod synth;
 
 pub use error::{EngineError, Result};
 pub use index::{BuildOptions, Index, IndexBuilder};
