@@ -15,7 +15,12 @@ pub struct BuildArgs {
     /// Token embeddings to index: a safetensors file with `embeddings` (f16 or f32,
     /// [total_tokens, dim]) and `doclens` (i32 or i64, [n_docs]); document i owns the next
     /// doclens[i] rows. The dimension must be a multiple of 8.
-    #[arg(long, value_name = "FILE.safetensors", required_unless_present = "collection", conflicts_with = "collection")]
+    #[arg(
+        long,
+        value_name = "FILE.safetensors",
+        required_unless_present = "collection",
+        conflicts_with = "collection"
+    )]
     pub embeddings: Option<PathBuf>,
     /// A collection of raw text to encode with --model: ColBERT TSV (`id<TAB>text`) or BEIR
     /// `corpus.jsonl` (`_id`, `title`, `text`; title and text are indexed together). Documents
@@ -64,7 +69,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             params,
         );
     }
-    let Some(embeddings) = &args.embeddings else { bail!("give --embeddings FILE or --collection FILE --model DIR") };
+    let Some(embeddings) = &args.embeddings else {
+        bail!("give --embeddings FILE or --collection FILE --model DIR")
+    };
     let start = Instant::now();
     let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {

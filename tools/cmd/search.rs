@@ -93,7 +93,7 @@ fn load_queries(args: &SearchArgs, index: &Index) -> Result<(Vec<String>, Vec<Ve
 }
 
 /// Titles and text of the documents in `hits`, read from the collection.
-fn lookup_texts(path: &PathBuf, wanted: &[String]) -> Result<HashMap<String, (String, String)>> {
+fn lookup_texts(path: &std::path::Path, wanted: &[String]) -> Result<HashMap<String, (String, String)>> {
     let mut out = HashMap::new();
     for r in CorpusReader::open(path)? {
         let r = r?;
@@ -159,7 +159,9 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                             writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, h.score, snippet(title, 90))?;
                             writeln!(out, "                 {}", snippet(text, 100))?;
                         }
-                        Some((_, text)) => writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, h.score, snippet(text, 100))?,
+                        Some((_, text)) => {
+                            writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, h.score, snippet(text, 100))?
+                        }
                         None => writeln!(out, "  {:>2}. {:>7.3}  [{id}]", r + 1, h.score)?,
                     }
                 }

@@ -85,7 +85,8 @@ pub fn build_from_collection(
         pb.set_message(format!("encoding, {:.0} tokens/s", tokens as f64 / secs));
     }
     let skipped = reader.skipped_empty();
-    let meta = builder.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
+    let meta =
+        builder.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();
     eprintln!(
         "indexed {} documents ({} tokens, dim {}) from {} in {:.1?} ({:.0} tokens/s){}",
@@ -118,12 +119,18 @@ pub fn query_encoder(index: &Index, index_dir: &Path, model: Option<&PathBuf>) -
         Some(m) => m.clone(),
         None => match recorded["model_dir"].as_str() {
             Some(d) => PathBuf::from(d),
-            None => bail!("{}: the index does not record its model directory; pass --model", index_dir.display()),
+            None => {
+                bail!("{}: the index does not record its model directory; pass --model", index_dir.display())
+            }
         },
     };
     let encoder = load_encoder(&dir, 32)?;
     encoder.check_identity(recorded).with_context(|| {
-        format!("the model in {} does not match the one index {} was built with", dir.display(), index_dir.display())
+        format!(
+            "the model in {} does not match the one index {} was built with",
+            dir.display(),
+            index_dir.display()
+        )
     })?;
     Ok(encoder)
 }
