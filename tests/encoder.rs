@@ -36,6 +36,11 @@ fn model_cache() -> Option<PathBuf> {
     {
         Some(cache)
     } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test the encoder: run tools/fetch-models.sh first (model cache {} is empty)",
+            cache.display()
+        );
         eprintln!(
             "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
              !!! SKIPPED: encoder model cache not found at {}\n\

@@ -13,3 +13,5 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// The text path of the CLI: collections, text queries, model checks.
+mod text;
