@@ -29,6 +29,19 @@ pub enum EngineError {
     /// An argument is out of its valid range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An input holds NaN or infinity.
+    #[error("{what}: non-finite value at row {row}, column {col}")]
+    NonFinite {
+        /// Which input.
+        what: String,
+        /// Row (vector) index of the first bad value.
+        row: usize,
+        /// Column (dimension) index of the first bad value.
+        col: usize,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]
     Io {

@@ -4,12 +4,15 @@
 //! The on-disk format lives in the `index-format` crate; this crate computes on it.
 #![deny(missing_docs)]
 
+pub mod codec;
 pub mod corpus;
 pub mod embeddings;
 pub mod error;
 pub mod index;
+pub mod kmeans;
 pub mod maxsim;
 pub mod search;
+pub mod synth;
 
 pub use error::{EngineError, Result};
 pub use index::{BuildOptions, Index, IndexBuilder};

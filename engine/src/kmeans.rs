@@ -1,0 +1,459 @@
+//! Seeded, reproducible k-means over a sample of token embeddings, and fast nearest-centroid
+//! assignment.
+//!
+//! Assignment of `n` vectors to `k` centroids is one matrix product per block of vectors
+//! (candle's CPU matmul, which runs the `gemm` crate with run-time CPU dispatch and its own
+//! threads), followed by a per-row arg-max. The nearest centroid in Euclidean distance maximises
+//! `x·c − ‖c‖²/2`, which reduces to the largest dot product when centroids are unit vectors.
+//!
+//! Training is Lloyd's algorithm. Results depend only on the input, the config and the seed,
+//! never on the thread count: each row's assignment is computed independently, and the centroid
+//! sums are accumulated in f64 in row order.
+//!
+//! Memory is bounded by the sample plus `k × dim` centroids and one block of scores (at most
+//! [`SCORE_BLOCK_FLOATS`] floats).
+
+use candle_core::{Device, Tensor};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{EngineError, Result};
+use crate::synth::{normalize, Rng};
+
+/// Most f32 scores held at once by [`assign`] (64 MiB).
+pub const SCORE_BLOCK_FLOATS: usize = 1 << 24;
+
+/// How initial centroids are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// `k` distinct sample vectors chosen uniformly (what Stanford ColBERT does).
+    Random,
+    /// k-means++ (D² sampling), run on a uniform subsample of at most `pool` vectors so that its
+    /// sequential `k` steps stay affordable for large `k` (cost `k × pool × dim`).
+    KMeansPlusPlus {
+        /// Size of the subsample the seeding runs on; at least `k` is used.
+        pool: usize,
+    },
+}
+
+/// k-means settings. [`KMeansConfig::new`] gives the defaults for a given `k`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeansConfig {
+    /// Number of centroids. Clamped to the number of sample vectors when there are fewer.
+    pub k: usize,
+    /// Most Lloyd iterations; training stops earlier when no assignment changes.
+    pub max_iters: usize,
+    /// Initialisation.
+    pub init: Init,
+    /// Renormalise centroids to unit length after every update (spherical k-means, suited to
+    /// L2-normalised embeddings and to max-dot-product search).
+    pub spherical: bool,
+    /// Seed for initialisation and for re-seeding empty clusters.
+    pub seed: u64,
+}
+
+impl KMeansConfig {
+    /// Defaults: 10 iterations, random init, spherical, seed 0.
+    pub fn new(k: usize) -> Self {
+        KMeansConfig { k, max_iters: 10, init: Init::Random, spherical: true, seed: 0 }
+    }
+}
+
+/// Number of centroids for an index of `n_tokens` embeddings:
+/// `2^floor(log2(16·sqrt(n_tokens)))` (the Stanford ColBERT rule), at least 1.
+pub fn default_num_centroids(n_tokens: usize) -> usize {
+    let x = 16.0 * (n_tokens as f64).sqrt();
+    if x < 2.0 {
+        return 1;
+    }
+    1usize << (x.log2().floor() as u32)
+}
+
+/// Number of documents whose tokens k-means should be trained on for an index of `n_docs`
+/// documents: `min(n_docs, ceil(16·sqrt(120·n_docs)))`.
+pub fn default_sample_docs(n_docs: usize) -> usize {
+    let s = (16.0 * (120.0 * n_docs as f64).sqrt()).ceil() as usize;
+    s.min(n_docs)
+}
+
+/// Trained centroids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeans {
+    centroids: Vec<f32>,
+    dim: usize,
+    iterations: usize,
+}
+
+impl KMeans {
+    /// Row-major `[k × dim]` centroids.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+
+    /// Takes the centroids out.
+    pub fn into_centroids(self) -> Vec<f32> {
+        self.centroids
+    }
+
+    /// Number of centroids (may be less than the requested `k`: see [`KMeansConfig::k`]).
+    pub fn k(&self) -> usize {
+        self.centroids.len() / self.dim
+    }
+
+    /// Embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Lloyd iterations actually run.
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+}
+
+/// Checks that `data` is a non-empty `[n × dim]` matrix of finite numbers; returns `n`.
+pub(crate) fn check_matrix(data: &[f32], dim: usize, what: &str) -> Result<usize> {
+    if dim == 0 {
+        return Err(EngineError::InvalidArgument(format!("{what}: dimension must be positive")));
+    }
+    if data.len() % dim != 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "{what}: length {} is not a multiple of dimension {dim}",
+            data.len()
+        )));
+    }
+    if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+        return Err(EngineError::NonFinite { what: what.to_string(), row: i / dim, col: i % dim });
+    }
+    Ok(data.len() / dim)
+}
+
+/// Rounds every value to the nearest f16 and back, in place. Apply this to centroids before
+/// computing residuals when the index stores centroids as f16, so that decoding against the
+/// stored centroids reproduces what was encoded.
+pub fn round_to_f16(values: &mut [f32]) {
+    values.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+}
+
+/// Converts centroids to f16 for storage.
+pub fn to_f16(values: &[f32]) -> Vec<f16> {
+    values.iter().map(|&x| f16::from_f32(x)).collect()
+}
+
+/// For each row of `vectors` (`[n × dim]`), the index of the nearest row of `centroids`
+/// (`[k × dim]`) in Euclidean distance; ties go to the lower index.
+///
+/// # Errors
+/// [`EngineError::InvalidArgument`] on shape errors or no centroids; [`EngineError::NonFinite`]
+/// if `centroids` holds NaN or infinity (vectors are not scanned, for speed: a non-finite vector
+/// gets an arbitrary code).
+pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>> {
+    let mut codes = Vec::new();
+    assign_with_scores(vectors, centroids, dim, &mut codes, None)?;
+    Ok(codes)
+}
+
+/// Like [`assign`], writing into `codes` (cleared first) and, when `best` is given, the best
+/// score `x·c − ‖c‖²/2` of each row into it.
+fn assign_with_scores(
+    vectors: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    codes: &mut Vec<u32>,
+    mut best: Option<&mut Vec<f32>>,
+) -> Result<()> {
+    let k = check_matrix(centroids, dim, "centroids")?;
+    if k == 0 {
+        return Err(EngineError::InvalidArgument("assign: no centroids".into()));
+    }
+    if k > u32::MAX as usize {
+        return Err(EngineError::InvalidArgument("assign: too many centroids".into()));
+    }
+    if vectors.len() % dim != 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "vectors: length {} is not a multiple of dimension {dim}",
+            vectors.len()
+        )));
+    }
+    let n = vectors.len() / dim;
+    codes.clear();
+    codes.resize(n, 0);
+    if let Some(b) = best.as_deref_mut() {
+        b.clear();
+        b.resize(n, 0.0);
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let half_norms: Vec<f32> =
+        centroids.chunks_exact(dim).map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>()).collect();
+    let ct = Tensor::from_slice(centroids, (k, dim), &Device::Cpu)?.t()?;
+    let rows = (SCORE_BLOCK_FLOATS / k).clamp(64, 8192);
+    for (b, block) in vectors.chunks(rows * dim).enumerate() {
+        let m = block.len() / dim;
+        let x = Tensor::from_slice(block, (m, dim), &Device::Cpu)?;
+        let scores: Vec<f32> = x.matmul(&ct)?.flatten_all()?.to_vec1()?;
+        let out_codes = &mut codes[b * rows..b * rows + m];
+        let argmax = |(row, code): (&[f32], &mut u32)| -> f32 {
+            let mut bi = 0usize;
+            let mut bs = f32::NEG_INFINITY;
+            for (j, (&s, &h)) in row.iter().zip(&half_norms).enumerate() {
+                let v = s - h;
+                if v > bs {
+                    bs = v;
+                    bi = j;
+                }
+            }
+            *code = bi as u32;
+            bs
+        };
+        match best.as_deref_mut() {
+            Some(bv) => scores
+                .par_chunks_exact(k)
+                .zip(out_codes.par_iter_mut())
+                .zip(bv[b * rows..b * rows + m].par_iter_mut())
+                .for_each(|(rc, s)| *s = argmax(rc)),
+            None => scores.par_chunks_exact(k).zip(out_codes.par_iter_mut()).for_each(|rc| {
+                argmax(rc);
+            }),
+        }
+    }
+    Ok(())
+}
+
+/// Trains centroids on `sample` (row-major `[n × dim]`).
+///
+/// `k` is clamped to `n` when the sample has fewer vectors (check [`KMeans::k`]).
+///
+/// # Errors
+/// [`EngineError::InvalidArgument`] for an empty sample, `k == 0` or a shape error;
+/// [`EngineError::NonFinite`] if the sample holds NaN or infinity.
+pub fn train(sample: &[f32], dim: usize, config: &KMeansConfig) -> Result<KMeans> {
+    let n = check_matrix(sample, dim, "k-means sample")?;
+    if n == 0 {
+        return Err(EngineError::InvalidArgument("k-means: empty sample".into()));
+    }
+    if config.k == 0 {
+        return Err(EngineError::InvalidArgument("k-means: k must be positive".into()));
+    }
+    let k = config.k.min(n);
+    let mut rng = Rng::derive(config.seed, 0x6b6d_6561_6e73);
+    let mut centroids = match config.init {
+        Init::Random => init_random(sample, dim, k, &mut rng),
+        Init::KMeansPlusPlus { pool } => init_plusplus(sample, dim, k, pool.max(k), &mut rng),
+    };
+    if config.spherical {
+        centroids.chunks_exact_mut(dim).for_each(normalize);
+    }
+    let mut codes = Vec::new();
+    let mut prev: Vec<u32> = Vec::new();
+    let mut iterations = 0;
+    let mut sums = vec![0f64; k * dim];
+    let mut counts = vec![0usize; k];
+    for _ in 0..config.max_iters {
+        assign_with_scores(sample, &centroids, dim, &mut codes, None)?;
+        if codes == prev {
+            break;
+        }
+        iterations += 1;
+        sums.iter_mut().for_each(|s| *s = 0.0);
+        counts.iter_mut().for_each(|c| *c = 0);
+        for (x, &c) in sample.chunks_exact(dim).zip(&codes) {
+            let c = c as usize;
+            counts[c] += 1;
+            for (s, &v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(x) {
+                *s += v as f64;
+            }
+        }
+        for (c, cent) in centroids.chunks_exact_mut(dim).enumerate() {
+            if counts[c] == 0 {
+                // Re-seed an empty cluster on a random sample vector.
+                let r = rng.below(n);
+                cent.copy_from_slice(&sample[r * dim..(r + 1) * dim]);
+            } else {
+                let inv = 1.0 / counts[c] as f64;
+                for (o, &s) in cent.iter_mut().zip(&sums[c * dim..(c + 1) * dim]) {
+                    *o = (s * inv) as f32;
+                }
+            }
+            if config.spherical {
+                normalize(cent);
+            }
+        }
+        std::mem::swap(&mut prev, &mut codes);
+    }
+    Ok(KMeans { centroids, dim, iterations })
+}
+
+/// `k` distinct rows, uniformly (partial Fisher–Yates over row indices).
+fn init_random(sample: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    let n = sample.len() / dim;
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut out = Vec::with_capacity(k * dim);
+    for i in 0..k {
+        let j = i + rng.below(n - i);
+        idx.swap(i, j);
+        let r = idx[i];
+        out.extend_from_slice(&sample[r * dim..(r + 1) * dim]);
+    }
+    out
+}
+
+/// k-means++ on a uniform subsample of `pool` rows.
+fn init_plusplus(sample: &[f32], dim: usize, k: usize, pool: usize, rng: &mut Rng) -> Vec<f32> {
+    let n = sample.len() / dim;
+    let pool_data: Vec<f32> =
+        if pool >= n { sample.to_vec() } else { init_random(sample, dim, pool, rng) };
+    let p = pool_data.len() / dim;
+    let mut out = Vec::with_capacity(k * dim);
+    let first = rng.below(p);
+    out.extend_from_slice(&pool_data[first * dim..(first + 1) * dim]);
+    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    let mut d2: Vec<f32> =
+        pool_data.par_chunks_exact(dim).map(|x| sq(x, &out[0..dim])).collect();
+    for _ in 1..k {
+        let total: f64 = d2.iter().map(|&v| v as f64).sum();
+        let pick = if total <= 0.0 {
+            rng.below(p)
+        } else {
+            let target = rng.next_f64() * total;
+            let mut acc = 0.0;
+            let mut pick = p - 1;
+            for (i, &v) in d2.iter().enumerate() {
+                acc += v as f64;
+                if acc > target {
+                    pick = i;
+                    break;
+                }
+            }
+            pick
+        };
+        let c = pool_data[pick * dim..(pick + 1) * dim].to_vec();
+        d2.par_iter_mut().zip(pool_data.par_chunks_exact(dim)).for_each(|(d, x)| {
+            let v = sq(x, &c);
+            if v < *d {
+                *d = v;
+            }
+        });
+        out.extend_from_slice(&c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{SynthCorpus, SynthSpec, TokensPerDoc};
+
+    fn data(n_docs: usize, dim: usize) -> Vec<f32> {
+        SynthCorpus::new(SynthSpec {
+            n_docs,
+            tokens_per_doc: TokensPerDoc::Fixed(8),
+            dim,
+            n_clusters: 20,
+            noise: 0.3,
+            clusters_per_doc: 0,
+            seed: 3,
+        })
+        .unwrap()
+        .generate_all()
+        .tokens
+    }
+
+    fn naive_assign(v: &[f32], c: &[f32], dim: usize) -> Vec<u32> {
+        v.chunks_exact(dim)
+            .map(|x| {
+                let mut best = (f32::INFINITY, 0);
+                for (j, m) in c.chunks_exact(dim).enumerate() {
+                    let d: f32 = x.iter().zip(m).map(|(a, b)| (a - b) * (a - b)).sum();
+                    if d < best.0 {
+                        best = (d, j as u32);
+                    }
+                }
+                best.1
+            })
+            .collect()
+    }
+
+    #[test]
+    fn default_sizes() {
+        assert_eq!(default_num_centroids(320_000), 8192);
+        assert_eq!(default_num_centroids(0), 1);
+        assert_eq!(default_num_centroids(1), 16);
+        assert_eq!(default_sample_docs(10_000), 10_000);
+        assert_eq!(default_sample_docs(8_800_000), 519_939);
+    }
+
+    #[test]
+    fn reproducible_with_seed() {
+        let x = data(100, 16);
+        for init in [Init::Random, Init::KMeansPlusPlus { pool: 300 }] {
+            let cfg = KMeansConfig { init, seed: 11, ..KMeansConfig::new(20) };
+            let a = train(&x, 16, &cfg).unwrap();
+            let b = train(&x, 16, &cfg).unwrap();
+            assert_eq!(a, b);
+            let c = train(&x, 16, &KMeansConfig { seed: 12, ..cfg }).unwrap();
+            assert_ne!(a.centroids(), c.centroids());
+            assert_eq!(a.k(), 20);
+            for m in a.centroids().chunks_exact(16) {
+                let n: f32 = m.iter().map(|v| v * v).sum();
+                assert!((n - 1.0).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn assign_matches_naive() {
+        let x = data(50, 16);
+        let cents = data(3, 16); // 24 arbitrary centroids
+        let mut c2 = cents.clone();
+        c2.iter_mut().for_each(|v| *v *= 0.7); // not unit: exercises the norm term
+        for c in [&cents, &c2] {
+            let fast = assign(&x, c, 16).unwrap();
+            let slow = naive_assign(&x, c, 16);
+            let mismatch = fast.iter().zip(&slow).filter(|(a, b)| a != b).count();
+            assert!(mismatch <= 1, "{mismatch} mismatches"); // float ties only
+        }
+        assert!(assign(&[], &cents, 16).unwrap().is_empty());
+    }
+
+    #[test]
+    fn fewer_vectors_than_k_clamps() {
+        let x = data(1, 16); // 8 vectors
+        let km = train(&x, 16, &KMeansConfig::new(50)).unwrap();
+        assert_eq!(km.k(), 8);
+    }
+
+    #[test]
+    fn bad_input_is_an_error() {
+        let mut x = data(5, 16);
+        assert!(train(&x[..17], 16, &KMeansConfig::new(2)).is_err());
+        assert!(train(&[], 16, &KMeansConfig::new(2)).is_err());
+        assert!(train(&x, 16, &KMeansConfig::new(0)).is_err());
+        x[37] = f32::NAN;
+        assert!(matches!(
+            train(&x, 16, &KMeansConfig::new(2)),
+            Err(EngineError::NonFinite { row: 2, col: 5, .. })
+        ));
+        x[37] = f32::INFINITY;
+        assert!(assign(&data(1, 16), &x, 16).is_err());
+    }
+
+    #[test]
+    fn lloyd_reduces_distortion() {
+        let x = data(200, 16);
+        let cost = |c: &[f32]| -> f64 {
+            let codes = assign(&x, c, 16).unwrap();
+            x.chunks_exact(16)
+                .zip(&codes)
+                .map(|(v, &j)| {
+                    let m = &c[j as usize * 16..(j as usize + 1) * 16];
+                    v.iter().zip(m).map(|(a, b)| ((a - b) * (a - b)) as f64).sum::<f64>()
+                })
+                .sum()
+        };
+        let c0 = train(&x, 16, &KMeansConfig { max_iters: 0, ..KMeansConfig::new(20) }).unwrap();
+        let c1 = train(&x, 16, &KMeansConfig::new(20)).unwrap();
+        assert!(cost(c1.centroids()) < cost(c0.centroids()));
+    }
+}

@@ -1,0 +1,373 @@
+//! Seeded synthetic token embeddings for tests and benchmarks.
+//!
+//! Real ColBERT token embeddings are unit vectors that gather in many tight clusters (one per
+//! sense of a word piece, roughly), with many tokens per cluster. [`SynthCorpus`] imitates that:
+//! it draws `n_clusters` random unit centres, and each document token is a centre plus Gaussian
+//! noise of expected norm `noise`, renormalised. With `n_clusters == 0` it draws i.i.d. random
+//! unit vectors instead (no structure at all: the hard case for centroid-based search).
+//!
+//! Every document is generated from its own seed, derived from the corpus seed and its index, so
+//! a document is the same whether the corpus is produced in one piece, by chunks of any size
+//! ([`SynthCorpus::chunks`]), or alone ([`SynthCorpus::doc_into`]). This lets a caller stream
+//! tens of millions of tokens without holding them.
+//!
+//! Queries ([`SynthCorpus::queries`]) are perturbed copies of a random document's tokens, so each
+//! has true near neighbours in the corpus.
+
+use half::f16;
+
+use crate::error::{EngineError, Result};
+
+/// A small, fast, seedable generator (SplitMix64). Not cryptographic; stable across platforms
+/// and versions, which is what reproducible tests and benchmarks need.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng {
+    state: u64,
+}
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    /// A generator for the `stream`-th independent sequence under `seed`.
+    pub(crate) fn derive(seed: u64, stream: u64) -> Self {
+        let mut r = Rng::new(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        // Mix so that nearby stream ids give unrelated sequences.
+        let s = r.next_u64() ^ stream.rotate_left(29);
+        Rng::new(s)
+    }
+
+    /// The next 64 random bits.
+    pub(crate) fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub(crate) fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in `0..n` (`n > 0`); the tiny modulo bias is irrelevant here.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// A standard normal sample (Box–Muller, one of the pair).
+    pub(crate) fn normal(&mut self) -> f32 {
+        let u1 = 1.0 - self.next_f64(); // (0, 1]
+        let u2 = self.next_f64();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+}
+
+/// How many tokens each document has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokensPerDoc {
+    /// Every document has this many tokens.
+    Fixed(usize),
+    /// Uniform in `min..=max`.
+    Range {
+        /// Fewest tokens in a document.
+        min: usize,
+        /// Most tokens in a document.
+        max: usize,
+    },
+}
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SynthSpec {
+    /// Number of documents.
+    pub n_docs: usize,
+    /// Tokens per document.
+    pub tokens_per_doc: TokensPerDoc,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Number of cluster centres; 0 gives i.i.d. random unit vectors.
+    pub n_clusters: usize,
+    /// Expected norm of the Gaussian noise added to a cluster centre before renormalising
+    /// (0.3 gives a typical cosine of about 0.95 between a token and its centre).
+    pub noise: f32,
+    /// Number of distinct clusters a document draws its tokens from (documents are about a few
+    /// topics); 0 means any cluster, independently per token.
+    pub clusters_per_doc: usize,
+    /// Seed for everything.
+    pub seed: u64,
+}
+
+impl SynthSpec {
+    /// The benchmark set of DESIGN.md §8: 10k docs × 32 tokens × 128-d, clustered.
+    pub fn clustered_10k() -> Self {
+        SynthSpec {
+            n_docs: 10_000,
+            tokens_per_doc: TokensPerDoc::Fixed(32),
+            dim: 128,
+            n_clusters: 2_000,
+            noise: 0.35,
+            clusters_per_doc: 8,
+            seed: 42,
+        }
+    }
+}
+
+/// A contiguous run of generated documents.
+#[derive(Debug, Clone, Default)]
+pub struct DocChunk {
+    /// Index of the first document in the chunk.
+    pub first_doc: usize,
+    /// Token count of each document in the chunk.
+    pub doclens: Vec<u32>,
+    /// Row-major `[Σ doclens × dim]` L2-normalised tokens.
+    pub tokens: Vec<f32>,
+}
+
+impl DocChunk {
+    /// The tokens converted to f16.
+    pub fn tokens_f16(&self) -> Vec<f16> {
+        self.tokens.iter().map(|&x| f16::from_f32(x)).collect()
+    }
+}
+
+/// A generator bound to a [`SynthSpec`]; holds only the cluster centres.
+#[derive(Debug, Clone)]
+pub struct SynthCorpus {
+    spec: SynthSpec,
+    centres: Vec<f32>,
+}
+
+const STREAM_CENTRES: u64 = 1 << 62;
+const STREAM_QUERIES: u64 = (1 << 62) + 1;
+
+/// Scales `v` to unit length (leaves an all-zero vector alone).
+pub(crate) fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        let inv = 1.0 / n;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+fn random_unit(rng: &mut Rng, out: &mut [f32]) {
+    out.iter_mut().for_each(|x| *x = rng.normal());
+    normalize(out);
+}
+
+impl SynthCorpus {
+    /// Validates `spec` and draws the cluster centres.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidArgument`] if `dim` is zero, a document could have zero tokens, the
+    /// token range is empty, or `noise` is negative or not finite.
+    pub fn new(spec: SynthSpec) -> Result<Self> {
+        let bad = |m: &str| Err(EngineError::InvalidArgument(format!("synthetic spec: {m}")));
+        if spec.dim == 0 {
+            return bad("dim must be positive");
+        }
+        match spec.tokens_per_doc {
+            TokensPerDoc::Fixed(0) => return bad("tokens_per_doc must be positive"),
+            TokensPerDoc::Range { min, max } if min == 0 || min > max => {
+                return bad("tokens_per_doc range must satisfy 0 < min <= max")
+            }
+            _ => {}
+        }
+        if !spec.noise.is_finite() || spec.noise < 0.0 {
+            return bad("noise must be finite and non-negative");
+        }
+        let mut rng = Rng::derive(spec.seed, STREAM_CENTRES);
+        let mut centres = vec![0f32; spec.n_clusters * spec.dim];
+        for c in centres.chunks_exact_mut(spec.dim) {
+            random_unit(&mut rng, c);
+        }
+        Ok(Self { spec, centres })
+    }
+
+    /// The spec this corpus was built from.
+    pub fn spec(&self) -> &SynthSpec {
+        &self.spec
+    }
+
+    /// The cluster centres, row-major `[n_clusters × dim]` (empty in i.i.d. mode).
+    pub fn centres(&self) -> &[f32] {
+        &self.centres
+    }
+
+    /// Number of tokens of document `doc`.
+    pub fn doc_len(&self, doc: usize) -> usize {
+        match self.spec.tokens_per_doc {
+            TokensPerDoc::Fixed(n) => n,
+            TokensPerDoc::Range { min, max } => {
+                let mut rng = Rng::derive(self.spec.seed, doc as u64);
+                min + rng.below(max - min + 1)
+            }
+        }
+    }
+
+    /// Appends document `doc`'s tokens to `out` and returns its token count.
+    pub fn doc_into(&self, doc: usize, out: &mut Vec<f32>) -> usize {
+        let dim = self.spec.dim;
+        let len = self.doc_len(doc);
+        let mut rng = Rng::derive(self.spec.seed, doc as u64);
+        if matches!(self.spec.tokens_per_doc, TokensPerDoc::Range { .. }) {
+            rng.next_u64(); // the draw doc_len used
+        }
+        let start = out.len();
+        out.resize(start + len * dim, 0.0);
+        let k = self.spec.n_clusters;
+        let topics: Vec<usize> = if k > 0 && self.spec.clusters_per_doc > 0 {
+            (0..self.spec.clusters_per_doc).map(|_| rng.below(k)).collect()
+        } else {
+            Vec::new()
+        };
+        let sigma = self.spec.noise / (dim as f32).sqrt();
+        for tok in out[start..].chunks_exact_mut(dim) {
+            if k == 0 {
+                random_unit(&mut rng, tok);
+                continue;
+            }
+            let c = if topics.is_empty() { rng.below(k) } else { topics[rng.below(topics.len())] };
+            let centre = &self.centres[c * dim..(c + 1) * dim];
+            for (t, &m) in tok.iter_mut().zip(centre) {
+                *t = m + sigma * rng.normal();
+            }
+            normalize(tok);
+        }
+        len
+    }
+
+    /// Generates documents `range` as one chunk.
+    pub fn chunk(&self, range: std::ops::Range<usize>) -> DocChunk {
+        let mut chunk = DocChunk { first_doc: range.start, ..DocChunk::default() };
+        for d in range {
+            let n = self.doc_into(d, &mut chunk.tokens);
+            chunk.doclens.push(n as u32);
+        }
+        chunk
+    }
+
+    /// An iterator over the corpus in chunks of `docs_per_chunk` documents (the last may be
+    /// shorter). Only one chunk is held at a time.
+    ///
+    /// # Panics
+    /// If `docs_per_chunk` is zero.
+    pub fn chunks(&self, docs_per_chunk: usize) -> impl Iterator<Item = DocChunk> + '_ {
+        assert!(docs_per_chunk > 0, "docs_per_chunk must be positive");
+        let n = self.spec.n_docs;
+        (0..n).step_by(docs_per_chunk).map(move |s| self.chunk(s..(s + docs_per_chunk).min(n)))
+    }
+
+    /// The whole corpus in memory (small corpora only).
+    pub fn generate_all(&self) -> DocChunk {
+        self.chunk(0..self.spec.n_docs)
+    }
+
+    /// `n_queries` queries of `query_len` tokens each, row-major, L2-normalised.
+    ///
+    /// Query `i` picks a random document and, for each of its tokens, a random token of that
+    /// document plus Gaussian noise of expected norm `query_noise`, renormalised. Queries depend
+    /// only on the corpus seed, `seed` and their index.
+    pub fn queries(&self, n_queries: usize, query_len: usize, query_noise: f32, seed: u64) -> Vec<f32> {
+        let dim = self.spec.dim;
+        let sigma = query_noise / (dim as f32).sqrt();
+        let mut out = Vec::with_capacity(n_queries * query_len * dim);
+        let mut doc = Vec::new();
+        for q in 0..n_queries {
+            let mut rng = Rng::derive(self.spec.seed ^ seed.rotate_left(17), STREAM_QUERIES + q as u64);
+            doc.clear();
+            let d = rng.below(self.spec.n_docs.max(1));
+            let len = if self.spec.n_docs > 0 { self.doc_into(d, &mut doc) } else { 0 };
+            for _ in 0..query_len {
+                let start = out.len();
+                if len == 0 {
+                    out.resize(start + dim, 0.0);
+                    random_unit(&mut rng, &mut out[start..]);
+                    continue;
+                }
+                let t = rng.below(len);
+                out.extend(doc[t * dim..(t + 1) * dim].iter().map(|&x| x + sigma * rng.normal()));
+                normalize(&mut out[start..]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SynthSpec {
+        SynthSpec {
+            n_docs: 37,
+            tokens_per_doc: TokensPerDoc::Range { min: 3, max: 9 },
+            dim: 16,
+            n_clusters: 5,
+            noise: 0.3,
+            clusters_per_doc: 2,
+            seed: 7,
+        }
+    }
+
+    #[test]
+    fn chunks_match_whole_corpus() {
+        let c = SynthCorpus::new(spec()).unwrap();
+        let all = c.generate_all();
+        let mut toks = Vec::new();
+        let mut lens = Vec::new();
+        for ch in c.chunks(5) {
+            assert_eq!(ch.first_doc, lens.len());
+            toks.extend(ch.tokens);
+            lens.extend(ch.doclens);
+        }
+        assert_eq!(all.tokens, toks);
+        assert_eq!(all.doclens, lens);
+        assert!(lens.iter().all(|&l| (3..=9).contains(&l)));
+        assert_eq!(toks.len(), lens.iter().map(|&l| l as usize).sum::<usize>() * 16);
+    }
+
+    #[test]
+    fn tokens_are_unit_and_clustered() {
+        let c = SynthCorpus::new(spec()).unwrap();
+        let all = c.generate_all();
+        for t in all.tokens.chunks_exact(16) {
+            let n: f32 = t.iter().map(|x| x * x).sum();
+            assert!((n - 1.0).abs() < 1e-4);
+            let best = c
+                .centres()
+                .chunks_exact(16)
+                .map(|m| m.iter().zip(t).map(|(a, b)| a * b).sum::<f32>())
+                .fold(f32::MIN, f32::max);
+            assert!(best > 0.8, "token far from every centre: {best}");
+        }
+    }
+
+    #[test]
+    fn iid_mode_and_queries() {
+        let mut s = spec();
+        s.n_clusters = 0;
+        let c = SynthCorpus::new(s).unwrap();
+        assert!(c.centres().is_empty());
+        let q = c.queries(3, 4, 0.1, 1);
+        assert_eq!(q.len(), 3 * 4 * 16);
+        assert_eq!(q, c.queries(3, 4, 0.1, 1));
+        assert_ne!(q, c.queries(3, 4, 0.1, 2));
+    }
+
+    #[test]
+    fn bad_specs_are_rejected() {
+        let mut s = spec();
+        s.dim = 0;
+        assert!(SynthCorpus::new(s).is_err());
+        let mut s = spec();
+        s.tokens_per_doc = TokensPerDoc::Range { min: 4, max: 3 };
+        assert!(SynthCorpus::new(s).is_err());
+        let mut s = spec();
+        s.noise = f32::NAN;
+        assert!(SynthCorpus::new(s).is_err());
+    }
+}
