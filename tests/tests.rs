@@ -9,3 +9,6 @@ mod cli;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
+/// determinism, round trips, corruption and bad inputs.
+mod plaid;

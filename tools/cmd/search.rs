@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use engine::embeddings::QueryEmbeddings;
-use engine::Index;
+use engine::{Index, SearchParams};
 
 /// Arguments of `search`.
 #[derive(Args, Debug)]
@@ -27,6 +27,43 @@ pub struct SearchArgs {
     /// Run tag written in the last column of the TREC run.
     #[arg(long, default_value = "colbert-index")]
     pub tag: String,
+    /// Compressed index: centroids probed per query token (default by k: 2 up to k=100, then 4).
+    #[arg(long, value_name = "N")]
+    pub ncells: Option<usize>,
+    /// Compressed index: centroid score below which a centroid is ignored by the approximate
+    /// score (default by k: 0.45, 0.4 above k=100).
+    #[arg(long, value_name = "SCORE")]
+    pub threshold: Option<f32>,
+    /// Compressed index: candidates kept after the pruned approximate score; a quarter of them
+    /// are scored exactly (default by k: 256 up to k=10, 1024 up to 100, then max(4k, 4096)).
+    #[arg(long, value_name = "N")]
+    pub ndocs: Option<usize>,
+    /// Compressed index with --store-f16: score the final candidates from decompressed
+    /// residuals, then rescore the best N exactly from the f16 embeddings (default: score them
+    /// all exactly).
+    #[arg(long, value_name = "N", conflicts_with = "no_rescore")]
+    pub rescore: Option<usize>,
+    /// Compressed index: never use the f16 embeddings; score decompressed residuals only.
+    #[arg(long)]
+    pub no_rescore: bool,
+    /// Compressed index: skip centroid pruning and score every document (decompressed).
+    #[arg(long)]
+    pub exhaustive: bool,
+}
+
+impl SearchArgs {
+    /// The search parameters these flags select.
+    fn params(&self) -> SearchParams {
+        let d = SearchParams::for_k(self.k);
+        SearchParams {
+            ncells: self.ncells.unwrap_or(d.ncells),
+            centroid_score_threshold: self.threshold.unwrap_or(d.centroid_score_threshold),
+            ndocs: self.ndocs.unwrap_or(d.ndocs),
+            rescore: if self.no_rescore { Some(0) } else { self.rescore },
+            exhaustive: self.exhaustive,
+            ..d
+        }
+    }
 }
 
 /// Runs `search`.
@@ -42,7 +79,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
             args.index.display()
         );
     }
-    let results = index.search_exhaustive(&queries.queries, args.k).context("search failed")?;
+    let results = index.search(&queries.queries, &args.params()).context("search failed")?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     for (qid, hits) in results.iter().enumerate() {
