@@ -20,6 +20,9 @@ use rayon::prelude::*;
 
 const TOPK: usize = 10;
 
+/// Builds a codec config for a bit width.
+type MakeCodec = fn(u32) -> CodecConfig;
+
 struct Args {
     docs: usize,
     clusters: usize,
@@ -28,6 +31,8 @@ struct Args {
     kmeans: Vec<String>,
     k: Option<usize>,
     queries: usize,
+    iters: usize,
+    renorm: bool,
 }
 
 fn parse() -> Args {
@@ -39,6 +44,8 @@ fn parse() -> Args {
         kmeans: vec!["stanford".into(), "improved".into()],
         k: None,
         queries: 100,
+        iters: 20,
+        renorm: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -51,6 +58,8 @@ fn parse() -> Args {
             "--kmeans" => a.kmeans = v.split(',').map(str::to_string).collect(),
             "--k" => a.k = Some(v.parse().expect("--k")),
             "--queries" => a.queries = v.parse().expect("--queries"),
+            "--iters" => a.iters = v.parse().expect("--iters"),
+            "--renorm" => a.renorm = v.parse().expect("--renorm true|false"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -74,7 +83,9 @@ fn topk(queries: &[f32], qlen: usize, tokens: &[f32], doclens: &[u32], dim: usiz
                 .par_windows(2)
                 .map(|w| {
                     (0..qlen)
-                        .map(|i| s[i * n_tok + w[0]..i * n_tok + w[1]].iter().copied().fold(f32::MIN, f32::max))
+                        .map(|i| {
+                            s[i * n_tok + w[0]..i * n_tok + w[1]].iter().copied().fold(f32::MIN, f32::max)
+                        })
                         .sum()
                 })
                 .collect();
@@ -115,7 +126,10 @@ fn main() {
     let qlen = 32;
     let queries = corpus.queries(args.queries, qlen, args.query_noise, 1);
     let n_tok = all.tokens.len() / dim;
-    println!("corpus: {spec:?}, {n_tok} tokens, {} queries × {qlen}, query noise {}", args.queries, args.query_noise);
+    println!(
+        "corpus: {spec:?}, {n_tok} tokens, {} queries × {qlen}, query noise {}",
+        args.queries, args.query_noise
+    );
     println!("generated in {:.2}s", t0.elapsed().as_secs_f64());
 
     let t0 = Instant::now();
@@ -130,7 +144,11 @@ fn main() {
         if d % 20 == 19 { &mut held_out } else { &mut km_sample }.extend_from_slice(doc);
     }
     let k = args.k.unwrap_or_else(|| kmeans::default_num_centroids(n_tok));
-    println!("k = {k}, k-means sample {} tokens, codec sample {} tokens", km_sample.len() / dim, held_out.len() / dim);
+    println!(
+        "k = {k}, k-means sample {} tokens, codec sample {} tokens",
+        km_sample.len() / dim,
+        held_out.len() / dim
+    );
     println!();
     println!("| k-means | codec | nbits | bytes/token | recall@10 | recall@10 renorm | encode+decode s |");
     println!("|---|---|---|---|---|---|---|");
@@ -139,10 +157,10 @@ fn main() {
         let cfg = match variant.as_str() {
             // Stanford: 4 iterations of Euclidean k-means, centroids normalised afterwards.
             "stanford" => KMeansConfig { max_iters: 4, spherical: false, ..KMeansConfig::new(k) },
-            "improved" => KMeansConfig { max_iters: 20, spherical: true, ..KMeansConfig::new(k) },
+            "improved" => KMeansConfig { max_iters: args.iters, spherical: true, ..KMeansConfig::new(k) },
             "sph4" => KMeansConfig { max_iters: 4, spherical: true, ..KMeansConfig::new(k) },
             "pp" => KMeansConfig {
-                max_iters: 20,
+                max_iters: args.iters,
                 spherical: true,
                 init: Init::KMeansPlusPlus { pool: 4 * k },
                 ..KMeansConfig::new(k)
@@ -179,9 +197,13 @@ fn main() {
         let r = recall(&exact, &topk(&queries, qlen, &dec, &all.doclens, dim));
         println!("| {variant} ({train_s:.0}s) | centroids only | 0 | 2 | {r:.3} | — | — |");
 
-        let codecs: Vec<(&str, fn(u32) -> CodecConfig)> = vec![
+        let codecs: Vec<(&str, MakeCodec)> = vec![
             ("stanford (pooled quantile)", CodecConfig::stanford),
-            ("pooled lloyd-max", |n| CodecConfig { nbits: n, per_dim: false, method: BucketMethod::LloydMax { iters: 20 } }),
+            ("pooled lloyd-max", |n| CodecConfig {
+                nbits: n,
+                per_dim: false,
+                method: BucketMethod::LloydMax { iters: 20 },
+            }),
             ("per-dim quantile", |n| CodecConfig { nbits: n, per_dim: true, method: BucketMethod::Quantile }),
             ("per-dim lloyd-max (improved)", CodecConfig::improved),
         ];
@@ -192,30 +214,40 @@ fn main() {
                 let mut packed = Vec::new();
                 c.encode_batch(&all.tokens, &codes, &cents, &mut packed).unwrap();
                 let pl = c.packed_len();
-                dec.par_chunks_exact_mut(dim).zip(packed.par_chunks_exact(pl)).zip(codes.par_iter()).for_each(
-                    |((o, p), &code)| {
+                dec.par_chunks_exact_mut(dim)
+                    .zip(packed.par_chunks_exact(pl))
+                    .zip(codes.par_iter())
+                    .for_each(|((o, p), &code)| {
                         c.decode_into(p, &cents[code as usize * dim..(code as usize + 1) * dim], o).unwrap();
-                    },
-                );
+                    });
                 let codec_s = t0.elapsed().as_secs_f64();
                 let r = recall(&exact, &topk(&queries, qlen, &dec, &all.doclens, dim));
-                normalize_rows(&mut dec, dim);
-                let rn = recall(&exact, &topk(&queries, qlen, &dec, &all.doclens, dim));
-                println!("| {variant} | {name} | {nbits} | {} | {r:.3} | {rn:.3} | {codec_s:.2} |", pl + 2);
+                let rn = if args.renorm {
+                    normalize_rows(&mut dec, dim);
+                    format!("{:.3}", recall(&exact, &topk(&queries, qlen, &dec, &all.doclens, dim)))
+                } else {
+                    "—".to_string()
+                };
+                println!("| {variant} | {name} | {nbits} | {} | {r:.3} | {rn} | {codec_s:.2} |", pl + 2);
             }
         }
     }
 
     // Decode throughput on the hot path (one thread).
-    let c = Codec::train_with(&all.tokens[..dim * 10_000], dim, &CodecConfig::improved(2)).unwrap();
+    let nt = n_tok.min(100_000);
+    let c = Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::improved(2)).unwrap();
     let cent = vec![0f32; dim];
     let mut packed = Vec::new();
-    let zero_codes = vec![0u32; 100_000];
-    c.encode_batch(&all.tokens[..dim * 100_000], &zero_codes, &cent, &mut packed).unwrap();
+    let zero_codes = vec![0u32; nt];
+    c.encode_batch(&all.tokens[..dim * nt], &zero_codes, &cent, &mut packed).unwrap();
     let mut out = vec![0f32; dim];
     let mut sink = 0f32;
     for pooled in [false, true] {
-        let cc = if pooled { Codec::train_with(&all.tokens[..dim * 10_000], dim, &CodecConfig::stanford(2)).unwrap() } else { c.clone() };
+        let cc = if pooled {
+            Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::stanford(2)).unwrap()
+        } else {
+            c.clone()
+        };
         let t0 = Instant::now();
         for _ in 0..10 {
             for p in packed.chunks_exact(cc.packed_len()) {
@@ -227,7 +259,7 @@ fn main() {
         eprintln!(
             "decode nbits 2 {}: {:.1} M tokens/s/thread (sink {sink})",
             if pooled { "pooled" } else { "per-dim" },
-            1.0 / s
+            10.0 * nt as f64 / s / 1e6
         );
     }
 }

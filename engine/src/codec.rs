@@ -128,8 +128,8 @@ fn fit_buckets(sorted: &[f32], b: usize, method: BucketMethod) -> (Vec<f32>, Vec
     means(&cutoffs, &mut weights);
     if let BucketMethod::LloydMax { iters } = method {
         for _ in 0..iters {
-            for i in 0..b - 1 {
-                cutoffs[i] = 0.5 * (weights[i] + weights[i + 1]);
+            for (c, w) in cutoffs.iter_mut().zip(weights.windows(2)) {
+                *c = 0.5 * (w[0] + w[1]);
             }
             means(&cutoffs, &mut weights);
         }
@@ -152,7 +152,11 @@ impl Codec {
     /// # Errors
     /// As [`Codec::train_with`].
     pub fn train(sample_residuals: &[f32], dim: usize, nbits: u32, per_dim: bool) -> Result<Codec> {
-        Codec::train_with(sample_residuals, dim, &CodecConfig { nbits, per_dim, method: BucketMethod::Quantile })
+        Codec::train_with(
+            sample_residuals,
+            dim,
+            &CodecConfig { nbits, per_dim, method: BucketMethod::Quantile },
+        )
     }
 
     /// Learns cutoffs and weights from `sample_residuals` (row-major `[n × dim]`, `n ≥ 1`).
@@ -216,7 +220,7 @@ impl Codec {
             return Err(EngineError::InvalidArgument("codec cutoffs are not sorted".into()));
         }
         let g = 8 / nbits as usize;
-        let mask = (b - 1) as usize;
+        let mask = b - 1;
         let tables = if per_dim { dim / g } else { 1 };
         let mut lut = vec![0f32; tables * 256 * g];
         for t in 0..tables {
@@ -327,8 +331,8 @@ impl Codec {
         {
             let base = p * stride + byte as usize * G;
             let e: &[f32; G] = self.lut[base..base + G].try_into().expect("table row");
-            for j in 0..G {
-                o[j] = c[j] + e[j];
+            for ((o, &c), &e) in o.iter_mut().zip(c).zip(e) {
+                *o = c + e;
             }
         }
     }
@@ -338,7 +342,13 @@ impl Codec {
     ///
     /// # Errors
     /// [`EngineError::InvalidArgument`] on shape errors or a code out of range.
-    pub fn encode_batch(&self, embs: &[f32], codes: &[u32], centroids: &[f32], out: &mut Vec<u8>) -> Result<()> {
+    pub fn encode_batch(
+        &self,
+        embs: &[f32],
+        codes: &[u32],
+        centroids: &[f32],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let d = self.dim;
         if embs.len() != codes.len() * d || centroids.len() % d != 0 {
             return Err(EngineError::InvalidArgument("encode_batch: shapes disagree".into()));
@@ -354,7 +364,9 @@ impl Codec {
             .par_chunks_exact_mut(pl)
             .zip(embs.par_chunks_exact(d))
             .zip(codes.par_iter())
-            .try_for_each(|((o, e), &c)| self.encode_into(e, &centroids[c as usize * d..(c as usize + 1) * d], o))
+            .try_for_each(|((o, e), &c)| {
+                self.encode_into(e, &centroids[c as usize * d..(c as usize + 1) * d], o)
+            })
     }
 }
 
@@ -398,7 +410,9 @@ mod tests {
     fn configs(nbits: u32) -> Vec<CodecConfig> {
         let mut v = Vec::new();
         for per_dim in [false, true] {
-            for method in [BucketMethod::Quantile, BucketMethod::QuantileMean, BucketMethod::LloydMax { iters: 5 }] {
+            for method in
+                [BucketMethod::Quantile, BucketMethod::QuantileMean, BucketMethod::LloydMax { iters: 5 }]
+            {
                 v.push(CodecConfig { nbits, per_dim, method });
             }
         }
@@ -447,7 +461,10 @@ mod tests {
         assert!(Codec::train(&[], 16, 2, false).is_err());
         let mut bad = s.clone();
         bad[20] = f32::NAN;
-        assert!(matches!(Codec::train(&bad, 16, 2, true), Err(EngineError::NonFinite { row: 1, col: 4, .. })));
+        assert!(matches!(
+            Codec::train(&bad, 16, 2, true),
+            Err(EngineError::NonFinite { row: 1, col: 4, .. })
+        ));
         bad[20] = f32::NEG_INFINITY;
         assert!(Codec::train(&bad, 16, 2, false).is_err());
         let c = Codec::train(&s, 16, 2, false).unwrap();

@@ -149,19 +149,12 @@ pub fn to_f16(values: &[f32]) -> Vec<f16> {
 /// gets an arbitrary code).
 pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>> {
     let mut codes = Vec::new();
-    assign_with_scores(vectors, centroids, dim, &mut codes, None)?;
+    assign_into(vectors, centroids, dim, &mut codes)?;
     Ok(codes)
 }
 
-/// Like [`assign`], writing into `codes` (cleared first) and, when `best` is given, the best
-/// score `x·c − ‖c‖²/2` of each row into it.
-fn assign_with_scores(
-    vectors: &[f32],
-    centroids: &[f32],
-    dim: usize,
-    codes: &mut Vec<u32>,
-    mut best: Option<&mut Vec<f32>>,
-) -> Result<()> {
+/// Like [`assign`], writing into `codes` (cleared first).
+fn assign_into(vectors: &[f32], centroids: &[f32], dim: usize, codes: &mut Vec<u32>) -> Result<()> {
     let k = check_matrix(centroids, dim, "centroids")?;
     if k == 0 {
         return Err(EngineError::InvalidArgument("assign: no centroids".into()));
@@ -178,10 +171,6 @@ fn assign_with_scores(
     let n = vectors.len() / dim;
     codes.clear();
     codes.resize(n, 0);
-    if let Some(b) = best.as_deref_mut() {
-        b.clear();
-        b.resize(n, 0.0);
-    }
     if n == 0 {
         return Ok(());
     }
@@ -194,7 +183,7 @@ fn assign_with_scores(
         let x = Tensor::from_slice(block, (m, dim), &Device::Cpu)?;
         let scores: Vec<f32> = x.matmul(&ct)?.flatten_all()?.to_vec1()?;
         let out_codes = &mut codes[b * rows..b * rows + m];
-        let argmax = |(row, code): (&[f32], &mut u32)| -> f32 {
+        scores.par_chunks_exact(k).zip(out_codes.par_iter_mut()).for_each(|(row, code)| {
             let mut bi = 0usize;
             let mut bs = f32::NEG_INFINITY;
             for (j, (&s, &h)) in row.iter().zip(&half_norms).enumerate() {
@@ -205,18 +194,7 @@ fn assign_with_scores(
                 }
             }
             *code = bi as u32;
-            bs
-        };
-        match best.as_deref_mut() {
-            Some(bv) => scores
-                .par_chunks_exact(k)
-                .zip(out_codes.par_iter_mut())
-                .zip(bv[b * rows..b * rows + m].par_iter_mut())
-                .for_each(|(rc, s)| *s = argmax(rc)),
-            None => scores.par_chunks_exact(k).zip(out_codes.par_iter_mut()).for_each(|rc| {
-                argmax(rc);
-            }),
-        }
+        });
     }
     Ok(())
 }
@@ -251,7 +229,7 @@ pub fn train(sample: &[f32], dim: usize, config: &KMeansConfig) -> Result<KMeans
     let mut sums = vec![0f64; k * dim];
     let mut counts = vec![0usize; k];
     for _ in 0..config.max_iters {
-        assign_with_scores(sample, &centroids, dim, &mut codes, None)?;
+        assign_into(sample, &centroids, dim, &mut codes)?;
         if codes == prev {
             break;
         }
@@ -302,15 +280,13 @@ fn init_random(sample: &[f32], dim: usize, k: usize, rng: &mut Rng) -> Vec<f32> 
 /// k-means++ on a uniform subsample of `pool` rows.
 fn init_plusplus(sample: &[f32], dim: usize, k: usize, pool: usize, rng: &mut Rng) -> Vec<f32> {
     let n = sample.len() / dim;
-    let pool_data: Vec<f32> =
-        if pool >= n { sample.to_vec() } else { init_random(sample, dim, pool, rng) };
+    let pool_data: Vec<f32> = if pool >= n { sample.to_vec() } else { init_random(sample, dim, pool, rng) };
     let p = pool_data.len() / dim;
     let mut out = Vec::with_capacity(k * dim);
     let first = rng.below(p);
     out.extend_from_slice(&pool_data[first * dim..(first + 1) * dim]);
     let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
-    let mut d2: Vec<f32> =
-        pool_data.par_chunks_exact(dim).map(|x| sq(x, &out[0..dim])).collect();
+    let mut d2: Vec<f32> = pool_data.par_chunks_exact(dim).map(|x| sq(x, &out[0..dim])).collect();
     for _ in 1..k {
         let total: f64 = d2.iter().map(|&v| v as f64).sum();
         let pick = if total <= 0.0 {
