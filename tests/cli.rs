@@ -26,7 +26,7 @@ impl Fixture {
     }
     fn build(&self) -> String {
         let idx = self.p("idx");
-        cli_ok(&["build", "--embeddings", &self.p("docs.safetensors"), "--index", &idx]);
+        cli_ok(&["build", "--embeddings", &self.p("docs.safetensors"), "--index", &idx, "--nbits", "16"]);
         idx
     }
 }
@@ -275,7 +275,16 @@ fn help_explains_every_flag() {
         assert!(out.contains("--index"), "{cmd} --help: {out}");
     }
     let build = cli_ok(&["build", "--help"]);
-    for flag in ["--embeddings", "--ids", "--nbits", "--overwrite"] {
+    for flag in [
+        "--embeddings",
+        "--ids",
+        "--nbits",
+        "--overwrite",
+        "--store-f16",
+        "--centroids",
+        "--sample-docs",
+        "--seed",
+    ] {
         assert!(build.contains(flag), "{build}");
     }
 }

@@ -13,5 +13,8 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
+/// determinism, round trips, corruption and bad inputs.
+mod plaid;
 /// The text path of the CLI: collections, text queries, model checks.
 mod text;

@@ -38,7 +38,8 @@ fn build_and_search_with_text() {
     let coll = dir.path().join("docs.tsv");
     fs::write(&coll, DOCS).unwrap();
     let idx = dir.path().join("idx");
-    let out = cli(&["build", "--collection", s(&coll), "--model", s(&model), "--index", s(&idx)]);
+    let out =
+        cli(&["build", "--collection", s(&coll), "--model", s(&model), "--index", s(&idx), "--nbits", "16"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("indexed 4 documents"), "{stderr}");
@@ -72,6 +73,27 @@ fn build_and_search_with_text() {
     let run = cli_ok(&["search", "--index", s(&idx), "--queries", s(&queries), "-k", "1"]);
     let qids: Vec<&str> = run.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(qids, ["q1", "q2"]);
+
+    // The default compressed kind from text: trained on an encoded sample, searchable the same way.
+    let cidx = dir.path().join("cidx");
+    cli_ok(&["build", "--collection", s(&coll), "--model", s(&model), "--index", s(&cidx), "--nbits", "2"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["info", "--index", s(&cidx), "--json"])).unwrap();
+    assert_eq!(info["nbits"], 2);
+    let run = cli_ok(&[
+        "search",
+        "--index",
+        s(&cidx),
+        "--query",
+        "hypersonic heat transfer",
+        "-k",
+        "4",
+        "--exhaustive",
+        "--format",
+        "trec",
+    ]);
+    assert_eq!(run.lines().count(), 4, "{run}");
+    assert!(cli_ok(&["verify", "--index", s(&cidx)]).starts_with("ok"));
 }
 
 #[test]

@@ -18,5 +18,5 @@ pub mod search;
 pub mod synth;
 
 pub use error::{EngineError, Result};
-pub use index::{BuildOptions, Index, IndexBuilder};
-pub use search::Hit;
+pub use index::{BuildOptions, CompressedBuilder, CompressedParams, Index, IndexBuilder};
+pub use search::{Hit, SearchParams};

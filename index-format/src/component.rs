@@ -14,16 +14,49 @@ pub enum Component {
     DocIdOffsets,
     /// `doc_ids.utf8`: the external document ids, concatenated UTF-8.
     DocIdBytes,
+    /// `centroids.f16`: `n_centroids × dim` f16 centroids, row-major (v2, residual kind).
+    Centroids,
+    /// `buckets.f32`: the residual codec's bucket cutoffs followed by its bucket weights
+    /// (v2, residual kind; see [`crate::ResidualMeta`] for the layout).
+    Buckets,
+    /// `codes.u16`: the centroid of each token, when there are at most 65536 centroids (v2).
+    Codes16,
+    /// `codes.u32`: the centroid of each token, when there are more than 65536 centroids (v2).
+    Codes32,
+    /// `residuals.u8`: `n_tokens × (dim · nbits / 8)` packed quantised residuals (v2).
+    Residuals,
+    /// `ivf_offsets.u64`: `n_centroids + 1` offsets into [`Component::IvfDocs`]; centroid `c`
+    /// owns entries `off[c]..off[c+1]` (v2).
+    IvfOffsets,
+    /// `ivf.u32`: for each centroid, the sorted, deduplicated documents with a token assigned to
+    /// it (v2).
+    IvfDocs,
 }
 
 impl Component {
-    /// Every component of format version 1.
+    /// Every component of format version 1 (the uncompressed kind).
     pub const ALL: [Component; 5] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
         Component::DocIdOffsets,
         Component::DocIdBytes,
+    ];
+
+    /// Every component of any version.
+    pub const EVERY: [Component; 12] = [
+        Component::Meta,
+        Component::DocOffsets,
+        Component::Embeddings,
+        Component::DocIdOffsets,
+        Component::DocIdBytes,
+        Component::Centroids,
+        Component::Buckets,
+        Component::Codes16,
+        Component::Codes32,
+        Component::Residuals,
+        Component::IvfOffsets,
+        Component::IvfDocs,
     ];
 
     /// The file name inside the index directory.
@@ -34,6 +67,13 @@ impl Component {
             Component::Embeddings => "embeddings.f16",
             Component::DocIdOffsets => "doc_id_offsets.u64",
             Component::DocIdBytes => "doc_ids.utf8",
+            Component::Centroids => "centroids.f16",
+            Component::Buckets => "buckets.f32",
+            Component::Codes16 => "codes.u16",
+            Component::Codes32 => "codes.u32",
+            Component::Residuals => "residuals.u8",
+            Component::IvfOffsets => "ivf_offsets.u64",
+            Component::IvfDocs => "ivf.u32",
         }
     }
 
@@ -45,15 +85,33 @@ impl Component {
             Component::Embeddings => 3,
             Component::DocIdOffsets => 4,
             Component::DocIdBytes => 5,
+            Component::Centroids => 6,
+            Component::Buckets => 7,
+            Component::Codes16 => 8,
+            Component::Codes32 => 9,
+            Component::Residuals => 10,
+            Component::IvfOffsets => 11,
+            Component::IvfDocs => 12,
         }
     }
 
     /// Size in bytes of one element of the payload array.
     pub fn element_size(self) -> usize {
         match self {
-            Component::Meta | Component::DocIdBytes => 1,
-            Component::Embeddings => 2,
-            Component::DocOffsets | Component::DocIdOffsets => 8,
+            Component::Meta | Component::DocIdBytes | Component::Residuals => 1,
+            Component::Embeddings | Component::Centroids | Component::Codes16 => 2,
+            Component::Buckets | Component::Codes32 | Component::IvfDocs => 4,
+            Component::DocOffsets | Component::DocIdOffsets | Component::IvfOffsets => 8,
+        }
+    }
+
+    /// The codes component for an index with `n_centroids` centroids: u16 codes up to 65536
+    /// centroids, u32 above.
+    pub fn codes_for(n_centroids: u64) -> Component {
+        if n_centroids <= 1 << 16 {
+            Component::Codes16
+        } else {
+            Component::Codes32
         }
     }
 }
@@ -65,9 +123,17 @@ mod tests {
 
     #[test]
     fn names_and_ids_are_unique() {
-        let names: HashSet<_> = Component::ALL.iter().map(|c| c.file_name()).collect();
-        let ids: HashSet<_> = Component::ALL.iter().map(|c| c.id()).collect();
-        assert_eq!(names.len(), Component::ALL.len());
-        assert_eq!(ids.len(), Component::ALL.len());
+        let names: HashSet<_> = Component::EVERY.iter().map(|c| c.file_name()).collect();
+        let ids: HashSet<_> = Component::EVERY.iter().map(|c| c.id()).collect();
+        assert_eq!(names.len(), Component::EVERY.len());
+        assert_eq!(ids.len(), Component::EVERY.len());
+        assert!(Component::ALL.iter().all(|c| Component::EVERY.contains(c)));
+    }
+
+    #[test]
+    fn code_width_follows_centroid_count() {
+        assert_eq!(Component::codes_for(1), Component::Codes16);
+        assert_eq!(Component::codes_for(65536), Component::Codes16);
+        assert_eq!(Component::codes_for(65537), Component::Codes32);
     }
 }

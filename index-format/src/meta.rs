@@ -8,6 +8,13 @@ use serde::{Deserialize, Serialize};
 pub enum IndexKind {
     /// Full f16 token embeddings, no centroids (`build --nbits 16`).
     Uncompressed,
+    /// Residual compression (format v2): each token is a centroid id plus its residual quantised
+    /// to `nbits` bits per dimension; an inverted file maps centroids to documents. The details
+    /// are in [`IndexMeta::residual`].
+    Residual {
+        /// Bits per dimension of the quantised residual: 1, 2 or 4.
+        nbits: u32,
+    },
 }
 
 impl IndexKind {
@@ -15,7 +22,30 @@ impl IndexKind {
     pub fn nbits(self) -> u32 {
         match self {
             IndexKind::Uncompressed => 16,
+            IndexKind::Residual { nbits } => nbits,
         }
+    }
+}
+
+/// The parameters of a residual-compressed index ([`IndexKind::Residual`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidualMeta {
+    /// Number of centroids `C`; codes are u16 when `C ≤ 65536`, u32 above.
+    pub n_centroids: u64,
+    /// Whether `buckets.f32` holds one quantiser per dimension (`dim × (2^nbits − 1)` cutoffs
+    /// then `dim × 2^nbits` weights) instead of one pooled quantiser (`2^nbits − 1` cutoffs then
+    /// `2^nbits` weights).
+    pub per_dim_buckets: bool,
+    /// Whether the exact f16 embeddings (`embeddings.f16`) are kept for rescoring.
+    pub has_embeddings: bool,
+}
+
+impl ResidualMeta {
+    /// Number of cutoffs and of weights in `buckets.f32` for `nbits` and `dim`.
+    pub fn bucket_counts(&self, nbits: u32, dim: usize) -> (usize, usize) {
+        let b = 1usize << nbits.min(16);
+        let per = if self.per_dim_buckets { dim } else { 1 };
+        (per * (b - 1), per * b)
     }
 }
 
@@ -34,6 +64,10 @@ pub struct IndexMeta {
     pub n_tokens: u64,
     /// The program that wrote the index, e.g. `colbert-index 0.1.0`.
     pub created_by: String,
+    /// The parameters of the residual kind (present exactly when `kind` is
+    /// [`IndexKind::Residual`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual: Option<ResidualMeta>,
     /// The encoder's identity and settings, when the index was built from text (opaque here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encoder: Option<serde_json::Value>,

@@ -10,7 +10,7 @@ use crate::bytes::{map_file, Bytes, Plain};
 use crate::component::Component;
 use crate::error::{FormatError, Result};
 use crate::footer::Footer;
-use crate::meta::{IndexKind, IndexMeta};
+use crate::meta::{IndexKind, IndexMeta, ResidualMeta};
 use crate::version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 
 struct Mapped {
@@ -61,6 +61,70 @@ fn map_component(dir: &Path, component: Component) -> Result<Mapped> {
     Ok(Mapped { payload, footer })
 }
 
+/// The centroid id of every token, stored as u16 or u32.
+#[derive(Debug, Clone, Copy)]
+pub enum Codes<'a> {
+    /// `codes.u16` (at most 65536 centroids).
+    U16(&'a [u16]),
+    /// `codes.u32` (more than 65536 centroids).
+    U32(&'a [u32]),
+}
+
+impl Codes<'_> {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        match self {
+            Codes::U16(c) => c.len(),
+            Codes::U32(c) => c.len(),
+        }
+    }
+
+    /// Whether there are no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The code of token `i`.
+    #[inline]
+    pub fn get(&self, i: usize) -> u32 {
+        match self {
+            Codes::U16(c) => c[i] as u32,
+            Codes::U32(c) => c[i],
+        }
+    }
+}
+
+/// Checks the metadata alone: kind and residual parameters agree, nbits and dimension are valid.
+fn check_meta(path: &Path, meta: &IndexMeta) -> Result<()> {
+    match (meta.kind, meta.residual) {
+        (IndexKind::Uncompressed, None) => Ok(()),
+        (IndexKind::Uncompressed, Some(_)) => {
+            Err(FormatError::corrupt(path, "residual parameters on an uncompressed index"))
+        }
+        (IndexKind::Residual { .. }, None) => {
+            Err(FormatError::corrupt(path, "residual index without its `residual` parameters"))
+        }
+        (IndexKind::Residual { nbits }, Some(r)) => {
+            if meta.format_version < 2 {
+                return Err(FormatError::corrupt(path, "the residual kind needs format version 2"));
+            }
+            if !matches!(nbits, 1 | 2 | 4) {
+                return Err(FormatError::corrupt(path, format!("nbits {nbits} is not 1, 2 or 4")));
+            }
+            if meta.dim % 8 != 0 {
+                return Err(FormatError::corrupt(
+                    path,
+                    format!("dimension {} is not a multiple of 8", meta.dim),
+                ));
+            }
+            if r.n_centroids == 0 || r.n_centroids > u32::MAX as u64 {
+                return Err(FormatError::corrupt(path, format!("{} centroids", r.n_centroids)));
+            }
+            Ok(())
+        }
+    }
+}
+
 impl IndexReader {
     /// Opens the index in `dir`, checking footers, versions and that the array sizes agree with
     /// the metadata. Does not read the payloads (see [`IndexReader::verify`]).
@@ -85,9 +149,10 @@ impl IndexReader {
                 newest: FORMAT_VERSION,
             });
         }
+        check_meta(&meta_path, &meta)?;
         let mut files = HashMap::new();
         files.insert(Component::Meta, meta_file);
-        for &c in Self::components_of(meta.kind) {
+        for c in Self::components_of(&meta) {
             if c != Component::Meta {
                 files.insert(c, map_component(dir, c)?);
             }
@@ -97,10 +162,31 @@ impl IndexReader {
         Ok(reader)
     }
 
-    /// The components an index of `kind` consists of.
-    pub fn components_of(kind: IndexKind) -> &'static [Component] {
-        match kind {
-            IndexKind::Uncompressed => &Component::ALL,
+    /// The components an index with metadata `meta` consists of: the five files of the
+    /// uncompressed kind, or for the residual kind its centroids, buckets, codes (u16 or u32 by
+    /// the centroid count), residuals, IVF, document offsets and ids, plus `embeddings.f16` when
+    /// it was kept.
+    pub fn components_of(meta: &IndexMeta) -> Vec<Component> {
+        match (meta.kind, meta.residual) {
+            (IndexKind::Residual { .. }, Some(r)) => {
+                let mut v = vec![
+                    Component::Meta,
+                    Component::DocOffsets,
+                    Component::DocIdOffsets,
+                    Component::DocIdBytes,
+                    Component::Centroids,
+                    Component::Buckets,
+                    Component::codes_for(r.n_centroids),
+                    Component::Residuals,
+                    Component::IvfOffsets,
+                    Component::IvfDocs,
+                ];
+                if r.has_embeddings {
+                    v.push(Component::Embeddings);
+                }
+                v
+            }
+            _ => Component::ALL.to_vec(),
         }
     }
 
@@ -142,8 +228,13 @@ impl IndexReader {
                 ),
             ));
         }
-        let emb = self.typed::<f16>(Component::Embeddings)?;
-        self.check_len(Component::Embeddings, emb.len(), m.n_tokens * m.dim as u64)?;
+        if self.files.contains_key(&Component::Embeddings) {
+            let emb = self.typed::<f16>(Component::Embeddings)?;
+            self.check_len(Component::Embeddings, emb.len(), m.n_tokens * m.dim as u64)?;
+        }
+        if let Some(r) = m.residual {
+            self.check_residual_shapes(&r)?;
+        }
         let id_offsets = self.typed::<u64>(Component::DocIdOffsets)?;
         self.check_len(Component::DocIdOffsets, id_offsets.len(), m.n_docs + 1)?;
         let id_bytes = self.files[&Component::DocIdBytes].payload.len() as u64;
@@ -191,6 +282,119 @@ impl IndexReader {
                 format!("invalid UTF-8: {e}"),
             ));
         }
+        if let Some(r) = self.meta.residual {
+            self.verify_residual(&r)?;
+        }
+        Ok(())
+    }
+
+    fn check_residual_shapes(&self, r: &ResidualMeta) -> Result<()> {
+        let m = &self.meta;
+        let nbits = m.kind.nbits();
+        let c = r.n_centroids;
+        let centroids = self.typed::<f16>(Component::Centroids)?;
+        self.check_len(Component::Centroids, centroids.len(), c * m.dim as u64)?;
+        let (nc, nw) = r.bucket_counts(nbits, m.dim);
+        let buckets = self.typed::<f32>(Component::Buckets)?;
+        self.check_len(Component::Buckets, buckets.len(), (nc + nw) as u64)?;
+        let codes = self.codes().expect("residual kind");
+        self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
+        let residuals = self.typed::<u8>(Component::Residuals)?;
+        self.check_len(
+            Component::Residuals,
+            residuals.len(),
+            m.n_tokens * (m.dim as u64 * nbits as u64 / 8),
+        )?;
+        let ivf_offsets = self.typed::<u64>(Component::IvfOffsets)?;
+        self.check_len(Component::IvfOffsets, ivf_offsets.len(), c + 1)?;
+        let ivf_len = self.typed::<u32>(Component::IvfDocs)?.len() as u64;
+        if ivf_offsets[0] != 0 || ivf_offsets[ivf_offsets.len() - 1] != ivf_len {
+            return Err(FormatError::corrupt(
+                self.path(Component::IvfOffsets),
+                format!(
+                    "IVF offsets run from {} to {}, expected 0 to {ivf_len} (the size of {})",
+                    ivf_offsets[0],
+                    ivf_offsets[ivf_offsets.len() - 1],
+                    Component::IvfDocs.file_name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn verify_residual(&self, r: &ResidualMeta) -> Result<()> {
+        let m = &self.meta;
+        let c = r.n_centroids;
+        if let Some(i) = self.centroids().unwrap_or_default().iter().position(|v| !v.is_finite()) {
+            return Err(FormatError::corrupt(
+                self.path(Component::Centroids),
+                format!("non-finite value in centroid {}", i / m.dim),
+            ));
+        }
+        let (cutoffs, weights) = self.buckets().expect("residual kind");
+        if cutoffs.iter().chain(weights).any(|v| !v.is_finite()) {
+            return Err(FormatError::corrupt(self.path(Component::Buckets), "non-finite bucket parameter"));
+        }
+        let per = (1usize << m.kind.nbits()) - 1;
+        if cutoffs.chunks_exact(per).any(|c| c.windows(2).any(|w| w[0] > w[1])) {
+            return Err(FormatError::corrupt(self.path(Component::Buckets), "bucket cutoffs are not sorted"));
+        }
+        let codes = self.codes().expect("residual kind");
+        if let Some(i) = (0..codes.len()).find(|&i| codes.get(i) as u64 >= c) {
+            return Err(FormatError::corrupt(
+                self.path(Component::codes_for(c)),
+                format!("token {i} has code {}, but there are {c} centroids", codes.get(i)),
+            ));
+        }
+        let ivf_offsets = self.ivf_offsets().expect("residual kind");
+        let ivf = self.ivf_docs().expect("residual kind");
+        if let Some(i) = ivf_offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(FormatError::corrupt(
+                self.path(Component::IvfOffsets),
+                format!("IVF offsets decrease at centroid {i}"),
+            ));
+        }
+        for (cent, w) in ivf_offsets.windows(2).enumerate() {
+            let list = &ivf[w[0] as usize..w[1] as usize];
+            if let Some(&d) = list.iter().find(|&&d| d as u64 >= m.n_docs) {
+                return Err(FormatError::corrupt(
+                    self.path(Component::IvfDocs),
+                    format!("centroid {cent} lists document {d}, but there are {} documents", m.n_docs),
+                ));
+            }
+            if list.windows(2).any(|p| p[0] >= p[1]) {
+                return Err(FormatError::corrupt(
+                    self.path(Component::IvfDocs),
+                    format!("the list of centroid {cent} is not sorted and deduplicated"),
+                ));
+            }
+        }
+        // Every (centroid, document) pair of the codes is listed, and nothing else.
+        let offsets = self.doc_offsets();
+        let mut pairs = 0u64;
+        let mut seen: Vec<u32> = Vec::new();
+        for doc in 0..m.n_docs as usize {
+            seen.clear();
+            seen.extend((offsets[doc]..offsets[doc + 1]).map(|t| codes.get(t as usize)));
+            seen.sort_unstable();
+            seen.dedup();
+            pairs += seen.len() as u64;
+            for &cent in &seen {
+                let list = &ivf[ivf_offsets[cent as usize] as usize..ivf_offsets[cent as usize + 1] as usize];
+                if list.binary_search(&(doc as u32)).is_err() {
+                    return Err(FormatError::corrupt(
+                        self.path(Component::IvfDocs),
+                        format!("document {doc} has a token in centroid {cent} but is not in its list"),
+                    ));
+                }
+            }
+        }
+        if pairs != ivf.len() as u64 {
+            return Err(FormatError::corrupt(
+                self.path(Component::IvfDocs),
+                format!("{} entries, but the codes give {pairs} (centroid, document) pairs", ivf.len()),
+            ));
+        }
         Ok(())
     }
 
@@ -210,8 +414,62 @@ impl IndexReader {
     }
 
     /// All token embeddings, row-major `n_tokens × dim`.
+    ///
+    /// # Panics
+    /// If the index has no `embeddings.f16` (a residual index built without it; see
+    /// [`IndexReader::has_embeddings`]).
     pub fn embeddings(&self) -> &[f16] {
-        self.typed::<f16>(Component::Embeddings).expect("checked at open")
+        self.typed::<f16>(Component::Embeddings).expect("the index has exact embeddings")
+    }
+
+    /// Whether the index holds exact f16 embeddings (`embeddings.f16`).
+    pub fn has_embeddings(&self) -> bool {
+        self.files.contains_key(&Component::Embeddings)
+    }
+
+    /// The parameters of a residual-compressed index.
+    pub fn residual(&self) -> Option<&ResidualMeta> {
+        self.meta.residual.as_ref()
+    }
+
+    fn optional<T: Plain>(&self, c: Component) -> Option<&[T]> {
+        self.files.contains_key(&c).then(|| self.typed::<T>(c).expect("checked at open"))
+    }
+
+    /// The centroids, row-major `n_centroids × dim` (residual kind only).
+    pub fn centroids(&self) -> Option<&[f16]> {
+        self.optional(Component::Centroids)
+    }
+
+    /// The codec's bucket cutoffs and weights (residual kind only).
+    pub fn buckets(&self) -> Option<(&[f32], &[f32])> {
+        let r = self.meta.residual?;
+        let all = self.optional::<f32>(Component::Buckets)?;
+        let (nc, _) = r.bucket_counts(self.meta.kind.nbits(), self.meta.dim);
+        Some(all.split_at(nc))
+    }
+
+    /// The centroid of every token (residual kind only).
+    pub fn codes(&self) -> Option<Codes<'_>> {
+        if let Some(c) = self.optional::<u16>(Component::Codes16) {
+            return Some(Codes::U16(c));
+        }
+        self.optional::<u32>(Component::Codes32).map(Codes::U32)
+    }
+
+    /// The packed residuals, `dim · nbits / 8` bytes per token (residual kind only).
+    pub fn residuals(&self) -> Option<&[u8]> {
+        self.optional(Component::Residuals)
+    }
+
+    /// IVF offsets: centroid `c` lists documents `ivf_docs()[off[c]..off[c+1]]` (residual kind).
+    pub fn ivf_offsets(&self) -> Option<&[u64]> {
+        self.optional(Component::IvfOffsets)
+    }
+
+    /// IVF document lists, sorted and deduplicated per centroid (residual kind only).
+    pub fn ivf_docs(&self) -> Option<&[u32]> {
+        self.optional(Component::IvfDocs)
     }
 
     /// The token embeddings of document `doc`, row-major.

@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -11,6 +11,8 @@ pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 pub enum FormatVersion {
     /// Version 1: uncompressed f16 token embeddings.
     V1 = 1,
+    /// Version 2: adds the residual-compressed kind (centroids, codes, packed residuals, IVF).
+    V2 = 2,
 }
 
 impl FormatVersion {
@@ -18,6 +20,7 @@ impl FormatVersion {
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::V1),
+            2 => Some(Self::V2),
             _ => None,
         }
     }

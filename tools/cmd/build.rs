@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::embeddings::DocEmbeddingsFile;
-use engine::index::read_doc_ids;
-use engine::{BuildOptions, IndexBuilder};
+use engine::index::{read_doc_ids, sample_docs};
+use engine::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder};
 
 /// Arguments of `build`.
 #[derive(Args, Debug)]
@@ -42,9 +42,29 @@ pub struct BuildArgs {
     /// External document ids, one per line, in document order (default: 0..n-1).
     #[arg(long, value_name = "FILE")]
     pub ids: Option<PathBuf>,
-    /// Bits stored per dimension. 16 keeps full f16 embeddings (no compression, exact search).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=16))]
+    /// Bits stored per dimension: 1, 2 or 4 build a compressed index (centroids + quantised
+    /// residuals, searched with PLAID centroid pruning); 16 keeps full f16 embeddings (no
+    /// compression, exhaustive exact search).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub nbits: u32,
+    /// Compressed index: also keep the exact f16 embeddings, so that search can score its final
+    /// candidates exactly (adds 2 bytes per dimension per token).
+    #[arg(long)]
+    pub store_f16: bool,
+    /// Compressed index: number of centroids (default 2^floor(log2(16·sqrt(tokens))); at most
+    /// the number of sample tokens).
+    #[arg(long, value_name = "N")]
+    pub centroids: Option<usize>,
+    /// Compressed index: documents whose tokens train k-means and the codec (default
+    /// 16·sqrt(120·docs), at most all).
+    #[arg(long, value_name = "N")]
+    pub sample_docs: Option<usize>,
+    /// Compressed index: k-means iterations.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub kmeans_iters: usize,
+    /// Compressed index: seed of the sample and k-means (same input and seed, same index).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Replace an existing index at --index (the old one stays until the new one is complete).
     #[arg(long)]
     pub overwrite: bool,
@@ -55,23 +75,28 @@ const CHUNK_TOKENS: u64 = 1 << 16;
 
 /// Runs `build`.
 pub fn run(args: &BuildArgs) -> Result<()> {
-    if args.nbits != 16 {
-        bail!("--nbits {}: only 16 (uncompressed f16) is available in this version", args.nbits);
+    if !matches!(args.nbits, 1 | 2 | 4 | 16) {
+        bail!("--nbits {}: use 1, 2 or 4 (compressed) or 16 (uncompressed f16)", args.nbits);
     }
     if let (Some(collection), Some(model)) = (&args.collection, &args.model) {
-        let params = serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() });
-        return super::text::build_from_collection(
+        return super::text::build_from_collection(super::text::TextBuild {
             collection,
             model,
-            &args.index,
-            args.overwrite,
-            args.batch_size,
-            params,
-        );
+            index: &args.index,
+            overwrite: args.overwrite,
+            batch_size: args.batch_size,
+            compressed: (args.nbits != 16).then(|| compressed_params(args)),
+            sample_docs: args.sample_docs,
+            seed: args.seed,
+            build_params: serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() }),
+        });
     }
     let Some(embeddings) = &args.embeddings else {
         bail!("give --embeddings FILE or --collection FILE --model DIR")
     };
+    if args.nbits != 16 {
+        return run_compressed(args, embeddings);
+    }
     let start = Instant::now();
     let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {
@@ -120,6 +145,85 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         meta.dim,
         args.index.display(),
         start.elapsed()
+    );
+    Ok(())
+}
+
+/// The compressed index's parameters selected by the flags.
+fn compressed_params(args: &BuildArgs) -> CompressedParams {
+    CompressedParams {
+        n_centroids: args.centroids,
+        kmeans_iters: args.kmeans_iters,
+        seed: args.seed,
+        store_f16: args.store_f16,
+        ..CompressedParams::new(args.nbits)
+    }
+}
+
+/// Builds a compressed index: k-means and codec on a sample of documents, then every document
+/// streamed through the builder.
+fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
+    let start = Instant::now();
+    let input = DocEmbeddingsFile::open(embeddings)?;
+    let ids = match &args.ids {
+        Some(path) => Some(read_doc_ids(path, input.n_docs())?),
+        None => None,
+    };
+    let options = BuildOptions {
+        overwrite: args.overwrite,
+        encoder: None,
+        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
+    };
+    let params = compressed_params(args);
+    let mut builder = CompressedBuilder::create(&args.index, input.dim(), params, options)
+        .with_context(|| format!("cannot create index {}", args.index.display()))?;
+    let lens = input.doclens();
+    let starts: Vec<u64> = std::iter::once(0)
+        .chain(lens.iter().scan(0u64, |acc, &l| {
+            *acc += l;
+            Some(*acc)
+        }))
+        .collect();
+    let mut sample = Vec::new();
+    let mut buf = Vec::new();
+    for d in sample_docs(input.n_docs(), args.sample_docs, args.seed) {
+        input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
+        sample.extend_from_slice(&buf);
+    }
+    builder.train(&sample, input.n_tokens()).context("training centroids and codec")?;
+    drop(sample);
+    let trained = start.elapsed();
+    let pb = crate::output::progress(input.n_tokens(), "tokens");
+    pb.set_message("encoding");
+    let dim = input.dim();
+    let mut doc = 0usize;
+    while doc < lens.len() {
+        let first = doc;
+        while doc < lens.len() && (doc == first || starts[doc + 1] - starts[first] <= CHUNK_TOKENS) {
+            doc += 1;
+        }
+        input.rows_f32(starts[first]..starts[doc], &mut buf)?;
+        let mut offset = 0usize;
+        for d in first..doc {
+            let n = lens[d] as usize * dim;
+            let id = ids.as_ref().map_or_else(|| d.to_string(), |ids| ids[d].clone());
+            builder.add(&id, &buf[offset..offset + n])?;
+            offset += n;
+        }
+        pb.set_position(starts[doc]);
+    }
+    let meta = builder.finish()?;
+    pb.finish_and_clear();
+    eprintln!(
+        "indexed {} documents, {} tokens, dim {}, nbits {}, {} centroids into {} in {:.2?} (training {:.2?})",
+        meta.n_docs,
+        meta.n_tokens,
+        meta.dim,
+        args.nbits,
+        meta.residual.map_or(0, |r| r.n_centroids),
+        args.index.display(),
+        start.elapsed(),
+        trained
     );
     Ok(())
 }

@@ -28,12 +28,21 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         v["index_bytes"] = bytes.into();
         v["bytes_per_token"] = per_token.into();
         v["nbits"] = meta.kind.nbits().into();
+        v["n_centroids"] = meta.residual.map_or(0, |r| r.n_centroids).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("index          {}", args.index.display());
         println!("format version {}", meta.format_version);
         println!("kind           {:?} (nbits {})", meta.kind, meta.kind.nbits());
         println!("dim            {}", meta.dim);
+        if let Some(r) = meta.residual {
+            println!(
+                "centroids      {} ({} buckets, exact f16 embeddings {})",
+                r.n_centroids,
+                if r.per_dim_buckets { "per-dimension" } else { "pooled" },
+                if r.has_embeddings { "kept" } else { "not kept" }
+            );
+        }
         println!("documents      {}", meta.n_docs);
         println!(
             "tokens         {} ({:.1} per document)",

@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use engine::corpus::{CorpusReader, Record};
 use engine::encoder::{Encoder, EncoderOptions};
+use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
 use engine::{BuildOptions, Index, IndexBuilder};
 
 /// Documents read and encoded per step: bounds memory by the batch, not the collection.
@@ -39,60 +40,166 @@ fn recorded_identity(encoder: &Encoder, model: &Path) -> serde_json::Value {
     id
 }
 
-/// Encodes every document of `collection` and writes an uncompressed index at `index`.
-pub fn build_from_collection(
+/// What to build from a collection.
+#[derive(Debug)]
+pub struct TextBuild<'a> {
+    /// The collection file.
+    pub collection: &'a Path,
+    /// The model directory.
+    pub model: &'a Path,
+    /// Destination index directory.
+    pub index: &'a Path,
+    /// Replace an existing index.
+    pub overwrite: bool,
+    /// Texts per model batch.
+    pub batch_size: usize,
+    /// `None` for the uncompressed kind, else the compressed index's parameters.
+    pub compressed: Option<CompressedParams>,
+    /// Documents encoded to train centroids and codec (compressed only; default by size).
+    pub sample_docs: Option<usize>,
+    /// Seed of the sample.
+    pub seed: u64,
+    /// Build parameters recorded in the metadata.
+    pub build_params: serde_json::Value,
+}
+
+/// The builder of either index kind.
+enum Sink {
+    Plain(IndexBuilder),
+    Compressed(Box<CompressedBuilder>),
+}
+
+impl Sink {
+    fn add(&mut self, id: &str, tokens: &[f32]) -> engine::Result<()> {
+        match self {
+            Sink::Plain(b) => b.add(id, tokens),
+            Sink::Compressed(b) => b.add(id, tokens),
+        }
+    }
+
+    fn finish(self) -> engine::Result<index_format::IndexMeta> {
+        match self {
+            Sink::Plain(b) => b.finish(),
+            Sink::Compressed(b) => b.finish(),
+        }
+    }
+}
+
+/// Reads the collection in steps of [`DOCS_PER_STEP`] records, encodes the records `keep`
+/// accepts (by ordinal), and hands each encoded document to `f`.
+fn encode_pass(
     collection: &Path,
-    model: &Path,
-    index: &Path,
-    overwrite: bool,
-    batch_size: usize,
-    mut build_params: serde_json::Value,
-) -> Result<()> {
-    let start = Instant::now();
-    let total = count_lines(collection)?;
-    let encoder = load_encoder(model, batch_size)?;
-    build_params["collection"] = collection.display().to_string().into();
-    let options = BuildOptions { overwrite, encoder: Some(recorded_identity(&encoder, model)), build_params };
-    let mut builder = IndexBuilder::create(index, encoder.dim(), options)
-        .with_context(|| format!("cannot create index {}", index.display()))?;
+    encoder: &Encoder,
+    mut keep: impl FnMut(usize) -> bool,
+    mut f: impl FnMut(&Record, &[f32]) -> Result<()>,
+) -> Result<usize> {
     let mut reader = CorpusReader::open(collection)?;
-    let pb = crate::output::progress(total, "docs");
-    pb.set_message("encoding");
-    let mut tokens = 0u64;
-    let mut no_tokens = 0usize;
+    let mut ordinal = 0usize;
     let mut batch: Vec<Record> = Vec::with_capacity(DOCS_PER_STEP);
     loop {
         batch.clear();
+        let mut read = 0;
         for r in reader.by_ref().take(DOCS_PER_STEP) {
-            batch.push(r?);
+            let r = r?;
+            read += 1;
+            if keep(ordinal) {
+                batch.push(r);
+            }
+            ordinal += 1;
         }
-        if batch.is_empty() {
+        if read == 0 {
             break;
         }
         let texts: Vec<String> = batch.iter().map(Record::full_text).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encoded = encoder.encode_documents(&refs)?;
         for (r, emb) in batch.iter().zip(&encoded) {
+            f(r, emb)?;
+        }
+    }
+    Ok(reader.skipped_empty())
+}
+
+/// Encodes every document of a collection and writes an index (either kind).
+pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
+    let start = Instant::now();
+    let total = count_lines(job.collection)?;
+    let encoder = load_encoder(job.model, job.batch_size)?;
+    let mut build_params = job.build_params;
+    build_params["collection"] = job.collection.display().to_string().into();
+    let options = BuildOptions {
+        overwrite: job.overwrite,
+        encoder: Some(recorded_identity(&encoder, job.model)),
+        build_params,
+    };
+    let dim = encoder.dim();
+    let create = |what: &Path| format!("cannot create index {}", what.display());
+    let mut sink = match job.compressed {
+        None => {
+            Sink::Plain(IndexBuilder::create(job.index, dim, options).with_context(|| create(job.index))?)
+        }
+        Some(params) => {
+            let mut builder = CompressedBuilder::create(job.index, dim, params, options)
+                .with_context(|| create(job.index))?;
+            // Train centroids and codec on a seeded sample of documents, encoded first.
+            let picked: std::collections::HashSet<usize> =
+                sample_docs(total as usize, job.sample_docs, job.seed).into_iter().collect();
+            let pb = crate::output::progress(picked.len() as u64, "docs");
+            pb.set_message("encoding the training sample");
+            let mut sample: Vec<f32> = Vec::new();
+            let mut sampled = 0usize;
+            encode_pass(
+                job.collection,
+                &encoder,
+                |i| picked.contains(&i),
+                |_, emb| {
+                    if !emb.is_empty() {
+                        sample.extend_from_slice(emb);
+                        sampled += 1;
+                        pb.inc(1);
+                    }
+                    Ok(())
+                },
+            )?;
+            pb.finish_and_clear();
+            if sample.is_empty() {
+                bail!("{}: no document with text to train on", job.collection.display());
+            }
+            let est_tokens = (sample.len() / dim) as u64 * total / sampled.max(1) as u64;
+            builder.train(&sample, est_tokens.max(1)).context("training centroids and codec")?;
+            Sink::Compressed(Box::new(builder))
+        }
+    };
+    let pb = crate::output::progress(total, "docs");
+    pb.set_message("encoding");
+    let mut tokens = 0u64;
+    let mut no_tokens = 0usize;
+    let collection = job.collection;
+    let skipped = encode_pass(
+        collection,
+        &encoder,
+        |_| true,
+        |r, emb| {
             if emb.is_empty() {
                 no_tokens += 1;
-                continue;
+            } else {
+                tokens += (emb.len() / dim) as u64;
+                sink.add(&r.id, emb).with_context(|| format!("{}: line {}", collection.display(), r.line))?;
             }
-            tokens += (emb.len() / encoder.dim()) as u64;
-            builder.add(&r.id, emb).with_context(|| format!("{}: line {}", collection.display(), r.line))?;
-        }
-        pb.inc(batch.len() as u64);
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
-        pb.set_message(format!("encoding, {:.0} tokens/s", tokens as f64 / secs));
-    }
-    let skipped = reader.skipped_empty();
-    let meta =
-        builder.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
+            pb.inc(1);
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            pb.set_message(format!("encoding, {:.0} tokens/s", tokens as f64 / secs));
+            Ok(())
+        },
+    )?;
+    let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();
     eprintln!(
-        "indexed {} documents ({} tokens, dim {}) from {} in {:.1?} ({:.0} tokens/s){}",
+        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s){}",
         meta.n_docs,
         meta.n_tokens,
         meta.dim,
+        meta.kind.nbits(),
         collection.display(),
         start.elapsed(),
         tokens as f64 / start.elapsed().as_secs_f64(),

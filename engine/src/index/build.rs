@@ -67,25 +67,7 @@ impl IndexBuilder {
 
     /// Adds one document: its external id and its token embeddings (row-major `[n × dim]`).
     pub fn add(&mut self, id: &str, tokens: &[f32]) -> Result<()> {
-        if tokens.is_empty() {
-            return Err(EngineError::InvalidArgument(format!("document `{id}` has no tokens")));
-        }
-        if !tokens.len().is_multiple_of(self.dim) {
-            return Err(EngineError::DimMismatch {
-                what: format!("document `{id}`"),
-                expected: self.dim,
-                got: tokens.len(),
-            });
-        }
-        if id.is_empty() || id.contains(['\n', '\r', '\t']) {
-            return Err(EngineError::InvalidArgument(format!(
-                "document {} has an empty id or one with a tab or newline: {id:?}",
-                self.n_docs()
-            )));
-        }
-        if !self.seen_ids.insert(id.to_owned()) {
-            return Err(EngineError::InvalidArgument(format!("duplicate document id `{id}`")));
-        }
+        check_doc(id, tokens, self.dim, self.n_docs(), &mut self.seen_ids)?;
         self.scratch.clear();
         self.scratch.extend(tokens.iter().map(|&v| f16::from_f32(v)));
         self.embeddings
@@ -116,12 +98,44 @@ impl IndexBuilder {
             n_docs,
             n_tokens: *doc_offsets.last().expect("non-empty"),
             created_by: format!("colbert-index {}", env!("CARGO_PKG_VERSION")),
+            residual: None,
             encoder: options.encoder,
             build: options.build_params,
         };
         writer.commit(&meta)?;
         Ok(meta)
     }
+}
+
+/// Checks one document before it is added: tokens present and of the index dimension, id
+/// valid and new (it is then recorded in `seen`).
+pub(crate) fn check_doc(
+    id: &str,
+    tokens: &[f32],
+    dim: usize,
+    n_docs: usize,
+    seen: &mut HashSet<String>,
+) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(EngineError::InvalidArgument(format!("document `{id}` has no tokens")));
+    }
+    if tokens.len() % dim != 0 {
+        return Err(EngineError::DimMismatch {
+            what: format!("document `{id}`"),
+            expected: dim,
+            got: tokens.len(),
+        });
+    }
+    if id.is_empty() || id.contains(['\n', '\r', '\t']) {
+        return Err(EngineError::InvalidArgument(format!(
+            "document {n_docs} has an empty id or one with a tab or newline: {id:?}"
+        )));
+    }
+    if seen.contains(id) {
+        return Err(EngineError::InvalidArgument(format!("duplicate document id `{id}`")));
+    }
+    seen.insert(id.to_owned());
+    Ok(())
 }
 
 /// Reads external document ids, one per line (surrounding whitespace trimmed), and checks that

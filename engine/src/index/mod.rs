@@ -1,26 +1,34 @@
 //! Building and opening indexes.
 
 mod build;
+mod compressed;
 
 pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
+pub use compressed::{sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES};
 
 use std::path::Path;
 
 use index_format::{IndexMeta, IndexReader};
 
 use crate::error::{EngineError, Result};
-use crate::search::{exhaustive, Hit, SearchResults};
+use crate::maxsim::PreparedQuery;
+use crate::search::plaid::{Compressed, CompressedState};
+use crate::search::{exhaustive, Hit, SearchParams, SearchResults};
+use rayon::prelude::*;
 
 /// An open index: memory-mapped files plus the searchers over them.
 #[derive(Debug)]
 pub struct Index {
     reader: IndexReader,
+    compressed: Option<CompressedState>,
 }
 
 impl Index {
     /// Opens the index in `dir` (cheap checks only; see [`Index::verify`]).
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self { reader: IndexReader::open(dir)? })
+        let reader = IndexReader::open(dir)?;
+        let compressed = CompressedState::load(&reader)?;
+        Ok(Self { reader, compressed })
     }
 
     /// Checks every checksum and offset of the index.
@@ -67,12 +75,59 @@ impl Index {
     }
 
     /// Exact MaxSim top-`k` of each query (row-major `[len × dim]` f32) over every document:
-    /// the oracle that faster modes are checked against.
+    /// the oracle that faster modes are checked against. It needs the exact embeddings: an
+    /// uncompressed index, or a compressed one built with `store_f16`; otherwise it scores the
+    /// decompressed vectors (as [`Index::search_decompressed`]).
     pub fn search_exhaustive(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
         for q in queries {
             self.check_query(q)?;
         }
+        if !self.reader.has_embeddings() {
+            return self.search_decompressed(queries, k);
+        }
         Ok(exhaustive::search(&self.reader, queries, k))
+    }
+
+    /// Whether the index is compressed (residual kind).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed.is_some()
+    }
+
+    /// The compressed view of the index, if it is compressed.
+    pub fn compressed(&self) -> Option<Compressed<'_>> {
+        self.compressed.as_ref().map(|s| Compressed::new(&self.reader, s))
+    }
+
+    /// Top-`k` of each query by MaxSim over every document's *decompressed* vectors (compressed
+    /// indexes only): the oracle that separates PLAID's pruning error from quantisation error.
+    pub fn search_decompressed(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let params = SearchParams { k, exhaustive: true, rescore: Some(0), ..SearchParams::for_k(k) };
+        if self.compressed.is_none() {
+            return Err(EngineError::InvalidArgument(
+                "the index is not compressed: nothing to decompress".into(),
+            ));
+        }
+        self.search(queries, &params)
+    }
+
+    /// Searches each query (row-major `[len × dim]` f32): exhaustive exact MaxSim on an
+    /// uncompressed index, the PLAID stages on a compressed one (see
+    /// [`crate::search::plaid`]). Queries run in parallel.
+    pub fn search(&self, queries: &[Vec<f32>], params: &SearchParams) -> Result<Vec<Vec<Hit>>> {
+        for q in queries {
+            self.check_query(q)?;
+        }
+        let Some(view) = self.compressed() else {
+            return Ok(exhaustive::search(&self.reader, queries, params.k));
+        };
+        if params.ncells == 0 || params.ndocs == 0 {
+            return Err(EngineError::InvalidArgument("ncells and ndocs must be positive".into()));
+        }
+        if !params.centroid_score_threshold.is_finite() {
+            return Err(EngineError::InvalidArgument("the centroid score threshold must be finite".into()));
+        }
+        let dim = self.meta().dim;
+        queries.par_iter().map(|q| view.search(&PreparedQuery::new(q, dim), params)).collect()
     }
 
     /// Attaches external ids to hits.

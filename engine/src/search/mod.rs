@@ -1,8 +1,12 @@
-//! Search over an index: the exhaustive MaxSim oracle, top-k selection, results.
+//! Search over an index: the exhaustive MaxSim oracle, centroid-pruned (PLAID) search over
+//! compressed indexes, top-k selection, results.
 
 pub mod exhaustive;
+pub mod params;
+pub mod plaid;
 pub mod topk;
 
+pub use params::SearchParams;
 pub use topk::TopK;
 
 /// A scored document: internal document number and MaxSim score.

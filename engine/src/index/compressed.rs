@@ -1,0 +1,460 @@
+//! Writing a residual-compressed index (format v2, `build --nbits 1|2|4`) from a stream of
+//! documents.
+//!
+//! The build runs in three steps:
+//!
+//! 1. [`CompressedBuilder::train`] runs k-means on a sample of token embeddings (the caller picks
+//!    the sample, e.g. with [`sample_docs`]), rounds the centroids to f16 (what is stored), and
+//!    trains the residual codec on the residuals of a held-out part of the sample.
+//! 2. [`CompressedBuilder::add`] buffers documents, and every [`FLUSH_TOKENS`] tokens assigns them
+//!    to their nearest centroid and quantises their residuals, streaming codes, packed residuals
+//!    (and, with [`CompressedParams::store_f16`], the exact f16 embeddings) to their files.
+//! 3. [`CompressedBuilder::finish`] builds the inverted file from the codes file (memory-mapped,
+//!    one pass per block of centroids whose lists fit in [`IVF_BLOCK_ENTRIES`]), writes the small
+//!    files and publishes the index atomically.
+//!
+//! Memory is bounded by the sample, the centroids, one flush buffer, per-document metadata
+//! (offsets and ids) and one IVF block: never by the corpus.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use index_format::bytes::{as_bytes, cast_slice, map_file};
+use index_format::footer::Footer;
+use index_format::{
+    Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, ResidualMeta, FORMAT_VERSION,
+};
+
+use super::build::{check_doc, BuildOptions};
+use crate::codec::{residuals, Codec, CodecConfig};
+use crate::error::{EngineError, Result};
+use crate::kmeans::{self, KMeansConfig};
+
+/// Tokens buffered before they are assigned and encoded in one batch.
+pub const FLUSH_TOKENS: usize = 1 << 14;
+/// Most IVF entries (u32 document ids) held in memory at once while building the inverted file.
+pub const IVF_BLOCK_ENTRIES: usize = 1 << 24;
+
+/// Parameters of a compressed build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressedParams {
+    /// Bits per dimension of the quantised residual: 1, 2 or 4.
+    pub nbits: u32,
+    /// Number of centroids; `None` uses [`kmeans::default_num_centroids`] of the corpus token
+    /// count. Clamped to the number of sample tokens (k-means cannot place more centroids than
+    /// it has points).
+    pub n_centroids: Option<usize>,
+    /// k-means iterations (at most; it stops early when assignments settle).
+    pub kmeans_iters: usize,
+    /// Seed of the sample selection and k-means: equal inputs and seeds give identical indexes.
+    pub seed: u64,
+    /// The residual codec (bucket placement, pooled or per-dimension).
+    pub codec: CodecConfig,
+    /// Keep the exact f16 embeddings too (`embeddings.f16`), for exact rescoring of the final
+    /// candidates (costs `2 × dim` bytes per token).
+    pub store_f16: bool,
+}
+
+impl CompressedParams {
+    /// Defaults for `nbits`: automatic centroid count, 4 k-means iterations (as Stanford ColBERT),
+    /// seed 0, per-dimension Lloyd–Max buckets, no f16 copy.
+    pub fn new(nbits: u32) -> Self {
+        CompressedParams {
+            nbits,
+            n_centroids: None,
+            kmeans_iters: 4,
+            seed: 0,
+            codec: CodecConfig::improved(nbits),
+            store_f16: false,
+        }
+    }
+}
+
+/// Picks which documents to train on: `min(n_docs, wanted)` distinct document numbers (default
+/// [`kmeans::default_sample_docs`]), drawn with `seed`, returned in increasing order.
+pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize> {
+    let n = wanted.unwrap_or_else(|| kmeans::default_sample_docs(n_docs)).min(n_docs);
+    if n == n_docs {
+        return (0..n_docs).collect();
+    }
+    // Partial Fisher–Yates over a virtual identity permutation, with a SplitMix64 stream.
+    let mut state = seed ^ 0x5A4D_504C_4544_4F43;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut swapped = std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let j = i + ((next() as u128 * (n_docs - i) as u128) >> 64) as usize;
+        let vj = *swapped.get(&j).unwrap_or(&j);
+        let vi = *swapped.get(&i).unwrap_or(&i);
+        swapped.insert(j, vi);
+        out.push(vj);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// State after [`CompressedBuilder::train`].
+struct Trained {
+    centroids: Vec<f32>,
+    codec: Codec,
+    codes: ComponentWriter,
+    residuals: ComponentWriter,
+    /// Number of documents listing each centroid (IVF list lengths).
+    list_lens: Vec<u64>,
+}
+
+/// Streams documents into a new residual-compressed index. Call [`CompressedBuilder::train`]
+/// once, then [`CompressedBuilder::add`] for every document, then
+/// [`CompressedBuilder::finish`]. Nothing is visible at the destination until `finish`
+/// succeeds; dropping the builder discards the partial files.
+pub struct CompressedBuilder {
+    writer: IndexWriter,
+    dim: usize,
+    params: CompressedParams,
+    options: BuildOptions,
+    trained: Option<Trained>,
+    embeddings: Option<ComponentWriter>,
+    doc_offsets: Vec<u64>,
+    ids: Vec<u8>,
+    id_offsets: Vec<u64>,
+    seen_ids: HashSet<String>,
+    /// Documents added but not yet encoded: their tokens, row-major.
+    pending: Vec<f32>,
+    /// Document of the first pending token.
+    pending_first_doc: usize,
+    sample_tokens: usize,
+    codes_buf: Vec<u32>,
+    packed: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for CompressedBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompressedBuilder")
+            .field("dim", &self.dim)
+            .field("params", &self.params)
+            .field("n_docs", &self.n_docs())
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> EngineError + '_ {
+    move |e| EngineError::Io { path: path.to_path_buf(), source: e }
+}
+
+/// The first non-finite value of a row-major matrix, as (row, column).
+fn non_finite(values: &[f32], dim: usize) -> Option<(usize, usize)> {
+    values.iter().position(|v| !v.is_finite()).map(|i| (i / dim, i % dim))
+}
+
+impl CompressedBuilder {
+    /// Starts a compressed index of dimension `dim` at `dest`.
+    ///
+    /// # Errors
+    /// If `dim` is not a positive multiple of 8, `nbits` is not 1, 2 or 4, or the destination
+    /// cannot be created (or exists, without `overwrite`).
+    pub fn create(dest: &Path, dim: usize, params: CompressedParams, options: BuildOptions) -> Result<Self> {
+        if dim == 0 || dim % 8 != 0 {
+            return Err(EngineError::InvalidArgument(format!(
+                "embedding dimension {dim} is not supported: it must be a positive multiple of 8"
+            )));
+        }
+        if !matches!(params.nbits, 1 | 2 | 4) {
+            return Err(EngineError::InvalidArgument(format!(
+                "nbits {} is not supported by the compressed index: use 1, 2 or 4 (or 16 for uncompressed)",
+                params.nbits
+            )));
+        }
+        if params.codec.nbits != params.nbits {
+            return Err(EngineError::InvalidArgument("codec nbits differs from the build's nbits".into()));
+        }
+        if params.n_centroids == Some(0) {
+            return Err(EngineError::InvalidArgument("the number of centroids must be positive".into()));
+        }
+        let writer = IndexWriter::create(dest, options.overwrite)?;
+        let embeddings = if params.store_f16 { Some(writer.component(Component::Embeddings)?) } else { None };
+        Ok(Self {
+            writer,
+            dim,
+            params,
+            options,
+            trained: None,
+            embeddings,
+            doc_offsets: vec![0],
+            ids: Vec::new(),
+            id_offsets: vec![0],
+            seen_ids: HashSet::new(),
+            pending: Vec::new(),
+            pending_first_doc: 0,
+            sample_tokens: 0,
+            codes_buf: Vec::new(),
+            packed: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Number of documents added so far.
+    pub fn n_docs(&self) -> usize {
+        self.doc_offsets.len() - 1
+    }
+
+    /// Number of centroids, once trained.
+    pub fn n_centroids(&self) -> Option<usize> {
+        self.trained.as_ref().map(|t| t.centroids.len() / self.dim)
+    }
+
+    /// Trains centroids and codec on `sample` (row-major `[n × dim]` token embeddings, e.g. the
+    /// tokens of [`sample_docs`]). `corpus_tokens` is the corpus's total token count, which sets
+    /// the default number of centroids.
+    ///
+    /// Every 20th sample token (when the sample has at least 1000) is held out of k-means and
+    /// used to learn the codec's buckets, so that they reflect residuals of unseen tokens.
+    ///
+    /// # Errors
+    /// If called twice, the sample is empty or misshapen, or holds NaN or infinity.
+    pub fn train(&mut self, sample: &[f32], corpus_tokens: u64) -> Result<()> {
+        if self.trained.is_some() {
+            return Err(EngineError::InvalidArgument("the compressed builder is already trained".into()));
+        }
+        let dim = self.dim;
+        if sample.is_empty() || sample.len() % dim != 0 {
+            return Err(EngineError::InvalidArgument(format!(
+                "training sample of {} values is empty or not a whole number of {dim}-d tokens",
+                sample.len()
+            )));
+        }
+        if let Some((row, col)) = non_finite(sample, dim) {
+            return Err(EngineError::NonFinite { what: "training sample".into(), row, col });
+        }
+        let n = sample.len() / dim;
+        let (fit, heldout): (Vec<f32>, Vec<f32>) = if n >= 1000 {
+            let mut fit = Vec::with_capacity(sample.len());
+            let mut held = Vec::with_capacity(sample.len() / 20 + dim);
+            for (i, row) in sample.chunks_exact(dim).enumerate() {
+                let part = if i % 20 == 19 { &mut held } else { &mut fit };
+                part.extend_from_slice(row);
+            }
+            (fit, held)
+        } else {
+            (sample.to_vec(), sample.to_vec())
+        };
+        let wanted = self
+            .params
+            .n_centroids
+            .unwrap_or_else(|| kmeans::default_num_centroids(corpus_tokens.max(n as u64) as usize));
+        let k = wanted.min(fit.len() / dim).max(1);
+        let config = KMeansConfig {
+            k,
+            max_iters: self.params.kmeans_iters.max(1),
+            seed: self.params.seed,
+            ..KMeansConfig::new(k)
+        };
+        let mut centroids = kmeans::train(&fit, dim, &config)?.into_centroids();
+        // Residuals are taken against the stored (f16) centroids, so decoding reproduces them.
+        kmeans::round_to_f16(&mut centroids);
+        let held_codes = kmeans::assign(&heldout, &centroids, dim)?;
+        let res = residuals(&heldout, &held_codes, &centroids, dim)?;
+        let codec = Codec::train_with(&res, dim, &self.params.codec)?;
+        let c = centroids.len() / dim;
+        let codes = self.writer.component(Component::codes_for(c as u64))?;
+        let residuals = self.writer.component(Component::Residuals)?;
+        self.sample_tokens = n;
+        self.trained = Some(Trained { centroids, codec, codes, residuals, list_lens: vec![0; c] });
+        Ok(())
+    }
+
+    /// Adds one document: its external id and its token embeddings (row-major `[n × dim]`).
+    ///
+    /// # Errors
+    /// If the builder is not trained, the id is empty, repeated or holds a tab or newline, the
+    /// document has no tokens or the wrong dimension, a value is NaN or infinite, or a file
+    /// cannot be written.
+    pub fn add(&mut self, id: &str, tokens: &[f32]) -> Result<()> {
+        if self.trained.is_none() {
+            return Err(EngineError::InvalidArgument(
+                "call train on a sample before adding documents to a compressed index".into(),
+            ));
+        }
+        if let Some((row, col)) = non_finite(tokens, self.dim) {
+            return Err(EngineError::NonFinite { what: format!("document `{id}`"), row, col });
+        }
+        check_doc(id, tokens, self.dim, self.n_docs(), &mut self.seen_ids)?;
+        let last = *self.doc_offsets.last().expect("non-empty");
+        self.doc_offsets.push(last + (tokens.len() / self.dim) as u64);
+        self.ids.extend_from_slice(id.as_bytes());
+        self.id_offsets.push(self.ids.len() as u64);
+        self.pending.extend_from_slice(tokens);
+        if self.pending.len() >= FLUSH_TOKENS * self.dim {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Assigns and encodes the pending documents and writes them out.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let dim = self.dim;
+        let t = self.trained.as_mut().expect("trained");
+        self.codes_buf = kmeans::assign(&self.pending, &t.centroids, dim)?;
+        self.packed.clear();
+        t.codec.encode_batch(&self.pending, &self.codes_buf, &t.centroids, &mut self.packed)?;
+        // IVF list lengths: each document counts once per distinct centroid.
+        let first_tok = self.doc_offsets[self.pending_first_doc];
+        let mut distinct: Vec<u32> = Vec::new();
+        for doc in self.pending_first_doc..self.doc_offsets.len() - 1 {
+            let a = (self.doc_offsets[doc] - first_tok) as usize;
+            let b = (self.doc_offsets[doc + 1] - first_tok) as usize;
+            distinct.clear();
+            distinct.extend_from_slice(&self.codes_buf[a..b]);
+            distinct.sort_unstable();
+            distinct.dedup();
+            for &c in &distinct {
+                t.list_lens[c as usize] += 1;
+            }
+        }
+        self.scratch.clear();
+        if t.list_lens.len() <= 1 << 16 {
+            let narrow: Vec<u16> = self.codes_buf.iter().map(|&c| c as u16).collect();
+            self.scratch.extend_from_slice(as_bytes(&narrow));
+        } else {
+            self.scratch.extend_from_slice(as_bytes(&self.codes_buf));
+        }
+        t.codes.write_all(&self.scratch).map_err(io_err(t.codes.path()))?;
+        t.residuals.write_all(&self.packed).map_err(io_err(t.residuals.path()))?;
+        if let Some(e) = self.embeddings.as_mut() {
+            let half: Vec<f16> = self.pending.iter().map(|&v| f16::from_f32(v)).collect();
+            e.write_all(as_bytes(&half)).map_err(io_err(e.path()))?;
+        }
+        self.pending.clear();
+        self.pending_first_doc = self.n_docs();
+        Ok(())
+    }
+
+    /// Writes the remaining files and publishes the index; returns its metadata.
+    ///
+    /// # Errors
+    /// If no document was added, the builder was never trained, or a file cannot be written.
+    pub fn finish(mut self) -> Result<IndexMeta> {
+        if self.trained.is_none() {
+            return Err(EngineError::InvalidArgument("the compressed builder was never trained".into()));
+        }
+        if self.n_docs() == 0 {
+            return Err(EngineError::InvalidArgument("no documents to index".into()));
+        }
+        self.flush()?;
+        let Self { writer, dim, params, options, trained, embeddings, doc_offsets, ids, id_offsets, .. } =
+            self;
+        let Trained { centroids, codec, codes, residuals, list_lens } = trained.expect("trained");
+        let n_centroids = list_lens.len();
+        let codes_component = Component::codes_for(n_centroids as u64);
+        codes.finish()?;
+        residuals.finish()?;
+        let has_embeddings = embeddings.is_some();
+        if let Some(e) = embeddings {
+            e.finish()?;
+        }
+        write_ivf(&writer, codes_component, &doc_offsets, &list_lens)?;
+        let half: Vec<f16> = kmeans::to_f16(&centroids);
+        writer.write_component(Component::Centroids, as_bytes(&half))?;
+        let mut buckets = codec.cutoffs().to_vec();
+        buckets.extend_from_slice(codec.weights());
+        writer.write_component(Component::Buckets, as_bytes(&buckets))?;
+        writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
+        writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
+        writer.write_component(Component::DocIdBytes, &ids)?;
+        let mut build = options.build_params;
+        if !build.is_object() {
+            build = serde_json::json!({});
+        }
+        build["nbits"] = params.nbits.into();
+        build["n_centroids"] = n_centroids.into();
+        build["kmeans_iters"] = params.kmeans_iters.into();
+        build["seed"] = params.seed.into();
+        build["codec"] = format!("{:?}", params.codec).into();
+        let meta = IndexMeta {
+            format_version: FORMAT_VERSION,
+            kind: IndexKind::Residual { nbits: params.nbits },
+            dim,
+            n_docs: (doc_offsets.len() - 1) as u64,
+            n_tokens: *doc_offsets.last().expect("non-empty"),
+            created_by: format!("colbert-index {}", env!("CARGO_PKG_VERSION")),
+            residual: Some(ResidualMeta {
+                n_centroids: n_centroids as u64,
+                per_dim_buckets: codec.per_dim(),
+                has_embeddings,
+            }),
+            encoder: options.encoder,
+            build,
+        };
+        writer.commit(&meta)?;
+        Ok(meta)
+    }
+}
+
+/// Builds `ivf_offsets.u64` and `ivf.u32` from the finished codes file in the temporary
+/// directory: a pass over the memory-mapped codes per block of centroids whose lists together
+/// hold at most [`IVF_BLOCK_ENTRIES`] documents (one pass for most indexes).
+fn write_ivf(writer: &IndexWriter, codes: Component, doc_offsets: &[u64], list_lens: &[u64]) -> Result<()> {
+    let path: PathBuf = writer.temp_dir().join(codes.file_name());
+    let file = File::open(&path).map_err(io_err(&path))?;
+    let map = map_file(&file).map_err(io_err(&path))?;
+    let (payload, _) = Footer::split(&path, &map, codes.id())?;
+    let misaligned = || EngineError::Format(index_format::FormatError::corrupt(&path, "misaligned codes"));
+    let code_at: Box<dyn Fn(usize) -> u32 + '_> = match codes {
+        Component::Codes16 => {
+            let c = cast_slice::<u16>(payload).ok_or_else(misaligned)?;
+            Box::new(move |i| c[i] as u32)
+        }
+        _ => {
+            let c = cast_slice::<u32>(payload).ok_or_else(misaligned)?;
+            Box::new(move |i| c[i])
+        }
+    };
+    let mut offsets = Vec::with_capacity(list_lens.len() + 1);
+    offsets.push(0u64);
+    for &l in list_lens {
+        offsets.push(offsets.last().expect("non-empty") + l);
+    }
+    writer.write_component(Component::IvfOffsets, as_bytes(&offsets))?;
+    let mut out = writer.component(Component::IvfDocs)?;
+    let mut distinct: Vec<u32> = Vec::new();
+    let mut lo = 0usize;
+    while lo < list_lens.len() {
+        // The block of centroids lo..hi.
+        let mut hi = lo + 1;
+        while hi < list_lens.len() && offsets[hi + 1] - offsets[lo] <= IVF_BLOCK_ENTRIES as u64 {
+            hi += 1;
+        }
+        let base = offsets[lo];
+        let mut block = vec![0u32; (offsets[hi] - base) as usize];
+        let mut cursor: Vec<u64> = offsets[lo..hi].iter().map(|&o| o - base).collect();
+        for doc in 0..doc_offsets.len() - 1 {
+            distinct.clear();
+            distinct.extend((doc_offsets[doc]..doc_offsets[doc + 1]).map(|t| code_at(t as usize)));
+            distinct.sort_unstable();
+            distinct.dedup();
+            for &c in &distinct {
+                let c = c as usize;
+                if (lo..hi).contains(&c) {
+                    block[cursor[c - lo] as usize] = doc as u32;
+                    cursor[c - lo] += 1;
+                }
+            }
+        }
+        out.write_all(as_bytes(&block)).map_err(io_err(out.path()))?;
+        lo = hi;
+    }
+    out.finish()?;
+    Ok(())
+}

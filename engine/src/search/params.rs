@@ -1,0 +1,54 @@
+//! Search parameters.
+
+/// Parameters of a search. [`SearchParams::for_k`] gives the defaults for a given `k`.
+///
+/// On an uncompressed index only `k` matters (search is exhaustive and exact). On a compressed
+/// index the PLAID stages use the rest (see [`crate::search::plaid`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchParams {
+    /// Documents returned per query.
+    pub k: usize,
+    /// Stage 1: centroids probed per query token.
+    pub ncells: usize,
+    /// Stage 2: centroids whose best score against every query token is below this are ignored
+    /// by the approximate (centroid-only) score.
+    pub centroid_score_threshold: f32,
+    /// Stage 2 keeps the `ndocs` best candidates by approximate score; stage 3 keeps `ndocs / 4`
+    /// (at least `k`) by full centroid interaction for exact scoring.
+    pub ndocs: usize,
+    /// The exact tier, used when the index stores f16 embeddings:
+    /// - `None` (default): score the stage-3 survivors with the exact f16 embeddings instead of
+    ///   decompressed residuals (more accurate and cheaper than decompressing);
+    /// - `Some(0)`: never use the f16 embeddings (score decompressed residuals only);
+    /// - `Some(n)`: score decompressed residuals, then rescore the best `n` exactly.
+    pub rescore: Option<usize>,
+    /// Skip the centroid pruning: decompress and score every document (the oracle that
+    /// separates pruning error from quantisation error). The exact tier still applies.
+    pub exhaustive: bool,
+}
+
+impl SearchParams {
+    /// Defaults for `k`, measured on the clustered synthetic benchmark (see
+    /// `engine/examples/plaid_eval.rs`), starting from Stanford PLAID's table.
+    pub fn for_k(k: usize) -> Self {
+        let (ncells, centroid_score_threshold, ndocs) = if k <= 10 {
+            (2, 0.45, 256)
+        } else if k <= 100 {
+            (2, 0.45, 1024)
+        } else {
+            (4, 0.4, (4 * k).max(4096))
+        };
+        SearchParams { k, ncells, centroid_score_threshold, ndocs, rescore: None, exhaustive: false }
+    }
+
+    /// Number of candidates kept by stage 3 for exact scoring: `ndocs / 4`, at least `k`.
+    pub fn stage3_keep(&self) -> usize {
+        (self.ndocs / 4).max(self.k)
+    }
+}
+
+impl Default for SearchParams {
+    fn default() -> Self {
+        Self::for_k(10)
+    }
+}

@@ -1,0 +1,313 @@
+//! Centroid-pruned search over a residual-compressed index (the PLAID pipeline), and the
+//! exhaustive search over decompressed vectors it is measured against.
+//!
+//! For one query `Q` (`nq × dim`) over `C` centroids:
+//!
+//! 1. **Probe.** `S = Q·Cᵀ` (one f32 matrix product); the `ncells` best centroids of every query
+//!    token give the candidate documents, the union of their IVF lists.
+//! 2. **Approximate score, pruned.** A candidate's score is `Σ_q max_t S[q, code_t]` over its
+//!    tokens `t`, where tokens whose centroid scores below `centroid_score_threshold` against
+//!    every query token are ignored (a query token with no surviving token contributes 0). The
+//!    `ndocs` best survive.
+//! 3. **Approximate score, full.** The same sum over every token; the `ndocs / 4` best survive.
+//! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual) and scored
+//!    with the MaxSim kernel; or, when the index keeps f16 embeddings, scored exactly from those
+//!    (see [`SearchParams::rescore`]). The best `k` are returned.
+//!
+//! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
+//! thread count.
+
+use candle_core::{Device, Tensor};
+use half::f16;
+use index_format::{Codes, IndexReader};
+use rayon::prelude::*;
+
+use super::{Hit, SearchParams, TopK};
+use crate::codec::Codec;
+use crate::error::{EngineError, Result};
+use crate::maxsim::{PreparedQuery, Scorer};
+
+/// Candidates per parallel work unit in stages 2 and 3.
+const SCORE_CHUNK: usize = 1024;
+/// Documents per parallel work unit in stage 4 and the exhaustive search.
+const DECODE_CHUNK: usize = 32;
+
+/// What a compressed index needs in memory to be searched: centroids in f32 (also as a tensor
+/// for the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
+/// the index is opened.
+#[derive(Debug)]
+pub struct CompressedState {
+    centroids: Vec<f32>,
+    centroids_t: Tensor,
+    codec: Codec,
+    n_centroids: usize,
+}
+
+impl CompressedState {
+    /// Loads the centroids and codec of a residual index; `None` for another kind.
+    ///
+    /// # Errors
+    /// If the stored codec parameters are invalid.
+    pub fn load(reader: &IndexReader) -> Result<Option<Self>> {
+        let (Some(r), Some(cent), Some((cutoffs, weights))) =
+            (reader.residual(), reader.centroids(), reader.buckets())
+        else {
+            return Ok(None);
+        };
+        let meta = reader.meta();
+        let dim = meta.dim;
+        let centroids: Vec<f32> = cent.iter().map(|v| v.to_f32()).collect();
+        let codec =
+            Codec::from_parts(dim, meta.kind.nbits(), cutoffs.to_vec(), weights.to_vec()).map_err(|e| {
+                EngineError::Format(index_format::FormatError::corrupt(
+                    reader.dir().join(index_format::Component::Buckets.file_name()),
+                    e.to_string(),
+                ))
+            })?;
+        let n_centroids = r.n_centroids as usize;
+        let centroids_t = Tensor::from_slice(&centroids, (n_centroids, dim), &Device::Cpu)?.t()?;
+        Ok(Some(Self { centroids, centroids_t, codec, n_centroids }))
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// The centroids, row-major `C × dim`, in f32.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids
+    }
+}
+
+/// A compressed index ready to search: the mapped arrays plus the in-memory state.
+#[derive(Debug, Clone, Copy)]
+pub struct Compressed<'a> {
+    state: &'a CompressedState,
+    dim: usize,
+    codes: Codes<'a>,
+    residuals: &'a [u8],
+    doc_offsets: &'a [u64],
+    ivf_offsets: &'a [u64],
+    ivf: &'a [u32],
+    embeddings: Option<&'a [f16]>,
+}
+
+impl<'a> Compressed<'a> {
+    /// Views `reader` (a residual index) with its loaded `state`.
+    ///
+    /// # Panics
+    /// If `reader` is not a residual index (its arrays are checked at open).
+    pub fn new(reader: &'a IndexReader, state: &'a CompressedState) -> Self {
+        Compressed {
+            state,
+            dim: reader.meta().dim,
+            codes: reader.codes().expect("residual index"),
+            residuals: reader.residuals().expect("residual index"),
+            doc_offsets: reader.doc_offsets(),
+            ivf_offsets: reader.ivf_offsets().expect("residual index"),
+            ivf: reader.ivf_docs().expect("residual index"),
+            embeddings: reader.has_embeddings().then(|| reader.embeddings()),
+        }
+    }
+
+    fn n_docs(&self) -> usize {
+        self.doc_offsets.len() - 1
+    }
+
+    fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
+        self.doc_offsets[doc as usize] as usize..self.doc_offsets[doc as usize + 1] as usize
+    }
+
+    /// Decompresses document `doc` into `out` (f16, row-major), reusing `row` as scratch.
+    pub fn decompress_into(&self, doc: u32, row: &mut Vec<f32>, out: &mut Vec<f16>) {
+        let dim = self.dim;
+        let pl = self.state.codec.packed_len();
+        let range = self.tokens(doc);
+        row.resize(dim, 0.0);
+        out.clear();
+        out.reserve(range.len() * dim);
+        for t in range {
+            let c = self.codes.get(t) as usize;
+            let centroid = &self.state.centroids[c * dim..(c + 1) * dim];
+            self.state
+                .codec
+                .decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, row)
+                .expect("shapes checked at open");
+            out.extend(row.iter().map(|&v| f16::from_f32(v)));
+        }
+    }
+
+    fn exact(&self, doc: u32) -> Option<&'a [f16]> {
+        let r = self.tokens(doc);
+        self.embeddings.map(|e| &e[r.start * self.dim..r.end * self.dim])
+    }
+
+    /// Stage 1: `Q·Cᵀ` as `[nq × C]` f32 scores.
+    fn centroid_scores(&self, query: &PreparedQuery) -> Result<Vec<f32>> {
+        let q = Tensor::from_slice(query.tokens(), (query.len(), self.dim), &Device::Cpu)?;
+        Ok(q.matmul(&self.state.centroids_t)?.flatten_all()?.to_vec1()?)
+    }
+
+    /// Searches one query; see the module documentation.
+    pub fn search(&self, query: &PreparedQuery, params: &SearchParams) -> Result<Vec<Hit>> {
+        if params.k == 0 {
+            return Ok(Vec::new());
+        }
+        if params.exhaustive {
+            return Ok(self.exhaustive_one(query, params));
+        }
+        let nq = query.len();
+        let c = self.state.n_centroids;
+        let scores = self.centroid_scores(query)?;
+        // Stage 1: probe the ncells best centroids of each query token.
+        let ncells = params.ncells.clamp(1, c);
+        let mut cells: Vec<u32> = Vec::with_capacity(nq * ncells);
+        let mut order: Vec<u32> = (0..c as u32).collect();
+        for row in scores.chunks_exact(c) {
+            let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+            if ncells < c {
+                order.select_nth_unstable_by(ncells - 1, by_score);
+            }
+            cells.extend_from_slice(&order[..ncells]);
+        }
+        cells.sort_unstable();
+        cells.dedup();
+        let mut candidates: Vec<u32> = Vec::new();
+        for &cell in &cells {
+            let (a, b) =
+                (self.ivf_offsets[cell as usize] as usize, self.ivf_offsets[cell as usize + 1] as usize);
+            candidates.extend_from_slice(&self.ivf[a..b]);
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        // Centroid-major scores [C × nq] for the per-token lookups of stages 2 and 3.
+        let mut by_centroid = vec![0f32; c * nq];
+        for (q, row) in scores.chunks_exact(c).enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                by_centroid[j * nq + q] = s;
+            }
+        }
+        let keep: Vec<bool> = by_centroid
+            .chunks_exact(nq)
+            .map(|s| s.iter().any(|&v| v >= params.centroid_score_threshold))
+            .collect();
+        // Stage 2: pruned approximate scores; stage 3: full approximate scores.
+        let stage2 = self.approx_top(&candidates, &by_centroid, nq, Some(&keep), params.ndocs.max(params.k));
+        let stage2: Vec<u32> = stage2.into_iter().map(|h| h.doc).collect();
+        let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep());
+        let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
+        survivors.sort_unstable();
+        Ok(self.final_scores(query, &survivors, params))
+    }
+
+    /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
+    /// kept (all tokens when `keep` is `None`).
+    fn approx_top(
+        &self,
+        docs: &[u32],
+        by_centroid: &[f32],
+        nq: usize,
+        keep: Option<&[bool]>,
+        n: usize,
+    ) -> Vec<Hit> {
+        let score_chunk = |chunk: &[u32]| {
+            let mut top = TopK::new(n);
+            let mut best = vec![0f32; nq];
+            for &doc in chunk {
+                let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
+                best.iter_mut().for_each(|b| *b = floor);
+                for t in self.tokens(doc) {
+                    let cent = self.codes.get(t) as usize;
+                    if keep.is_some_and(|k| !k[cent]) {
+                        continue;
+                    }
+                    let s = &by_centroid[cent * nq..(cent + 1) * nq];
+                    for (b, &v) in best.iter_mut().zip(s) {
+                        *b = b.max(v);
+                    }
+                }
+                top.push(doc, best.iter().sum());
+            }
+            top
+        };
+        let top = if docs.len() <= SCORE_CHUNK {
+            score_chunk(docs)
+        } else {
+            docs.par_chunks(SCORE_CHUNK).map(score_chunk).reduce(
+                || TopK::new(n),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            )
+        };
+        top.into_sorted()
+    }
+
+    /// Stage 4 (and the exact tier) on `docs`.
+    fn final_scores(&self, query: &PreparedQuery, docs: &[u32], params: &SearchParams) -> Vec<Hit> {
+        let exact_all = self.embeddings.is_some() && params.rescore.is_none();
+        let first_k = match params.rescore {
+            Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
+            _ => params.k,
+        };
+        let scored = self.score_docs(query, docs, first_k, exact_all);
+        match params.rescore {
+            Some(n) if n > 0 && self.embeddings.is_some() => {
+                let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
+                self.score_docs(query, &docs, params.k, true)
+            }
+            _ => scored,
+        }
+    }
+
+    /// Top `k` of `docs` by MaxSim, over exact f16 embeddings or decompressed residuals.
+    fn score_docs(&self, query: &PreparedQuery, docs: &[u32], k: usize, exact: bool) -> Vec<Hit> {
+        let score_chunk = |chunk: &[u32]| {
+            let mut top = TopK::new(k);
+            let mut scorer = Scorer::new(query);
+            let (mut row, mut buf) = (Vec::new(), Vec::new());
+            for &doc in chunk {
+                let s = match self.exact(doc).filter(|_| exact) {
+                    Some(tokens) => scorer.score_f16(tokens),
+                    None => {
+                        self.decompress_into(doc, &mut row, &mut buf);
+                        scorer.score_f16(&buf)
+                    }
+                };
+                top.push(doc, s);
+            }
+            top
+        };
+        let top = if docs.len() <= DECODE_CHUNK {
+            score_chunk(docs)
+        } else {
+            docs.par_chunks(DECODE_CHUNK).map(score_chunk).reduce(
+                || TopK::new(k),
+                |mut a, b| {
+                    a.merge(b);
+                    a
+                },
+            )
+        };
+        top.into_sorted()
+    }
+
+    /// Every document decompressed and scored (then the exact tier, as for PLAID).
+    fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams) -> Vec<Hit> {
+        let all: Vec<u32> = (0..self.n_docs() as u32).collect();
+        let first_k = match params.rescore {
+            Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
+            _ => params.k,
+        };
+        let scored = self.score_docs(query, &all, first_k, false);
+        match params.rescore {
+            Some(n) if n > 0 && self.embeddings.is_some() => {
+                let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
+                self.score_docs(query, &docs, params.k, true)
+            }
+            _ => scored,
+        }
+    }
+}
