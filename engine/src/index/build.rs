@@ -119,7 +119,7 @@ pub(crate) fn check_doc(
     if tokens.is_empty() {
         return Err(EngineError::InvalidArgument(format!("document `{id}` has no tokens")));
     }
-    if tokens.len() % dim != 0 {
+    if !tokens.len().is_multiple_of(dim) {
         return Err(EngineError::DimMismatch {
             what: format!("document `{id}`"),
             expected: dim,
