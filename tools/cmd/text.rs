@@ -65,7 +65,7 @@ pub struct TextBuild<'a> {
 
 /// The builder of either index kind.
 enum Sink {
-    Plain(IndexBuilder),
+    Plain(Box<IndexBuilder>),
     Compressed(Box<CompressedBuilder>),
 }
 
@@ -135,9 +135,9 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let dim = encoder.dim();
     let create = |what: &Path| format!("cannot create index {}", what.display());
     let mut sink = match job.compressed {
-        None => {
-            Sink::Plain(IndexBuilder::create(job.index, dim, options).with_context(|| create(job.index))?)
-        }
+        None => Sink::Plain(Box::new(
+            IndexBuilder::create(job.index, dim, options).with_context(|| create(job.index))?,
+        )),
         Some(params) => {
             let mut builder = CompressedBuilder::create(job.index, dim, params, options)
                 .with_context(|| create(job.index))?;
