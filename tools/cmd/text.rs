@@ -8,6 +8,7 @@ use engine::corpus::{CorpusReader, Record};
 use engine::encoder::{Encoder, EncoderOptions};
 use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
 use engine::{BuildOptions, Index, IndexBuilder};
+use half::f16;
 
 /// Documents read and encoded per step: bounds memory by the batch, not the collection.
 const DOCS_PER_STEP: usize = 1024;
@@ -91,36 +92,68 @@ fn encode_pass(
     collection: &Path,
     encoder: &Encoder,
     mut keep: impl FnMut(usize) -> bool,
-    mut f: impl FnMut(&Record, &[f32]) -> Result<()>,
+    mut f: impl FnMut(usize, &Record, Option<&[f32]>) -> Result<()>,
 ) -> Result<usize> {
     let mut reader = CorpusReader::open(collection)?;
     let mut ordinal = 0usize;
     let mut batch: Vec<Record> = Vec::with_capacity(DOCS_PER_STEP);
     loop {
         batch.clear();
-        let mut read = 0;
         for r in reader.by_ref().take(DOCS_PER_STEP) {
-            let r = r?;
-            read += 1;
-            if keep(ordinal) {
-                batch.push(r);
-            }
-            ordinal += 1;
+            batch.push(r?);
         }
-        if read == 0 {
+        if batch.is_empty() {
             break;
         }
-        let texts: Vec<String> = batch.iter().map(Record::full_text).collect();
+        let first = ordinal;
+        ordinal += batch.len();
+        let wanted: Vec<bool> = (first..ordinal).map(&mut keep).collect();
+        let texts: Vec<String> =
+            batch.iter().zip(&wanted).filter(|(_, &w)| w).map(|(r, _)| r.full_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let encoded = encoder.encode_documents(&refs)?;
-        for (r, emb) in batch.iter().zip(&encoded) {
-            f(r, emb)?;
+        let mut encoded = encoder.encode_documents(&refs)?.into_iter();
+        for (i, (r, &w)) in batch.iter().zip(&wanted).enumerate() {
+            let emb = if w { encoded.next() } else { None };
+            f(first + i, r, emb.as_deref())?;
         }
     }
     Ok(reader.skipped_empty())
 }
 
-/// Encodes every document of a collection and writes an index (either kind).
+/// Encoded training-sample documents kept (as f16) for the main pass, so that a collection
+/// whose sample is most of it is not encoded twice. Bounded: past [`SAMPLE_CACHE_BYTES`] the
+/// cache is dropped and the main pass encodes those documents again.
+#[derive(Default)]
+struct SampleCache {
+    docs: std::collections::HashMap<usize, Vec<f16>>,
+    bytes: usize,
+    full: bool,
+}
+
+/// Most bytes of encoded sample documents kept between the two passes.
+const SAMPLE_CACHE_BYTES: usize = 256 << 20;
+
+impl SampleCache {
+    fn keep(&mut self, ordinal: usize, emb: &[f32]) {
+        if self.full {
+            return;
+        }
+        self.bytes += emb.len() * 2;
+        if self.bytes > SAMPLE_CACHE_BYTES {
+            self.full = true;
+            self.docs = Default::default();
+            return;
+        }
+        self.docs.insert(ordinal, emb.iter().map(|&v| f16::from_f32(v)).collect());
+    }
+
+    fn take(&mut self, ordinal: usize) -> Vec<f32> {
+        self.docs.remove(&ordinal).map(|v| v.iter().map(|x| x.to_f32()).collect()).unwrap_or_default()
+    }
+}
+
+/// Encodes every document of a collection and writes an index (either kind). Token embeddings
+/// are rounded to f16 before indexing (what the index stores), whichever pass encoded them.
 pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let start = Instant::now();
     let total = count_lines(job.collection)?;
@@ -133,6 +166,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         build_params,
     };
     let dim = encoder.dim();
+    let mut cache = SampleCache::default();
     let create = |what: &Path| format!("cannot create index {}", what.display());
     let mut sink = match job.compressed {
         None => Sink::Plain(Box::new(
@@ -152,12 +186,12 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 job.collection,
                 &encoder,
                 |i| picked.contains(&i),
-                |_, emb| {
-                    if !emb.is_empty() {
-                        sample.extend_from_slice(emb);
-                        sampled += 1;
-                        pb.inc(1);
-                    }
+                |i, _, emb| {
+                    let Some(emb) = emb else { return Ok(()) };
+                    sample.extend(emb.iter().map(|&v| f16::from_f32(v).to_f32()));
+                    sampled += usize::from(!emb.is_empty());
+                    cache.keep(i, emb);
+                    pb.inc(1);
                     Ok(())
                 },
             )?;
@@ -175,16 +209,22 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let mut tokens = 0u64;
     let mut no_tokens = 0usize;
     let collection = job.collection;
+    let cached: std::collections::HashSet<usize> = cache.docs.keys().copied().collect();
     let skipped = encode_pass(
         collection,
         &encoder,
-        |_| true,
-        |r, emb| {
+        |i| !cached.contains(&i),
+        |i, r, emb| {
+            let emb: Vec<f32> = match emb {
+                Some(e) => e.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+                None => cache.take(i),
+            };
             if emb.is_empty() {
                 no_tokens += 1;
             } else {
                 tokens += (emb.len() / dim) as u64;
-                sink.add(&r.id, emb).with_context(|| format!("{}: line {}", collection.display(), r.line))?;
+                sink.add(&r.id, &emb)
+                    .with_context(|| format!("{}: line {}", collection.display(), r.line))?;
             }
             pb.inc(1);
             let secs = start.elapsed().as_secs_f64().max(1e-9);
