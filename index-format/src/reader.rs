@@ -300,7 +300,11 @@ impl IndexReader {
         let codes = self.codes().expect("residual kind");
         self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
         let residuals = self.typed::<u8>(Component::Residuals)?;
-        self.check_len(Component::Residuals, residuals.len(), m.n_tokens * (m.dim as u64 * nbits as u64 / 8))?;
+        self.check_len(
+            Component::Residuals,
+            residuals.len(),
+            m.n_tokens * (m.dim as u64 * nbits as u64 / 8),
+        )?;
         let ivf_offsets = self.typed::<u64>(Component::IvfOffsets)?;
         self.check_len(Component::IvfOffsets, ivf_offsets.len(), c + 1)?;
         let ivf_len = self.typed::<u32>(Component::IvfDocs)?.len() as u64;
