@@ -288,7 +288,7 @@ fn bad_inputs_to_the_compressed_builder() {
     b.finish().unwrap();
     let index = Index::open(&p("dup")).unwrap();
     index.verify().unwrap();
-    let hits = index.search(&[v.clone()], &SearchParams::for_k(3)).unwrap();
+    let hits = index.search(std::slice::from_ref(&v), &SearchParams::for_k(3)).unwrap();
     assert_eq!(hits[0].len(), 3);
     assert!((hits[0][0].score - 1.0).abs() < 0.05, "{}", hits[0][0].score);
     // No documents.
