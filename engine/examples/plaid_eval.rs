@@ -208,9 +208,9 @@ fn main() {
             recall(&tier, &truth)
         );
         if args.sweep {
-            for ncells in [1, 2, 4, 8] {
-                for thr in [0.3f32, 0.4, 0.45, 0.5] {
-                    for ndocs in [128, 256, 512, 1024] {
+            for ncells in [1, 2, 4] {
+                for thr in [0.4f32, 0.45, 0.5] {
+                    for ndocs in [128, 256, 512] {
                         let p = SearchParams {
                             ncells,
                             centroid_score_threshold: thr,
