@@ -33,6 +33,24 @@ const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
 
+/// Up to this many cells per query token, stage 1 selects them with one linear scan.
+const SMALL_NCELLS: usize = 16;
+
+/// Appends to `out` the indices of the `n` highest scores of `row` (ties to the lower index),
+/// in one pass that keeps a small sorted buffer.
+fn top_cells_scan(row: &[f32], n: usize, out: &mut Vec<u32>) {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
+    for (j, &v) in row.iter().enumerate() {
+        if best.len() == n && v <= best[n - 1].0 {
+            continue;
+        }
+        let pos = best.partition_point(|&(b, _)| b >= v);
+        best.insert(pos, (v, j as u32));
+        best.truncate(n);
+    }
+    out.extend(best.iter().map(|&(_, j)| j));
+}
+
 /// What a compressed index needs in memory to be searched: centroids in f32 (also as a tensor
 /// for the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
 /// the index is opened.
@@ -163,8 +181,14 @@ impl<'a> Compressed<'a> {
         // Stage 1: probe the ncells best centroids of each query token.
         let ncells = params.ncells.clamp(1, c);
         let mut cells: Vec<u32> = Vec::with_capacity(nq * ncells);
-        let mut order: Vec<u32> = (0..c as u32).collect();
+        let mut order: Vec<u32> = Vec::new();
         for row in scores.chunks_exact(c) {
+            if ncells <= SMALL_NCELLS {
+                top_cells_scan(row, ncells, &mut cells);
+                continue;
+            }
+            order.clear();
+            order.extend(0..c as u32);
             let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
             if ncells < c {
                 order.select_nth_unstable_by(ncells - 1, by_score);
@@ -341,6 +365,25 @@ impl<'a> Compressed<'a> {
                 self.score_docs(query, &docs, params.k, true)
             }
             _ => Ok(scored),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cell_scan_matches_a_full_sort(row in proptest::collection::vec(-8i32..8, 1..300), n in 1usize..17) {
+            let row: Vec<f32> = row.into_iter().map(|v| v as f32 / 4.0).collect();
+            let n = n.min(row.len());
+            let mut got = Vec::new();
+            top_cells_scan(&row, n, &mut got);
+            let mut all: Vec<u32> = (0..row.len() as u32).collect();
+            all.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            prop_assert_eq!(got, all[..n].to_vec());
         }
     }
 }
