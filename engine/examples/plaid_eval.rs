@@ -24,6 +24,7 @@ struct Args {
     qlen: usize,
     k: usize,
     sweep: bool,
+    clusters: Option<usize>,
     dir: PathBuf,
 }
 
@@ -35,6 +36,7 @@ fn parse() -> Args {
         qlen: 32,
         k: 10,
         sweep: false,
+        clusters: None,
         dir: std::env::temp_dir().join(format!("plaid_eval-{}", std::process::id())),
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +50,7 @@ fn parse() -> Args {
             "--k" => a.k = v().parse().expect("--k"),
             "--dir" => a.dir = v().into(),
             "--sweep" => a.sweep = true,
+            "--clusters" => a.clusters = Some(v().parse().expect("--clusters")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -142,7 +145,8 @@ fn build_compressed(dest: &Path, corpus: &SynthCorpus, nbits: u32) -> f64 {
 fn main() {
     let args = parse();
     std::fs::create_dir_all(&args.dir).unwrap();
-    let spec = SynthSpec { n_docs: args.docs, ..SynthSpec::clustered_10k() };
+    let base = SynthSpec::clustered_10k();
+    let spec = SynthSpec { n_docs: args.docs, n_clusters: args.clusters.unwrap_or(base.n_clusters), ..base };
     let corpus = SynthCorpus::new(spec.clone()).unwrap();
     let dim = spec.dim;
     let queries: Vec<Vec<f32>> = corpus
@@ -188,6 +192,7 @@ fn main() {
         let bpt_f16 = total as f64 / n_tokens;
         let c = index.meta().residual.unwrap().n_centroids;
         let name = format!("nbits {nbits} ({c} centroids)");
+        println!("| {name} | centroid fit {:?} | | | | | | |", index.meta().build.get("centroid_fit"));
         let base = SearchParams::for_k(args.k);
         let oracle_p = SearchParams { exhaustive: true, rescore: Some(0), ..base.clone() };
         let (oracle, p50, qps) = timed(&index, &queries, &oracle_p);
@@ -196,6 +201,13 @@ fn main() {
             recall(&oracle, &truth)
         );
         let plaid_p = SearchParams { rescore: Some(0), ..base.clone() };
+        let raw = SearchParams { min_centroid_fit: f32::NEG_INFINITY, ..plaid_p.clone() };
+        let (r, p50, _) = timed(&index, &queries, &raw);
+        println!(
+            "| {name} | PLAID, no fallback | | {bpt:.1} | {:.3} | {:.3} | {p50:.2} | |",
+            recall(&r, &truth),
+            recall(&r, &oracle)
+        );
         let (plaid, p50, qps) = timed(&index, &queries, &plaid_p);
         println!(
             "| {name} | PLAID default | | {bpt:.1} | {:.3} | {:.3} | {p50:.2} | {qps:.0} |",
@@ -216,6 +228,7 @@ fn main() {
                             centroid_score_threshold: thr,
                             ndocs,
                             rescore: Some(0),
+                            min_centroid_fit: f32::NEG_INFINITY,
                             ..base.clone()
                         };
                         let (r, p50, _) = timed(&index, &queries, &p);

@@ -60,6 +60,7 @@ pub struct CompressedState {
     centroids_t: Tensor,
     codec: Codec,
     n_centroids: usize,
+    centroid_fit: Option<f32>,
 }
 
 impl CompressedState {
@@ -85,7 +86,13 @@ impl CompressedState {
             })?;
         let n_centroids = r.n_centroids as usize;
         let centroids_t = Tensor::from_slice(&centroids, (n_centroids, dim), &Device::Cpu)?.t()?;
-        Ok(Some(Self { centroids, centroids_t, codec, n_centroids }))
+        let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
+        Ok(Some(Self { centroids, centroids_t, codec, n_centroids, centroid_fit }))
+    }
+
+    /// The mean dot product of a held-out training token with its centroid, recorded at build.
+    pub fn centroid_fit(&self) -> Option<f32> {
+        self.centroid_fit
     }
 
     /// The codec.
@@ -172,7 +179,8 @@ impl<'a> Compressed<'a> {
         if params.k == 0 {
             return Ok(Vec::new());
         }
-        if params.exhaustive {
+        let poor_fit = self.state.centroid_fit.is_some_and(|f| f < params.min_centroid_fit);
+        if params.exhaustive || poor_fit {
             return self.exhaustive_one(query, params);
         }
         let nq = query.len();
