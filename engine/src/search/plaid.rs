@@ -359,14 +359,16 @@ impl<'a> Compressed<'a> {
         Ok(())
     }
 
-    /// Every document decompressed and scored (then the exact tier, as for PLAID).
+    /// Every document scored: decompressed, or exactly from the f16 embeddings under the default
+    /// exact tier (then the optional rescoring, as for PLAID).
     fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
-        let scored = self.score_docs(query, &all, first_k, false)?;
+        let exact_all = self.embeddings.is_some() && params.rescore.is_none();
+        let scored = self.score_docs(query, &all, first_k, exact_all)?;
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
