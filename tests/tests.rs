@@ -5,6 +5,10 @@ mod common;
 
 /// The CLI end to end: build, search, info, verify, and every bad input it must reject.
 mod cli;
+/// The encoder against PyTorch fixtures, for each model layout.
+mod encoder;
+/// Evaluation metrics against pytrec_eval fixtures, and the bundled collections.
+mod eval;
 /// Exhaustive search against a naive MaxSim computation.
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
@@ -12,3 +16,5 @@ mod golden;
 /// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
 /// determinism, round trips, corruption and bad inputs.
 mod plaid;
+/// The text path of the CLI: collections, text queries, model checks.
+mod text;

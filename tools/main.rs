@@ -30,6 +30,10 @@ enum Command {
     Info(cmd::info::InfoArgs),
     /// Check every checksum and offset of an index.
     Verify(cmd::verify::VerifyArgs),
+    /// Score a TREC run against relevance judgments (nDCG@10, MRR@10, Recall@100/1000, MAP).
+    Eval(cmd::eval::EvalArgs),
+    /// Measure latency percentiles, QPS, recall against the exhaustive oracle, size and memory.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +43,8 @@ fn main() -> ExitCode {
         Command::Search(a) => cmd::search::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Verify(a) => cmd::verify::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

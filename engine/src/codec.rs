@@ -81,7 +81,7 @@ fn check_nbits_dim(nbits: u32, dim: usize) -> Result<()> {
     if !matches!(nbits, 1 | 2 | 4) {
         return Err(EngineError::InvalidArgument(format!("nbits must be 1, 2 or 4, got {nbits}")));
     }
-    if dim == 0 || dim % 8 != 0 {
+    if dim == 0 || !dim.is_multiple_of(8) {
         return Err(EngineError::InvalidArgument(format!(
             "residual codec needs a dimension that is a positive multiple of 8, got {dim}"
         )));
@@ -350,7 +350,7 @@ impl Codec {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let d = self.dim;
-        if embs.len() != codes.len() * d || centroids.len() % d != 0 {
+        if embs.len() != codes.len() * d || !centroids.len().is_multiple_of(d) {
             return Err(EngineError::InvalidArgument("encode_batch: shapes disagree".into()));
         }
         let k = centroids.len() / d;
@@ -375,7 +375,7 @@ impl Codec {
 /// # Errors
 /// [`EngineError::InvalidArgument`] on shape errors or a code out of range.
 pub fn residuals(embs: &[f32], codes: &[u32], centroids: &[f32], dim: usize) -> Result<Vec<f32>> {
-    if dim == 0 || embs.len() != codes.len() * dim || centroids.len() % dim != 0 {
+    if dim == 0 || embs.len() != codes.len() * dim || !centroids.len().is_multiple_of(dim) {
         return Err(EngineError::InvalidArgument("residuals: shapes disagree".into()));
     }
     let k = centroids.len() / dim;

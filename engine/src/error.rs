@@ -29,6 +29,20 @@ pub enum EngineError {
     /// An argument is out of its valid range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A model directory or one of its files is missing, malformed or unsupported.
+    #[error("{path}: {problem}")]
+    Model {
+        /// The file (or directory) at fault.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The tokenizer failed on an input text.
+    #[error("tokenizer failed: {problem}")]
+    Tokenize {
+        /// The tokenizer's message.
+        problem: String,
+    },
     /// An input holds NaN or infinity.
     #[error("{what}: non-finite value at row {row}, column {col}")]
     NonFinite {
@@ -39,8 +53,8 @@ pub enum EngineError {
         /// Column (dimension) index of the first bad value.
         col: usize,
     },
-    /// A tensor operation failed.
-    #[error(transparent)]
+    /// A tensor operation failed inside candle.
+    #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]

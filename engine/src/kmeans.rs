@@ -116,7 +116,7 @@ pub(crate) fn check_matrix(data: &[f32], dim: usize, what: &str) -> Result<usize
     if dim == 0 {
         return Err(EngineError::InvalidArgument(format!("{what}: dimension must be positive")));
     }
-    if data.len() % dim != 0 {
+    if !data.len().is_multiple_of(dim) {
         return Err(EngineError::InvalidArgument(format!(
             "{what}: length {} is not a multiple of dimension {dim}",
             data.len()
@@ -162,7 +162,7 @@ fn assign_into(vectors: &[f32], centroids: &[f32], dim: usize, codes: &mut Vec<u
     if k > u32::MAX as usize {
         return Err(EngineError::InvalidArgument("assign: too many centroids".into()));
     }
-    if vectors.len() % dim != 0 {
+    if !vectors.len().is_multiple_of(dim) {
         return Err(EngineError::InvalidArgument(format!(
             "vectors: length {} is not a multiple of dimension {dim}",
             vectors.len()

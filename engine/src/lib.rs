@@ -5,9 +5,12 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod collections;
 pub mod corpus;
 pub mod embeddings;
+pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod kmeans;
 pub mod maxsim;

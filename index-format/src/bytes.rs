@@ -108,7 +108,9 @@ impl Deref for Bytes {
 /// Views bytes as a slice of `T`, checking length and alignment.
 pub fn cast_slice<T: Plain>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+    if !bytes.len().is_multiple_of(size)
+        || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
         return None;
     }
     // SAFETY: `T: Plain` is a primitive for which every bit pattern is valid and which has no
@@ -144,7 +146,7 @@ mod tests {
         let b = Bytes::from_vec(as_bytes(&v).to_vec());
         assert_eq!(b.typed::<u64>().unwrap(), &[1, 2, 3]);
         assert!(b.slice(0..7).unwrap().typed::<u64>().is_none());
-        if b.as_ptr() as usize % 8 == 0 {
+        if (b.as_ptr() as usize).is_multiple_of(8) {
             assert!(b.slice(1..9).unwrap().typed::<u64>().is_none());
         }
         assert_eq!(b.slice(8..16).unwrap().typed::<u64>().unwrap(), &[2]);

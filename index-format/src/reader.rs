@@ -111,7 +111,7 @@ fn check_meta(path: &Path, meta: &IndexMeta) -> Result<()> {
             if !matches!(nbits, 1 | 2 | 4) {
                 return Err(FormatError::corrupt(path, format!("nbits {nbits} is not 1, 2 or 4")));
             }
-            if meta.dim % 8 != 0 {
+            if !meta.dim.is_multiple_of(8) {
                 return Err(FormatError::corrupt(
                     path,
                     format!("dimension {} is not a multiple of 8", meta.dim),

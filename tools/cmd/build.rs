@@ -15,8 +15,26 @@ pub struct BuildArgs {
     /// Token embeddings to index: a safetensors file with `embeddings` (f16 or f32,
     /// [total_tokens, dim]) and `doclens` (i32 or i64, [n_docs]); document i owns the next
     /// doclens[i] rows. The dimension must be a multiple of 8.
-    #[arg(long, value_name = "FILE.safetensors")]
-    pub embeddings: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE.safetensors",
+        required_unless_present = "collection",
+        conflicts_with = "collection"
+    )]
+    pub embeddings: Option<PathBuf>,
+    /// A collection of raw text to encode with --model: ColBERT TSV (`id<TAB>text`) or BEIR
+    /// `corpus.jsonl` (`_id`, `title`, `text`; title and text are indexed together). Documents
+    /// with empty text are skipped and counted; duplicate ids are an error.
+    #[arg(long, value_name = "FILE", requires = "model")]
+    pub collection: Option<PathBuf>,
+    /// The model to encode --collection with: a Stanford ColBERT (HF_ColBERT) directory, a
+    /// PyLate / sentence-transformers ColBERT directory, or a plain BERT/ModernBERT checkpoint.
+    /// Recorded in the index, so `search --query` encodes queries the same way.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Texts per model batch when encoding (texts are batched by length to limit padding).
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
     /// Directory to write the index to. It is built in a temporary sibling directory and renamed
     /// into place only on success.
     #[arg(long, value_name = "DIR")]
@@ -60,11 +78,27 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if !matches!(args.nbits, 1 | 2 | 4 | 16) {
         bail!("--nbits {}: use 1, 2 or 4 (compressed) or 16 (uncompressed f16)", args.nbits);
     }
+    if let (Some(collection), Some(model)) = (&args.collection, &args.model) {
+        return super::text::build_from_collection(super::text::TextBuild {
+            collection,
+            model,
+            index: &args.index,
+            overwrite: args.overwrite,
+            batch_size: args.batch_size,
+            compressed: (args.nbits != 16).then(|| compressed_params(args)),
+            sample_docs: args.sample_docs,
+            seed: args.seed,
+            build_params: serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() }),
+        });
+    }
+    let Some(embeddings) = &args.embeddings else {
+        bail!("give --embeddings FILE or --collection FILE --model DIR")
+    };
     if args.nbits != 16 {
-        return run_compressed(args);
+        return run_compressed(args, embeddings);
     }
     let start = Instant::now();
-    let input = DocEmbeddingsFile::open(&args.embeddings)?;
+    let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {
         Some(path) => Some(read_doc_ids(path, input.n_docs())?),
         None => None,
@@ -72,7 +106,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let options = BuildOptions {
         overwrite: args.overwrite,
         encoder: None,
-        build_params: serde_json::json!({ "nbits": args.nbits, "source": args.embeddings.display().to_string() }),
+        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
     };
     let mut builder = IndexBuilder::create(&args.index, input.dim(), options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;
@@ -115,11 +149,22 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     Ok(())
 }
 
+/// The compressed index's parameters selected by the flags.
+fn compressed_params(args: &BuildArgs) -> CompressedParams {
+    CompressedParams {
+        n_centroids: args.centroids,
+        kmeans_iters: args.kmeans_iters,
+        seed: args.seed,
+        store_f16: args.store_f16,
+        ..CompressedParams::new(args.nbits)
+    }
+}
+
 /// Builds a compressed index: k-means and codec on a sample of documents, then every document
 /// streamed through the builder.
-fn run_compressed(args: &BuildArgs) -> Result<()> {
+fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
     let start = Instant::now();
-    let input = DocEmbeddingsFile::open(&args.embeddings)?;
+    let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {
         Some(path) => Some(read_doc_ids(path, input.n_docs())?),
         None => None,
@@ -127,15 +172,9 @@ fn run_compressed(args: &BuildArgs) -> Result<()> {
     let options = BuildOptions {
         overwrite: args.overwrite,
         encoder: None,
-        build_params: serde_json::json!({ "source": args.embeddings.display().to_string() }),
+        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
     };
-    let params = CompressedParams {
-        n_centroids: args.centroids,
-        kmeans_iters: args.kmeans_iters,
-        seed: args.seed,
-        store_f16: args.store_f16,
-        ..CompressedParams::new(args.nbits)
-    };
+    let params = compressed_params(args);
     let mut builder = CompressedBuilder::create(&args.index, input.dim(), params, options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;
     let lens = input.doclens();

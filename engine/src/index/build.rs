@@ -40,7 +40,7 @@ pub struct IndexBuilder {
 impl IndexBuilder {
     /// Starts an index of dimension `dim` at `dest`.
     pub fn create(dest: &Path, dim: usize, options: BuildOptions) -> Result<Self> {
-        if dim == 0 || dim % 8 != 0 {
+        if dim == 0 || !dim.is_multiple_of(8) {
             return Err(EngineError::InvalidArgument(format!(
                 "embedding dimension {dim} is not supported: it must be a positive multiple of 8"
             )));
@@ -119,7 +119,7 @@ pub(crate) fn check_doc(
     if tokens.is_empty() {
         return Err(EngineError::InvalidArgument(format!("document `{id}` has no tokens")));
     }
-    if tokens.len() % dim != 0 {
+    if !tokens.len().is_multiple_of(dim) {
         return Err(EngineError::DimMismatch {
             what: format!("document `{id}`"),
             expected: dim,

@@ -164,7 +164,7 @@ impl CompressedBuilder {
     /// If `dim` is not a positive multiple of 8, `nbits` is not 1, 2 or 4, or the destination
     /// cannot be created (or exists, without `overwrite`).
     pub fn create(dest: &Path, dim: usize, params: CompressedParams, options: BuildOptions) -> Result<Self> {
-        if dim == 0 || dim % 8 != 0 {
+        if dim == 0 || !dim.is_multiple_of(8) {
             return Err(EngineError::InvalidArgument(format!(
                 "embedding dimension {dim} is not supported: it must be a positive multiple of 8"
             )));
@@ -228,7 +228,7 @@ impl CompressedBuilder {
             return Err(EngineError::InvalidArgument("the compressed builder is already trained".into()));
         }
         let dim = self.dim;
-        if sample.is_empty() || sample.len() % dim != 0 {
+        if sample.is_empty() || !sample.len().is_multiple_of(dim) {
             return Err(EngineError::InvalidArgument(format!(
                 "training sample of {} values is empty or not a whole number of {dim}-d tokens",
                 sample.len()

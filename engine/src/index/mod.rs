@@ -61,7 +61,7 @@ impl Index {
         if query.is_empty() {
             return Err(EngineError::InvalidArgument("empty query: it has no tokens".into()));
         }
-        if query.len() % dim != 0 {
+        if !query.len().is_multiple_of(dim) {
             return Err(EngineError::DimMismatch {
                 what: "the query".into(),
                 expected: dim,

