@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use engine::index::sample_docs;
 use engine::synth::{SynthCorpus, SynthSpec};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, Index, IndexBuilder, SearchParams};
+use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, Index, SearchParams};
 
 struct Args {
     docs: usize,
@@ -24,6 +24,7 @@ struct Args {
     qlen: usize,
     k: usize,
     sweep: bool,
+    clusters: Option<usize>,
     dir: PathBuf,
 }
 
@@ -35,6 +36,7 @@ fn parse() -> Args {
         qlen: 32,
         k: 10,
         sweep: false,
+        clusters: None,
         dir: std::env::temp_dir().join(format!("plaid_eval-{}", std::process::id())),
     };
     let mut it = std::env::args().skip(1);
@@ -48,6 +50,7 @@ fn parse() -> Args {
             "--k" => a.k = v().parse().expect("--k"),
             "--dir" => a.dir = v().into(),
             "--sweep" => a.sweep = true,
+            "--clusters" => a.clusters = Some(v().parse().expect("--clusters")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -83,6 +86,33 @@ fn timed(index: &Index, queries: &[Vec<f32>], params: &SearchParams) -> (Vec<Vec
     (out, lat[lat.len() / 2], queries.len() as f64 / total)
 }
 
+/// Exact top-`k` of each query by MaxSim over row-major `tokens`.
+fn exact_topk(queries: &[Vec<f32>], tokens: &[f32], doclens: &[u32], dim: usize, k: usize) -> Vec<Vec<Hit>> {
+    use candle_core::{Device, Tensor};
+    let n_tok = tokens.len() / dim;
+    let t = Tensor::from_slice(tokens, (n_tok, dim), &Device::Cpu).unwrap().t().unwrap();
+    queries
+        .iter()
+        .map(|q| {
+            let nq = q.len() / dim;
+            let qt = Tensor::from_slice(q, (nq, dim), &Device::Cpu).unwrap();
+            let s: Vec<f32> = qt.matmul(&t).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let mut top = engine::search::TopK::new(k);
+            let mut start = 0;
+            for (d, &l) in doclens.iter().enumerate() {
+                let l = l as usize;
+                let score: f32 = s
+                    .chunks_exact(n_tok)
+                    .map(|row| row[start..start + l].iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                    .sum();
+                top.push(d as u32, score);
+                start += l;
+            }
+            top.into_sorted()
+        })
+        .collect()
+}
+
 fn build_compressed(dest: &Path, corpus: &SynthCorpus, nbits: u32) -> f64 {
     let spec = corpus.spec();
     let dim = spec.dim;
@@ -115,7 +145,8 @@ fn build_compressed(dest: &Path, corpus: &SynthCorpus, nbits: u32) -> f64 {
 fn main() {
     let args = parse();
     std::fs::create_dir_all(&args.dir).unwrap();
-    let spec = SynthSpec { n_docs: args.docs, ..SynthSpec::clustered_10k() };
+    let base = SynthSpec::clustered_10k();
+    let spec = SynthSpec { n_docs: args.docs, n_clusters: args.clusters.unwrap_or(base.n_clusters), ..base };
     let corpus = SynthCorpus::new(spec.clone()).unwrap();
     let dim = spec.dim;
     let queries: Vec<Vec<f32>> = corpus
@@ -134,34 +165,22 @@ fn main() {
         args.k,
         rayon::current_num_threads()
     );
-    // Exact truth from an uncompressed index.
-    let exact_dir = args.dir.join("exact");
+    // Exact truth: MaxSim over the f16-rounded tokens (what an uncompressed index stores), one
+    // matrix product per query.
     let t = Instant::now();
-    let mut b = IndexBuilder::create(&exact_dir, dim, BuildOptions { overwrite: true, ..Default::default() })
-        .unwrap();
-    for chunk in corpus.chunks(1000) {
-        let mut off = 0;
-        for (i, &l) in chunk.doclens.iter().enumerate() {
-            let n = l as usize * dim;
-            b.add(&(chunk.first_doc + i).to_string(), &chunk.tokens[off..off + n]).unwrap();
-            off += n;
-        }
-    }
-    b.finish().unwrap();
-    let exact_build = t.elapsed().as_secs_f64();
-    let exact_index = Index::open(&exact_dir).unwrap();
-    let (truth, p50, qps) = timed(&exact_index, &queries, &SearchParams::for_k(args.k));
-    let n_tokens = exact_index.meta().n_tokens as f64;
+    let all = corpus.generate_all();
+    let mut tokens = all.tokens;
+    tokens.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    let truth = exact_topk(&queries, &tokens, &all.doclens, dim, args.k);
+    drop(tokens);
+    let n_tokens: f64 = all.doclens.iter().map(|&l| l as f64).sum();
+    println!("exact truth computed in {:.1} s", t.elapsed().as_secs_f64());
     println!();
     println!(
         "| index | mode | build s | bytes/token | recall@{k} vs exact | pruning recall | p50 ms | QPS |",
         k = args.k
     );
     println!("|---|---|---|---|---|---|---|---|");
-    println!(
-        "| f16 (nbits 16) | exhaustive exact | {exact_build:.1} | {:.1} | 1.000 | — | {p50:.2} | {qps:.0} |",
-        exact_index.reader().size_bytes() as f64 / n_tokens
-    );
     let mut sweeps = Vec::new();
     for &nbits in &args.nbits {
         let dir = args.dir.join(format!("nbits{nbits}"));
@@ -173,6 +192,7 @@ fn main() {
         let bpt_f16 = total as f64 / n_tokens;
         let c = index.meta().residual.unwrap().n_centroids;
         let name = format!("nbits {nbits} ({c} centroids)");
+        println!("| {name} | centroid fit {:?} | | | | | | |", index.meta().build.get("centroid_fit"));
         let base = SearchParams::for_k(args.k);
         let oracle_p = SearchParams { exhaustive: true, rescore: Some(0), ..base.clone() };
         let (oracle, p50, qps) = timed(&index, &queries, &oracle_p);
@@ -181,6 +201,13 @@ fn main() {
             recall(&oracle, &truth)
         );
         let plaid_p = SearchParams { rescore: Some(0), ..base.clone() };
+        let raw = SearchParams { min_centroid_fit: f32::NEG_INFINITY, ..plaid_p.clone() };
+        let (r, p50, _) = timed(&index, &queries, &raw);
+        println!(
+            "| {name} | PLAID, no fallback | | {bpt:.1} | {:.3} | {:.3} | {p50:.2} | |",
+            recall(&r, &truth),
+            recall(&r, &oracle)
+        );
         let (plaid, p50, qps) = timed(&index, &queries, &plaid_p);
         println!(
             "| {name} | PLAID default | | {bpt:.1} | {:.3} | {:.3} | {p50:.2} | {qps:.0} |",
@@ -193,14 +220,15 @@ fn main() {
             recall(&tier, &truth)
         );
         if args.sweep {
-            for ncells in [1, 2, 4, 8] {
-                for thr in [0.3f32, 0.4, 0.45, 0.5] {
-                    for ndocs in [128, 256, 512, 1024] {
+            for ncells in [1, 2, 4] {
+                for thr in [0.4f32, 0.45, 0.5] {
+                    for ndocs in [128, 256, 512] {
                         let p = SearchParams {
                             ncells,
                             centroid_score_threshold: thr,
                             ndocs,
                             rescore: Some(0),
+                            min_centroid_fit: f32::NEG_INFINITY,
                             ..base.clone()
                         };
                         let (r, p50, _) = timed(&index, &queries, &p);

@@ -56,11 +56,11 @@ pub struct SearchArgs {
     /// Run tag written in the last column of the TREC run.
     #[arg(long, default_value = "colbert-index")]
     pub tag: String,
-    /// Compressed index: centroids probed per query token (default by k: 2 up to k=100, then 4).
+    /// Compressed index: centroids probed per query token (default by k: 4 up to k=100, then 8).
     #[arg(long, value_name = "N")]
     pub ncells: Option<usize>,
     /// Compressed index: centroid score below which a centroid is ignored by the approximate
-    /// score (default by k: 0.45, 0.4 above k=100).
+    /// score (default by k: 0.45 up to k=100, then 0.4).
     #[arg(long, value_name = "SCORE")]
     pub threshold: Option<f32>,
     /// Compressed index: candidates kept after the pruned approximate score; a quarter of them

@@ -132,6 +132,7 @@ pub struct CompressedBuilder {
     /// Document of the first pending token.
     pending_first_doc: usize,
     sample_tokens: usize,
+    centroid_fit: f64,
     codes_buf: Vec<u32>,
     packed: Vec<u8>,
     scratch: Vec<u8>,
@@ -196,6 +197,7 @@ impl CompressedBuilder {
             pending: Vec::new(),
             pending_first_doc: 0,
             sample_tokens: 0,
+            centroid_fit: 0.0,
             codes_buf: Vec::new(),
             packed: Vec::new(),
             scratch: Vec::new(),
@@ -263,6 +265,18 @@ impl CompressedBuilder {
         kmeans::round_to_f16(&mut centroids);
         let held_codes = kmeans::assign(&heldout, &centroids, dim)?;
         let res = residuals(&heldout, &held_codes, &centroids, dim)?;
+        // How well centroids represent tokens: the mean dot product of a held-out token with its
+        // centroid (near 1 for clustered data, low for structureless data, where centroid pruning
+        // cannot work and search falls back to exhaustive; see SearchParams::min_centroid_fit).
+        let fit = heldout
+            .chunks_exact(dim)
+            .zip(&held_codes)
+            .map(|(t, &c)| {
+                t.iter().zip(&centroids[c as usize * dim..]).map(|(a, b)| (a * b) as f64).sum::<f64>()
+            })
+            .sum::<f64>()
+            / (heldout.len() / dim) as f64;
+        self.centroid_fit = fit;
         let codec = Codec::train_with(&res, dim, &self.params.codec)?;
         let c = centroids.len() / dim;
         let codes = self.writer.component(Component::codes_for(c as u64))?;
@@ -353,8 +367,19 @@ impl CompressedBuilder {
             return Err(EngineError::InvalidArgument("no documents to index".into()));
         }
         self.flush()?;
-        let Self { writer, dim, params, options, trained, embeddings, doc_offsets, ids, id_offsets, .. } =
-            self;
+        let Self {
+            writer,
+            dim,
+            params,
+            options,
+            trained,
+            embeddings,
+            doc_offsets,
+            ids,
+            id_offsets,
+            centroid_fit,
+            ..
+        } = self;
         let Trained { centroids, codec, codes, residuals, list_lens } = trained.expect("trained");
         let n_centroids = list_lens.len();
         let codes_component = Component::codes_for(n_centroids as u64);
@@ -382,6 +407,7 @@ impl CompressedBuilder {
         build["kmeans_iters"] = params.kmeans_iters.into();
         build["seed"] = params.seed.into();
         build["codec"] = format!("{:?}", params.codec).into();
+        build["centroid_fit"] = centroid_fit.into();
         let meta = IndexMeta {
             format_version: FORMAT_VERSION,
             kind: IndexKind::Residual { nbits: params.nbits },

@@ -11,7 +11,7 @@
 //!    `ndocs` best survive.
 //! 3. **Approximate score, full.** The same sum over every token; the `ndocs / 4` best survive.
 //! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual) and scored
-//!    with the MaxSim kernel; or, when the index keeps f16 embeddings, scored exactly from those
+//!    by one `Q·Dᵀ` matrix product per block of documents (candle's SIMD gemm); or, when the index keeps f16 embeddings, scored exactly from those
 //!    (see [`SearchParams::rescore`]). The best `k` are returned.
 //!
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
@@ -19,18 +19,37 @@
 
 use candle_core::{Device, Tensor};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use index_format::{Codes, IndexReader};
 use rayon::prelude::*;
 
 use super::{Hit, SearchParams, TopK};
 use crate::codec::Codec;
 use crate::error::{EngineError, Result};
-use crate::maxsim::{PreparedQuery, Scorer};
+use crate::maxsim::PreparedQuery;
 
 /// Candidates per parallel work unit in stages 2 and 3.
 const SCORE_CHUNK: usize = 1024;
-/// Documents per parallel work unit in stage 4 and the exhaustive search.
-const DECODE_CHUNK: usize = 32;
+/// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
+const DECODE_CHUNK: usize = 64;
+
+/// Up to this many cells per query token, stage 1 selects them with one linear scan.
+const SMALL_NCELLS: usize = 16;
+
+/// Appends to `out` the indices of the `n` highest scores of `row` (ties to the lower index),
+/// in one pass that keeps a small sorted buffer.
+fn top_cells_scan(row: &[f32], n: usize, out: &mut Vec<u32>) {
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
+    for (j, &v) in row.iter().enumerate() {
+        if best.len() == n && v <= best[n - 1].0 {
+            continue;
+        }
+        let pos = best.partition_point(|&(b, _)| b >= v);
+        best.insert(pos, (v, j as u32));
+        best.truncate(n);
+    }
+    out.extend(best.iter().map(|&(_, j)| j));
+}
 
 /// What a compressed index needs in memory to be searched: centroids in f32 (also as a tensor
 /// for the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
@@ -41,6 +60,7 @@ pub struct CompressedState {
     centroids_t: Tensor,
     codec: Codec,
     n_centroids: usize,
+    centroid_fit: Option<f32>,
 }
 
 impl CompressedState {
@@ -66,7 +86,13 @@ impl CompressedState {
             })?;
         let n_centroids = r.n_centroids as usize;
         let centroids_t = Tensor::from_slice(&centroids, (n_centroids, dim), &Device::Cpu)?.t()?;
-        Ok(Some(Self { centroids, centroids_t, codec, n_centroids }))
+        let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
+        Ok(Some(Self { centroids, centroids_t, codec, n_centroids, centroid_fit }))
+    }
+
+    /// The mean dot product of a held-out training token with its centroid, recorded at build.
+    pub fn centroid_fit(&self) -> Option<f32> {
+        self.centroid_fit
     }
 
     /// The codec.
@@ -119,23 +145,22 @@ impl<'a> Compressed<'a> {
         self.doc_offsets[doc as usize] as usize..self.doc_offsets[doc as usize + 1] as usize
     }
 
-    /// Decompresses document `doc` into `out` (f16, row-major), reusing `row` as scratch.
-    pub fn decompress_into(&self, doc: u32, row: &mut Vec<f32>, out: &mut Vec<f16>) {
+    /// Decompresses document `doc` into `out` (f32, row-major `[len × dim]`; cleared first).
+    ///
+    /// # Errors
+    /// Only on internal shape errors (the arrays are checked when the index is opened).
+    pub fn decompress_into(&self, doc: u32, out: &mut Vec<f32>) -> Result<()> {
         let dim = self.dim;
         let pl = self.state.codec.packed_len();
         let range = self.tokens(doc);
-        row.resize(dim, 0.0);
         out.clear();
-        out.reserve(range.len() * dim);
-        for t in range {
+        out.resize(range.len() * dim, 0.0);
+        for (t, o) in range.zip(out.chunks_exact_mut(dim)) {
             let c = self.codes.get(t) as usize;
             let centroid = &self.state.centroids[c * dim..(c + 1) * dim];
-            self.state
-                .codec
-                .decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, row)
-                .expect("shapes checked at open");
-            out.extend(row.iter().map(|&v| f16::from_f32(v)));
+            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
         }
+        Ok(())
     }
 
     fn exact(&self, doc: u32) -> Option<&'a [f16]> {
@@ -154,8 +179,9 @@ impl<'a> Compressed<'a> {
         if params.k == 0 {
             return Ok(Vec::new());
         }
-        if params.exhaustive {
-            return Ok(self.exhaustive_one(query, params));
+        let poor_fit = self.state.centroid_fit.is_some_and(|f| f < params.min_centroid_fit);
+        if params.exhaustive || poor_fit {
+            return self.exhaustive_one(query, params);
         }
         let nq = query.len();
         let c = self.state.n_centroids;
@@ -163,8 +189,14 @@ impl<'a> Compressed<'a> {
         // Stage 1: probe the ncells best centroids of each query token.
         let ncells = params.ncells.clamp(1, c);
         let mut cells: Vec<u32> = Vec::with_capacity(nq * ncells);
-        let mut order: Vec<u32> = (0..c as u32).collect();
+        let mut order: Vec<u32> = Vec::new();
         for row in scores.chunks_exact(c) {
+            if ncells <= SMALL_NCELLS {
+                top_cells_scan(row, ncells, &mut cells);
+                continue;
+            }
+            order.clear();
+            order.extend(0..c as u32);
             let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
             if ncells < c {
                 order.select_nth_unstable_by(ncells - 1, by_score);
@@ -198,7 +230,7 @@ impl<'a> Compressed<'a> {
         let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep());
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
-        Ok(self.final_scores(query, &survivors, params))
+        self.final_scores(query, &survivors, params)
     }
 
     /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
@@ -246,68 +278,122 @@ impl<'a> Compressed<'a> {
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
-    fn final_scores(&self, query: &PreparedQuery, docs: &[u32], params: &SearchParams) -> Vec<Hit> {
+    fn final_scores(&self, query: &PreparedQuery, docs: &[u32], params: &SearchParams) -> Result<Vec<Hit>> {
         let exact_all = self.embeddings.is_some() && params.rescore.is_none();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
-        let scored = self.score_docs(query, docs, first_k, exact_all);
+        let scored = self.score_docs(query, docs, first_k, exact_all)?;
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
                 self.score_docs(query, &docs, params.k, true)
             }
-            _ => scored,
+            _ => Ok(scored),
         }
     }
 
     /// Top `k` of `docs` by MaxSim, over exact f16 embeddings or decompressed residuals.
-    fn score_docs(&self, query: &PreparedQuery, docs: &[u32], k: usize, exact: bool) -> Vec<Hit> {
-        let score_chunk = |chunk: &[u32]| {
+    ///
+    /// Documents are scored in blocks of [`DECODE_CHUNK`]: their tokens are gathered (decoded,
+    /// or converted from f16) into one f32 matrix `D`, and `Q·Dᵀ` is one matrix product (the
+    /// run-time-dispatched SIMD gemm), reduced per document to `Σ_q max_t`.
+    fn score_docs(&self, query: &PreparedQuery, docs: &[u32], k: usize, exact: bool) -> Result<Vec<Hit>> {
+        let q = Tensor::from_slice(query.tokens(), (query.len(), self.dim), &Device::Cpu)?;
+        let block = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(k);
-            let mut scorer = Scorer::new(query);
-            let (mut row, mut buf) = (Vec::new(), Vec::new());
-            for &doc in chunk {
-                let s = match self.exact(doc).filter(|_| exact) {
-                    Some(tokens) => scorer.score_f16(tokens),
-                    None => {
-                        self.decompress_into(doc, &mut row, &mut buf);
-                        scorer.score_f16(&buf)
-                    }
-                };
-                top.push(doc, s);
-            }
-            top
+            self.score_block(&q, chunk, exact, &mut top)?;
+            Ok(top)
         };
         let top = if docs.len() <= DECODE_CHUNK {
-            score_chunk(docs)
+            block(docs)?
         } else {
-            docs.par_chunks(DECODE_CHUNK).map(score_chunk).reduce(
+            docs.par_chunks(DECODE_CHUNK).map(block).try_reduce(
                 || TopK::new(k),
                 |mut a, b| {
                     a.merge(b);
-                    a
+                    Ok(a)
                 },
-            )
+            )?
         };
-        top.into_sorted()
+        Ok(top.into_sorted())
     }
 
-    /// Every document decompressed and scored (then the exact tier, as for PLAID).
-    fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams) -> Vec<Hit> {
+    fn score_block(&self, q: &Tensor, docs: &[u32], exact: bool, top: &mut TopK) -> Result<()> {
+        let dim = self.dim;
+        let n_tok: usize = docs.iter().map(|&d| self.tokens(d).len()).sum();
+        if n_tok == 0 {
+            return Ok(());
+        }
+        let mut mat = vec![0f32; n_tok * dim];
+        let pl = self.state.codec.packed_len();
+        let mut row = 0;
+        for &doc in docs {
+            let range = self.tokens(doc);
+            let out = &mut mat[row * dim..(row + range.len()) * dim];
+            match self.exact(doc).filter(|_| exact) {
+                Some(tokens) => tokens.convert_to_f32_slice(out),
+                None => {
+                    for (t, o) in range.clone().zip(out.chunks_exact_mut(dim)) {
+                        let c = self.codes.get(t) as usize;
+                        let centroid = &self.state.centroids[c * dim..(c + 1) * dim];
+                        self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
+                    }
+                }
+            }
+            row += range.len();
+        }
+        let d = Tensor::from_vec(mat, (n_tok, dim), &Device::Cpu)?;
+        let scores: Vec<f32> = q.matmul(&d.t()?)?.flatten_all()?.to_vec1()?;
+        let mut start = 0;
+        for &doc in docs {
+            let len = self.tokens(doc).len();
+            let score: f32 = scores
+                .chunks_exact(n_tok)
+                .map(|s| s[start..start + len].iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                .sum();
+            top.push(doc, score);
+            start += len;
+        }
+        Ok(())
+    }
+
+    /// Every document scored: decompressed, or exactly from the f16 embeddings under the default
+    /// exact tier (then the optional rescoring, as for PLAID).
+    fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
-        let scored = self.score_docs(query, &all, first_k, false);
+        let exact_all = self.embeddings.is_some() && params.rescore.is_none();
+        let scored = self.score_docs(query, &all, first_k, exact_all)?;
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
                 self.score_docs(query, &docs, params.k, true)
             }
-            _ => scored,
+            _ => Ok(scored),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn cell_scan_matches_a_full_sort(row in proptest::collection::vec(-8i32..8, 1..300), n in 1usize..17) {
+            let row: Vec<f32> = row.into_iter().map(|v| v as f32 / 4.0).collect();
+            let n = n.min(row.len());
+            let mut got = Vec::new();
+            top_cells_scan(&row, n, &mut got);
+            let mut all: Vec<u32> = (0..row.len() as u32).collect();
+            all.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            prop_assert_eq!(got, all[..n].to_vec());
         }
     }
 }
