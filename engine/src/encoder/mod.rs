@@ -229,19 +229,27 @@ impl Encoder {
             texts.par_iter().map(|t| self.tokenizer.tokenize(t, kind)).collect::<Result<_>>()?;
         let mut order: Vec<usize> = (0..tokenized.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(tokenized[i].ids.len()));
-        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        let mut batches: Vec<&[usize]> = Vec::new();
         let mut start = 0;
         while start < order.len() {
             // Sorted longest first, so the first text of a batch sets its padded length.
             let len = tokenized[order[start]].ids.len();
             let fit = (self.options.max_batch_tokens / len.max(1)).max(1);
             let end = (start + self.options.batch_size.min(fit)).min(order.len());
-            let batch = &order[start..end];
-            let rows = self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect())?;
+            batches.push(&order[start..end]);
+            start = end;
+        }
+        // Batches run concurrently: candle's element-wise ops, softmax and layer norm are
+        // single-threaded, so one batch at a time leaves cores idle outside the matmuls.
+        let results: Vec<Vec<Vec<f32>>> = batches
+            .par_iter()
+            .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect()))
+            .collect::<Result<_>>()?;
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
+        for (batch, rows) in batches.iter().zip(results) {
             for (&i, r) in batch.iter().zip(rows) {
                 out[i] = r;
             }
-            start = end;
         }
         Ok(out)
     }
