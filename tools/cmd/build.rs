@@ -98,44 +98,12 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         return run_compressed(args, embeddings);
     }
     let start = Instant::now();
-    let input = DocEmbeddingsFile::open(embeddings)?;
-    let ids = match &args.ids {
-        Some(path) => Some(read_doc_ids(path, input.n_docs())?),
-        None => None,
-    };
-    let options = BuildOptions {
-        overwrite: args.overwrite,
-        encoder: None,
-        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
-    };
+    let (input, ids, options) = open_input(args, embeddings)?;
     let mut builder = IndexBuilder::create(&args.index, input.dim(), options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;
     let pb = crate::output::progress(input.n_tokens(), "tokens");
     pb.set_message("indexing");
-    let dim = input.dim();
-    let mut buf = Vec::new();
-    let mut doc = 0usize;
-    let mut row = 0u64;
-    let lens = input.doclens();
-    while doc < lens.len() {
-        // Convert a run of whole documents at once.
-        let first = doc;
-        let mut end_row = row;
-        while doc < lens.len() && (doc == first || end_row + lens[doc] <= row + CHUNK_TOKENS) {
-            end_row += lens[doc];
-            doc += 1;
-        }
-        input.rows_f32(row..end_row, &mut buf)?;
-        let mut offset = 0usize;
-        for d in first..doc {
-            let n = lens[d] as usize * dim;
-            let id = ids.as_ref().map_or_else(|| d.to_string(), |ids| ids[d].clone());
-            builder.add(&id, &buf[offset..offset + n])?;
-            offset += n;
-        }
-        pb.set_position(end_row);
-        row = end_row;
-    }
+    stream_docs(&input, ids.as_deref(), |id, tokens| builder.add(id, tokens), |row| pb.set_position(row))?;
     let meta = builder.finish()?;
     pb.finish_and_clear();
     eprintln!(
@@ -146,6 +114,57 @@ pub fn run(args: &BuildArgs) -> Result<()> {
         args.index.display(),
         start.elapsed()
     );
+    Ok(())
+}
+
+/// Opens an embeddings file, its optional ids file, and the build options recorded for it.
+fn open_input(
+    args: &BuildArgs,
+    embeddings: &std::path::Path,
+) -> Result<(DocEmbeddingsFile, Option<Vec<String>>, BuildOptions)> {
+    let input = DocEmbeddingsFile::open(embeddings)?;
+    let ids = match &args.ids {
+        Some(path) => Some(read_doc_ids(path, input.n_docs())?),
+        None => None,
+    };
+    let options = BuildOptions {
+        overwrite: args.overwrite,
+        encoder: None,
+        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
+    };
+    Ok((input, ids, options))
+}
+
+/// Streams every document of `input` to `add` (external id, row-major f32 tokens), converting
+/// runs of whole documents of about [`CHUNK_TOKENS`] tokens at a time; `progress` gets the
+/// number of token rows done.
+fn stream_docs(
+    input: &DocEmbeddingsFile,
+    ids: Option<&[String]>,
+    mut add: impl FnMut(&str, &[f32]) -> engine::Result<()>,
+    progress: impl Fn(u64),
+) -> Result<()> {
+    let (dim, lens) = (input.dim(), input.doclens());
+    let mut buf = Vec::new();
+    let (mut doc, mut row) = (0usize, 0u64);
+    while doc < lens.len() {
+        let first = doc;
+        let mut end_row = row;
+        while doc < lens.len() && (doc == first || end_row + lens[doc] <= row + CHUNK_TOKENS) {
+            end_row += lens[doc];
+            doc += 1;
+        }
+        input.rows_f32(row..end_row, &mut buf)?;
+        let mut offset = 0usize;
+        for d in first..doc {
+            let n = lens[d] as usize * dim;
+            let id = ids.map_or_else(|| d.to_string(), |ids| ids[d].clone());
+            add(&id, &buf[offset..offset + n])?;
+            offset += n;
+        }
+        progress(end_row);
+        row = end_row;
+    }
     Ok(())
 }
 
@@ -164,16 +183,7 @@ fn compressed_params(args: &BuildArgs) -> CompressedParams {
 /// streamed through the builder.
 fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
     let start = Instant::now();
-    let input = DocEmbeddingsFile::open(embeddings)?;
-    let ids = match &args.ids {
-        Some(path) => Some(read_doc_ids(path, input.n_docs())?),
-        None => None,
-    };
-    let options = BuildOptions {
-        overwrite: args.overwrite,
-        encoder: None,
-        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
-    };
+    let (input, ids, options) = open_input(args, embeddings)?;
     let params = compressed_params(args);
     let mut builder = CompressedBuilder::create(&args.index, input.dim(), params, options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;
@@ -195,23 +205,7 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
     let trained = start.elapsed();
     let pb = crate::output::progress(input.n_tokens(), "tokens");
     pb.set_message("encoding");
-    let dim = input.dim();
-    let mut doc = 0usize;
-    while doc < lens.len() {
-        let first = doc;
-        while doc < lens.len() && (doc == first || starts[doc + 1] - starts[first] <= CHUNK_TOKENS) {
-            doc += 1;
-        }
-        input.rows_f32(starts[first]..starts[doc], &mut buf)?;
-        let mut offset = 0usize;
-        for d in first..doc {
-            let n = lens[d] as usize * dim;
-            let id = ids.as_ref().map_or_else(|| d.to_string(), |ids| ids[d].clone());
-            builder.add(&id, &buf[offset..offset + n])?;
-            offset += n;
-        }
-        pb.set_position(starts[doc]);
-    }
+    stream_docs(&input, ids.as_deref(), |id, tokens| builder.add(id, tokens), |row| pb.set_position(row))?;
     let meta = builder.finish()?;
     pb.finish_and_clear();
     eprintln!(
