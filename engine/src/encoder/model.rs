@@ -152,10 +152,28 @@ impl Backbone {
 
     /// Runs the backbone: `ids` and `attention` are `[batch, len]` u32; returns `[batch, len, hidden]`.
     pub(crate) fn forward(&self, ids: &Tensor, attention: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_with_types(ids, None, attention)
+    }
+
+    /// As [`Backbone::forward`], with BERT token type (segment) ids, `[batch, len]` u32, for
+    /// sentence pairs (`None` means all zeros). ModernBERT has no segments and ignores them.
+    pub(crate) fn forward_with_types(
+        &self,
+        ids: &Tensor,
+        type_ids: Option<&Tensor>,
+        attention: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         match self {
             Backbone::Bert(m) => {
-                let type_ids = ids.zeros_like()?;
-                m.forward(ids, &type_ids, Some(attention))
+                let zeros;
+                let type_ids = match type_ids {
+                    Some(t) => t,
+                    None => {
+                        zeros = ids.zeros_like()?;
+                        &zeros
+                    }
+                };
+                m.forward(ids, type_ids, Some(attention))
             }
             Backbone::ModernBert(m) => m.forward(ids, attention),
         }
