@@ -16,8 +16,10 @@
 //! Inputs are sorted by token count and batched so that padding is small; a padded batch carries an
 //! attention mask, so results do not depend on batch composition.
 
+mod bert;
 pub mod config;
 mod model;
+mod ops;
 pub mod tokenize;
 
 use std::path::Path;

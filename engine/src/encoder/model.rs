@@ -5,7 +5,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{bert, modernbert};
+use candle_transformers::models::modernbert;
+
+use super::bert::Bert;
 use serde_json::Value;
 
 use super::config::{model_error, read_json, Activation, DenseSpec};
@@ -23,7 +25,7 @@ pub enum Architecture {
 
 /// A loaded backbone.
 pub(crate) enum Backbone {
-    Bert(bert::BertModel),
+    Bert(Bert),
     ModernBert(modernbert::ModernBert),
 }
 
@@ -122,15 +124,12 @@ impl Backbone {
         };
         match info.architecture {
             Architecture::Bert => {
-                let cfg: bert::Config = serde_json::from_value(raw)
-                    .map_err(|e| model_error(config_path, format!("not a BERT config: {e}")))?;
                 let tensors = strip_prefix(
                     tensors,
                     "embeddings.word_embeddings.weight",
                     &["bert.", "model.", "encoder."],
                 );
-                let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-                Ok(Backbone::Bert(bert::BertModel::load(vb, &cfg).map_err(weights_error)?))
+                Ok(Backbone::Bert(Bert::load(config_path, &raw, weights_path, &tensors)?))
             }
             Architecture::ModernBert => {
                 let raw = modernbert_rope_keys(raw);
@@ -165,15 +164,13 @@ impl Backbone {
     ) -> candle_core::Result<Tensor> {
         match self {
             Backbone::Bert(m) => {
-                let zeros;
-                let type_ids = match type_ids {
-                    Some(t) => t,
-                    None => {
-                        zeros = ids.zeros_like()?;
-                        &zeros
-                    }
-                };
-                m.forward(ids, type_ids, Some(attention))
+                let (n, len) = ids.dims2()?;
+                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
+                let types = type_ids.map(flat).transpose()?;
+                let out = m
+                    .forward(&flat(ids)?, types.as_deref(), &flat(attention)?, n, len)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                Tensor::from_vec(out, (n, len, m.hidden()), ids.device())
             }
             Backbone::ModernBert(m) => m.forward(ids, attention),
         }
