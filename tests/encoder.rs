@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use engine::encoder::{Encoder, EncoderOptions, Layout, TextKind};
+use engine::encoder::{Encoder, EncoderOptions, Layout, Precision, TextKind};
 use engine::EngineError;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -321,6 +321,36 @@ fn batching_does_not_change_results() {
         assert!(worst < 1e-5, "padding changed an embedding by {worst}");
     }
     assert!(one.encode_queries(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn bf16_dense_layers_stay_close_to_f32() {
+    let Some(dir) = model_dir("minilm") else { return };
+    let f32_enc = Encoder::load(&dir, EncoderOptions::default()).unwrap();
+    let bf16_enc = Encoder::load(&dir, EncoderOptions { precision: Precision::Bf16, ..Default::default() }).unwrap();
+    assert_eq!(f32_enc.precision(), Precision::F32);
+    // Bf16 runs only where the CPU has AVX-512 BF16; elsewhere it must fall back to exact f32.
+    let docs = [
+        "the boundary layer on a flat plate at supersonic speeds",
+        "heat transfer to a blunt body in hypersonic flow, measured in a shock tunnel",
+    ];
+    let a = f32_enc.encode_documents(&docs).unwrap();
+    let b = bf16_enc.encode_documents(&docs).unwrap();
+    let dim = f32_enc.dim();
+    let mut worst = 1f32;
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.len(), y.len());
+        for (p, q) in x.chunks(dim).zip(y.chunks(dim)) {
+            worst = worst.min(p.iter().zip(q).map(|(u, v)| u * v).sum());
+        }
+    }
+    match bf16_enc.precision() {
+        Precision::Bf16 => {
+            assert!(worst > 0.999, "bf16 token embedding cosine {worst} to f32");
+            assert!(worst < 1.0 - 1e-7, "bf16 path gave f32 results: was it run at all?");
+        }
+        _ => assert!(worst > 1.0 - 1e-6, "fallback must be f32: cosine {worst}"),
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use engine::encoder::{Encoder, EncoderOptions, TextKind};
+use engine::encoder::{Encoder, EncoderOptions, Precision, TextKind};
 
 /// Reads the `.W` (abstract) fields of a SMART collection; bytes are Latin-1.
 fn smart_abstracts(path: &std::path::Path) -> Vec<String> {
@@ -38,7 +38,7 @@ fn smart_abstracts(path: &std::path::Path) -> Vec<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: encode_bench MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS]");
+        eprintln!("usage: encode_bench MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS] [f32|bf16]");
         std::process::exit(2);
     }
     let model = PathBuf::from(&args[1]);
@@ -47,7 +47,12 @@ fn main() {
     let repeats: usize = args.get(5).map_or(3, |s| s.parse().expect("REPEATS"));
     let docs = smart_abstracts(std::path::Path::new(&args[2]));
     let docs: Vec<&str> = docs.iter().take(n).map(String::as_str).collect();
-    let enc = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() })
+    let precision = match args.get(6).map(String::as_str) {
+        None | Some("f32") => Precision::F32,
+        Some("bf16") => Precision::Bf16,
+        Some(other) => panic!("precision must be f32 or bf16, not {other}"),
+    };
+    let enc = Encoder::load(&model, EncoderOptions { batch_size: batch, precision, ..Default::default() })
         .expect("load model");
     let tokens: usize =
         docs.iter().map(|d| enc.tokenizer().tokenize(d, TextKind::Document).unwrap().ids.len()).sum();
@@ -60,8 +65,28 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
         kept = out.iter().map(|v| v.len() / enc.dim()).sum();
     }
+    if precision.effective() != Precision::F32 {
+        // How far the bf16 embeddings are from the f32 reference: cosine per token.
+        let reference = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() })
+            .expect("load model")
+            .encode_documents(&docs)
+            .expect("encode");
+        let fast = enc.encode_documents(&docs).expect("encode");
+        let dim = enc.dim();
+        let cosines: Vec<f32> = reference
+            .iter()
+            .zip(&fast)
+            .flat_map(|(r, f)| {
+                r.chunks(dim).zip(f.chunks(dim)).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
+            })
+            .collect();
+        let min = cosines.iter().copied().fold(f32::INFINITY, f32::min);
+        let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+        println!("bf16 vs f32 embeddings: cosine mean {mean:.6}, min {min:.6} over {} tokens", cosines.len());
+    }
     println!(
-        "candle: {} docs, {tokens} tokens ({kept} kept), batch {batch}, {} threads: {best:.3} s, {:.0} tokens/s",
+        "candle ({:?}): {} docs, {tokens} tokens ({kept} kept), batch {batch}, {} threads: {best:.3} s, {:.0} tokens/s",
+        precision.effective(),
         docs.len(),
         rayon::current_num_threads(),
         tokens as f64 / best

@@ -35,6 +35,13 @@ pub struct BuildArgs {
     /// Texts per model batch when encoding (texts are batched by length to limit padding).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Arithmetic of the model's dense layers when encoding --collection. `auto` runs them in
+    /// bf16 (inputs rounded to bf16, f32 accumulation: twice the multiply rate) on CPUs with
+    /// AVX-512 BF16 and in f32 elsewhere; `f32` matches PyTorch within 1e-4 everywhere. On
+    /// all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9999 to the f32 ones.
+    /// Queries are always encoded in f32. BERT backbones only.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub precision: PrecisionArg,
     /// Directory to write the index to. It is built in a temporary sibling directory and renamed
     /// into place only on success.
     #[arg(long, value_name = "DIR")]
@@ -85,6 +92,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             index: &args.index,
             overwrite: args.overwrite,
             batch_size: args.batch_size,
+            precision: args.precision.into(),
             compressed: (args.nbits != 16).then(|| compressed_params(args)),
             sample_docs: args.sample_docs,
             seed: args.seed,
@@ -220,4 +228,25 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         trained
     );
     Ok(())
+}
+
+/// `--precision` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// bf16 where the CPU has AVX-512 BF16, else f32.
+    Auto,
+    /// f32 throughout.
+    F32,
+    /// bf16 dense layers (f32 where the CPU lacks AVX-512 BF16).
+    Bf16,
+}
+
+impl From<PrecisionArg> for engine::encoder::Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => engine::encoder::Precision::Auto,
+            PrecisionArg::F32 => engine::encoder::Precision::F32,
+            PrecisionArg::Bf16 => engine::encoder::Precision::Bf16,
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use engine::corpus::{CorpusReader, Record};
-use engine::encoder::{Encoder, EncoderOptions};
+use engine::encoder::{Encoder, EncoderOptions, Precision};
 use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
 use engine::{BuildOptions, Index, IndexBuilder};
 use half::f16;
@@ -13,9 +13,9 @@ use half::f16;
 /// Documents read and encoded per step: bounds memory by the batch, not the collection.
 const DOCS_PER_STEP: usize = 1024;
 
-/// Loads a model directory with default options.
-pub fn load_encoder(model: &Path, batch_size: usize) -> Result<Encoder> {
-    let options = EncoderOptions { batch_size, ..EncoderOptions::default() };
+/// Loads a model directory with default options, its dense layers in `precision`.
+pub fn load_encoder(model: &Path, batch_size: usize, precision: Precision) -> Result<Encoder> {
+    let options = EncoderOptions { batch_size, precision, ..EncoderOptions::default() };
     Encoder::load(model, options).with_context(|| format!("cannot load the model in {}", model.display()))
 }
 
@@ -38,6 +38,7 @@ fn recorded_identity(encoder: &Encoder, model: &Path) -> serde_json::Value {
     let mut id = encoder.identity();
     let dir = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
     id["model_dir"] = dir.display().to_string().into();
+    id["document_precision"] = serde_json::to_value(encoder.precision()).unwrap_or_default();
     id
 }
 
@@ -54,6 +55,8 @@ pub struct TextBuild<'a> {
     pub overwrite: bool,
     /// Texts per model batch.
     pub batch_size: usize,
+    /// Arithmetic of the document encoder's dense layers.
+    pub precision: Precision,
     /// `None` for the uncompressed kind, else the compressed index's parameters.
     pub compressed: Option<CompressedParams>,
     /// Documents encoded to train centroids and codec (compressed only; default by size).
@@ -157,7 +160,7 @@ impl SampleCache {
 pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let start = Instant::now();
     let total = count_lines(job.collection)?;
-    let encoder = load_encoder(job.model, job.batch_size)?;
+    let encoder = load_encoder(job.model, job.batch_size, job.precision)?;
     let mut build_params = job.build_params;
     build_params["collection"] = job.collection.display().to_string().into();
     let options = BuildOptions {
@@ -271,7 +274,7 @@ pub fn query_encoder(index: &Index, index_dir: &Path, model: Option<&PathBuf>) -
             }
         },
     };
-    let encoder = load_encoder(&dir, 32)?;
+    let encoder = load_encoder(&dir, 32, Precision::F32)?;
     encoder.check_identity(recorded).with_context(|| {
         format!(
             "the model in {} does not match the one index {} was built with",

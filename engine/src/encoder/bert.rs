@@ -19,6 +19,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 use serde_json::Value;
 
+use super::bf16::{self, PackedB};
 use super::config::model_error;
 use super::ops::{self, Act, Mat};
 use crate::error::Result;
@@ -26,6 +27,8 @@ use crate::error::Result;
 /// A dense layer, `y = x·W + b`, with `W` stored `[in, out]` row-major.
 struct Linear {
     w: Vec<f32>,
+    /// The same weights packed for the bf16 kernel, when the encoder runs in bf16.
+    packed: Option<PackedB>,
     b: Vec<f32>,
     inp: usize,
     out: usize,
@@ -119,6 +122,7 @@ fn dims(config_path: &Path, raw: &Value) -> Result<Dims> {
 struct Weights<'a> {
     tensors: &'a HashMap<String, Tensor>,
     path: &'a Path,
+    bf16: bool,
 }
 
 impl Weights<'_> {
@@ -165,21 +169,24 @@ impl Weights<'_> {
             }
             b.extend(self.get(&format!("{prefix}.bias"), &[out_each])?);
         }
-        Ok(Linear { w, b, inp, out })
+        let packed = self.bf16.then(|| PackedB::pack(&w, inp, out));
+        Ok(Linear { w, b, inp, out, packed })
     }
 }
 
 impl Bert {
     /// Loads the encoder from `config.json`'s fields and tensors named as in `BertModel`
-    /// (`embeddings.*`, `encoder.layer.N.*`; any `bert.` prefix already stripped).
+    /// (`embeddings.*`, `encoder.layer.N.*`; any `bert.` prefix already stripped). With
+    /// `use_bf16` (and a CPU that has AVX-512 BF16) the dense layers run in bf16.
     pub(crate) fn load(
         config_path: &Path,
         raw: &Value,
         weights_path: &Path,
         tensors: &HashMap<String, Tensor>,
+        use_bf16: bool,
     ) -> Result<Bert> {
         let d = dims(config_path, raw)?;
-        let w = Weights { tensors, path: weights_path };
+        let w = Weights { tensors, path: weights_path, bf16: use_bf16 && bf16::available() };
         let h = d.hidden;
         let mut layers = Vec::with_capacity(d.layers);
         for l in 0..d.layers {
@@ -334,14 +341,18 @@ impl Bert {
 
 /// `out (+)= xs · W` for `rows` rows (bias not added).
 fn linear(l: &Linear, xs: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
-    ops::matmul(
-        Mat::dense(&xs[..rows * l.inp], rows, l.inp),
-        Mat::dense(&l.w, l.inp, l.out),
-        out,
-        l.out,
-        accumulate,
-        1.0,
-    );
+    let (xs, out) = (&xs[..rows * l.inp], &mut out[..rows * l.out]);
+    match &l.packed {
+        Some(p) => bf16::matmul(xs, rows, p, out, accumulate),
+        None => ops::matmul(
+            Mat::dense(xs, rows, l.inp),
+            Mat::dense(&l.w, l.inp, l.out),
+            out,
+            l.out,
+            accumulate,
+            1.0,
+        ),
+    }
 }
 
 /// Per-thread intermediates, grown to the largest batch seen and then reused.

@@ -117,6 +117,7 @@ impl Backbone {
         config_path: &Path,
         weights_path: &Path,
         tensors: HashMap<String, Tensor>,
+        precision: super::Precision,
     ) -> Result<Self> {
         let dev = Device::Cpu;
         let weights_error = |e: candle_core::Error| {
@@ -129,7 +130,13 @@ impl Backbone {
                     "embeddings.word_embeddings.weight",
                     &["bert.", "model.", "encoder."],
                 );
-                Ok(Backbone::Bert(Bert::load(config_path, &raw, weights_path, &tensors)?))
+                Ok(Backbone::Bert(Bert::load(
+                    config_path,
+                    &raw,
+                    weights_path,
+                    &tensors,
+                    precision == super::Precision::Bf16,
+                )?))
             }
             Architecture::ModernBert => {
                 let raw = modernbert_rope_keys(raw);
