@@ -327,7 +327,8 @@ fn batching_does_not_change_results() {
 fn bf16_dense_layers_stay_close_to_f32() {
     let Some(dir) = model_dir("minilm") else { return };
     let f32_enc = Encoder::load(&dir, EncoderOptions::default()).unwrap();
-    let bf16_enc = Encoder::load(&dir, EncoderOptions { precision: Precision::Bf16, ..Default::default() }).unwrap();
+    let bf16_enc =
+        Encoder::load(&dir, EncoderOptions { precision: Precision::Bf16, ..Default::default() }).unwrap();
     assert_eq!(f32_enc.precision(), Precision::F32);
     // Bf16 runs only where the CPU has AVX-512 BF16; elsewhere it must fall back to exact f32.
     let docs = [

@@ -228,3 +228,36 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    /// Throughput of the bf16 and f32 dense products on BERT-base-like shapes:
+    /// `cargo test --release --workspace bf16_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn bf16_speed() {
+        use super::super::ops::{matmul as f32_matmul, Mat};
+        for &(m, k, n) in &[(1024, 384, 1152), (1024, 384, 1536), (1024, 1536, 384)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 * 0.01).collect();
+            let packed = super::PackedB::pack(&w, k, n);
+            let mut out = vec![0f32; m * n];
+            let flops = 2.0 * (m * k * n) as f64;
+            let reps = 20;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                f32_matmul(Mat::dense(&a, m, k), Mat::dense(&w, k, n), &mut out, n, false, 1.0);
+            }
+            let f32_rate = flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+            let mut bf16_rate = 0.0;
+            if super::available() {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    super::matmul(&a, m, &packed, &mut out, false);
+                }
+                bf16_rate = flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
+            }
+            println!("[{m} x {k}] x [{k} x {n}]: f32 {f32_rate:.1} GFLOP/s, bf16 {bf16_rate:.1} GFLOP/s");
+        }
+    }
+}

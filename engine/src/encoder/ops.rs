@@ -199,6 +199,9 @@ mod avx2 {
 }
 
 /// Portable code; `#[inline(always)]` bodies are recompiled inside the feature-enabled wrappers.
+// Index loops on purpose: iterator adapters (`for_each`, `fold`) are separate functions compiled
+// without the callers' target features.
+#[allow(clippy::needless_range_loop)]
 pub(crate) mod generic {
     use super::Act;
 
@@ -270,16 +273,28 @@ pub(crate) mod generic {
 
     #[inline(always)]
     pub fn bias_act_inline(rows: &mut [f32], bias: &[f32], act: Act) {
-        for row in rows.chunks_exact_mut(bias.len()) {
+        // Index loops, not iterator adapters: `for_each`/`fold` are separate functions that
+        // would be compiled without the caller's target features (and call libm's `floorf`).
+        let width = bias.len();
+        for row in rows.chunks_exact_mut(width) {
+            let row = &mut row[..width];
             match act {
                 // One loop per activation, so each vectorises without a branch inside.
                 Act::GeluErf => {
-                    row.iter_mut().zip(bias).for_each(|(x, b)| *x = act_one(*x + b, Act::GeluErf))
+                    for i in 0..width {
+                        row[i] = act_one(row[i] + bias[i], Act::GeluErf);
+                    }
                 }
                 Act::GeluTanh => {
-                    row.iter_mut().zip(bias).for_each(|(x, b)| *x = act_one(*x + b, Act::GeluTanh))
+                    for i in 0..width {
+                        row[i] = act_one(row[i] + bias[i], Act::GeluTanh);
+                    }
                 }
-                Act::Relu => row.iter_mut().zip(bias).for_each(|(x, b)| *x = act_one(*x + b, Act::Relu)),
+                Act::Relu => {
+                    for i in 0..width {
+                        row[i] = act_one(row[i] + bias[i], Act::Relu);
+                    }
+                }
             }
         }
     }
@@ -322,8 +337,9 @@ pub(crate) mod generic {
             let mean = lane_sum(row, |x| x) / width as f32;
             let var = lane_sum(row, |x| (x - mean) * (x - mean)) / width as f32;
             let inv = 1.0 / (var + eps).sqrt();
-            for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *x = (*x - mean) * inv * g + b;
+            let row = &mut row[..width];
+            for i in 0..width {
+                row[i] = (row[i] - mean) * inv * gamma[i] + beta[i];
             }
         }
     }
@@ -337,9 +353,10 @@ pub(crate) mod generic {
     pub fn softmax_inline(rows: &mut [f32], mask: &[u32]) {
         let width = mask.len();
         for row in rows.chunks_exact_mut(width) {
-            for (x, &m) in row.iter_mut().zip(mask) {
-                if m == 0 {
-                    *x = f32::NEG_INFINITY;
+            let row = &mut row[..width];
+            for i in 0..width {
+                if mask[i] == 0 {
+                    row[i] = f32::NEG_INFINITY;
                 }
             }
             let max = lane_max(row);
@@ -349,12 +366,14 @@ pub(crate) mod generic {
                 continue;
             }
             // exp(-inf - max) → exp(-87) ≈ 1e-38 after the clamp; zero it exactly.
-            for (x, &m) in row.iter_mut().zip(mask) {
-                let e = exp(*x - max);
-                *x = if m == 0 { 0.0 } else { e };
+            for i in 0..width {
+                let e = exp(row[i] - max);
+                row[i] = if mask[i] == 0 { 0.0 } else { e };
             }
             let inv = 1.0 / lane_sum(row, |x| x);
-            row.iter_mut().for_each(|x| *x *= inv);
+            for x in row.iter_mut() {
+                *x *= inv;
+            }
         }
     }
 
