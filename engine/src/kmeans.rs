@@ -10,18 +10,17 @@
 //! never on the thread count: each row's assignment is computed independently, and the centroid
 //! sums are accumulated in f64 in row order.
 //!
-//! Memory is bounded by the sample plus `k × dim` centroids and one block of scores (at most
-//! [`SCORE_BLOCK_FLOATS`] floats).
+//! Memory is bounded by the sample plus `k × dim` centroids and a 1 MiB block of scores per
+//! thread.
 
-use candle_core::{Device, Tensor};
+use std::cell::RefCell;
+
 use half::f16;
 use rayon::prelude::*;
 
+use crate::encoder::ops::{argmax_shifted, matmul, Mat};
 use crate::error::{EngineError, Result};
 use crate::synth::{normalize, Rng};
-
-/// Most f32 scores held at once by [`assign`] (64 MiB).
-pub const SCORE_BLOCK_FLOATS: usize = 1 << 24;
 
 /// How initial centroids are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +127,11 @@ pub(crate) fn check_matrix(data: &[f32], dim: usize, what: &str) -> Result<usize
     Ok(data.len() / dim)
 }
 
+thread_local! {
+    /// Per-thread score block of [`assign`].
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Rounds every value to the nearest f16 and back, in place. Apply this to centroids before
 /// computing residuals when the index stores centroids as f16, so that decoding against the
 /// stored centroids reproduces what was encoded.
@@ -176,26 +180,37 @@ fn assign_into(vectors: &[f32], centroids: &[f32], dim: usize, codes: &mut Vec<u
     }
     let half_norms: Vec<f32> =
         centroids.chunks_exact(dim).map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>()).collect();
-    let ct = Tensor::from_slice(centroids, (k, dim), &Device::Cpu)?.t()?;
-    let rows = (SCORE_BLOCK_FLOATS / k).clamp(64, 8192);
-    for (b, block) in vectors.chunks(rows * dim).enumerate() {
+    // Each task takes `ROWS` vectors and walks the centroids in chunks of `CHUNK`, keeping a
+    // running best per vector: the chunk's scores (`ROWS × CHUNK` f32, 1 MiB) stay in the L2
+    // cache between the product that writes them and the argmax that reads them, and live in a
+    // reused per-thread buffer (fresh allocations of this size cost a page fault per 4 KiB).
+    const ROWS: usize = 1024;
+    const CHUNK: usize = 256;
+    vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).for_each(|(block, out_codes)| {
         let m = block.len() / dim;
-        let x = Tensor::from_slice(block, (m, dim), &Device::Cpu)?;
-        let scores: Vec<f32> = x.matmul(&ct)?.flatten_all()?.to_vec1()?;
-        let out_codes = &mut codes[b * rows..b * rows + m];
-        scores.par_chunks_exact(k).zip(out_codes.par_iter_mut()).for_each(|(row, code)| {
-            let mut bi = 0usize;
-            let mut bs = f32::NEG_INFINITY;
-            for (j, (&s, &h)) in row.iter().zip(&half_norms).enumerate() {
-                let v = s - h;
-                if v > bs {
-                    bs = v;
-                    bi = j;
+        SCORES.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < ROWS * CHUNK {
+                buf.resize(ROWS * CHUNK, 0.0);
+            }
+            let mut best = [f32::NEG_INFINITY; ROWS];
+            out_codes.fill(0);
+            for c0 in (0..k).step_by(CHUNK) {
+                let cc = CHUNK.min(k - c0);
+                let scores = &mut buf[..m * cc];
+                let cents = Mat::dense(&centroids[c0 * dim..(c0 + cc) * dim], cc, dim).t();
+                matmul(Mat::dense(block, m, dim), cents, scores, cc, false, 1.0);
+                for (r, row) in scores.chunks_exact(cc).enumerate() {
+                    let (j, v) = argmax_shifted(row, &half_norms[c0..c0 + cc]);
+                    // Strictly greater: on ties the earlier chunk (lower index) keeps it.
+                    if v > best[r] {
+                        best[r] = v;
+                        out_codes[r] = (c0 + j) as u32;
+                    }
                 }
             }
-            *code = bi as u32;
-        });
-    }
+        })
+    });
     Ok(())
 }
 

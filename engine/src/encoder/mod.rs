@@ -20,7 +20,7 @@ mod bert;
 mod bf16;
 pub mod config;
 mod model;
-mod ops;
+pub(crate) mod ops;
 pub mod tokenize;
 
 use std::path::Path;

@@ -124,6 +124,7 @@ struct Kernels {
     bias_act: fn(&mut [f32], &[f32], Act),
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
     softmax: fn(&mut [f32], &[u32]),
+    argmax: fn(&[f32], &[f32]) -> (usize, f32),
 }
 
 fn kernels() -> &'static Kernels {
@@ -135,9 +136,15 @@ fn kernels() -> &'static Kernels {
                 bias_act: avx2::bias_act,
                 layer_norm: avx2::layer_norm,
                 softmax: avx2::softmax,
+                argmax: avx2::argmax_shifted,
             };
         }
-        Kernels { bias_act: generic::bias_act, layer_norm: generic::layer_norm, softmax: generic::softmax }
+        Kernels {
+            bias_act: generic::bias_act,
+            layer_norm: generic::layer_norm,
+            softmax: generic::softmax,
+            argmax: generic::argmax_shifted,
+        }
     })
 }
 
@@ -158,6 +165,12 @@ pub(crate) fn layer_norm(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32
 /// masked columns become 0 (what adding `f32::MIN` before the softmax gives).
 pub(crate) fn masked_softmax(rows: &mut [f32], mask: &[u32]) {
     (kernels().softmax)(rows, mask)
+}
+
+/// Index and value of the largest `row[j] - shift[j]` (the first one on ties; index 0 and -inf
+/// when nothing beats -inf). Used by k-means assignment (`score - |c|²/2`).
+pub(crate) fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
+    (kernels().argmax)(row, shift)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -195,6 +208,50 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     fn softmax_impl(rows: &mut [f32], mask: &[u32]) {
         generic::softmax_inline(rows, mask)
+    }
+
+    /// AVX2 build of [`generic::argmax_shifted`].
+    pub fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        // SAFETY: chosen only after `avx2` and `fma` were detected at run time.
+        unsafe { argmax_impl(row, shift) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    fn argmax_impl(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        use std::arch::x86_64::*;
+        let n = row.len().min(shift.len());
+        let full = n / 8 * 8;
+        let (rp, sp) = (row.as_ptr(), shift.as_ptr());
+        let mut acc = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < full {
+            // SAFETY: `i + 8 <= full <= n`, inside both slices.
+            let v = unsafe { _mm256_sub_ps(_mm256_loadu_ps(rp.add(i)), _mm256_loadu_ps(sp.add(i))) };
+            acc = _mm256_max_ps(acc, v);
+            i += 8;
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        let mut max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for j in full..n {
+            max = max.max(row[j] - shift[j]);
+        }
+        if max == f32::NEG_INFINITY {
+            return (0, max);
+        }
+        let target = _mm256_set1_ps(max);
+        let mut i = 0;
+        while i < full {
+            // SAFETY: as above.
+            let v = unsafe { _mm256_sub_ps(_mm256_loadu_ps(rp.add(i)), _mm256_loadu_ps(sp.add(i))) };
+            let hits = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v, target));
+            if hits != 0 {
+                return (i + hits.trailing_zeros() as usize, max);
+            }
+            i += 8;
+        }
+        (full..n).find(|&j| row[j] - shift[j] == max).map_or((0, max), |j| (j, max))
     }
 }
 
@@ -377,6 +434,50 @@ pub(crate) mod generic {
         }
     }
 
+    #[inline(always)]
+    pub fn argmax_inline(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        // Two passes that vectorise: the maximum, then the first position that attains it
+        // (both passes compute `row[j] - shift[j]` identically, so equality is exact).
+        let n = row.len().min(shift.len());
+        let (row, shift) = (&row[..n], &shift[..n]);
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let full = n / LANES * LANES;
+        let mut base = 0;
+        while base < full {
+            for l in 0..LANES {
+                lanes[l] = lanes[l].max(row[base + l] - shift[base + l]);
+            }
+            base += LANES;
+        }
+        let mut max = f32::NEG_INFINITY;
+        for l in 0..LANES {
+            max = max.max(lanes[l]);
+        }
+        for j in full..n {
+            max = max.max(row[j] - shift[j]);
+        }
+        if max == f32::NEG_INFINITY {
+            return (0, max);
+        }
+        let mut base = 0;
+        while base < full {
+            let mut hit = false;
+            for l in 0..LANES {
+                hit |= row[base + l] - shift[base + l] == max;
+            }
+            if hit {
+                break;
+            }
+            base += LANES;
+        }
+        (base..n).find(|&j| row[j] - shift[j] == max).map_or((0, max), |j| (j, max))
+    }
+
+    /// Scalar build of the shifted argmax.
+    pub fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        argmax_inline(row, shift)
+    }
+
     /// Scalar build of the masked softmax.
     pub fn softmax(rows: &mut [f32], mask: &[u32]) {
         softmax_inline(rows, mask)
@@ -461,6 +562,21 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() <= 1e-5);
         }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum() {
+        for n in [1usize, 5, 16, 17, 40, 100] {
+            let shift: Vec<f32> = (0..n).map(|j| (j % 3) as f32 * 0.5).collect();
+            for t in 0..n {
+                // A plateau of equal maxima from t on: the first one must win.
+                let row: Vec<f32> =
+                    (0..n).map(|j| if j >= t { 10.0 + shift[j] } else { (j % 7) as f32 }).collect();
+                assert_eq!(argmax_shifted(&row, &shift).0, t, "n {n} t {t}");
+                assert_eq!(generic::argmax_shifted(&row, &shift), (t, 10.0), "n {n} t {t}");
+            }
+        }
+        assert_eq!(argmax_shifted(&[f32::NEG_INFINITY; 3], &[0.0; 3]), (0, f32::NEG_INFINITY));
     }
 
     #[test]
