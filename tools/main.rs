@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build an index from precomputed token embeddings.
+    /// Build an index from a text collection (--collection + --model) or precomputed token embeddings.
     Build(cmd::build::BuildArgs),
     /// Search an index and print a TREC run (or JSON lines).
     Search(cmd::search::SearchArgs),

