@@ -120,7 +120,8 @@ fn snippet(text: &str, max: usize) -> String {
 pub fn run(args: &SearchArgs) -> Result<()> {
     let index = Index::open(&args.index)?;
     let (qids, queries) = load_queries(args, &index)?;
-    let results: Vec<Vec<Hit>> = index.search(&queries, &args.knobs.params(args.k)).context("search failed")?;
+    let results: Vec<Vec<Hit>> =
+        index.search(&queries, &args.knobs.params(args.k)).context("search failed")?;
     let format = if args.json {
         Format::Json
     } else {

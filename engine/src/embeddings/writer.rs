@@ -124,8 +124,18 @@ impl DocEmbeddingsWriter {
         }
         let tokens: u64 = doclens.iter().map(|&l| l as u64).sum();
         let head = header(&[
-            Entry { name: "doclens", dtype: "I64", shape: vec![doclens.len() as u64], bytes: 8 * doclens.len() as u64 },
-            Entry { name: "embeddings", dtype: "F16", shape: vec![tokens, dim as u64], bytes: 2 * tokens * dim as u64 },
+            Entry {
+                name: "doclens",
+                dtype: "I64",
+                shape: vec![doclens.len() as u64],
+                bytes: 8 * doclens.len() as u64,
+            },
+            Entry {
+                name: "embeddings",
+                dtype: "F16",
+                shape: vec![tokens, dim as u64],
+                bytes: 2 * tokens * dim as u64,
+            },
         ]);
         let mut file = TempFile::create(path)?;
         file.write(&head)?;

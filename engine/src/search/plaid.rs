@@ -385,7 +385,12 @@ impl<'a> Compressed<'a> {
 
     /// Every document scored: decompressed, or exactly from the f16 embeddings under the default
     /// exact tier (then the optional rescoring, as for PLAID).
-    fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams, laps: &mut Laps<'_>) -> Result<Vec<Hit>> {
+    fn exhaustive_one(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        laps: &mut Laps<'_>,
+    ) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),

@@ -17,7 +17,7 @@ use engine::search::StageTimes;
 use engine::{Hit, Index, SearchParams};
 use serde_json::{json, Value};
 
-use self::stats::{clock_cost, drop_page_cache, mean_recall, peak_rss, percentiles};
+use self::stats::{clock_cost, decimal, drop_page_cache, mean_recall, peak_rss, percentiles};
 
 /// Arguments of `bench`.
 #[derive(Args, Debug)]
@@ -59,8 +59,11 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub sweep: sweep::SweepArgs,
     /// Print JSON instead of a table.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print Markdown tables (as in docs/BENCHMARKS.md) instead of a plain table.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 /// The queries of a benchmark, with the time each took to encode when they were text.
@@ -140,8 +143,12 @@ fn measure(index: &Index, qs: &[Vec<f32>], params: &SearchParams, warmup: usize)
 /// Percentiles of each stage (plus encoding, when measured) and of the total per query.
 fn stage_table(pass: &Pass, encode: &[Duration]) -> Value {
     let pick = |f: fn(&StageTimes) -> Duration| percentiles(&pass.stages.iter().map(f).collect::<Vec<_>>());
-    let total: Vec<Duration> =
-        pass.latency.iter().enumerate().map(|(i, l)| *l + encode.get(i).copied().unwrap_or_default()).collect();
+    let total: Vec<Duration> = pass
+        .latency
+        .iter()
+        .enumerate()
+        .map(|(i, l)| *l + encode.get(i).copied().unwrap_or_default())
+        .collect();
     let mut out = serde_json::Map::new();
     if !encode.is_empty() {
         out.insert("encode".into(), json!(percentiles(encode)));
@@ -157,11 +164,6 @@ fn stage_table(pass: &Pass, encode: &[Duration]) -> Value {
 
 /// The stages in pipeline order, as named in the JSON report.
 const STAGES: [&str; 7] = ["encode", "candidates", "pruning", "maxsim", "tail", "search", "total"];
-
-/// An f32 as the f64 with the same shortest decimal form (0.45, not 0.449999988).
-fn decimal(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(f64::NAN)
-}
 
 /// The harness's own cost: every query searched with stage timing on and off, plus the clock
 /// cost the timing adds per query.
@@ -309,6 +311,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    if args.markdown {
+        print_markdown(&report, sweep.as_deref().unwrap_or_default(), oracle);
+        return Ok(());
+    }
     print_report(&report, &args.index, oracle);
     if let Some(points) = &sweep {
         println!();
@@ -399,5 +405,89 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
     }
     if let Some(rss) = report["peak_rss_bytes"].as_u64() {
         println!("peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    }
+}
+
+/// The report as Markdown tables: runs, stages, harness overhead and the sweep's frontier.
+fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
+    let p = &report["params"];
+    println!(
+        "{} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, {:.1} MB; kernel {}; ncells {}, threshold {}, \
+         ndocs {}; recall@k against exhaustive MaxSim over the {oracle} embeddings; peak RSS {:.0} MB.",
+        report["documents"],
+        report["tokens"],
+        report["dim"],
+        report["nbits"],
+        f(&report["bytes_per_token"]),
+        f(&report["index_bytes"]) / 1e6,
+        report["kernel"].as_str().unwrap_or("?"),
+        p["ncells"],
+        p["threshold"],
+        p["ndocs"],
+        f(&report["peak_rss_bytes"]) / 1e6,
+    );
+    println!();
+    println!("| threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let runs = report["runs"].as_array().cloned().unwrap_or_default();
+    for r in &runs {
+        let t = &r["stages"]["total"];
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} |",
+            r["threads"],
+            r["cache"].as_str().unwrap_or(""),
+            f(&t["p50_ms"]),
+            f(&t["p95_ms"]),
+            f(&t["p99_ms"]),
+            f(&r["qps_single"]),
+            f(&r["qps_batched"]),
+            f(&r["recall_at_k"]),
+        );
+    }
+    println!();
+    println!("| threads | stage | p50 ms | p95 ms | p99 ms | mean ms |");
+    println!("|---|---|---|---|---|---|");
+    for r in &runs {
+        for name in STAGES {
+            if let Some(s) = r["stages"].get(name) {
+                println!(
+                    "| {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    r["threads"],
+                    f(&s["p50_ms"]),
+                    f(&s["p95_ms"]),
+                    f(&s["p99_ms"]),
+                    f(&s["mean_ms"]),
+                );
+            }
+        }
+    }
+    if let Some(o) = report["harness_overhead"].as_object() {
+        println!();
+        println!(
+            "Harness overhead: stage timing on vs off, {} rounds × {} queries interleaved: {:+.2}% (sd of one round \
+             {:.2}%); the clock reads it adds ({:.0} × {:.1} ns) are {:.4}% of a query.",
+            o["rounds"],
+            o["queries_per_round"],
+            100.0 * f(&o["measured_fraction"]),
+            100.0 * f(&o["round_fraction_sd"]),
+            f(&o["clock_reads_per_query"]),
+            f(&o["clock_read_ns"]),
+            100.0 * f(&o["clock_fraction"]),
+        );
+    }
+    if !points.is_empty() {
+        let mut front: Vec<&sweep::Point> = points.iter().filter(|p| p.pareto).collect();
+        front.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+        println!();
+        println!("Sweep: {} settings; the Pareto frontier:", points.len());
+        println!();
+        println!("| ncells | threshold | ndocs | p50 ms | p95 ms | recall@k |");
+        println!("|---|---|---|---|---|---|");
+        for p in front {
+            println!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.4} |",
+                p.ncells, p.threshold, p.ndocs, p.p50_ms, p.p95_ms, p.recall
+            );
+        }
     }
 }

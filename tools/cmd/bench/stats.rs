@@ -69,3 +69,8 @@ pub fn clock_cost(n: u32) -> Duration {
     std::hint::black_box(sink);
     start.elapsed() / n.max(1)
 }
+
+/// An f32 as the f64 with the same shortest decimal form (0.45, not 0.449999988).
+pub fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::NAN)
+}

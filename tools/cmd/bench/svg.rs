@@ -48,7 +48,12 @@ pub fn pareto_svg(points: &[Point], title: &str, k: usize) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="24" font-size="15" text-anchor="middle">{}</text>"#, W / 2.0, esc(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="15" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        esc(title)
+    );
     // Grid, ticks and tick labels.
     for t in ticks(0.0, max_x) {
         let x = sx(t);
@@ -89,7 +94,8 @@ pub fn pareto_svg(points: &[Point], title: &str, k: usize) -> String {
     // The frontier, joined in latency order.
     let mut front: Vec<&Point> = points.iter().filter(|p| p.pareto).collect();
     front.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
-    let path: Vec<String> = front.iter().map(|p| format!("{:.1},{:.1}", sx(p.p50_ms), sy(p.recall))).collect();
+    let path: Vec<String> =
+        front.iter().map(|p| format!("{:.1},{:.1}", sx(p.p50_ms), sy(p.recall))).collect();
     if path.len() > 1 {
         let _ = writeln!(
             s,
@@ -106,8 +112,7 @@ pub fn pareto_svg(points: &[Point], title: &str, k: usize) -> String {
         let _ = writeln!(
             s,
             r#"<circle cx="{x:.1}" cy="{y:.1}" r="{r}" fill="{fill}"><title>{label}: {:.3} ms, recall {:.4}</title></circle>"#,
-            p.p50_ms,
-            p.recall
+            p.p50_ms, p.recall
         );
         let _ = writeln!(
             s,
@@ -149,9 +154,33 @@ mod tests {
     #[test]
     fn the_plot_labels_every_point_and_draws_the_frontier() {
         let mut points = vec![
-            Point { ncells: 1, threshold: 0.5, ndocs: 64, p50_ms: 1.0, p95_ms: 1.2, recall: 0.8, pareto: false },
-            Point { ncells: 4, threshold: 0.45, ndocs: 256, p50_ms: 2.0, p95_ms: 2.5, recall: 0.99, pareto: false },
-            Point { ncells: 2, threshold: 0.4, ndocs: 128, p50_ms: 3.0, p95_ms: 3.5, recall: 0.9, pareto: false },
+            Point {
+                ncells: 1,
+                threshold: 0.5,
+                ndocs: 64,
+                p50_ms: 1.0,
+                p95_ms: 1.2,
+                recall: 0.8,
+                pareto: false,
+            },
+            Point {
+                ncells: 4,
+                threshold: 0.45,
+                ndocs: 256,
+                p50_ms: 2.0,
+                p95_ms: 2.5,
+                recall: 0.99,
+                pareto: false,
+            },
+            Point {
+                ncells: 2,
+                threshold: 0.4,
+                ndocs: 128,
+                p50_ms: 3.0,
+                p95_ms: 3.5,
+                recall: 0.9,
+                pareto: false,
+            },
         ];
         super::super::sweep::mark_pareto(&mut points);
         let svg = pareto_svg(&points, "a <title>", 10);

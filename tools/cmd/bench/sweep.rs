@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use engine::{Hit, Index, SearchParams};
 
-use super::stats::{mean_recall, percentiles};
+use super::stats::{decimal, mean_recall, percentiles};
 
 /// Flags of the sweep.
 #[derive(Args, Debug)]
@@ -35,8 +35,8 @@ pub struct SweepArgs {
 pub struct Point {
     /// Centroids probed per query token.
     pub ncells: usize,
-    /// Centroid score threshold.
-    pub threshold: f32,
+    /// Centroid score threshold (as the decimal given).
+    pub threshold: f64,
     /// Candidates kept by the pruned approximate score.
     pub ndocs: usize,
     /// Median latency of one query, ms.
@@ -70,7 +70,9 @@ pub fn run(
         bail!("--sweep needs a compressed index (the uncompressed kind has no pruning knobs)");
     }
     if args.sweep_ncells.is_empty() || args.sweep_thresholds.is_empty() || args.sweep_ndocs.is_empty() {
-        bail!("--sweep needs at least one value of each of --sweep-ncells, --sweep-thresholds, --sweep-ndocs");
+        bail!(
+            "--sweep needs at least one value of each of --sweep-ncells, --sweep-thresholds, --sweep-ndocs"
+        );
     }
     let mut points = Vec::new();
     for &ncells in &args.sweep_ncells {
@@ -91,7 +93,7 @@ pub fn run(
                 let p = percentiles(&lat);
                 points.push(Point {
                     ncells,
-                    threshold,
+                    threshold: decimal(threshold),
                     ndocs,
                     p50_ms: p.p50_ms,
                     p95_ms: p.p95_ms,
@@ -153,7 +155,8 @@ mod tests {
 
     #[test]
     fn the_frontier_keeps_only_undominated_points() {
-        let mut points = vec![pt(1.0, 0.5), pt(2.0, 0.9), pt(2.5, 0.8), pt(3.0, 0.95), pt(1.0, 0.4), pt(4.0, 0.95)];
+        let mut points =
+            vec![pt(1.0, 0.5), pt(2.0, 0.9), pt(2.5, 0.8), pt(3.0, 0.95), pt(1.0, 0.4), pt(4.0, 0.95)];
         mark_pareto(&mut points);
         let flags: Vec<bool> = points.iter().map(|p| p.pareto).collect();
         assert_eq!(flags, [true, true, false, true, false, false]);
