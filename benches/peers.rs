@@ -241,7 +241,8 @@ fn search_result(got: &[Vec<u32>], lat: &[f64], qps: f64, qps_batch: f64, set_di
     })
 }
 
-/// Runs this binary as a child for one phase and returns its JSON result.
+/// Runs this binary as a child for one phase and returns its JSON result (with `error` set when
+/// the child failed, so that one engine's failure does not lose the others' rows).
 fn spawn(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, n_queries: usize) -> Value {
     let exe = std::env::current_exe().unwrap();
     let out = Command::new(exe)
@@ -253,12 +254,11 @@ fn spawn(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
     let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "));
     match line {
         Some(l) if out.status.success() => serde_json::from_str(l).unwrap(),
-        _ => panic!(
-            "{engine_name} {phase} failed ({}):\n{}\n{}",
-            out.status,
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        _ => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            eprintln!("{engine_name} {phase} failed ({}):\n{stdout}\n{err}", out.status);
+            json!({"error": err.lines().last().unwrap_or("failed")})
+        }
     }
 }
 
@@ -329,7 +329,9 @@ fn main() {
                 );
                 let search = spawn("search", e, set, nbits, &set_dir, args.queries);
                 let _ = std::fs::remove_dir_all(set_dir.join(format!("{e}-nbits{nbits}")));
-                rows.push(json!({"set": set, "engine": e, "nbits": nbits, "build": build, "search": search}));
+                let row = json!({"set": set, "engine": e, "nbits": nbits, "build": build, "search": search});
+                eprintln!("{row}");
+                rows.push(row);
             }
         }
     }

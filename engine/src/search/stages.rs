@@ -78,11 +78,12 @@ mod tests {
     #[test]
     fn laps_charge_their_stage_and_nothing_without_a_target() {
         let mut t = StageTimes::default();
-        let mut laps = Laps::start(Some(&mut t));
-        std::thread::sleep(Duration::from_millis(2));
-        laps.lap(Stage::Pruning);
-        laps.lap(Stage::Tail);
-        drop(laps);
+        {
+            let mut laps = Laps::start(Some(&mut t));
+            std::thread::sleep(Duration::from_millis(2));
+            laps.lap(Stage::Pruning);
+            laps.lap(Stage::Tail);
+        }
         assert!(t.pruning >= Duration::from_millis(2));
         assert_eq!(t.candidates, Duration::ZERO);
         assert_eq!(t.maxsim, Duration::ZERO);
