@@ -10,7 +10,10 @@
 #   bash tools/bench.sh --no-peers   # without the next-plaid comparison
 #   bash tools/bench.sh --quick      # a small smoke run; prints the section, leaves the doc alone
 #
-# BENCH_DIR sets the scratch directory (default: a fresh temporary one, removed at the end).
+# Environment: BENCH_DIR, the scratch directory (default: a fresh temporary one, removed at the
+# end); BENCH_SETS, the synthetic sets as name:docs pairs (default "10k:10000 1m:31250", 32 tokens
+# of 128 dims per doc, docs/5 clusters); BENCH_NBITS (default "2 4"; the 1m set runs the first
+# only); PEERS_ARGS, extra arguments of the peers bench (e.g. "--sets 10k").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +36,12 @@ else
 fi
 
 echo "== building (release)" >&2
-cargo bench --workspace --no-run >&2
+# The same features for the build and the peers run, so that nothing is compiled twice.
+if [ "$PEERS" = 1 ]; then
+    cargo bench --workspace --features peers --no-run >&2
+else
+    cargo bench --workspace --no-run >&2
+fi
 BIN=target/release/colbert-index
 
 OUT="$WORK/section.md"
@@ -55,8 +63,10 @@ emit ""
 if [ "$QUICK" = 1 ]; then
     SETS="quick:2000"
 else
-    SETS="10k:10000 1m:31250"
+    SETS="${BENCH_SETS:-10k:10000 1m:31250}"
 fi
+NBITS="${BENCH_NBITS:-2 4}"
+FIRST_NBITS="${NBITS%% *}"
 
 for set in $SETS; do
     name="${set%%:*}"
@@ -67,8 +77,8 @@ for set in $SETS; do
     echo "== $name: synth" >&2
     "$BIN" synth --out "$emb" --queries-out "$queries" --docs "$docs" --tokens-per-doc 32 --dim 128 \
         --clusters "$clusters" --seed 42 --n-queries 100 --query-len 32 --overwrite
-    for nbits in 2 4; do
-        [ "$name" = 1m ] && [ "$nbits" = 4 ] && continue
+    for nbits in $NBITS; do
+        [ "$name" = 1m ] && [ "$nbits" != "$FIRST_NBITS" ] && continue
         index="$WORK/$name-nbits$nbits"
         echo "== $name: build nbits $nbits" >&2
         start=$(date +%s%N)
@@ -78,7 +88,7 @@ for set in $SETS; do
         emit "Build (\`colbert-index build --embeddings $name.safetensors --nbits $nbits\`): $((build_ms / 1000)).$(( (build_ms % 1000) / 100 )) s wall. $(tail -n1 "$WORK/build.log")" ""
         echo "== $name: bench nbits $nbits" >&2
         extra=()
-        if [ "$name" != 1m ] && [ "$nbits" = 2 ]; then
+        if [ "$name" != 1m ] && [ "$nbits" = "$FIRST_NBITS" ]; then
             svg="docs/bench-sweep.svg"
             [ "$QUICK" = 1 ] && svg="$WORK/sweep.svg"
             extra=(--sweep --svg "$svg")
@@ -96,8 +106,9 @@ fi
 if [ "$PEERS" = 1 ]; then
     echo "== peers (next-plaid)" >&2
     emit "### Side by side with next-plaid" ""
-    emit '```' '$ cargo bench --features peers --bench peers' '```'
-    cargo bench --features peers --bench peers -- --dir "$WORK/peers" >> "$OUT"
+    emit '```' "\$ cargo bench --features peers --bench peers -- ${PEERS_ARGS:-}" '```'
+    # shellcheck disable=SC2086 # PEERS_ARGS is a list of arguments
+    cargo bench --features peers --bench peers -- --dir "$WORK/peers" ${PEERS_ARGS:-} >> "$OUT"
     emit ""
 fi
 

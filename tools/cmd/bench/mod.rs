@@ -171,18 +171,23 @@ fn overhead(index: &Index, qs: &[Vec<f32>], params: &SearchParams, rounds: usize
     let mut on = Duration::ZERO;
     let mut off = Duration::ZERO;
     let mut ratios = Vec::with_capacity(rounds);
+    let mut pairs: Vec<(f64, f64)> = Vec::with_capacity(rounds * qs.len());
     for round in 0..rounds {
         // Each query runs timed and untimed back to back (alternating which goes first), so
         // drift in machine load hits both sides alike.
         let mut sums = [Duration::ZERO; 2];
         for (i, q) in qs.iter().enumerate() {
             let order = if (round + i).is_multiple_of(2) { [true, false] } else { [false, true] };
+            let mut pair = [Duration::ZERO; 2];
             for timed in order {
                 let mut st = StageTimes::default();
                 let t = Instant::now();
                 index.search_one(q, params, timed.then_some(&mut st))?;
-                sums[usize::from(!timed)] += t.elapsed();
+                pair[usize::from(!timed)] = t.elapsed();
             }
+            sums[0] += pair[0];
+            sums[1] += pair[1];
+            pairs.push((pair[0].as_secs_f64(), pair[1].as_secs_f64()));
         }
         on += sums[0];
         off += sums[1];
@@ -191,6 +196,13 @@ fn overhead(index: &Index, qs: &[Vec<f32>], params: &SearchParams, rounds: usize
     let mean = ratios.iter().sum::<f64>() / rounds as f64;
     let sd = (ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (rounds.max(2) - 1) as f64).sqrt();
     let per_query_off = off.as_secs_f64() / (rounds * qs.len()) as f64;
+    // Robust to load spikes: the median paired difference over the median untimed latency.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let paired =
+        median(pairs.iter().map(|(a, b)| a - b).collect()) / median(pairs.iter().map(|p| p.1).collect());
     // Clock reads per timed query: the lap timer's start and up to four laps, plus the two
     // around each call in the measuring loop.
     let reads = 7.0;
@@ -202,6 +214,7 @@ fn overhead(index: &Index, qs: &[Vec<f32>], params: &SearchParams, rounds: usize
         "untimed_s": off.as_secs_f64(),
         "measured_fraction": on.as_secs_f64() / off.as_secs_f64() - 1.0,
         "round_fraction_sd": sd,
+        "paired_median_fraction": paired,
         "clock_read_ns": clock * 1e9,
         "clock_reads_per_query": reads,
         "clock_fraction": reads * clock / per_query_off,
@@ -392,12 +405,13 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
     if let Some(o) = report["harness_overhead"].as_object() {
         println!();
         println!(
-            "harness overhead: stage timing on vs off over {} rounds x {} queries: {:+.2}% (sd of a round {:.2}%); \
-             clock reads {:.0} x {:.1} ns = {:.4}% of a query",
+            "harness overhead: stage timing on vs off over {} rounds x {} queries: {:+.2}% in total (sd of a round \
+             {:.2}%), median paired difference {:+.2}%; clock reads {:.0} x {:.1} ns = {:.4}% of a query",
             o["rounds"],
             o["queries_per_round"],
             100.0 * f(&o["measured_fraction"]),
             100.0 * f(&o["round_fraction_sd"]),
+            100.0 * f(&o["paired_median_fraction"]),
             f(&o["clock_reads_per_query"]),
             f(&o["clock_read_ns"]),
             100.0 * f(&o["clock_fraction"]),
@@ -445,14 +459,15 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
         );
     }
     println!();
-    println!("| threads | stage | p50 ms | p95 ms | p99 ms | mean ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| threads | cache | stage | p50 ms | p95 ms | p99 ms | mean ms |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &runs {
         for name in STAGES {
             if let Some(s) = r["stages"].get(name) {
                 println!(
-                    "| {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    "| {} | {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
                     r["threads"],
+                    r["cache"].as_str().unwrap_or(""),
                     f(&s["p50_ms"]),
                     f(&s["p95_ms"]),
                     f(&s["p99_ms"]),
@@ -464,12 +479,14 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
     if let Some(o) = report["harness_overhead"].as_object() {
         println!();
         println!(
-            "Harness overhead: stage timing on vs off, {} rounds × {} queries interleaved: {:+.2}% (sd of one round \
-             {:.2}%); the clock reads it adds ({:.0} × {:.1} ns) are {:.4}% of a query.",
+            "Harness overhead: stage timing on vs off, {} rounds × {} queries, each query timed and untimed back to \
+             back: {:+.2}% in total (sd of one round {:.2}%), median paired difference {:+.2}% of the median query; \
+             the clock reads it adds ({:.0} × {:.1} ns) are {:.4}% of a query.",
             o["rounds"],
             o["queries_per_round"],
             100.0 * f(&o["measured_fraction"]),
             100.0 * f(&o["round_fraction_sd"]),
+            100.0 * f(&o["paired_median_fraction"]),
             f(&o["clock_reads_per_query"]),
             f(&o["clock_read_ns"]),
             100.0 * f(&o["clock_fraction"]),
