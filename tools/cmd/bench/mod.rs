@@ -285,7 +285,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let points = pool.install(|| sweep::run(&index, qs, &truth, &params, &args.sweep, args.warmup))?;
         let title = format!(
             "{}: recall@{} vs p50 latency, {} thread(s)",
-            args.index.file_name().map_or_else(|| args.index.display().to_string(), |n| n.to_string_lossy().into()),
+            args.index
+                .file_name()
+                .map_or_else(|| args.index.display().to_string(), |n| n.to_string_lossy().into()),
             args.k,
             args.threads[0]
         );
