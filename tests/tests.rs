@@ -13,6 +13,8 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// The benchmark harness: `synth`, `bench` stages and sweep, reproducibility run to run.
+mod harness;
 /// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
 /// determinism, round trips, corruption and bad inputs.
 mod plaid;

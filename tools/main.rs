@@ -34,6 +34,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Measure latency percentiles, QPS, recall against the exhaustive oracle, size and memory.
     Bench(cmd::bench::BenchArgs),
+    /// Write clustered synthetic token embeddings (and matching queries) for benchmarks.
+    Synth(cmd::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Synth(a) => cmd::synth::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,9 @@
 //! - A query file holds `queries` (f16 or f32, `[n_queries, query_len, dim]`).
 //!
 //! Files are memory-mapped and converted lazily, chunk by chunk, so a file larger than RAM can
-//! be indexed.
+//! be indexed. [`writer`] writes both layouts, streaming.
+
+pub mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use engine::corpus::{read_queries, CorpusReader};
 use engine::embeddings::QueryEmbeddings;
-use engine::{Hit, Index, SearchParams};
+use engine::{Hit, Index};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -56,43 +56,9 @@ pub struct SearchArgs {
     /// Run tag written in the last column of the TREC run.
     #[arg(long, default_value = "colbert-index")]
     pub tag: String,
-    /// Compressed index: centroids probed per query token (default by k: 4 up to k=100, then 8).
-    #[arg(long, value_name = "N")]
-    pub ncells: Option<usize>,
-    /// Compressed index: centroid score below which a centroid is ignored by the approximate
-    /// score (default by k: 0.45 up to k=100, then 0.4).
-    #[arg(long, value_name = "SCORE")]
-    pub threshold: Option<f32>,
-    /// Compressed index: candidates kept after the pruned approximate score; a quarter of them
-    /// are scored exactly (default by k: 256 up to k=10, 1024 up to 100, then max(4k, 4096)).
-    #[arg(long, value_name = "N")]
-    pub ndocs: Option<usize>,
-    /// Compressed index with --store-f16: score the final candidates from decompressed
-    /// residuals, then rescore the best N exactly from the f16 embeddings (default: score them
-    /// all exactly).
-    #[arg(long, value_name = "N", conflicts_with = "no_rescore")]
-    pub rescore: Option<usize>,
-    /// Compressed index: never use the f16 embeddings; score decompressed residuals only.
-    #[arg(long)]
-    pub no_rescore: bool,
-    /// Compressed index: skip centroid pruning and score every document (decompressed).
-    #[arg(long)]
-    pub exhaustive: bool,
-}
-
-impl SearchArgs {
-    /// The search parameters these flags select.
-    fn params(&self) -> SearchParams {
-        let d = SearchParams::for_k(self.k);
-        SearchParams {
-            ncells: self.ncells.unwrap_or(d.ncells),
-            centroid_score_threshold: self.threshold.unwrap_or(d.centroid_score_threshold),
-            ndocs: self.ndocs.unwrap_or(d.ndocs),
-            rescore: if self.no_rescore { Some(0) } else { self.rescore },
-            exhaustive: self.exhaustive,
-            ..d
-        }
-    }
+    /// The PLAID knobs.
+    #[command(flatten)]
+    pub knobs: super::knobs::Knobs,
 }
 
 /// Loads the queries named by the arguments: (ids, row-major token matrices).
@@ -154,7 +120,8 @@ fn snippet(text: &str, max: usize) -> String {
 pub fn run(args: &SearchArgs) -> Result<()> {
     let index = Index::open(&args.index)?;
     let (qids, queries) = load_queries(args, &index)?;
-    let results: Vec<Vec<Hit>> = index.search(&queries, &args.params()).context("search failed")?;
+    let results: Vec<Vec<Hit>> =
+        index.search(&queries, &args.knobs.params(args.k)).context("search failed")?;
     let format = if args.json {
         Format::Json
     } else {

@@ -13,7 +13,7 @@ use index_format::{IndexMeta, IndexReader};
 use crate::error::{EngineError, Result};
 use crate::maxsim::PreparedQuery;
 use crate::search::plaid::{Compressed, CompressedState};
-use crate::search::{exhaustive, Hit, SearchParams, SearchResults};
+use crate::search::{exhaustive, Hit, SearchParams, SearchResults, StageTimes};
 use rayon::prelude::*;
 
 /// An open index: memory-mapped files plus the searchers over them.
@@ -120,14 +120,43 @@ impl Index {
         let Some(view) = self.compressed() else {
             return Ok(exhaustive::search(&self.reader, queries, params.k));
         };
+        self.check_params(params)?;
+        let dim = self.meta().dim;
+        queries.par_iter().map(|q| view.search(&PreparedQuery::new(q, dim), params)).collect()
+    }
+
+    /// Searches one query as [`Index::search`] does, on the calling thread's rayon pool. When
+    /// `times` is given, the time spent in each stage is added to it (see [`StageTimes`]; an
+    /// uncompressed index charges everything to [`StageTimes::maxsim`]); otherwise no clock is
+    /// read.
+    pub fn search_one(
+        &self,
+        query: &[f32],
+        params: &SearchParams,
+        times: Option<&mut StageTimes>,
+    ) -> Result<Vec<Hit>> {
+        self.check_query(query)?;
+        let Some(view) = self.compressed() else {
+            let owned = [query.to_vec()];
+            let start = times.as_ref().map(|_| std::time::Instant::now());
+            let hits = exhaustive::search(&self.reader, &owned, params.k);
+            if let (Some(t), Some(start)) = (times, start) {
+                t.maxsim += start.elapsed();
+            }
+            return Ok(hits.into_iter().next().unwrap_or_default());
+        };
+        self.check_params(params)?;
+        view.search_timed(&PreparedQuery::new(query, self.meta().dim), params, times)
+    }
+
+    fn check_params(&self, params: &SearchParams) -> Result<()> {
         if params.ncells == 0 || params.ndocs == 0 {
             return Err(EngineError::InvalidArgument("ncells and ndocs must be positive".into()));
         }
         if !params.centroid_score_threshold.is_finite() {
             return Err(EngineError::InvalidArgument("the centroid score threshold must be finite".into()));
         }
-        let dim = self.meta().dim;
-        queries.par_iter().map(|q| view.search(&PreparedQuery::new(q, dim), params)).collect()
+        Ok(())
     }
 
     /// Attaches external ids to hits.

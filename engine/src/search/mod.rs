@@ -4,9 +4,11 @@
 pub mod exhaustive;
 pub mod params;
 pub mod plaid;
+pub mod stages;
 pub mod topk;
 
 pub use params::SearchParams;
+pub use stages::StageTimes;
 pub use topk::TopK;
 
 /// A scored document: internal document number and MaxSim score.

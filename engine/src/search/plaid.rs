@@ -23,7 +23,8 @@ use half::slice::HalfFloatSliceExt;
 use index_format::{Codes, IndexReader};
 use rayon::prelude::*;
 
-use super::{Hit, SearchParams, TopK};
+use super::stages::{Laps, Stage};
+use super::{Hit, SearchParams, StageTimes, TopK};
 use crate::codec::Codec;
 use crate::error::{EngineError, Result};
 use crate::maxsim::PreparedQuery;
@@ -176,12 +177,24 @@ impl<'a> Compressed<'a> {
 
     /// Searches one query; see the module documentation.
     pub fn search(&self, query: &PreparedQuery, params: &SearchParams) -> Result<Vec<Hit>> {
+        self.search_timed(query, params, None)
+    }
+
+    /// [`Compressed::search`], adding the time spent in each stage to `times` when given (no
+    /// clock is read otherwise).
+    pub fn search_timed(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        times: Option<&mut StageTimes>,
+    ) -> Result<Vec<Hit>> {
         if params.k == 0 {
             return Ok(Vec::new());
         }
+        let mut laps = Laps::start(times);
         let poor_fit = self.state.centroid_fit.is_some_and(|f| f < params.min_centroid_fit);
         if params.exhaustive || poor_fit {
-            return self.exhaustive_one(query, params);
+            return self.exhaustive_one(query, params, &mut laps);
         }
         let nq = query.len();
         let c = self.state.n_centroids;
@@ -213,6 +226,7 @@ impl<'a> Compressed<'a> {
         }
         candidates.sort_unstable();
         candidates.dedup();
+        laps.lap(Stage::Candidates);
         // Centroid-major scores [C × nq] for the per-token lookups of stages 2 and 3.
         let mut by_centroid = vec![0f32; c * nq];
         for (q, row) in scores.chunks_exact(c).enumerate() {
@@ -230,7 +244,8 @@ impl<'a> Compressed<'a> {
         let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep());
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
-        self.final_scores(query, &survivors, params)
+        laps.lap(Stage::Pruning);
+        self.final_scores(query, &survivors, params, &mut laps)
     }
 
     /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
@@ -278,17 +293,26 @@ impl<'a> Compressed<'a> {
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
-    fn final_scores(&self, query: &PreparedQuery, docs: &[u32], params: &SearchParams) -> Result<Vec<Hit>> {
+    fn final_scores(
+        &self,
+        query: &PreparedQuery,
+        docs: &[u32],
+        params: &SearchParams,
+        laps: &mut Laps<'_>,
+    ) -> Result<Vec<Hit>> {
         let exact_all = self.embeddings.is_some() && params.rescore.is_none();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
         let scored = self.score_docs(query, docs, first_k, exact_all)?;
+        laps.lap(Stage::MaxSim);
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
-                self.score_docs(query, &docs, params.k, true)
+                let hits = self.score_docs(query, &docs, params.k, true);
+                laps.lap(Stage::Tail);
+                hits
             }
             _ => Ok(scored),
         }
@@ -361,7 +385,12 @@ impl<'a> Compressed<'a> {
 
     /// Every document scored: decompressed, or exactly from the f16 embeddings under the default
     /// exact tier (then the optional rescoring, as for PLAID).
-    fn exhaustive_one(&self, query: &PreparedQuery, params: &SearchParams) -> Result<Vec<Hit>> {
+    fn exhaustive_one(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        laps: &mut Laps<'_>,
+    ) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
         let first_k = match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
@@ -369,10 +398,13 @@ impl<'a> Compressed<'a> {
         };
         let exact_all = self.embeddings.is_some() && params.rescore.is_none();
         let scored = self.score_docs(query, &all, first_k, exact_all)?;
+        laps.lap(Stage::MaxSim);
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
-                self.score_docs(query, &docs, params.k, true)
+                let hits = self.score_docs(query, &docs, params.k, true);
+                laps.lap(Stage::Tail);
+                hits
             }
             _ => Ok(scored),
         }

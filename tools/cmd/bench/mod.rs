@@ -1,0 +1,512 @@
+//! `colbert-index bench`: latency percentiles per search stage, QPS, recall against the
+//! exhaustive oracle, index size and peak memory; optionally a sweep of the pruning knobs drawn
+//! as a recall-vs-latency Pareto curve.
+
+mod stats;
+mod svg;
+mod sweep;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use engine::corpus::read_queries;
+use engine::embeddings::QueryEmbeddings;
+use engine::search::StageTimes;
+use engine::{Hit, Index, SearchParams};
+use serde_json::{json, Value};
+
+use self::stats::{clock_cost, decimal, drop_page_cache, mean_recall, peak_rss, percentiles};
+
+/// Arguments of `bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The index directory.
+    #[arg(long, value_name = "DIR")]
+    pub index: PathBuf,
+    /// Query token embeddings (safetensors with `queries` [n, len, dim]).
+    #[arg(long, value_name = "FILE.safetensors", required_unless_present = "queries")]
+    pub query_embeddings: Option<PathBuf>,
+    /// Query texts (TSV `qid<TAB>text` or BEIR `queries.jsonl`), encoded with the index's model;
+    /// encoding is then measured as its own stage.
+    #[arg(long, value_name = "FILE", conflicts_with = "query_embeddings")]
+    pub queries: Option<PathBuf>,
+    /// Model directory to encode text queries with (default: the one recorded in the index).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Documents per query.
+    #[arg(short, long, default_value_t = 10)]
+    pub k: usize,
+    /// Thread counts to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub threads: Vec<usize>,
+    /// Queries run before measuring, to warm caches.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Also measure with the index dropped from the page cache first (needs root on Linux;
+    /// reported as unavailable otherwise).
+    #[arg(long)]
+    pub cold: bool,
+    /// Rounds of the harness-overhead check: every query searched with stage timing on, then
+    /// off, this many times (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub overhead_rounds: usize,
+    /// The PLAID knobs of the measured runs.
+    #[command(flatten)]
+    pub knobs: super::knobs::Knobs,
+    /// The pruning-knob sweep.
+    #[command(flatten)]
+    pub sweep: sweep::SweepArgs,
+    /// Print JSON instead of a table.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print Markdown tables (as in docs/BENCHMARKS.md) instead of a plain table.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// The queries of a benchmark, with the time each took to encode when they were text.
+struct Queries {
+    tokens: Vec<Vec<f32>>,
+    encode: Vec<Duration>,
+    source: String,
+}
+
+fn load_queries(args: &BenchArgs, index: &Index) -> Result<Queries> {
+    let dim = index.meta().dim;
+    if let Some(path) = &args.query_embeddings {
+        let q = QueryEmbeddings::open(path)?;
+        if q.dim != dim {
+            bail!("{}: queries have dimension {}, the index has {dim}", path.display(), q.dim);
+        }
+        if q.queries.is_empty() {
+            bail!("{}: no queries", path.display());
+        }
+        return Ok(Queries { tokens: q.queries, encode: Vec::new(), source: path.display().to_string() });
+    }
+    let path = args.queries.as_ref().context("give --query-embeddings FILE or --queries FILE")?;
+    let records = read_queries(path)?;
+    if records.is_empty() {
+        bail!("{}: no queries", path.display());
+    }
+    let encoder = super::text::query_encoder(index, &args.index, args.model.as_ref())?;
+    // Warm the encoder (first-call allocations) before timing it.
+    encoder.encode_queries(&[records[0].text.as_str()])?;
+    let mut tokens = Vec::with_capacity(records.len());
+    let mut encode = Vec::with_capacity(records.len());
+    for r in &records {
+        let t = Instant::now();
+        let mut e = encoder.encode_queries(&[r.text.as_str()])?;
+        encode.push(t.elapsed());
+        let e = e.pop().unwrap_or_default();
+        if e.is_empty() {
+            bail!("{}: query `{}` has no tokens after tokenisation", path.display(), r.id);
+        }
+        tokens.push(e);
+    }
+    Ok(Queries { tokens, encode, source: path.display().to_string() })
+}
+
+/// One measured pass: every query alone, with stage timing.
+struct Pass {
+    latency: Vec<Duration>,
+    stages: Vec<StageTimes>,
+    results: Vec<Vec<Hit>>,
+    loop_overhead: Duration,
+    batch: Duration,
+}
+
+fn measure(index: &Index, qs: &[Vec<f32>], params: &SearchParams, warmup: usize) -> Result<Pass> {
+    for q in qs.iter().cycle().take(warmup) {
+        index.search_one(q, params, None)?;
+    }
+    let mut latency = Vec::with_capacity(qs.len());
+    let mut stages = Vec::with_capacity(qs.len());
+    let mut results = Vec::with_capacity(qs.len());
+    let total = Instant::now();
+    for q in qs {
+        let mut st = StageTimes::default();
+        let t = Instant::now();
+        let r = index.search_one(q, params, Some(&mut st))?;
+        latency.push(t.elapsed());
+        stages.push(st);
+        results.push(r);
+    }
+    let measured: Duration = latency.iter().sum();
+    let loop_overhead = total.elapsed().saturating_sub(measured);
+    let t = Instant::now();
+    index.search(qs, params)?;
+    Ok(Pass { latency, stages, results, loop_overhead, batch: t.elapsed() })
+}
+
+/// Percentiles of each stage (plus encoding, when measured) and of the total per query.
+fn stage_table(pass: &Pass, encode: &[Duration]) -> Value {
+    let pick = |f: fn(&StageTimes) -> Duration| percentiles(&pass.stages.iter().map(f).collect::<Vec<_>>());
+    let total: Vec<Duration> = pass
+        .latency
+        .iter()
+        .enumerate()
+        .map(|(i, l)| *l + encode.get(i).copied().unwrap_or_default())
+        .collect();
+    let mut out = serde_json::Map::new();
+    if !encode.is_empty() {
+        out.insert("encode".into(), json!(percentiles(encode)));
+    }
+    out.insert("candidates".into(), json!(pick(|s| s.candidates)));
+    out.insert("pruning".into(), json!(pick(|s| s.pruning)));
+    out.insert("maxsim".into(), json!(pick(|s| s.maxsim)));
+    out.insert("tail".into(), json!(pick(|s| s.tail)));
+    out.insert("search".into(), json!(percentiles(&pass.latency)));
+    out.insert("total".into(), json!(percentiles(&total)));
+    Value::Object(out)
+}
+
+/// The stages in pipeline order, as named in the JSON report.
+const STAGES: [&str; 7] = ["encode", "candidates", "pruning", "maxsim", "tail", "search", "total"];
+
+/// The harness's own cost: every query searched with stage timing on and off, plus the clock
+/// cost the timing adds per query.
+fn overhead(index: &Index, qs: &[Vec<f32>], params: &SearchParams, rounds: usize) -> Result<Value> {
+    let mut on = Duration::ZERO;
+    let mut off = Duration::ZERO;
+    let mut ratios = Vec::with_capacity(rounds);
+    let mut pairs: Vec<(f64, f64)> = Vec::with_capacity(rounds * qs.len());
+    for round in 0..rounds {
+        // Each query runs timed and untimed back to back (alternating which goes first), so
+        // drift in machine load hits both sides alike.
+        let mut sums = [Duration::ZERO; 2];
+        for (i, q) in qs.iter().enumerate() {
+            let order = if (round + i).is_multiple_of(2) { [true, false] } else { [false, true] };
+            let mut pair = [Duration::ZERO; 2];
+            for timed in order {
+                let mut st = StageTimes::default();
+                let t = Instant::now();
+                index.search_one(q, params, timed.then_some(&mut st))?;
+                pair[usize::from(!timed)] = t.elapsed();
+            }
+            sums[0] += pair[0];
+            sums[1] += pair[1];
+            pairs.push((pair[0].as_secs_f64(), pair[1].as_secs_f64()));
+        }
+        on += sums[0];
+        off += sums[1];
+        ratios.push(sums[0].as_secs_f64() / sums[1].as_secs_f64() - 1.0);
+    }
+    let mean = ratios.iter().sum::<f64>() / rounds as f64;
+    let sd = (ratios.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (rounds.max(2) - 1) as f64).sqrt();
+    let per_query_off = off.as_secs_f64() / (rounds * qs.len()) as f64;
+    // Robust to load spikes: the median paired difference over the median untimed latency.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let paired =
+        median(pairs.iter().map(|(a, b)| a - b).collect()) / median(pairs.iter().map(|p| p.1).collect());
+    // Clock reads per timed query: the lap timer's start and up to four laps, plus the two
+    // around each call in the measuring loop.
+    let reads = 7.0;
+    let clock = clock_cost(1_000_000).as_secs_f64();
+    Ok(json!({
+        "rounds": rounds,
+        "queries_per_round": qs.len(),
+        "timed_s": on.as_secs_f64(),
+        "untimed_s": off.as_secs_f64(),
+        "measured_fraction": on.as_secs_f64() / off.as_secs_f64() - 1.0,
+        "round_fraction_sd": sd,
+        "paired_median_fraction": paired,
+        "clock_read_ns": clock * 1e9,
+        "clock_reads_per_query": reads,
+        "clock_fraction": reads * clock / per_query_off,
+    }))
+}
+
+/// Runs `bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        bail!("--threads needs positive thread counts");
+    }
+    if args.k == 0 {
+        bail!("-k must be positive");
+    }
+    let index = Index::open(&args.index)?;
+    let queries = load_queries(args, &index)?;
+    let qs = &queries.tokens;
+    // The oracle: exact MaxSim over every document (over the decompressed vectors for a
+    // compressed index without stored f16 embeddings).
+    let truth = index.search_exhaustive(qs, args.k)?;
+    let params = args.knobs.params(args.k);
+    let mode = if !index.is_compressed() {
+        "exhaustive"
+    } else if params.exhaustive {
+        "decompressed"
+    } else {
+        "plaid"
+    };
+    let oracle = if index.reader().has_embeddings() { "exact" } else { "decompressed" };
+
+    let mut runs = Vec::new();
+    let mut first_pool = None;
+    for &threads in &args.threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("thread pool")?;
+        let mut passes = vec![("warm", false)];
+        if args.cold {
+            passes.insert(0, ("cold", true));
+        }
+        for (cache, cold) in passes {
+            let cold_note = if cold { drop_page_cache().err() } else { None };
+            let warmup = if cold { 0 } else { args.warmup };
+            let pass = pool.install(|| measure(&index, qs, &params, warmup))?;
+            let wall: Duration = pass.latency.iter().sum();
+            runs.push(json!({
+                "mode": mode,
+                "oracle": oracle,
+                "threads": threads,
+                "cache": cache,
+                "cache_note": cold_note,
+                "queries": qs.len(),
+                "k": args.k,
+                "stages": stage_table(&pass, &queries.encode),
+                "qps_single": qs.len() as f64 / wall.as_secs_f64(),
+                "qps_batched": qs.len() as f64 / pass.batch.as_secs_f64(),
+                "recall_at_k": mean_recall(&pass.results, &truth),
+                "loop_overhead_fraction": pass.loop_overhead.as_secs_f64() / wall.as_secs_f64(),
+            }));
+        }
+        first_pool.get_or_insert(pool);
+    }
+    let pool = first_pool.expect("at least one thread count");
+    let overhead = if args.overhead_rounds > 0 {
+        Some(pool.install(|| overhead(&index, qs, &params, args.overhead_rounds))?)
+    } else {
+        None
+    };
+    let sweep = if args.sweep.sweep {
+        let points = pool.install(|| sweep::run(&index, qs, &truth, &params, &args.sweep, args.warmup))?;
+        let title = format!(
+            "{}: recall@{} vs p50 latency, {} thread(s)",
+            args.index
+                .file_name()
+                .map_or_else(|| args.index.display().to_string(), |n| n.to_string_lossy().into()),
+            args.k,
+            args.threads[0]
+        );
+        std::fs::write(&args.sweep.svg, svg::pareto_svg(&points, &title, args.k))
+            .with_context(|| format!("writing {}", args.sweep.svg.display()))?;
+        Some(points)
+    } else {
+        None
+    };
+    let meta = index.meta();
+    let bytes = index.reader().size_bytes();
+    let report = json!({
+        "index": args.index.display().to_string(),
+        "queries": queries.source,
+        "kind": meta.kind,
+        "nbits": meta.kind.nbits(),
+        "dim": meta.dim,
+        "documents": meta.n_docs,
+        "tokens": meta.n_tokens,
+        "index_bytes": bytes,
+        "bytes_per_token": bytes as f64 / meta.n_tokens.max(1) as f64,
+        "kernel": engine::maxsim::Kernel::detect().name(),
+        "params": {
+            "ncells": params.ncells,
+            "threshold": decimal(params.centroid_score_threshold),
+            "ndocs": params.ndocs,
+            "rescore": params.rescore,
+            "exhaustive": params.exhaustive,
+        },
+        "peak_rss_bytes": peak_rss(),
+        "runs": runs,
+        "harness_overhead": overhead,
+        "sweep": sweep.as_ref().map(|p| json!({"svg": args.sweep.svg.display().to_string(), "points": p})),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if args.markdown {
+        print_markdown(&report, sweep.as_deref().unwrap_or_default(), oracle);
+        return Ok(());
+    }
+    print_report(&report, &args.index, oracle);
+    if let Some(points) = &sweep {
+        println!();
+        sweep::print_points(points);
+        println!("Pareto curve written to {}", args.sweep.svg.display());
+    }
+    Ok(())
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
+    println!(
+        "index {}: {} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, kernel {}",
+        index.display(),
+        report["documents"],
+        report["tokens"],
+        report["dim"],
+        report["nbits"],
+        f(&report["bytes_per_token"]),
+        report["kernel"].as_str().unwrap_or("?")
+    );
+    let p = &report["params"];
+    println!(
+        "params: ncells {}, threshold {}, ndocs {}, rescore {}, exhaustive {}",
+        p["ncells"], p["threshold"], p["ndocs"], p["rescore"], p["exhaustive"]
+    );
+    println!(
+        "{:<12} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}",
+        "mode", "threads", "cache", "p50 ms", "p95 ms", "p99 ms", "QPS", "QPS batch", "recall@k"
+    );
+    let runs = report["runs"].as_array().cloned().unwrap_or_default();
+    for r in &runs {
+        let t = &r["stages"]["total"];
+        println!(
+            "{:<12} {:>7} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>11.1} {:>9.4}",
+            r["mode"].as_str().unwrap_or(""),
+            r["threads"].as_u64().unwrap_or(0),
+            r["cache"].as_str().unwrap_or(""),
+            f(&t["p50_ms"]),
+            f(&t["p95_ms"]),
+            f(&t["p99_ms"]),
+            f(&r["qps_single"]),
+            f(&r["qps_batched"]),
+            f(&r["recall_at_k"]),
+        );
+        if let Some(note) = r["cache_note"].as_str() {
+            println!("  cold cache unavailable: {note}");
+        }
+    }
+    println!("recall@k is measured against exhaustive MaxSim over the {oracle} embeddings");
+    println!();
+    println!(
+        "{:<7} {:>5} {:<11} {:>9} {:>9} {:>9} {:>9}",
+        "threads", "cache", "stage", "p50 ms", "p95 ms", "p99 ms", "mean ms"
+    );
+    for r in &runs {
+        for name in STAGES {
+            if let Some(s) = r["stages"].get(name) {
+                println!(
+                    "{:>7} {:>5} {:<11} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    r["threads"].as_u64().unwrap_or(0),
+                    r["cache"].as_str().unwrap_or(""),
+                    name,
+                    f(&s["p50_ms"]),
+                    f(&s["p95_ms"]),
+                    f(&s["p99_ms"]),
+                    f(&s["mean_ms"]),
+                );
+            }
+        }
+    }
+    if let Some(o) = report["harness_overhead"].as_object() {
+        println!();
+        println!(
+            "harness overhead: stage timing on vs off over {} rounds x {} queries: {:+.2}% in total (sd of a round \
+             {:.2}%), median paired difference {:+.2}%; clock reads {:.0} x {:.1} ns = {:.4}% of a query",
+            o["rounds"],
+            o["queries_per_round"],
+            100.0 * f(&o["measured_fraction"]),
+            100.0 * f(&o["round_fraction_sd"]),
+            100.0 * f(&o["paired_median_fraction"]),
+            f(&o["clock_reads_per_query"]),
+            f(&o["clock_read_ns"]),
+            100.0 * f(&o["clock_fraction"]),
+        );
+    }
+    if let Some(rss) = report["peak_rss_bytes"].as_u64() {
+        println!("peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    }
+}
+
+/// The report as Markdown tables: runs, stages, harness overhead and the sweep's frontier.
+fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
+    let p = &report["params"];
+    println!(
+        "{} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, {:.1} MB; kernel {}; ncells {}, threshold {}, \
+         ndocs {}; recall@k against exhaustive MaxSim over the {oracle} embeddings; peak RSS {:.0} MB.",
+        report["documents"],
+        report["tokens"],
+        report["dim"],
+        report["nbits"],
+        f(&report["bytes_per_token"]),
+        f(&report["index_bytes"]) / 1e6,
+        report["kernel"].as_str().unwrap_or("?"),
+        p["ncells"],
+        p["threshold"],
+        p["ndocs"],
+        f(&report["peak_rss_bytes"]) / 1e6,
+    );
+    println!();
+    println!("| threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let runs = report["runs"].as_array().cloned().unwrap_or_default();
+    for r in &runs {
+        let t = &r["stages"]["total"];
+        println!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} |",
+            r["threads"],
+            r["cache"].as_str().unwrap_or(""),
+            f(&t["p50_ms"]),
+            f(&t["p95_ms"]),
+            f(&t["p99_ms"]),
+            f(&r["qps_single"]),
+            f(&r["qps_batched"]),
+            f(&r["recall_at_k"]),
+        );
+    }
+    println!();
+    println!("| threads | cache | stage | p50 ms | p95 ms | p99 ms | mean ms |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &runs {
+        for name in STAGES {
+            if let Some(s) = r["stages"].get(name) {
+                println!(
+                    "| {} | {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                    r["threads"],
+                    r["cache"].as_str().unwrap_or(""),
+                    f(&s["p50_ms"]),
+                    f(&s["p95_ms"]),
+                    f(&s["p99_ms"]),
+                    f(&s["mean_ms"]),
+                );
+            }
+        }
+    }
+    if let Some(o) = report["harness_overhead"].as_object() {
+        println!();
+        println!(
+            "Harness overhead: stage timing on vs off, {} rounds × {} queries, each query timed and untimed back to \
+             back: {:+.2}% in total (sd of one round {:.2}%), median paired difference {:+.2}% of the median query; \
+             the clock reads it adds ({:.0} × {:.1} ns) are {:.4}% of a query.",
+            o["rounds"],
+            o["queries_per_round"],
+            100.0 * f(&o["measured_fraction"]),
+            100.0 * f(&o["round_fraction_sd"]),
+            100.0 * f(&o["paired_median_fraction"]),
+            f(&o["clock_reads_per_query"]),
+            f(&o["clock_read_ns"]),
+            100.0 * f(&o["clock_fraction"]),
+        );
+    }
+    if !points.is_empty() {
+        let mut front: Vec<&sweep::Point> = points.iter().filter(|p| p.pareto).collect();
+        front.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
+        println!();
+        println!("Sweep: {} settings; the Pareto frontier:", points.len());
+        println!();
+        println!("| ncells | threshold | ndocs | p50 ms | p95 ms | recall@k |");
+        println!("|---|---|---|---|---|---|");
+        for p in front {
+            println!(
+                "| {} | {} | {} | {:.3} | {:.3} | {:.4} |",
+                p.ncells, p.threshold, p.ndocs, p.p50_ms, p.p95_ms, p.recall
+            );
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `bench --sweep`: recall and latency over a grid of the PLAID pruning knobs, and the Pareto
+//! frontier (the settings no other setting beats on both recall and latency).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::Args;
+use engine::{Hit, Index, SearchParams};
+
+use super::stats::{decimal, mean_recall, percentiles};
+
+/// Flags of the sweep.
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// Also sweep the pruning knobs (compressed indexes) and draw recall against latency.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Sweep: values of --ncells.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_name = "N,..")]
+    pub sweep_ncells: Vec<usize>,
+    /// Sweep: values of --threshold.
+    #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.45,0.5", value_name = "S,..")]
+    pub sweep_thresholds: Vec<f32>,
+    /// Sweep: values of --ndocs.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024", value_name = "N,..")]
+    pub sweep_ndocs: Vec<usize>,
+    /// Sweep: where to write the recall-vs-latency SVG.
+    #[arg(long, default_value = "sweep.svg", value_name = "FILE.svg")]
+    pub svg: PathBuf,
+}
+
+/// One setting of the grid and what it measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Point {
+    /// Centroids probed per query token.
+    pub ncells: usize,
+    /// Centroid score threshold (as the decimal given).
+    pub threshold: f64,
+    /// Candidates kept by the pruned approximate score.
+    pub ndocs: usize,
+    /// Median latency of one query, ms.
+    pub p50_ms: f64,
+    /// 95th percentile latency, ms.
+    pub p95_ms: f64,
+    /// Mean recall@k against the oracle.
+    pub recall: f64,
+    /// On the Pareto frontier: no other point has both lower p50 latency and higher recall.
+    pub pareto: bool,
+}
+
+impl Point {
+    /// The settings, as a short label.
+    pub fn label(&self) -> String {
+        format!("nc{} t{} nd{}", self.ncells, self.threshold, self.ndocs)
+    }
+}
+
+/// Measures every setting of the grid (other parameters from `base`) on `queries`, one query
+/// per call, and marks the Pareto frontier.
+pub fn run(
+    index: &Index,
+    queries: &[Vec<f32>],
+    truth: &[Vec<Hit>],
+    base: &SearchParams,
+    args: &SweepArgs,
+    warmup: usize,
+) -> Result<Vec<Point>> {
+    if !index.is_compressed() {
+        bail!("--sweep needs a compressed index (the uncompressed kind has no pruning knobs)");
+    }
+    if args.sweep_ncells.is_empty() || args.sweep_thresholds.is_empty() || args.sweep_ndocs.is_empty() {
+        bail!(
+            "--sweep needs at least one value of each of --sweep-ncells, --sweep-thresholds, --sweep-ndocs"
+        );
+    }
+    let mut points = Vec::new();
+    for &ncells in &args.sweep_ncells {
+        for &threshold in &args.sweep_thresholds {
+            for &ndocs in &args.sweep_ndocs {
+                let params =
+                    SearchParams { ncells, centroid_score_threshold: threshold, ndocs, ..base.clone() };
+                for q in queries.iter().cycle().take(warmup) {
+                    index.search_one(q, &params, None)?;
+                }
+                let mut lat: Vec<Duration> = Vec::with_capacity(queries.len());
+                let mut got = Vec::with_capacity(queries.len());
+                for q in queries {
+                    let t = Instant::now();
+                    got.push(index.search_one(q, &params, None)?);
+                    lat.push(t.elapsed());
+                }
+                let p = percentiles(&lat);
+                points.push(Point {
+                    ncells,
+                    threshold: decimal(threshold),
+                    ndocs,
+                    p50_ms: p.p50_ms,
+                    p95_ms: p.p95_ms,
+                    recall: mean_recall(&got, truth),
+                    pareto: false,
+                });
+            }
+        }
+    }
+    mark_pareto(&mut points);
+    Ok(points)
+}
+
+/// Marks the points that no other point dominates (strictly higher recall at no higher
+/// latency, or strictly lower latency at no lower recall).
+pub fn mark_pareto(points: &mut [Point]) {
+    let dominated: Vec<bool> = points
+        .iter()
+        .map(|p| {
+            points.iter().any(|o| {
+                (o.recall > p.recall && o.p50_ms <= p.p50_ms) || (o.recall >= p.recall && o.p50_ms < p.p50_ms)
+            })
+        })
+        .collect();
+    for (p, d) in points.iter_mut().zip(dominated) {
+        p.pareto = !d;
+    }
+}
+
+/// Prints the points as a table, frontier first by latency.
+pub fn print_points(points: &[Point]) {
+    let mut sorted: Vec<&Point> = points.iter().collect();
+    sorted.sort_by(|a, b| b.pareto.cmp(&a.pareto).then(a.p50_ms.total_cmp(&b.p50_ms)));
+    println!(
+        "{:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7}",
+        "ncells", "threshold", "ndocs", "p50 ms", "p95 ms", "recall@k", "pareto"
+    );
+    for p in sorted {
+        println!(
+            "{:>6} {:>9} {:>6} {:>9.3} {:>9.3} {:>9.4} {:>7}",
+            p.ncells,
+            p.threshold,
+            p.ndocs,
+            p.p50_ms,
+            p.p95_ms,
+            p.recall,
+            if p.pareto { "*" } else { "" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pt(p50_ms: f64, recall: f64) -> Point {
+        Point { ncells: 1, threshold: 0.5, ndocs: 1, p50_ms, p95_ms: p50_ms, recall, pareto: false }
+    }
+
+    #[test]
+    fn the_frontier_keeps_only_undominated_points() {
+        let mut points =
+            vec![pt(1.0, 0.5), pt(2.0, 0.9), pt(2.5, 0.8), pt(3.0, 0.95), pt(1.0, 0.4), pt(4.0, 0.95)];
+        mark_pareto(&mut points);
+        let flags: Vec<bool> = points.iter().map(|p| p.pareto).collect();
+        assert_eq!(flags, [true, true, false, true, false, false]);
+    }
+}

@@ -1,0 +1,46 @@
+//! The search knobs shared by `search` and `bench`.
+
+use clap::Args;
+use engine::SearchParams;
+
+/// PLAID knobs of a compressed index (ignored by an uncompressed one).
+#[derive(Args, Debug, Clone, Default)]
+pub struct Knobs {
+    /// Compressed index: centroids probed per query token (default by k: 4 up to k=100, then 8).
+    #[arg(long, value_name = "N")]
+    pub ncells: Option<usize>,
+    /// Compressed index: centroid score below which a centroid is ignored by the approximate
+    /// score (default by k: 0.45 up to k=100, then 0.4).
+    #[arg(long, value_name = "SCORE")]
+    pub threshold: Option<f32>,
+    /// Compressed index: candidates kept after the pruned approximate score; a quarter of them
+    /// are scored exactly (default by k: 256 up to k=10, 1024 up to 100, then max(4k, 4096)).
+    #[arg(long, value_name = "N")]
+    pub ndocs: Option<usize>,
+    /// Compressed index with --store-f16: score the final candidates from decompressed
+    /// residuals, then rescore the best N exactly from the f16 embeddings (default: score them
+    /// all exactly).
+    #[arg(long, value_name = "N", conflicts_with = "no_rescore")]
+    pub rescore: Option<usize>,
+    /// Compressed index: never use the f16 embeddings; score decompressed residuals only.
+    #[arg(long)]
+    pub no_rescore: bool,
+    /// Compressed index: skip centroid pruning and score every document (decompressed).
+    #[arg(long)]
+    pub exhaustive: bool,
+}
+
+impl Knobs {
+    /// The search parameters these flags select for `k` results.
+    pub fn params(&self, k: usize) -> SearchParams {
+        let d = SearchParams::for_k(k);
+        SearchParams {
+            ncells: self.ncells.unwrap_or(d.ncells),
+            centroid_score_threshold: self.threshold.unwrap_or(d.centroid_score_threshold),
+            ndocs: self.ndocs.unwrap_or(d.ndocs),
+            rescore: if self.no_rescore { Some(0) } else { self.rescore },
+            exhaustive: self.exhaustive,
+            ..d
+        }
+    }
+}
