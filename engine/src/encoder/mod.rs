@@ -21,6 +21,7 @@ mod bf16;
 pub mod config;
 mod model;
 pub(crate) mod ops;
+pub(crate) mod packed;
 pub mod tokenize;
 
 use std::path::Path;

@@ -17,7 +17,6 @@
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
 //! thread count.
 
-use candle_core::{Device, Tensor};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use index_format::{Codes, IndexReader};
@@ -26,6 +25,8 @@ use rayon::prelude::*;
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
 use crate::codec::Codec;
+use crate::encoder::ops::Mat;
+use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
 use crate::maxsim::PreparedQuery;
 
@@ -52,13 +53,13 @@ fn top_cells_scan(row: &[f32], n: usize, out: &mut Vec<u32>) {
     out.extend(best.iter().map(|&(_, j)| j));
 }
 
-/// What a compressed index needs in memory to be searched: centroids in f32 (also as a tensor
-/// for the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
+/// What a compressed index needs in memory to be searched: centroids in f32 (also packed for
+/// the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
 /// the index is opened.
 #[derive(Debug)]
 pub struct CompressedState {
     centroids: Vec<f32>,
-    centroids_t: Tensor,
+    centroids_t: PackedMat,
     codec: Codec,
     n_centroids: usize,
     centroid_fit: Option<f32>,
@@ -86,7 +87,7 @@ impl CompressedState {
                 ))
             })?;
         let n_centroids = r.n_centroids as usize;
-        let centroids_t = Tensor::from_slice(&centroids, (n_centroids, dim), &Device::Cpu)?.t()?;
+        let centroids_t = PackedMat::pack(Mat::dense(&centroids, n_centroids, dim).t());
         let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
         Ok(Some(Self { centroids, centroids_t, codec, n_centroids, centroid_fit }))
     }
@@ -171,8 +172,9 @@ impl<'a> Compressed<'a> {
 
     /// Stage 1: `Q·Cᵀ` as `[nq × C]` f32 scores.
     fn centroid_scores(&self, query: &PreparedQuery) -> Result<Vec<f32>> {
-        let q = Tensor::from_slice(query.tokens(), (query.len(), self.dim), &Device::Cpu)?;
-        Ok(q.matmul(&self.state.centroids_t)?.flatten_all()?.to_vec1()?)
+        let mut scores = vec![0f32; query.len() * self.state.n_centroids];
+        matmul_packed(query.tokens(), query.len(), &self.state.centroids_t, &mut scores);
+        Ok(scores)
     }
 
     /// Searches one query; see the module documentation.
@@ -324,7 +326,8 @@ impl<'a> Compressed<'a> {
     /// or converted from f16) into one f32 matrix `D`, and `Q·Dᵀ` is one matrix product (the
     /// run-time-dispatched SIMD gemm), reduced per document to `Σ_q max_t`.
     fn score_docs(&self, query: &PreparedQuery, docs: &[u32], k: usize, exact: bool) -> Result<Vec<Hit>> {
-        let q = Tensor::from_slice(query.tokens(), (query.len(), self.dim), &Device::Cpu)?;
+        // Qᵀ packed once per query; every block computes D·Qᵀ against it.
+        let q = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
         let block = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(k);
             self.score_block(&q, chunk, exact, &mut top)?;
@@ -344,7 +347,7 @@ impl<'a> Compressed<'a> {
         Ok(top.into_sorted())
     }
 
-    fn score_block(&self, q: &Tensor, docs: &[u32], exact: bool, top: &mut TopK) -> Result<()> {
+    fn score_block(&self, q: &PackedMat, docs: &[u32], exact: bool, top: &mut TopK) -> Result<()> {
         let dim = self.dim;
         let n_tok: usize = docs.iter().map(|&d| self.tokens(d).len()).sum();
         if n_tok == 0 {
@@ -368,16 +371,22 @@ impl<'a> Compressed<'a> {
             }
             row += range.len();
         }
-        let d = Tensor::from_vec(mat, (n_tok, dim), &Device::Cpu)?;
-        let scores: Vec<f32> = q.matmul(&d.t()?)?.flatten_all()?.to_vec1()?;
+        // Token-major scores: row t holds token t's dot products with every query token, so a
+        // document's MaxSim is an element-wise max over its rows, then a sum in query order.
+        let nq = q.n();
+        let mut scores = vec![0f32; n_tok * nq];
+        matmul_packed(&mat, n_tok, q, &mut scores);
+        let mut maxes = vec![f32::NEG_INFINITY; nq];
         let mut start = 0;
         for &doc in docs {
             let len = self.tokens(doc).len();
-            let score: f32 = scores
-                .chunks_exact(n_tok)
-                .map(|s| s[start..start + len].iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                .sum();
-            top.push(doc, score);
+            maxes.fill(f32::NEG_INFINITY);
+            for row in scores[start * nq..(start + len) * nq].chunks_exact(nq) {
+                for (m, &s) in maxes.iter_mut().zip(row) {
+                    *m = m.max(s);
+                }
+            }
+            top.push(doc, maxes.iter().sum());
             start += len;
         }
         Ok(())
