@@ -13,6 +13,9 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// The listwise LLM reranker: the OpenAI-compatible client against a loopback server, and the
+/// real SmolLM2 GGUF end to end.
+mod llm;
 /// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
 /// determinism, round trips, corruption and bad inputs.
 mod plaid;
