@@ -265,3 +265,33 @@ fn smollm2_gguf_reranks_a_tiny_list() {
         out.order, out.repairs, out.elapsed
     );
 }
+
+/// Token ids of Hugging Face transformers 5.24's tokenizer for this GGUF
+/// (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`, `encode(text, add_special_tokens=False)`).
+const SMOLLM2_REFERENCE_IDS: &[(&str, &[u32])] = &[
+    ("Hello world!", &[19556, 905, 17]),
+    ("  leading spaces and\ttabs\n\nnewlines", &[216, 2899, 5600, 284, 197, 100, 7366, 198, 198, 2241, 5110]),
+    (
+        "Mach 2.5 at 30000 ft, 1999-2024",
+        &[
+            48623, 216, 34, 30, 37, 418, 216, 35, 32, 32, 32, 32, 11083, 28, 216, 33, 41, 41, 41, 29, 34, 32,
+            34, 36,
+        ],
+    ),
+    (
+        "<|im_start|>user\nRank [3] > [1] > [12]<|im_end|>\n",
+        &[1, 4093, 198, 36057, 933, 35, 77, 2986, 933, 33, 77, 2986, 933, 33, 34, 77, 2, 198],
+    ),
+    ("naïve café — 中文 🙂", &[3546, 46494, 37366, 1841, 216, 28589, 29184, 47526]),
+    ("don't I'll we've", &[12420, 982, 339, 3060, 392, 3543]),
+];
+
+#[test]
+fn smollm2_tokenizer_rebuilt_from_the_gguf_matches_transformers() {
+    let Some(path) = smollm2() else { return };
+    let model =
+        GgufChat::load(&path, GgufOptions { weights: engine::rerank::llm::WeightMode::Quantized }).unwrap();
+    for (text, ids) in SMOLLM2_REFERENCE_IDS {
+        assert_eq!(model.encode(text).unwrap(), *ids, "{text:?}");
+    }
+}

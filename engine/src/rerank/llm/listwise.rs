@@ -267,7 +267,7 @@ mod tests {
             let mut text = String::new();
             for _ in 0..len {
                 let r = self.next();
-                if r % 3 == 0 {
+                if r.is_multiple_of(3) {
                     text.push_str(pieces[(r / 3 % pieces.len() as u64) as usize]);
                 } else {
                     text.push_str(&format!("[{}]", r / 3 % 30));

@@ -174,21 +174,26 @@ impl GgufChat {
         self.context
     }
 
-    /// The token ids of the rendered prompt for `request`.
-    pub fn prompt_tokens(&self, request: &ChatRequest<'_>) -> Result<Vec<u32>> {
-        let text = self.template.render(request.messages);
+    /// The token ids of `text`, special tokens (such as `<|im_start|>`) matched whole, no BOS added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .tokenizer
             .tokenizer
-            .encode(text.as_str(), false)
+            .encode(text, false)
             .map_err(|e| EngineError::Tokenize { problem: e.to_string() })?;
-        let mut ids = Vec::with_capacity(encoding.len() + 1);
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// The token ids of the rendered prompt for `request`.
+    pub fn prompt_tokens(&self, request: &ChatRequest<'_>) -> Result<Vec<u32>> {
+        let encoded = self.encode(&self.template.render(request.messages))?;
+        let mut ids = Vec::with_capacity(encoded.len() + 1);
         if let (true, Some(bos)) = (self.tokenizer.add_bos, self.tokenizer.bos) {
-            if encoding.get_ids().first() != Some(&bos) {
+            if encoded.first() != Some(&bos) {
                 ids.push(bos);
             }
         }
-        ids.extend_from_slice(encoding.get_ids());
+        ids.extend(encoded);
         Ok(ids)
     }
 
@@ -257,5 +262,81 @@ impl ChatBackend for GgufChat {
             self.architecture,
             self.template.name()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::gguf_file::{self, Value};
+
+    use super::*;
+
+    /// Writes a GGUF holding only `metadata` (no tensors).
+    fn write_gguf(dir: &Path, metadata: &[(&str, Value)]) -> PathBuf {
+        let path = dir.join("model.gguf");
+        let mut file = File::create(&path).unwrap();
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut file, &refs, &[]).unwrap();
+        path
+    }
+
+    fn load_error(metadata: &[(&str, Value)]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_gguf(dir.path(), metadata);
+        let err = GgufChat::load(&path, GgufOptions::default()).err().expect("load should fail").to_string();
+        assert!(err.contains("model.gguf"), "the error should name the file: {err}");
+        err
+    }
+
+    fn strings(items: &[&str]) -> Value {
+        Value::Array(items.iter().map(|s| Value::String(s.to_string())).collect())
+    }
+
+    #[test]
+    fn unsupported_architectures_are_named() {
+        let err = load_error(&[("general.architecture", Value::String("mamba".into()))]);
+        assert!(err.contains("\"mamba\" is not supported"), "{err}");
+        assert!(load_error(&[]).contains("no general.architecture"));
+    }
+
+    #[test]
+    fn sentencepiece_vocabularies_are_refused() {
+        let err = load_error(&[
+            ("general.architecture", Value::String("llama".into())),
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+        ]);
+        assert!(err.contains("tokenizer.ggml.model \"llama\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn unknown_pre_tokenizers_and_templates_are_refused() {
+        let base = |pre: &str, template: &str| {
+            vec![
+                ("general.architecture", Value::String("llama".into())),
+                ("tokenizer.ggml.model", Value::String("gpt2".into())),
+                ("tokenizer.ggml.pre", Value::String(pre.into())),
+                ("tokenizer.ggml.tokens", strings(&["a", "b", "ab", "<|im_start|>", "<|im_end|>"])),
+                ("tokenizer.ggml.merges", strings(&["a b"])),
+                ("tokenizer.chat_template", Value::String(template.into())),
+            ]
+        };
+        let err = load_error(&base("falcon", "<|im_start|>"));
+        assert!(err.contains("tokenizer.ggml.pre \"falcon\" is not supported"), "{err}");
+        let err = load_error(&base("smollm", "[INST] {{ message }} [/INST]"));
+        assert!(err.contains("chat_template is not a supported family"), "{err}");
+        // Tokenizer and template pass; the weights are missing.
+        let err = load_error(&base("smollm", "<|im_start|>"));
+        assert!(err.contains("cannot load the llama weights"), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_gguf_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.gguf");
+        std::fs::write(&path, b"not a gguf file at all").unwrap();
+        let err = GgufChat::load(&path, GgufOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("model.gguf") && err.contains("not a readable GGUF file"), "{err}");
+        let missing = GgufChat::load(&dir.path().join("nope.gguf"), GgufOptions::default()).err().unwrap();
+        assert!(missing.to_string().contains("nope.gguf"), "{missing}");
     }
 }
