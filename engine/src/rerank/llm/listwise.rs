@@ -96,6 +96,21 @@ pub struct RerankOutcome {
     pub prompt_time: Duration,
 }
 
+impl RerankOutcome {
+    /// `items` (in the input order of the rerank) in the new order; fails when `items` does not
+    /// have as many elements as the reranked list.
+    pub fn apply<T: Clone>(&self, items: &[T]) -> Result<Vec<T>> {
+        if items.len() != self.order.len() {
+            return Err(EngineError::InvalidArgument(format!(
+                "cannot apply a rerank of {} passages to {} items",
+                self.order.len(),
+                items.len()
+            )));
+        }
+        Ok(self.order.iter().map(|&i| items[i].clone()).collect())
+    }
+}
+
 /// A listwise reranker: RankGPT's sliding window over any [`ChatBackend`].
 pub struct ListwiseReranker<B> {
     backend: B,
@@ -213,6 +228,8 @@ mod tests {
         let out = rr.rerank("q", &passages).unwrap();
         // Window (2,5) = c d e -> e c d; list a b e c d; window (0,3) = a b e -> e a b.
         assert_eq!(out.order, vec![4, 0, 1, 2, 3]);
+        assert_eq!(out.apply(&passages).unwrap(), vec!["e", "a", "b", "c", "d"]);
+        assert!(out.apply(&passages[..4]).is_err());
         assert_eq!(out.llm_calls, 2);
         assert_eq!(out.repairs, Repairs::default());
         assert_eq!((out.prompt_tokens, out.answer_tokens), (20, 4));

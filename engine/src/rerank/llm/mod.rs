@@ -20,6 +20,7 @@ pub mod listwise;
 pub mod openai;
 pub mod parse;
 pub mod prompt;
+pub mod spec;
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub use gguf::{GgufChat, GgufOptions, WeightMode};
 pub use listwise::{ListwiseConfig, ListwiseReranker, RerankOutcome};
 pub use openai::{OpenAiChat, OpenAiOptions};
 pub use parse::{parse_permutation, Repairs};
+pub use spec::LlmSpec;
 
 use crate::error::Result;
 
