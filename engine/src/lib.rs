@@ -14,6 +14,7 @@ pub mod eval;
 pub mod index;
 pub mod kmeans;
 pub mod maxsim;
+pub mod rerank;
 pub mod search;
 pub mod synth;
 

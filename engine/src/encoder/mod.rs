@@ -17,7 +17,7 @@
 //! attention mask, so results do not depend on batch composition.
 
 pub mod config;
-mod model;
+pub(crate) mod model;
 pub mod tokenize;
 
 use std::path::Path;
