@@ -20,9 +20,9 @@ py="${PYTHON:-/work/venv-enc/bin/python}"
 top="${RERANK_TOP:-100}"
 mkdir -p "$out"
 
-cargo build --release --quiet --workspace --examples
+cargo build --release --quiet --workspace --bins --examples
 bin=target/release/colbert-index
-[ -d "$out/collections/cisi" ] || cargo run --release --quiet -p engine --example convert_collections -- "$data" "$out/collections" cisi npl
+[ -d "$out/collections/cisi" ] || target/release/examples/convert_collections "$data" "$out/collections" cisi npl
 [ -f "$cross/model.safetensors" ] || "$py" tools/fixtures/make_cross_fixtures.py --minilm-out "$cross" > /dev/null
 
 for c in cranfield cisi npl; do

@@ -138,7 +138,7 @@ fn tokenizer_max_length(dir: &Path) -> Result<Option<usize>> {
     Ok(raw
         .get("model_max_length")
         .and_then(Value::as_f64)
-        .filter(|&m| m >= 1.0 && m < 1e9)
+        .filter(|m| (1.0..1e9).contains(m))
         .map(|m| m as usize))
 }
 
