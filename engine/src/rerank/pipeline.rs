@@ -319,7 +319,13 @@ impl<'a> Pipeline<'a> {
                 ms: elapsed_ms(start),
                 docs: n,
             });
-            let rest = list.split_off(n);
+            // Documents below the window get scores under the window's lowest, one apart, so
+            // that score order is rank order (trec_eval ranks by score, not by rank).
+            let floor = reranked.iter().map(|s| s.score).fold(f32::INFINITY, f32::min);
+            let mut rest = list.split_off(n);
+            for (j, s) in rest.iter_mut().enumerate() {
+                s.score = floor - 1.0 - j as f32;
+            }
             list = reranked;
             list.extend(rest);
         }
@@ -438,6 +444,7 @@ mod tests {
         let stages: Vec<&str> = r.timings.iter().map(|t| t.stage.as_str()).collect();
         assert_eq!(stages, ["one", "two", "rrf", "texts", "by-length"]);
         assert!(r.timings.iter().all(|t| t.ms >= 0.0));
+        assert!(r.hits.windows(2).all(|w| w[0].score > w[1].score), "scores follow ranks: {:?}", r.hits);
     }
 
     #[test]
