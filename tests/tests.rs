@@ -21,5 +21,8 @@ mod llm;
 /// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
 /// determinism, round trips, corruption and bad inputs.
 mod plaid;
+/// Hybrid search and the rerank tail: BM25, RRF, the cross-encoder against PyTorch, the
+/// pipeline flags of `search`.
+mod rerank;
 /// The text path of the CLI: collections, text queries, model checks.
 mod text;

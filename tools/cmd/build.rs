@@ -72,6 +72,11 @@ pub struct BuildArgs {
     /// Compressed index: seed of the sample and k-means (same input and seed, same index).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also build a BM25 index of the collection's text (title and text for BEIR) in DIR/bm25/,
+    /// for `search --bm25` and `search --hybrid`; it also stores the texts that `search --rerank`
+    /// needs. Needs --collection.
+    #[arg(long, requires = "collection")]
+    pub bm25: bool,
     /// Replace an existing index at --index (the old one stays until the new one is complete).
     #[arg(long)]
     pub overwrite: bool,
@@ -97,6 +102,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             sample_docs: args.sample_docs,
             seed: args.seed,
             build_params: serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() }),
+            bm25: args.bm25,
         });
     }
     let Some(embeddings) = &args.embeddings else {

@@ -8,7 +8,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use engine::corpus::{read_queries, CorpusReader};
 use engine::embeddings::QueryEmbeddings;
-use engine::{Hit, Index};
+use engine::rerank::pipeline::{FirstStage, DEFAULT_RERANK_TOP};
+use engine::rerank::{
+    ColbertRetriever, CrossEncoderOptions, DocTexts, PipelineSpec, Retriever, Rrf, StageTiming, TailSpec,
+};
+use engine::{Hit, Index, SearchParams};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +63,86 @@ pub struct SearchArgs {
     /// The PLAID knobs.
     #[command(flatten)]
     pub knobs: super::knobs::Knobs,
+    /// First stage: BM25 alone instead of ColBERT (needs an index built with --bm25).
+    #[arg(long, conflicts_with_all = ["hybrid", "query_embeddings"])]
+    pub bm25: bool,
+    /// First stage: BM25 and ColBERT, fused by Reciprocal Rank Fusion (score = sum over the two
+    /// lists of 1 / (--rrf-k + rank), ranks from 1). Needs an index built with --bm25.
+    #[arg(long, conflicts_with = "query_embeddings")]
+    pub hybrid: bool,
+    /// The constant k of Reciprocal Rank Fusion (--hybrid).
+    #[arg(long, default_value_t = engine::rerank::rrf::DEFAULT_K, value_name = "K")]
+    pub rrf_k: f32,
+    /// Documents each first stage retrieves before fusion and reranking (default: the larger of
+    /// -k and --rerank-top).
+    #[arg(long, value_name = "N")]
+    pub depth: Option<usize>,
+    /// Rerank the first stage's best --rerank-top documents: `cross-encoder:DIR` loads a Hugging
+    /// Face BertForSequenceClassification checkpoint (config.json, model.safetensors,
+    /// tokenizer.json; one logit) and scores `[CLS] query [SEP] document [SEP]`. Document texts
+    /// come from --collection if given, else from the index's BM25 store (build --bm25).
+    #[arg(long, value_name = "KIND:DIR", conflicts_with = "query_embeddings")]
+    pub rerank: Option<String>,
+    /// How many of the best first-stage documents --rerank scores; the rest follow in their
+    /// first-stage order.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RERANK_TOP)]
+    pub rerank_top: usize,
+    /// Longest query + document pair the cross-encoder sees, in tokens (default: the model's
+    /// limit); longer pairs are truncated from the longer side first.
+    #[arg(long, value_name = "TOKENS")]
+    pub rerank_max_length: Option<usize>,
+}
+
+impl SearchArgs {
+    /// The search parameters these flags select.
+    fn params(&self) -> SearchParams {
+        self.params_for(self.k)
+    }
+
+    /// The search parameters these flags select for a search of depth `k`.
+    fn params_for(&self, k: usize) -> SearchParams {
+        self.knobs.params(k)
+    }
+
+    /// The pipeline these flags describe, or `None` for a plain ColBERT search.
+    fn pipeline_spec(&self) -> Result<Option<PipelineSpec>> {
+        if !self.bm25 && !self.hybrid && self.rerank.is_none() {
+            return Ok(None);
+        }
+        let first = match (self.bm25, self.hybrid) {
+            (true, _) => FirstStage::Bm25,
+            (_, true) => FirstStage::Hybrid,
+            _ => FirstStage::Colbert,
+        };
+        let mut tail = Vec::new();
+        if let Some(r) = &self.rerank {
+            if self.rerank_top == 0 {
+                bail!("--rerank-top must be positive");
+            }
+            tail.push(TailSpec { kind: r.parse().context("--rerank")?, top: self.rerank_top });
+        }
+        Ok(Some(PipelineSpec {
+            first,
+            rrf: Rrf { k: self.rrf_k, ..Rrf::default() },
+            depth: self.depth,
+            tail,
+            cross_encoder: CrossEncoderOptions { max_length: self.rerank_max_length, ..Default::default() },
+        }))
+    }
+}
+
+/// The query texts named by the arguments: (ids, texts).
+fn query_texts(args: &SearchArgs) -> Result<(Vec<String>, Vec<String>)> {
+    if let Some(path) = &args.queries {
+        Ok(read_queries(path)?.into_iter().map(|r| (r.id, r.text)).unzip())
+    } else if !args.query.is_empty() {
+        if let Some(i) = args.query.iter().position(|q| q.trim().is_empty()) {
+            bail!("--query number {} is empty", i + 1);
+        }
+        Ok(((0..args.query.len()).map(|i| i.to_string()).collect(), args.query.clone()))
+    } else {
+        bail!("give the queries: --query TEXT, --queries FILE or --query-embeddings FILE");
+    }
 }
 
 /// Loads the queries named by the arguments: (ids, row-major token matrices).
@@ -76,16 +160,7 @@ fn load_queries(args: &SearchArgs, index: &Index) -> Result<(Vec<String>, Vec<Ve
         }
         return Ok(((0..q.queries.len()).map(|i| i.to_string()).collect(), q.queries));
     }
-    let (ids, texts): (Vec<String>, Vec<String>) = if let Some(path) = &args.queries {
-        read_queries(path)?.into_iter().map(|r| (r.id, r.text)).unzip()
-    } else if !args.query.is_empty() {
-        if let Some(i) = args.query.iter().position(|q| q.trim().is_empty()) {
-            bail!("--query number {} is empty", i + 1);
-        }
-        ((0..args.query.len()).map(|i| i.to_string()).collect(), args.query.clone())
-    } else {
-        bail!("give the queries: --query TEXT, --queries FILE or --query-embeddings FILE");
-    };
+    let (ids, texts) = query_texts(args)?;
     let encoder = super::text::query_encoder(index, &args.index, args.model.as_ref())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let encoded = encoder.encode_queries(&refs)?;
@@ -116,12 +191,84 @@ fn snippet(text: &str, max: usize) -> String {
     }
 }
 
+/// Per-query results: external id and score, best first; and the stage timings of each query
+/// when a pipeline ran.
+struct Results {
+    qids: Vec<String>,
+    hits: Vec<Vec<(String, f32)>>,
+    timings: Option<Vec<Vec<StageTiming>>>,
+}
+
+/// Plain ColBERT search (text or precomputed query embeddings).
+fn colbert_search(args: &SearchArgs, index: &Index) -> Result<Results> {
+    let (qids, queries) = load_queries(args, index)?;
+    let results: Vec<Vec<Hit>> = index.search(&queries, &args.params()).context("search failed")?;
+    Ok(Results { qids, hits: results.iter().map(|h| index.resolve(h)).collect(), timings: None })
+}
+
+/// The whole collection's texts, by id, for rerankers.
+fn collection_texts(path: &std::path::Path) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for r in CorpusReader::open(path)? {
+        let r = r?;
+        let text = r.full_text();
+        out.insert(r.id, text);
+    }
+    Ok(out)
+}
+
+/// Runs every query through the pipeline `spec` describes.
+fn pipeline_search(args: &SearchArgs, index: &Index, spec: &PipelineSpec) -> Result<Results> {
+    let (qids, texts) = query_texts(args)?;
+    let encoder = if spec.uses_colbert() {
+        Some(super::text::query_encoder(index, &args.index, args.model.as_ref())?)
+    } else {
+        None
+    };
+    let colbert = encoder.as_ref().map(|e| {
+        Box::new(ColbertRetriever::new(index, e).with_params(|depth| args.params_for(depth)))
+            as Box<dyn Retriever + '_>
+    });
+    let docs: Option<Box<dyn DocTexts>> = match (&args.collection, spec.tail.is_empty()) {
+        (Some(path), false) => Some(Box::new(collection_texts(path)?)),
+        _ => None,
+    };
+    let pipeline = spec.build(&args.index, colbert, docs)?;
+    let mut hits = Vec::with_capacity(texts.len());
+    let mut timings = Vec::with_capacity(texts.len());
+    for (qid, text) in qids.iter().zip(&texts) {
+        let r = pipeline.search(text, args.k).with_context(|| format!("query {qid}"))?;
+        hits.push(r.hits.into_iter().map(|s| (s.id, s.score)).collect());
+        timings.push(r.timings);
+    }
+    if !timings.is_empty() {
+        eprintln!("{}", timing_summary(&pipeline.describe(), &timings));
+    }
+    Ok(Results { qids, hits, timings: Some(timings) })
+}
+
+/// One line: the pipeline and the mean milliseconds per query of each stage.
+fn timing_summary(description: &str, timings: &[Vec<StageTiming>]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut total: HashMap<&str, f64> = HashMap::new();
+    for t in timings.iter().flatten() {
+        if !total.contains_key(t.stage.as_str()) {
+            order.push(&t.stage);
+        }
+        *total.entry(&t.stage).or_default() += t.ms;
+    }
+    let n = timings.len() as f64;
+    let parts: Vec<String> = order.iter().map(|s| format!("{s} {:.1}", total[s] / n)).collect();
+    format!("pipeline {description}; mean ms per query over {} queries: {}", timings.len(), parts.join(", "))
+}
+
 /// Runs `search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
     let index = Index::open(&args.index)?;
-    let (qids, queries) = load_queries(args, &index)?;
-    let results: Vec<Vec<Hit>> =
-        index.search(&queries, &args.knobs.params(args.k)).context("search failed")?;
+    let results = match args.pipeline_spec()? {
+        None => colbert_search(args, &index)?,
+        Some(spec) => pipeline_search(args, &index, &spec)?,
+    };
     let format = if args.json {
         Format::Json
     } else {
@@ -129,44 +276,46 @@ pub fn run(args: &SearchArgs) -> Result<()> {
     };
     let texts = match (&args.collection, format) {
         (Some(path), Format::Pretty) => {
-            let wanted: Vec<String> =
-                results.iter().flatten().map(|h| index.doc_id(h.doc).into_owned()).collect();
+            let wanted: Vec<String> = results.hits.iter().flatten().map(|h| h.0.clone()).collect();
             lookup_texts(path, &wanted)?
         }
         _ => HashMap::new(),
     };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    for (qi, hits) in results.iter().enumerate() {
-        let qid = &qids[qi];
+    for (qi, hits) in results.hits.iter().enumerate() {
+        let qid = &results.qids[qi];
         match format {
             Format::Json => {
                 let list: Vec<_> = hits
                     .iter()
                     .enumerate()
-                    .map(|(r, h)| serde_json::json!({"docid": index.doc_id(h.doc), "rank": r + 1, "score": h.score}))
+                    .map(|(r, (id, score))| serde_json::json!({"docid": id, "rank": r + 1, "score": score}))
                     .collect();
-                writeln!(out, "{}", serde_json::json!({"qid": qid, "results": list}))?;
+                let mut line = serde_json::json!({"qid": qid, "results": list});
+                if let Some(t) = &results.timings {
+                    line["timings"] = serde_json::to_value(&t[qi])?;
+                }
+                writeln!(out, "{line}")?;
             }
             Format::Trec => {
-                for (r, h) in hits.iter().enumerate() {
-                    writeln!(out, "{qid} Q0 {} {} {:.6} {}", index.doc_id(h.doc), r + 1, h.score, args.tag)?;
+                for (r, (id, score)) in hits.iter().enumerate() {
+                    writeln!(out, "{qid} Q0 {id} {} {score:.6} {}", r + 1, args.tag)?;
                 }
             }
             Format::Pretty => {
                 let label = args.query.get(qi).map_or_else(|| qid.clone(), |t| format!("{t:?}"));
                 writeln!(out, "query {label}")?;
-                for (r, h) in hits.iter().enumerate() {
-                    let id = index.doc_id(h.doc);
-                    match texts.get(id.as_ref()) {
+                for (r, (id, score)) in hits.iter().enumerate() {
+                    match texts.get(id) {
                         Some((title, text)) if !title.is_empty() => {
-                            writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, h.score, snippet(title, 90))?;
+                            writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, score, snippet(title, 90))?;
                             writeln!(out, "                 {}", snippet(text, 100))?;
                         }
                         Some((_, text)) => {
-                            writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, h.score, snippet(text, 100))?
+                            writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, score, snippet(text, 100))?
                         }
-                        None => writeln!(out, "  {:>2}. {:>7.3}  [{id}]", r + 1, h.score)?,
+                        None => writeln!(out, "  {:>2}. {:>7.3}  [{id}]", r + 1, score)?,
                     }
                 }
                 writeln!(out)?;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use engine::corpus::{CorpusReader, Record};
 use engine::encoder::{Encoder, EncoderOptions, Precision};
 use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
+use engine::rerank::bm25::{Bm25Builder, BM25_DIR};
 use engine::{BuildOptions, Index, IndexBuilder};
 use half::f16;
 
@@ -65,6 +66,8 @@ pub struct TextBuild<'a> {
     pub seed: u64,
     /// Build parameters recorded in the metadata.
     pub build_params: serde_json::Value,
+    /// Also build a BM25 index of the same texts in `INDEX/bm25/`.
+    pub bm25: bool,
 }
 
 /// The builder of either index kind.
@@ -78,6 +81,13 @@ impl Sink {
         match self {
             Sink::Plain(b) => b.add(id, tokens),
             Sink::Compressed(b) => b.add(id, tokens),
+        }
+    }
+
+    fn temp_dir(&self) -> &Path {
+        match self {
+            Sink::Plain(b) => b.temp_dir(),
+            Sink::Compressed(b) => b.temp_dir(),
         }
     }
 
@@ -163,6 +173,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let encoder = load_encoder(job.model, job.batch_size, job.precision)?;
     let mut build_params = job.build_params;
     build_params["collection"] = job.collection.display().to_string().into();
+    build_params["bm25"] = job.bm25.into();
     let options = BuildOptions {
         overwrite: job.overwrite,
         encoder: Some(recorded_identity(&encoder, job.model)),
@@ -207,6 +218,12 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
             Sink::Compressed(Box::new(builder))
         }
     };
+    // The BM25 index is written inside the index's temporary directory, so it is published (or
+    // discarded) with the rest.
+    let mut bm25 = match job.bm25 {
+        true => Some(Bm25Builder::create(&sink.temp_dir().join(BM25_DIR))?),
+        false => None,
+    };
     let pb = crate::output::progress(total, "docs");
     pb.set_message("encoding");
     let mut tokens = 0u64;
@@ -229,12 +246,16 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 sink.add(&r.id, &emb)
                     .with_context(|| format!("{}: line {}", collection.display(), r.line))?;
             }
+            if let Some(b) = bm25.as_mut() {
+                b.add(&r.id, &r.full_text())?;
+            }
             pb.inc(1);
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             pb.set_message(format!("encoding, {:.0} tokens/s", tokens as f64 / secs));
             Ok(())
         },
     )?;
+    let bm25_docs = bm25.map(Bm25Builder::finish).transpose()?;
     let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();
     eprintln!(
@@ -252,6 +273,9 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
             String::new()
         }
     );
+    if let Some(n) = bm25_docs {
+        eprintln!("BM25 index of {n} documents in {}", job.index.join(BM25_DIR).display());
+    }
     Ok(())
 }
 

@@ -19,7 +19,7 @@
 mod bert;
 mod bf16;
 pub mod config;
-mod model;
+pub(crate) mod model;
 pub(crate) mod ops;
 pub(crate) mod packed;
 pub mod tokenize;

@@ -204,6 +204,12 @@ impl CompressedBuilder {
         })
     }
 
+    /// The temporary directory the index is being written in: what is created there (the BM25
+    /// index) is published with the index by `finish`, or removed with it on failure.
+    pub fn temp_dir(&self) -> &Path {
+        self.writer.temp_dir()
+    }
+
     /// Number of documents added so far.
     pub fn n_docs(&self) -> usize {
         self.doc_offsets.len() - 1
