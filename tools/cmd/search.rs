@@ -91,6 +91,16 @@ pub struct SearchArgs {
     /// limit); longer pairs are truncated from the longer side first.
     #[arg(long, value_name = "TOKENS")]
     pub rerank_max_length: Option<usize>,
+    /// Listwise LLM rerank of the best --llm-top documents after the other stages (RankGPT:
+    /// window 20, step 10, back to front; any answer is repaired into a permutation):
+    /// `gguf:FILE` runs a local GGUF chat model (llama / qwen2 families; small models are
+    /// dequantised to f32 at load, 15-20x faster prompts), `openai:URL` calls an OpenAI-compatible
+    /// `/v1/chat/completions` server (llama.cpp, vLLM, Ollama). See docs/LLM_RERANK.md.
+    #[arg(long, value_name = "gguf:FILE|openai:URL", conflicts_with = "query_embeddings")]
+    pub llm: Option<String>,
+    /// How many of the best documents --llm reorders; the rest follow in their previous order.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub llm_top: usize,
 }
 
 impl SearchArgs {
@@ -106,7 +116,7 @@ impl SearchArgs {
 
     /// The pipeline these flags describe, or `None` for a plain ColBERT search.
     fn pipeline_spec(&self) -> Result<Option<PipelineSpec>> {
-        if !self.bm25 && !self.hybrid && self.rerank.is_none() {
+        if !self.bm25 && !self.hybrid && self.rerank.is_none() && self.llm.is_none() {
             return Ok(None);
         }
         let first = match (self.bm25, self.hybrid) {
@@ -120,6 +130,13 @@ impl SearchArgs {
                 bail!("--rerank-top must be positive");
             }
             tail.push(TailSpec { kind: r.parse().context("--rerank")?, top: self.rerank_top });
+        }
+        if let Some(spec) = &self.llm {
+            if self.llm_top == 0 {
+                bail!("--llm-top must be positive");
+            }
+            let kind = format!("llm:{spec}").parse().context("--llm")?;
+            tail.push(TailSpec { kind, top: self.llm_top });
         }
         Ok(Some(PipelineSpec {
             first,

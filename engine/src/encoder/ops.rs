@@ -173,7 +173,7 @@ pub(crate) fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
     (kernels().argmax)(row, shift)
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
 mod avx2 {
     use super::{generic, Act};
 

@@ -10,6 +10,7 @@
 pub mod bm25;
 pub mod cross;
 pub mod llm;
+pub mod llm_tail;
 pub mod pipeline;
 pub mod rrf;
 

@@ -40,15 +40,18 @@ pub enum FirstStage {
 pub enum TailKind {
     /// A `BertForSequenceClassification` cross-encoder checkpoint directory.
     CrossEncoder(PathBuf),
+    /// A listwise LLM reranker: `gguf:FILE` or `openai:URL` (see [`super::llm::LlmSpec`]).
+    Llm(String),
 }
 
 impl FromStr for TailKind {
     type Err = EngineError;
 
-    /// Parses `cross-encoder:DIR`.
+    /// Parses `cross-encoder:DIR` or `llm:gguf:FILE` / `llm:openai:URL`.
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once(':') {
             Some(("cross-encoder", dir)) if !dir.is_empty() => Ok(TailKind::CrossEncoder(PathBuf::from(dir))),
+            Some(("llm", spec)) if !spec.is_empty() => Ok(TailKind::Llm(spec.to_string())),
             _ => Err(EngineError::InvalidArgument(format!(
                 "reranker {s:?}: expected cross-encoder:DIR (a BertForSequenceClassification checkpoint)"
             ))),
@@ -152,6 +155,7 @@ impl PipelineSpec {
         for t in &self.tail {
             let reranker: Box<dyn Reranker + 'a> = match &t.kind {
                 TailKind::CrossEncoder(dir) => Box::new(CrossEncoder::load(dir, self.cross_encoder.clone())?),
+                TailKind::Llm(spec) => Box::new(super::llm_tail::LlmTail::open(spec)?),
             };
             pipeline = pipeline.with_stage(reranker, t.top);
         }

@@ -32,7 +32,7 @@ impl FromStr for LlmSpec {
 impl LlmSpec {
     /// Opens the backend: loads the GGUF model with `gguf`, or makes a client for the server with
     /// `openai` as the options (its `url` replaced by the spec's).
-    pub fn open(&self, gguf: GgufOptions, openai: OpenAiOptions) -> Result<Box<dyn ChatBackend>> {
+    pub fn open(&self, gguf: GgufOptions, openai: OpenAiOptions) -> Result<Box<dyn ChatBackend + Send>> {
         Ok(match self {
             LlmSpec::Gguf(path) => Box::new(GgufChat::load(path, gguf)?),
             LlmSpec::OpenAi(url) => Box::new(OpenAiChat::new(OpenAiOptions { url: url.clone(), ..openai })?),
