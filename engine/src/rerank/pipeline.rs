@@ -51,7 +51,11 @@ impl FromStr for TailKind {
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once(':') {
             Some(("cross-encoder", dir)) if !dir.is_empty() => Ok(TailKind::CrossEncoder(PathBuf::from(dir))),
-            Some(("llm", spec)) if !spec.is_empty() => Ok(TailKind::Llm(spec.to_string())),
+            Some(("llm", spec)) => {
+                // Checked now, so a bad spec is reported before any model loads.
+                spec.parse::<super::llm::LlmSpec>()?;
+                Ok(TailKind::Llm(spec.to_string()))
+            }
             _ => Err(EngineError::InvalidArgument(format!(
                 "reranker {s:?}: expected cross-encoder:DIR (a BertForSequenceClassification checkpoint)"
             ))),
