@@ -401,22 +401,7 @@ impl<'a> Compressed<'a> {
         laps: &mut Laps<'_>,
     ) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
-        let first_k = match params.rescore {
-            Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
-            _ => params.k,
-        };
-        let exact_all = self.embeddings.is_some() && params.rescore.is_none();
-        let scored = self.score_docs(query, &all, first_k, exact_all)?;
-        laps.lap(Stage::MaxSim);
-        match params.rescore {
-            Some(n) if n > 0 && self.embeddings.is_some() => {
-                let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
-                let hits = self.score_docs(query, &docs, params.k, true);
-                laps.lap(Stage::Tail);
-                hits
-            }
-            _ => Ok(scored),
-        }
+        self.final_scores(query, &all, params, laps)
     }
 }
 
