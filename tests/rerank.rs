@@ -232,7 +232,9 @@ fn hybrid_and_rerank_from_the_cli() {
     let ckpt = dir.path().join("cross");
     build_cross_checkpoint(&model, &ckpt);
     let spec = format!("cross-encoder:{}", ckpt.display());
-    let reranked = search(&["--hybrid", "--rerank", &spec, "--rerank-top", "3", "--json"]);
+    // f32, so that the scores can be checked against the library's logits below.
+    let reranked =
+        search(&["--hybrid", "--rerank", &spec, "--rerank-top", "3", "--json", "--rerank-precision", "f32"]);
     let line: Value = serde_json::from_str(reranked.trim()).unwrap();
     let stages: Vec<&str> =
         line["timings"].as_array().unwrap().iter().map(|t| t["stage"].as_str().unwrap()).collect();
@@ -253,8 +255,18 @@ fn hybrid_and_rerank_from_the_cli() {
     let text = DOCS.lines().find(|l| l.starts_with(ids[0])).unwrap().split_once('\t').unwrap().1;
     let logit = ce.score("boundary layer swept wings", &[text]).unwrap()[0];
     assert!((f64::from(logit) - scores[0]).abs() < 1e-4, "{logit} vs {}", scores[0]);
-    let from_collection =
-        search(&["--hybrid", "--rerank", &spec, "--rerank-top", "3", "--json", "--collection", s(&coll)]);
+    let from_collection = search(&[
+        "--hybrid",
+        "--rerank",
+        &spec,
+        "--rerank-top",
+        "3",
+        "--json",
+        "--rerank-precision",
+        "f32",
+        "--collection",
+        s(&coll),
+    ]);
     let line2: Value = serde_json::from_str(from_collection.trim()).unwrap();
     assert_eq!(line["results"], line2["results"]);
 

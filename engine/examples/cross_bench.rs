@@ -3,7 +3,7 @@
 //! `tools/fixtures/bench_torch_cross.py` scores with PyTorch.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=2 cargo run --release -p engine --example cross_bench -- CHECKPOINT [N_PAIRS] [BATCH] [REPEATS] [DATA_DIR]
+//! RAYON_NUM_THREADS=2 cargo run --release -p engine --example cross_bench -- CHECKPOINT [N_PAIRS] [BATCH] [REPEATS] [DATA_DIR] [f32|bf16|auto]
 //! ```
 //! Pair `i` is query `i mod n_queries` with document `(7 i) mod n_docs` (title and text joined
 //! as `title. text`), truncated longest-first to the model's limit. Prints the best of REPEATS
@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine::corpus::{read_queries, CorpusReader};
+use engine::encoder::Precision;
 use engine::rerank::{CrossEncoder, CrossEncoderOptions};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 2 {
-        eprintln!("usage: cross_bench CHECKPOINT [N_PAIRS] [BATCH] [REPEATS] [DATA_DIR]");
+        eprintln!("usage: cross_bench CHECKPOINT [N_PAIRS] [BATCH] [REPEATS] [DATA_DIR] [f32|bf16|auto]");
         std::process::exit(2);
     }
     let ckpt = PathBuf::from(&args[1]);
@@ -36,8 +37,15 @@ fn main() {
         .collect();
     let pairs: Vec<(&str, &str)> =
         (0..n).map(|i| (queries[i % queries.len()].as_str(), docs[(7 * i) % docs.len()].as_str())).collect();
-    let ce = CrossEncoder::load(&ckpt, CrossEncoderOptions { batch_size: batch, ..Default::default() })
-        .expect("load cross-encoder");
+    let precision = match args.get(6).map(String::as_str) {
+        None | Some("f32") => Precision::F32,
+        Some("bf16") => Precision::Bf16,
+        Some("auto") => Precision::Auto,
+        Some(other) => panic!("precision must be f32, bf16 or auto, not {other}"),
+    };
+    let ce =
+        CrossEncoder::load(&ckpt, CrossEncoderOptions { batch_size: batch, precision, ..Default::default() })
+            .expect("load cross-encoder");
     let tokens: usize = pairs.iter().map(|(q, d)| ce.tokenize_pair(q, d).unwrap().0.len()).sum();
     ce.score_pairs(&pairs[..pairs.len().min(batch)]).expect("warm-up");
     let mut best = f64::INFINITY;
@@ -49,8 +57,9 @@ fn main() {
         checksum = scores.iter().map(|&s| f64::from(s)).sum();
     }
     println!(
-        "candle: {n} pairs ({tokens} tokens, max_length {}), batch {batch}, {} threads: {:.1} pairs/s \
+        "candle ({:?}): {n} pairs ({tokens} tokens, max_length {}), batch {batch}, {} threads: {:.1} pairs/s \
          ({:.0} tokens/s), best of {repeats}: {:.3}s; sum of logits {checksum:.4}",
+        precision.effective(),
         ce.max_length(),
         rayon::current_num_threads(),
         n as f64 / best,

@@ -203,9 +203,16 @@ fn main() {
                 nbits: n,
                 per_dim: false,
                 method: BucketMethod::LloydMax { iters: 20 },
+                vq_iters: 0,
             }),
-            ("per-dim quantile", |n| CodecConfig { nbits: n, per_dim: true, method: BucketMethod::Quantile }),
+            ("per-dim quantile", |n| CodecConfig {
+                nbits: n,
+                per_dim: true,
+                method: BucketMethod::Quantile,
+                vq_iters: 0,
+            }),
             ("per-dim lloyd-max (improved)", CodecConfig::improved),
+            ("grouped vq (default)", CodecConfig::grouped),
         ];
         for nbits in [1u32, 2, 4] {
             for (name, mk) in &codecs {

@@ -209,7 +209,10 @@ impl DocEmbeddingsFile {
         let b = self.data_range.start + rows.end as usize * row_bytes;
         assert!(b <= self.data_range.end, "row range out of bounds");
         let what = format!("tensor `embeddings` (rows {}..{})", rows.start, rows.end);
-        to_f32(&self.file.path, &what, self.ty, &self.file.bytes[a..b], out)
+        to_f32(&self.file.path, &what, self.ty, &self.file.bytes[a..b], out)?;
+        // Build streams the file once: its pages need not stay in the resident set.
+        self.file.bytes.release(a..b);
+        Ok(())
     }
 }
 

@@ -91,6 +91,29 @@ impl Bytes {
         Some(Bytes { backing: self.backing.clone(), range: start..start + range.len() })
     }
 
+    /// Tells the kernel this process is done with `range` (relative to this view) of a memory
+    /// map: the whole pages inside it leave the process's resident set, and a later read faults
+    /// them back in from the file. Streaming readers call it on what they have consumed, so that
+    /// reading a file larger than RAM does not grow the resident set. A no-op for heap buffers,
+    /// off Unix, and on failure (it is only a hint).
+    pub fn release(&self, range: Range<usize>) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &*self.backing {
+            const PAGE: usize = 4096;
+            let (a, b) = (self.range.start + range.start, (self.range.start + range.end).min(self.range.end));
+            let (a, b) = (a.div_ceil(PAGE) * PAGE, b / PAGE * PAGE);
+            if a < b {
+                // SAFETY: the map is read-only and file-backed (`map_file`), so discarding its
+                // pages cannot lose data or change what any outstanding slice reads: the next
+                // access faults the same bytes back in from the file, which is never modified
+                // while mapped (the contract documented on `map_file`).
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Views the bytes as a slice of `T`; `None` if the length is not a multiple of
     /// `size_of::<T>()` or the start is not aligned for `T`.
     pub fn typed<T: Plain>(&self) -> Option<&[T]> {

@@ -38,11 +38,20 @@ pub struct ResidualMeta {
     pub per_dim_buckets: bool,
     /// Whether the exact f16 embeddings (`embeddings.f16`) are kept for rescoring.
     pub has_embeddings: bool,
+    /// Whether `buckets.f32` holds joint codebooks instead of cutoffs and weights: no cutoffs,
+    /// then for each byte position of a packed residual the 256 codewords of the
+    /// `g = 8 / nbits` dimensions it holds (`dim × 256` values, `[position][byte][g]`).
+    /// Absent (false) in indexes written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub joint_codebooks: bool,
 }
 
 impl ResidualMeta {
     /// Number of cutoffs and of weights in `buckets.f32` for `nbits` and `dim`.
     pub fn bucket_counts(&self, nbits: u32, dim: usize) -> (usize, usize) {
+        if self.joint_codebooks {
+            return (0, dim * 256);
+        }
         let b = 1usize << nbits.min(16);
         let per = if self.per_dim_buckets { dim } else { 1 };
         (per * (b - 1), per * b)

@@ -39,7 +39,13 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             println!(
                 "centroids      {} ({} buckets, exact f16 embeddings {})",
                 r.n_centroids,
-                if r.per_dim_buckets { "per-dimension" } else { "pooled" },
+                if r.joint_codebooks {
+                    "joint per-byte codebook"
+                } else if r.per_dim_buckets {
+                    "per-dimension"
+                } else {
+                    "pooled"
+                },
                 if r.has_embeddings { "kept" } else { "not kept" }
             );
         }

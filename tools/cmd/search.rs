@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use super::build::PrecisionArg;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use engine::corpus::{read_queries, CorpusReader};
@@ -91,6 +92,10 @@ pub struct SearchArgs {
     /// limit); longer pairs are truncated from the longer side first.
     #[arg(long, value_name = "TOKENS")]
     pub rerank_max_length: Option<usize>,
+    /// Arithmetic of the cross-encoder's dense layers: `auto` is bf16 (f32 accumulation) on CPUs
+    /// with AVX-512 BF16 and f32 elsewhere; `f32` reproduces PyTorch's logits within 1e-4.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
+    pub rerank_precision: PrecisionArg,
     /// Listwise LLM rerank of the best --llm-top documents after the other stages (RankGPT:
     /// window 20, step 10, back to front; any answer is repaired into a permutation):
     /// `gguf:FILE` runs a local GGUF chat model (llama / qwen2 families; small models are
@@ -143,7 +148,11 @@ impl SearchArgs {
             rrf: Rrf { k: self.rrf_k, ..Rrf::default() },
             depth: self.depth,
             tail,
-            cross_encoder: CrossEncoderOptions { max_length: self.rerank_max_length, ..Default::default() },
+            cross_encoder: CrossEncoderOptions {
+                max_length: self.rerank_max_length,
+                precision: self.rerank_precision.into(),
+                ..Default::default()
+            },
         }))
     }
 }

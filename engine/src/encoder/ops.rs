@@ -125,26 +125,58 @@ struct Kernels {
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
     softmax: fn(&mut [f32], &[u32]),
     argmax: fn(&[f32], &[f32]) -> (usize, f32),
+    combine: fn(&[f32], &[f32], &mut [f32]),
 }
 
-fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
-    K.get_or_init(|| {
-        #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return Kernels {
+/// Every build of the kernels this CPU runs, fastest first; the last is the portable one.
+fn kernel_builds() -> Vec<(&'static str, Kernels)> {
+    let mut builds = Vec::new();
+    #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            builds.push((
+                "avx512",
+                Kernels {
+                    bias_act: avx512::bias_act,
+                    layer_norm: avx512::layer_norm,
+                    softmax: avx512::softmax,
+                    argmax: avx2::argmax_shifted,
+                    combine: avx512::combine_rows,
+                },
+            ));
+        }
+        builds.push((
+            "avx2",
+            Kernels {
                 bias_act: avx2::bias_act,
                 layer_norm: avx2::layer_norm,
                 softmax: avx2::softmax,
                 argmax: avx2::argmax_shifted,
-            };
-        }
+                combine: avx2::combine_rows,
+            },
+        ));
+    }
+    builds.push((
+        "generic",
         Kernels {
             bias_act: generic::bias_act,
             layer_norm: generic::layer_norm,
             softmax: generic::softmax,
             argmax: generic::argmax_shifted,
-        }
+            combine: generic::combine_rows,
+        },
+    ));
+    builds
+}
+
+/// The fastest build, or the one named by the environment variable `COLBERT_ELEMENTWISE`
+/// (`avx512`, `avx2`, `generic`) when this CPU runs it (for A/B measurements).
+fn kernels() -> &'static Kernels {
+    static K: OnceLock<Kernels> = OnceLock::new();
+    K.get_or_init(|| {
+        let builds = kernel_builds();
+        let wanted = std::env::var("COLBERT_ELEMENTWISE").ok();
+        builds.iter().find(|(name, _)| wanted.as_deref() == Some(name)).unwrap_or(&builds[0]).1
     })
 }
 
@@ -173,42 +205,75 @@ pub(crate) fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
     (kernels().argmax)(row, shift)
 }
 
+/// `out = Σ_j coef[j] · rows[j]`, where `rows` holds `coef.len()` rows of width `out.len()`
+/// (a vector–matrix product with a short vector; the residual codec's codeword scores).
+pub(crate) fn combine_rows(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+    (kernels().combine)(coef, rows, out)
+}
+
+/// One build of the element-wise kernels of [`generic`] for a set of target features, chosen at
+/// run time after those features were detected.
+#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+macro_rules! elementwise_build {
+    ($features:literal) => {
+        use super::{generic, Act};
+
+        /// Bias + activation, this build.
+        pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
+            // SAFETY: chosen only after this build's target features were detected at run time.
+            unsafe { bias_act_impl(rows, bias, act) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn bias_act_impl(rows: &mut [f32], bias: &[f32], act: Act) {
+            generic::bias_act_inline(rows, bias, act)
+        }
+
+        /// Layer norm, this build.
+        pub fn layer_norm(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+            // SAFETY: chosen only after this build's target features were detected at run time.
+            unsafe { layer_norm_impl(rows, gamma, beta, eps) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn layer_norm_impl(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+            generic::layer_norm_inline(rows, gamma, beta, eps)
+        }
+
+        /// Masked softmax, this build.
+        pub fn softmax(rows: &mut [f32], mask: &[u32]) {
+            // SAFETY: chosen only after this build's target features were detected at run time.
+            unsafe { softmax_impl(rows, mask) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn softmax_impl(rows: &mut [f32], mask: &[u32]) {
+            generic::softmax_inline(rows, mask)
+        }
+
+        /// Row combination, this build.
+        pub fn combine_rows(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+            // SAFETY: chosen only after this build's target features were detected at run time.
+            unsafe { combine_impl(coef, rows, out) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn combine_impl(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+            generic::combine_rows_inline(coef, rows, out)
+        }
+    };
+}
+
+/// AVX-512 builds (16 lanes) of the element-wise kernels.
+#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+mod avx512 {
+    elementwise_build!("avx512f,avx2,fma");
+}
+
+/// AVX2 + FMA builds (8 lanes) of the element-wise kernels, and the shifted argmax.
 #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
 mod avx2 {
-    use super::{generic, Act};
-
-    /// AVX2 + FMA build of [`generic::bias_act`].
-    pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
-        // SAFETY: chosen only after `avx2` and `fma` were detected at run time.
-        unsafe { bias_act_impl(rows, bias, act) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn bias_act_impl(rows: &mut [f32], bias: &[f32], act: Act) {
-        generic::bias_act_inline(rows, bias, act)
-    }
-
-    /// AVX2 + FMA build of [`generic::layer_norm`].
-    pub fn layer_norm(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-        // SAFETY: chosen only after `avx2` and `fma` were detected at run time.
-        unsafe { layer_norm_impl(rows, gamma, beta, eps) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn layer_norm_impl(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-        generic::layer_norm_inline(rows, gamma, beta, eps)
-    }
-
-    /// AVX2 + FMA build of [`generic::softmax`].
-    pub fn softmax(rows: &mut [f32], mask: &[u32]) {
-        // SAFETY: chosen only after `avx2` and `fma` were detected at run time.
-        unsafe { softmax_impl(rows, mask) }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn softmax_impl(rows: &mut [f32], mask: &[u32]) {
-        generic::softmax_inline(rows, mask)
-    }
+    elementwise_build!("avx2,fma");
 
     /// AVX2 build of [`generic::argmax_shifted`].
     pub fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
@@ -478,6 +543,25 @@ pub(crate) mod generic {
         argmax_inline(row, shift)
     }
 
+    /// Baseline build of [`super::combine_rows`].
+    pub fn combine_rows(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+        combine_rows_inline(coef, rows, out)
+    }
+
+    /// `out = Σ_j coef[j] · rows[j]` (index loops, so the target-feature builds vectorise).
+    #[inline(always)]
+    pub fn combine_rows_inline(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+        let w = out.len();
+        assert!(rows.len() >= coef.len() * w, "combine_rows: {} rows of {w} do not fit", coef.len());
+        out.fill(0.0);
+        for (j, &c) in coef.iter().enumerate() {
+            let row = &rows[j * w..(j + 1) * w];
+            for i in 0..w {
+                out[i] += c * row[i];
+            }
+        }
+    }
+
     /// Scalar build of the masked softmax.
     pub fn softmax(rows: &mut [f32], mask: &[u32]) {
         softmax_inline(rows, mask)
@@ -529,38 +613,48 @@ mod tests {
     }
 
     #[test]
-    fn simd_and_scalar_agree() {
+    fn every_build_agrees_with_the_scalar_one() {
         let width = 37;
         let rows: Vec<f32> = (0..width * 5).map(|i| ((i * 7919) % 113) as f32 / 13.0 - 4.0).collect();
         let bias: Vec<f32> = (0..width).map(|i| i as f32 / 50.0).collect();
         let mask: Vec<u32> = (0..width).map(|i| u32::from(i % 5 != 3)).collect();
-        for act in [Act::GeluErf, Act::GeluTanh, Act::Relu] {
+        for (name, k) in kernel_builds() {
+            for act in [Act::GeluErf, Act::GeluTanh, Act::Relu] {
+                let (mut a, mut b) = (rows.clone(), rows.clone());
+                generic::bias_act(&mut a, &bias, act);
+                (k.bias_act)(&mut b, &bias, act);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{name} {act:?}");
+                }
+            }
             let (mut a, mut b) = (rows.clone(), rows.clone());
-            generic::bias_act(&mut a, &bias, act);
-            bias_act(&mut b, &bias, Some(act));
+            generic::softmax(&mut a, &mask);
+            (k.softmax)(&mut b, &mask);
             for (x, y) in a.iter().zip(&b) {
-                assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0));
+                assert!((x - y).abs() <= 1e-6, "{name} softmax");
             }
-        }
-        let (mut a, mut b) = (rows.clone(), rows.clone());
-        generic::softmax(&mut a, &mask);
-        masked_softmax(&mut b, &mask);
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-6);
-        }
-        for (i, x) in a.iter().enumerate() {
-            if i % width % 5 == 3 {
-                assert_eq!(*x, 0.0);
+            for (i, x) in b.iter().enumerate() {
+                if i % width % 5 == 3 {
+                    assert_eq!(*x, 0.0, "{name} softmax");
+                }
             }
-        }
-        for row in a.chunks(width) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        }
-        let (mut a, mut b) = (rows.clone(), rows);
-        generic::layer_norm(&mut a, &bias, &bias, 1e-12);
-        layer_norm(&mut b, &bias, &bias, 1e-12);
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() <= 1e-5);
+            for row in b.chunks(width) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{name} softmax");
+            }
+            let (mut a, mut b) = (rows.clone(), rows.clone());
+            generic::layer_norm(&mut a, &bias, &bias, 1e-12);
+            (k.layer_norm)(&mut b, &bias, &bias, 1e-12);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5, "{name} layer norm");
+            }
+            let coef = [0.5f32, -1.25, 2.0];
+            let (mut a, mut b) = (vec![0f32; width], vec![0f32; width]);
+            generic::combine_rows(&coef, &rows, &mut a);
+            (k.combine)(&coef, &rows, &mut b);
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                let want: f32 = coef.iter().enumerate().map(|(j, c)| c * rows[j * width + i]).sum();
+                assert!((x - want).abs() <= 1e-5 && (y - want).abs() <= 1e-5, "{name} combine");
+            }
         }
     }
 
@@ -572,8 +666,9 @@ mod tests {
                 // A plateau of equal maxima from t on: the first one must win.
                 let row: Vec<f32> =
                     (0..n).map(|j| if j >= t { 10.0 + shift[j] } else { (j % 7) as f32 }).collect();
-                assert_eq!(argmax_shifted(&row, &shift).0, t, "n {n} t {t}");
-                assert_eq!(generic::argmax_shifted(&row, &shift), (t, 10.0), "n {n} t {t}");
+                for (name, k) in kernel_builds() {
+                    assert_eq!((k.argmax)(&row, &shift), (t, 10.0), "{name} n {n} t {t}");
+                }
             }
         }
         assert_eq!(argmax_shifted(&[f32::NEG_INFINITY; 3], &[0.0; 3]), (0, f32::NEG_INFINITY));

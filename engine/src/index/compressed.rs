@@ -67,7 +67,7 @@ impl CompressedParams {
             n_centroids: None,
             kmeans_iters: 4,
             seed: 0,
-            codec: CodecConfig::improved(nbits),
+            codec: CodecConfig::grouped(nbits),
             store_f16: false,
         }
     }
@@ -425,6 +425,7 @@ impl CompressedBuilder {
                 n_centroids: n_centroids as u64,
                 per_dim_buckets: codec.per_dim(),
                 has_embeddings,
+                joint_codebooks: codec.joint(),
             }),
             encoder: options.encoder,
             build,
