@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retrieval quality of every index mode against exhaustive uncompressed MaxSim, on one collection
 # with the default model (all-MiniLM-L6-v2): nDCG@10 and MRR@10 per mode and their difference to
-# the exact search. Every index is encoded with the same --precision, so the modes differ only in
+# the exact search, and recall@10 of each mode against the exact search's top 10 (the
+# "exhaustive decompressed" rows isolate the codec's error from pruning's). Every index is encoded with the same --precision, so the modes differ only in
 # storage and search.
 #
 #   bash tools/quality-modes.sh [COLLECTION_DIR] [OUT_DIR] [PRECISION]
@@ -43,20 +44,37 @@ score() {
 }
 {
   score exhaustive-uncompressed exact
+  score nbits1-exhaustive-decompressed nbits1 --exhaustive
   score nbits1-plaid nbits1
   score nbits2-plaid nbits2 --no-rescore
   score nbits2-exhaustive-decompressed nbits2 --no-rescore --exhaustive
   score nbits2-plaid+exact-tier nbits2
+  score nbits4-exhaustive-decompressed nbits4 --exhaustive
   score nbits4-plaid nbits4
 } >"$out/scores.txt"
-python3 - "$out/scores.txt" "$coll" <<'PY'
+python3 - "$out/scores.txt" "$coll" "$out" <<'PY'
 import sys
+from collections import defaultdict
 rows = [l.split() for l in open(sys.argv[1])]
 base = {r[0]: (float(r[1]), float(r[2])) for r in rows}["exhaustive-uncompressed"]
+
+def top10(label):
+    # TREC run lines: qid Q0 docid rank score tag, in rank order per query.
+    runs = defaultdict(list)
+    for line in open(f"{sys.argv[3]}/{label}.run"):
+        qid, _, doc = line.split()[:3]
+        if len(runs[qid]) < 10:
+            runs[qid].append(doc)
+    return runs
+
+exact = top10("exhaustive-uncompressed")
 print(f"collection {sys.argv[2]}")
-print("| mode | nDCG@10 | Δ vs exact | MRR@10 | Δ vs exact |")
-print("|---|---|---|---|---|")
+print("| mode | nDCG@10 | Δ vs exact | MRR@10 | Δ vs exact | recall@10 vs exact |")
+print("|---|---|---|---|---|---|")
 for name, ndcg, mrr in rows:
     n, m = float(ndcg), float(mrr)
-    print(f"| {name} | {n:.4f} | {n - base[0]:+.4f} | {m:.4f} | {m - base[1]:+.4f} |")
+    got = top10(name)
+    hits = sum(len(set(got.get(q, [])) & set(docs)) for q, docs in exact.items())
+    total = sum(len(docs) for docs in exact.values())
+    print(f"| {name} | {n:.4f} | {n - base[0]:+.4f} | {m:.4f} | {m - base[1]:+.4f} | {hits / total:.3f} |")
 PY

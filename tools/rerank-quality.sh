@@ -6,7 +6,8 @@
 # Usage: tools/rerank-quality.sh [SHARED_DATA_DIR] [CROSS_ENCODER_DIR]
 #   SHARED_DATA_DIR   the classic collections' sources (default ../shared/data)
 #   CROSS_ENCODER_DIR a BertForSequenceClassification checkpoint (default: the MiniLM-based test
-#                     checkpoint with an UNTRAINED head, built by tools/fixtures/make_cross_fixtures.py)
+#                     checkpoint with an UNTRAINED head, built by tools/fixtures/make_cross_fixtures.py);
+#                     `none` skips the cross-encoder rows
 # Work files go to target/rerank-quality/ (override with OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ mkdir -p "$out"
 cargo build --release --quiet --workspace --bins --examples
 bin=target/release/colbert-index
 [ -d "$out/collections/cisi" ] || target/release/examples/convert_collections "$data" "$out/collections" cisi npl
-[ -f "$cross/model.safetensors" ] || "$py" tools/fixtures/make_cross_fixtures.py --minilm-out "$cross" > /dev/null
+[ "$cross" = none ] || [ -f "$cross/model.safetensors" ] || "$py" tools/fixtures/make_cross_fixtures.py --minilm-out "$cross" > /dev/null
 
 for c in cranfield cisi npl; do
   dir="$out/collections/$c"
@@ -34,9 +35,13 @@ for c in cranfield cisi npl; do
   $bin search --index "$idx" --queries "$q" -k 100 --bm25 > "$out/$c.bm25.run"
   $bin search --index "$idx" --queries "$q" -k 100 > "$out/$c.colbert.run"
   $bin search --index "$idx" --queries "$q" -k 100 --hybrid > "$out/$c.hybrid.run"
-  $bin search --index "$idx" --queries "$q" -k 100 --hybrid --rerank "cross-encoder:$cross" --rerank-top "$top" \
-    > "$out/$c.hybrid-ce.run"
-  for r in bm25 colbert hybrid hybrid-ce; do
+  runs="bm25 colbert hybrid"
+  if [ "$cross" != none ]; then
+    $bin search --index "$idx" --queries "$q" -k 100 --hybrid --rerank "cross-encoder:$cross" --rerank-top "$top" \
+      > "$out/$c.hybrid-ce.run"
+    runs="$runs hybrid-ce"
+  fi
+  for r in $runs; do
     echo "$c $r $($bin eval --run "$out/$c.$r.run" --qrels "$dir/qrels.tsv" --json | tr -d '\n')"
   done
 done

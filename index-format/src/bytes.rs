@@ -92,16 +92,17 @@ impl Bytes {
     }
 
     /// Tells the kernel this process is done with `range` (relative to this view) of a memory
-    /// map: the whole pages inside it leave the process's resident set, and a later read faults
-    /// them back in from the file. Streaming readers call it on what they have consumed, so that
-    /// reading a file larger than RAM does not grow the resident set. A no-op for heap buffers,
-    /// off Unix, and on failure (it is only a hint).
+    /// map: the pages it touches, widened by the kernel's fault-around window (a fault maps up to
+    /// 64 KiB of neighbouring cached pages too), leave the process's resident set, and a later
+    /// read faults them back in from the file. Streaming readers call it on what they have
+    /// consumed, so that reading a file larger than RAM does not grow the resident set. A no-op
+    /// for heap buffers, off Unix, and on failure (it is only a hint).
     pub fn release(&self, range: Range<usize>) {
         #[cfg(unix)]
         if let Backing::Mmap(m) = &*self.backing {
-            const PAGE: usize = 4096;
-            let (a, b) = (self.range.start + range.start, (self.range.start + range.end).min(self.range.end));
-            let (a, b) = (a.div_ceil(PAGE) * PAGE, b / PAGE * PAGE);
+            const WINDOW: usize = 64 * 1024;
+            let a = (self.range.start + range.start).saturating_sub(WINDOW) / WINDOW * WINDOW;
+            let b = ((self.range.start + range.end).saturating_add(WINDOW)).min(m.len());
             if a < b {
                 // SAFETY: the map is read-only and file-backed (`map_file`), so discarding its
                 // pages cannot lose data or change what any outstanding slice reads: the next
