@@ -19,6 +19,7 @@ pub mod component;
 pub mod error;
 pub mod footer;
 pub mod meta;
+pub mod packed;
 pub mod reader;
 pub mod version;
 pub mod writer;
