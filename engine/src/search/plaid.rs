@@ -19,7 +19,7 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use index_format::{Codes, IndexReader};
+use index_format::{Codes, IndexReader, Ivf};
 use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
@@ -116,8 +116,8 @@ pub struct Compressed<'a> {
     codes: Codes<'a>,
     residuals: &'a [u8],
     doc_offsets: &'a [u64],
-    ivf_offsets: &'a [u64],
-    ivf: &'a [u32],
+    ivf: Ivf<'a>,
+    dir: &'a std::path::Path,
     embeddings: Option<&'a [f16]>,
 }
 
@@ -133,14 +133,20 @@ impl<'a> Compressed<'a> {
             codes: reader.codes().expect("residual index"),
             residuals: reader.residuals().expect("residual index"),
             doc_offsets: reader.doc_offsets(),
-            ivf_offsets: reader.ivf_offsets().expect("residual index"),
-            ivf: reader.ivf_docs().expect("residual index"),
+            ivf: reader.ivf().expect("residual index"),
+            dir: reader.dir(),
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
         }
     }
 
     fn n_docs(&self) -> usize {
         self.doc_offsets.len() - 1
+    }
+
+    /// A corruption of the inverted file found while searching (`verify` reports it too).
+    fn corrupt_ivf(&self, detail: String) -> EngineError {
+        let path = self.dir.join(self.ivf.component().file_name());
+        EngineError::Format(index_format::FormatError::corrupt(path, detail))
     }
 
     fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
@@ -222,12 +228,15 @@ impl<'a> Compressed<'a> {
         cells.dedup();
         let mut candidates: Vec<u32> = Vec::new();
         for &cell in &cells {
-            let (a, b) =
-                (self.ivf_offsets[cell as usize] as usize, self.ivf_offsets[cell as usize + 1] as usize);
-            candidates.extend_from_slice(&self.ivf[a..b]);
+            if let Err(e) = self.ivf.append_list(cell as usize, &mut candidates) {
+                return Err(self.corrupt_ivf(format!("the list of centroid {cell} does not decode: {e}")));
+            }
         }
         candidates.sort_unstable();
         candidates.dedup();
+        if let Some(&d) = candidates.last().filter(|&&d| d as usize >= self.n_docs()) {
+            return Err(self.corrupt_ivf(format!("it lists document {d}, but there are {}", self.n_docs())));
+        }
         laps.lap(Stage::Candidates);
         // Centroid-major scores [C × nq] for the per-token lookups of stages 2 and 3.
         let mut by_centroid = vec![0f32; c * nq];
