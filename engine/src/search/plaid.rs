@@ -35,6 +35,9 @@ const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
 
+/// Codes decoded at once in stages 2 and 3 (a document's tokens, in blocks of this many).
+const CODE_BLOCK: usize = 64;
+
 /// Up to this many cells per query token, stage 1 selects them with one linear scan.
 const SMALL_NCELLS: usize = 16;
 
@@ -272,17 +275,25 @@ impl<'a> Compressed<'a> {
         let score_chunk = |chunk: &[u32]| {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
+            // A document's codes, decoded a block at a time (one load per four packed codes)
+            // rather than one by one.
+            let mut codes = [0u32; CODE_BLOCK];
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
                 best.iter_mut().for_each(|b| *b = floor);
-                for t in self.tokens(doc) {
-                    let cent = self.codes.get(t) as usize;
-                    if keep.is_some_and(|k| !k[cent]) {
-                        continue;
-                    }
-                    let s = &by_centroid[cent * nq..(cent + 1) * nq];
-                    for (b, &v) in best.iter_mut().zip(s) {
-                        *b = b.max(v);
+                let tokens = self.tokens(doc);
+                for start in tokens.clone().step_by(CODE_BLOCK) {
+                    let block = &mut codes[..CODE_BLOCK.min(tokens.end - start)];
+                    self.codes.decode_into(start, block);
+                    for &cent in block.iter() {
+                        let cent = cent as usize;
+                        if keep.is_some_and(|k| !k[cent]) {
+                            continue;
+                        }
+                        let s = &by_centroid[cent * nq..(cent + 1) * nq];
+                        for (b, &v) in best.iter_mut().zip(s) {
+                            *b = b.max(v);
+                        }
                     }
                 }
                 top.push(doc, best.iter().sum());
