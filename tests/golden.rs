@@ -4,20 +4,18 @@
 //! with `cargo test --test integration -- --ignored create_golden_v{N}`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use engine::embeddings::QueryEmbeddings;
 use engine::{Index, SearchParams};
+use index_format::{Codes, Component, Ivf};
 use safetensors::Dtype;
+use tempfile::TempDir;
 
 use crate::common::*;
 
-fn golden_dir() -> PathBuf {
-    repo_path("tests/data/golden_v1")
-}
-
-fn golden_v2_dir() -> PathBuf {
-    repo_path("tests/data/golden_v2")
+fn golden_dir(version: u32) -> PathBuf {
+    repo_path(&format!("tests/data/golden_v{version}"))
 }
 
 /// The run of `queries` at k = 5: exhaustive search (over the decompressed vectors for a
@@ -37,87 +35,185 @@ fn run_text(index: &Index, queries: &QueryEmbeddings) -> String {
     out
 }
 
-#[test]
-#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
-fn create_golden_v1() {
-    let dir = golden_dir();
+/// What a golden fixture is made of: 16-d random documents and queries, and the build flags.
+struct Fixture {
+    version: u32,
+    /// Seed, number of documents, most tokens per document.
+    docs: (u64, usize, u64),
+    /// Seed, number of queries, tokens per query.
+    queries: (u64, usize, usize),
+    /// Whether to pass external ids (`golden-NN`).
+    ids: bool,
+    build_flags: &'static [&'static str],
+}
+
+/// Writes a golden fixture: embeddings, queries, the index built by the CLI, its run.
+fn create_golden(f: &Fixture) {
+    let dir = golden_dir(f.version);
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    let (emb, lens) = random_docs(2024, 25, 9, 16);
-    write_embeddings(&dir.join("embeddings.safetensors"), &emb, 16, &lens, Dtype::F16);
-    let ids: String = (0..25).map(|i| format!("golden-{i:02}\n")).collect();
-    fs::write(dir.join("ids.txt"), ids).unwrap();
-    let q = unit_vectors(&mut Rng::new(4048), 2 * 4, 16);
-    write_queries(&dir.join("queries.safetensors"), &q, 4, 16);
-    cli_ok(&[
-        "build",
-        "--embeddings",
-        s(&dir.join("embeddings.safetensors")),
-        "--ids",
-        s(&dir.join("ids.txt")),
-        "--index",
-        s(&dir.join("index")),
-        "--nbits",
-        "16",
-    ]);
-    let index = Index::open(&dir.join("index")).unwrap();
+    let (seed, n_docs, max_len) = f.docs;
+    let (emb, lens) = random_docs(seed, n_docs, max_len, 16);
+    let emb_path = dir.join("embeddings.safetensors");
+    write_embeddings(&emb_path, &emb, 16, &lens, Dtype::F16);
+    let (qseed, nq, qlen) = f.queries;
+    let q = unit_vectors(&mut Rng::new(qseed), nq * qlen, 16);
+    write_queries(&dir.join("queries.safetensors"), &q, qlen, 16);
+    let index = dir.join("index");
+    let mut args = vec!["build", "--embeddings", s(&emb_path)];
+    let ids_path = dir.join("ids.txt");
+    if f.ids {
+        let ids: String = (0..n_docs).map(|i| format!("golden-{i:02}\n")).collect();
+        fs::write(&ids_path, ids).unwrap();
+        args.extend(["--ids", s(&ids_path)]);
+    }
+    args.extend(["--index", s(&index)]);
+    args.extend(f.build_flags);
+    cli_ok(&args);
+    let index = Index::open(&index).unwrap();
     let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
     fs::write(dir.join("expected.run"), run_text(&index, &queries)).unwrap();
 }
 
-#[test]
-fn golden_v1_opens_verifies_and_answers_the_same() {
-    let dir = golden_dir();
-    let index = Index::open(&dir.join("index")).expect("golden v1 index opens");
-    index.verify().expect("golden v1 index verifies");
-    assert_eq!(index.meta().format_version, 1);
-    assert_eq!(index.meta().n_docs, 25);
+/// Opens and verifies the golden index of `version`, checks that it answers its run, returns it.
+fn check_golden(version: u32) -> Index {
+    let dir = golden_dir(version);
+    let index = Index::open(&dir.join("index")).expect("golden index opens");
+    index.verify().expect("golden index verifies");
+    assert_eq!(index.meta().format_version, version);
     let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
     let got = run_text(&index, &queries);
     let expected = fs::read_to_string(dir.join("expected.run")).unwrap();
     compare_runs(&got, &expected);
+    index
+}
+
+const V1: Fixture = Fixture {
+    version: 1,
+    docs: (2024, 25, 9),
+    queries: (4048, 2, 4),
+    ids: true,
+    build_flags: &["--nbits", "16"],
+};
+
+const V2: Fixture = Fixture {
+    version: 2,
+    docs: (2025, 30, 9),
+    queries: (4049, 3, 4),
+    ids: false,
+    build_flags: &["--nbits", "2", "--centroids", "16", "--seed", "7"],
+};
+
+/// 24 centroids: 5-bit codes, so that codes straddle bytes and words.
+const V3: Fixture = Fixture {
+    version: 3,
+    docs: (2026, 40, 12),
+    queries: (4050, 3, 5),
+    ids: false,
+    build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "11"],
+};
+
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v1() {
+    create_golden(&V1);
+}
+
+#[test]
+fn golden_v1_opens_verifies_and_answers_the_same() {
+    let index = check_golden(1);
+    assert_eq!(index.meta().n_docs, 25);
 }
 
 #[test]
 #[ignore = "writes the golden fixture; run by hand when introducing a format version"]
 fn create_golden_v2() {
-    let dir = golden_v2_dir();
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    let (emb, lens) = random_docs(2025, 30, 9, 16);
-    write_embeddings(&dir.join("embeddings.safetensors"), &emb, 16, &lens, Dtype::F16);
-    let q = unit_vectors(&mut Rng::new(4049), 3 * 4, 16);
-    write_queries(&dir.join("queries.safetensors"), &q, 4, 16);
-    cli_ok(&[
-        "build",
-        "--embeddings",
-        s(&dir.join("embeddings.safetensors")),
-        "--index",
-        s(&dir.join("index")),
-        "--nbits",
-        "2",
-        "--centroids",
-        "16",
-        "--seed",
-        "7",
-    ]);
-    let index = Index::open(&dir.join("index")).unwrap();
-    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
-    fs::write(dir.join("expected.run"), run_text(&index, &queries)).unwrap();
+    create_golden(&V2);
 }
 
 #[test]
 fn golden_v2_opens_verifies_and_answers_the_same() {
-    let dir = golden_v2_dir();
-    let index = Index::open(&dir.join("index")).expect("golden v2 index opens");
-    index.verify().expect("golden v2 index verifies");
-    assert_eq!(index.meta().format_version, 2);
+    let index = check_golden(2);
     assert_eq!(index.meta().kind, index_format::IndexKind::Residual { nbits: 2 });
     assert_eq!(index.meta().residual.unwrap().n_centroids, 16);
-    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
-    let got = run_text(&index, &queries);
-    let expected = fs::read_to_string(dir.join("expected.run")).unwrap();
-    compare_runs(&got, &expected);
+}
+
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v3() {
+    create_golden(&V3);
+}
+
+#[test]
+fn golden_v3_opens_verifies_and_answers_the_same() {
+    let index = check_golden(3);
+    assert_eq!(index.meta().kind, index_format::IndexKind::Residual { nbits: 2 });
+    assert_eq!(index.meta().residual.unwrap().n_centroids, 24);
+    assert!(matches!(index.reader().codes(), Some(Codes::Packed(p)) if p.bits() == 5));
+    assert!(matches!(index.reader().ivf(), Some(Ivf::Rice(_))));
+}
+
+/// A file's payload (without its footer).
+fn payload(path: &Path) -> Vec<u8> {
+    let b = fs::read(path).unwrap();
+    b[..b.len() - 32].to_vec()
+}
+
+/// The v2 golden index and a v3 index built now from the same embeddings with the same settings
+/// hold the same centroids, residuals, codes and lists (stored differently) and answer the same.
+#[test]
+fn v3_and_v2_of_the_same_embeddings_answer_the_same() {
+    let v2 = golden_dir(2);
+    let tmp = TempDir::new().unwrap();
+    let v3 = tmp.path().join("v3");
+    let emb = v2.join("embeddings.safetensors");
+    // The v2 fixture predates the joint codec: build with the per-dimension one it used.
+    cli_ok(
+        &[&["build", "--embeddings", s(&emb), "--index", s(&v3), "--codec", "per-dim"][..], V2.build_flags]
+            .concat(),
+    );
+    let (a, b) = (Index::open(&v2.join("index")).unwrap(), Index::open(&v3).unwrap());
+    b.verify().unwrap();
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 3));
+    for c in [
+        Component::Centroids,
+        Component::Buckets,
+        Component::Residuals,
+        Component::DocOffsets,
+        Component::DocIdOffsets,
+        Component::DocIdBytes,
+    ] {
+        let name = c.file_name();
+        assert!(payload(&v2.join("index").join(name)) == payload(&v3.join(name)), "{name} differs");
+    }
+    let (ca, cb) = (a.reader().codes().unwrap(), b.reader().codes().unwrap());
+    assert!(matches!(ca, Codes::U16(_)) && matches!(cb, Codes::Packed(_)));
+    assert_eq!(ca.len(), cb.len());
+    assert!((0..ca.len()).all(|t| ca.get(t) == cb.get(t)), "codes differ");
+    let (ia, ib) = (a.reader().ivf().unwrap(), b.reader().ivf().unwrap());
+    assert!(matches!(ia, Ivf::Plain { .. }) && matches!(ib, Ivf::Rice(_)));
+    for c in 0..ia.n_lists() {
+        let (mut la, mut lb) = (Vec::new(), Vec::new());
+        ia.append_list(c, &mut la).unwrap();
+        ib.append_list(c, &mut lb).unwrap();
+        assert_eq!(la, lb, "list {c}");
+    }
+    let queries = QueryEmbeddings::open(&v2.join("queries.safetensors")).unwrap();
+    assert_eq!(run_text(&a, &queries), run_text(&b, &queries));
+    for ncells in [1, 2, 4, 16] {
+        for threshold in [-1.0, 0.3, 0.5] {
+            for ndocs in [1, 4, 32] {
+                let p = SearchParams {
+                    ncells,
+                    centroid_score_threshold: threshold,
+                    ndocs,
+                    min_centroid_fit: f32::NEG_INFINITY,
+                    ..SearchParams::for_k(5)
+                };
+                assert_eq!(a.search(&queries.queries, &p).unwrap(), b.search(&queries.queries, &p).unwrap());
+            }
+        }
+    }
 }
 
 /// Same rankings, scores within 1e-4.

@@ -1,12 +1,15 @@
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use engine::codec::CodecConfig;
 use engine::synth::{SynthCorpus, SynthSpec, TokensPerDoc};
 use engine::{BuildOptions, CompressedBuilder, CompressedParams, EngineError, Index, SearchParams};
 use index_format::footer::FooterWriter;
-use index_format::{Component, FormatError, IndexKind, IndexMeta};
+use index_format::packed::{best_rice_param, put_rice_list, BitWriter};
+use index_format::{Codes, Component, FormatError, IndexKind, IndexMeta};
+use proptest::prelude::{any, ProptestConfig};
+use proptest::{prop_assert, prop_assert_eq, proptest};
 use safetensors::Dtype;
 use tempfile::TempDir;
 
@@ -176,63 +179,323 @@ fn payload(path: &Path) -> Vec<u8> {
     b[..b.len() - 32].to_vec()
 }
 
+/// Copies every file of index `from` into a new directory `to`.
+fn copy_index(from: &Path, to: &Path) -> PathBuf {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to.to_path_buf()
+}
+
+fn verify_err(dir: &Path) -> String {
+    Index::open(dir).unwrap().verify().unwrap_err().to_string()
+}
+
+fn open_err(dir: &Path) -> String {
+    Index::open(dir).unwrap_err().to_string()
+}
+
+/// The inverted file of a v3 index, decoded: one list per centroid.
+fn ivf_lists(dir: &Path) -> Vec<Vec<u32>> {
+    let index = Index::open(dir).unwrap();
+    let ivf = index.reader().ivf().unwrap();
+    (0..ivf.n_lists())
+        .map(|c| {
+            let mut l = Vec::new();
+            ivf.append_list(c, &mut l).unwrap();
+            l
+        })
+        .collect()
+}
+
+/// Rewrites the three IVF files of the v3 index in `dir` to hold `lists`, Rice-coded with the
+/// writer's own parameter choice.
+fn write_ivf_lists(dir: &Path, lists: &[Vec<u32>]) {
+    let mut w = BitWriter::new(Vec::new());
+    let (mut offsets, mut params) = (vec![0u64], Vec::new());
+    for l in lists {
+        let (k, _) = best_rice_param(l);
+        put_rice_list(&mut w, l, k).unwrap();
+        offsets.push(w.bits());
+        params.push(k as u8);
+    }
+    rewrite(&dir.join("ivf.rice"), Component::IvfRice, &w.finish().unwrap());
+    let offsets: Vec<u8> = offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+    rewrite(&dir.join("ivf_bit_offsets.u64"), Component::IvfBitOffsets, &offsets);
+    rewrite(&dir.join("ivf_rice_k.u8"), Component::IvfRiceK, &params);
+}
+
+/// A copy of index `good` at `to` with the payload of `component` changed by `edit` and its
+/// footer rewritten to match, so that only the semantic checks can catch it.
+fn edited_copy(good: &Path, to: &Path, component: Component, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let d = copy_index(good, to);
+    let path = d.join(component.file_name());
+    let mut bytes = payload(&path);
+    edit(&mut bytes);
+    rewrite(&path, component, &bytes);
+    d
+}
+
+/// Applies `edit` to `bytes` viewed as little-endian u64 values.
+fn edit_u64s(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut Vec<u64>)) {
+    let mut v: Vec<u64> = bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().unwrap())).collect();
+    edit(&mut v);
+    *bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+}
+
 #[test]
-fn verify_catches_corrupt_v2_files() {
+fn verify_catches_corrupt_v3_files() {
     let dir = TempDir::new().unwrap();
     let c = corpus(200, 32, 15);
     let good = dir.path().join("good");
-    let meta = build(&good, &c, CompressedParams { n_centroids: Some(64), ..CompressedParams::new(2) });
-    assert_eq!(meta.residual.unwrap().n_centroids, 64);
-    let copy = |name: &str| {
-        let to = dir.path().join(name);
-        fs::create_dir_all(&to).unwrap();
-        for e in fs::read_dir(&good).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-        to
+    // 48 centroids: 6-bit codes, so a code can be out of range.
+    let meta = build(&good, &c, CompressedParams { n_centroids: Some(48), ..CompressedParams::new(2) });
+    assert_eq!(meta.residual.unwrap().n_centroids, 48);
+    assert_eq!(meta.format_version, 3);
+    let copy = |name: &str| copy_index(&good, &dir.path().join(name));
+    let edited = |name: &str, comp: Component, edit: &dyn Fn(&mut Vec<u8>)| {
+        edited_copy(&good, &dir.path().join(name), comp, edit)
     };
-    let verify_err = |dir: &Path| Index::open(dir).unwrap().verify().unwrap_err().to_string();
+    let (codes, rice, bit_offsets, rice_k) =
+        (Component::CodesPacked, Component::IvfRice, Component::IvfBitOffsets, Component::IvfRiceK);
     // A flipped bit in the residuals: checksum.
     let d = copy("bitflip");
     let mut bytes = fs::read(d.join("residuals.u8")).unwrap();
     bytes[3] ^= 0x40;
     fs::write(d.join("residuals.u8"), bytes).unwrap();
     assert!(verify_err(&d).contains("residuals.u8: checksum mismatch"));
-    // A code out of range, with a valid checksum.
-    let d = copy("code");
-    let mut codes = payload(&d.join("codes.u16"));
-    codes[10..12].copy_from_slice(&64u16.to_le_bytes());
-    rewrite(&d.join("codes.u16"), Component::Codes16, &codes);
+    // A code out of range (token 3 is bits 18..24), with a valid checksum.
+    let d = edited("code", codes, &|b| edit_u64s(b, |w| w[0] |= 63 << 18));
     let e = verify_err(&d);
-    assert!(e.contains("codes.u16") && e.contains("64 centroids"), "{e}");
-    // An IVF list out of order.
-    let d = copy("ivf");
-    let ivf = payload(&d.join("ivf.u32"));
-    let ivf: Vec<u8> = ivf.chunks_exact(4).rev().flatten().copied().collect();
-    rewrite(&d.join("ivf.u32"), Component::IvfDocs, &ivf);
-    assert!(verify_err(&d).contains("ivf.u32"));
-    // An IVF entry pointing past the last document.
-    let d = copy("ivfdoc");
-    let mut ivf = payload(&d.join("ivf.u32"));
-    let n = ivf.len();
-    ivf[n - 4..].copy_from_slice(&1_000_000u32.to_le_bytes());
-    rewrite(&d.join("ivf.u32"), Component::IvfDocs, &ivf);
-    assert!(verify_err(&d).contains("ivf.u32"));
-    // Truncated residuals: caught at open, naming the file.
-    let d = copy("short");
-    let res = payload(&d.join("residuals.u8"));
-    rewrite(&d.join("residuals.u8"), Component::Residuals, &res[..res.len() - 8]);
-    let e = Index::open(&d).unwrap_err().to_string();
-    assert!(e.contains("residuals.u8"), "{e}");
-    // Missing centroids: named.
+    assert!(
+        e.contains("codes.packed") && e.contains("token 3 has code 63") && e.contains("48 centroids"),
+        "{e}"
+    );
+    // A bit set in the padding word of the codes.
+    let d = edited("codepad", codes, &|b| *b.last_mut().unwrap() = 0x80);
+    assert!(verify_err(&d).contains("codes.packed: corrupt index: nonzero bits after the last code"));
+    // Truncated codes (one word short, footer rewritten): caught at open, naming the file.
+    let d = edited("shortcodes", codes, &|b| b.truncate(b.len() - 8));
+    let e = open_err(&d);
+    assert!(e.contains("codes.packed") && e.contains("padding word"), "{e}");
+    // Truncated file (footer cut off): the footer check names it.
+    let d = copy("cutcodes");
+    let raw = fs::read(d.join("codes.packed")).unwrap();
+    fs::write(d.join("codes.packed"), &raw[..raw.len() - 5]).unwrap();
+    assert!(open_err(&d).contains("codes.packed"));
+    // Truncated IVF stream: caught at open, naming both IVF files.
+    let d = edited("shortivf", rice, &|b| b.truncate(b.len() - 16));
+    let e = open_err(&d);
+    assert!(e.contains("ivf_bit_offsets.u64") && e.contains("ivf.rice"), "{e}");
+    // A Rice parameter above 32.
+    let d = edited("param", rice_k, &|k| k[5] = 33);
+    let e = open_err(&d);
+    assert!(e.contains("ivf_rice_k.u8") && e.contains("centroid 5 has Rice parameter 33"), "{e}");
+    // A bit offset past the end of the stream, last or in the middle.
+    let d = edited("offsetend", bit_offsets, &|b| edit_u64s(b, |o| *o.last_mut().unwrap() += 1 << 20));
+    let e = open_err(&d);
+    assert!(e.contains("ivf_bit_offsets.u64") && e.contains("past the end of ivf.rice"), "{e}");
+    let d = edited("offsetmid", bit_offsets, &|b| edit_u64s(b, |o| o[10] = u64::MAX));
+    let e = open_err(&d);
+    assert!(e.contains("ivf_bit_offsets.u64") && e.contains("decrease at centroid 10"), "{e}");
+    // A changed Rice parameter (of the longest list): the lists no longer decode to the codes'
+    // pairs.
+    let lists = ivf_lists(&good);
+    let (full, _) = lists.iter().enumerate().max_by_key(|(_, l)| l.len()).unwrap();
+    let d = edited("paramshift", rice_k, &|k| k[full] += 1);
+    assert!(verify_err(&d).contains("ivf.rice"));
+    // Lists that do not match the codes: a document added to a list, or removed from it.
+    let absent = (0..200u32).find(|d| !lists[full].contains(d)).unwrap();
+    let with_lists = |name: &str, change: &dyn Fn(&mut Vec<u32>)| {
+        let d = copy(name);
+        let mut l = lists.clone();
+        change(&mut l[full]);
+        l[full].sort_unstable();
+        write_ivf_lists(&d, &l);
+        d
+    };
+    let e = verify_err(&with_lists("extra", &|l| l.push(absent)));
+    assert!(
+        e.contains("ivf.rice") && e.contains(&format!("lists document {absent}, which has no token")),
+        "{e}"
+    );
+    let e = verify_err(&with_lists("missingdoc", &|l| {
+        l.remove(0);
+    }));
+    let dropped = lists[full][0];
+    assert!(
+        e.contains(&format!("document {dropped} has a token in centroid {full} but is not in its list")),
+        "{e}"
+    );
+    // A document past the last one: verify names it, and a search that probes the list fails
+    // with the same file named instead of panicking.
+    let d = with_lists("pastend", &|l| l.push(1_000_000));
+    let e = verify_err(&d);
+    assert!(
+        e.contains("ivf.rice") && e.contains("lists document 1000000, but there are 200 documents"),
+        "{e}"
+    );
+    let index = Index::open(&d).unwrap();
+    let probe_all =
+        SearchParams { ncells: 48, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
+    let e = index.search(&queries(&c, 1, 4), &probe_all).unwrap_err().to_string();
+    assert!(e.contains("ivf.rice") && e.contains("document 1000000"), "{e}");
+    // Nonzero padding after the last list.
+    let d = edited("ivfpad", rice, &|b| {
+        let n = b.len();
+        b[n - 2] = 1;
+    });
+    assert!(verify_err(&d).contains("ivf.rice: corrupt index: nonzero bits after the last list"));
+    // Missing IVF: named.
     let d = copy("missing");
-    fs::remove_file(d.join("centroids.f16")).unwrap();
-    assert!(Index::open(&d).unwrap_err().to_string().contains("centroids.f16"));
+    fs::remove_file(d.join("ivf.rice")).unwrap();
+    assert!(open_err(&d).contains("ivf.rice"));
     // Swapped files: the footer's component id.
     let d = copy("swapped");
-    fs::copy(d.join("ivf_offsets.u64"), d.join("doc_offsets.u64")).unwrap();
+    fs::copy(d.join("ivf_bit_offsets.u64"), d.join("doc_offsets.u64")).unwrap();
     assert!(matches!(Index::open(&d).unwrap_err(), EngineError::Format(FormatError::WrongComponent { .. })));
+}
+
+/// Format v2 checks, on copies of the committed golden v2 index (16 centroids, 30 documents).
+#[test]
+fn verify_catches_corrupt_v2_files() {
+    let dir = TempDir::new().unwrap();
+    let good = repo_path("tests/data/golden_v2/index");
+    let edited = |name: &str, comp: Component, edit: &dyn Fn(&mut Vec<u8>)| {
+        edited_copy(&good, &dir.path().join(name), comp, edit)
+    };
+    // A code out of range, with a valid checksum.
+    let d = edited("code", Component::Codes16, &|c| c[10..12].copy_from_slice(&16u16.to_le_bytes()));
+    let e = verify_err(&d);
+    assert!(e.contains("codes.u16") && e.contains("16 centroids"), "{e}");
+    // An IVF list out of order.
+    let d = edited("ivf", Component::IvfDocs, &|b| *b = b.chunks_exact(4).rev().flatten().copied().collect());
+    assert!(verify_err(&d).contains("ivf.u32"));
+    // An IVF entry pointing past the last document.
+    let d = edited("ivfdoc", Component::IvfDocs, &|b| {
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&1_000_000u32.to_le_bytes());
+    });
+    assert!(verify_err(&d).contains("ivf.u32"));
+    // IVF offsets that decrease: caught at open.
+    let d = edited("ivfoff", Component::IvfOffsets, &|b| edit_u64s(b, |o| o[1] = u64::MAX));
+    let e = open_err(&d);
+    assert!(e.contains("ivf_offsets.u64") && e.contains("decrease at centroid"), "{e}");
+    // Truncated residuals: caught at open, naming the file.
+    let d = edited("short", Component::Residuals, &|b| b.truncate(b.len() - 8));
+    assert!(open_err(&d).contains("residuals.u8"));
+    // Missing centroids: named.
+    let d = copy_index(&good, &dir.path().join("missing"));
+    fs::remove_file(d.join("centroids.f16")).unwrap();
+    assert!(open_err(&d).contains("centroids.f16"));
+}
+
+/// Writes the v3 index `from` as a v2 index at `to`: u16 codes, plain IVF, version 2 footers
+/// and metadata; every other payload unchanged.
+fn transcode_to_v2(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    let index = Index::open(from).unwrap();
+    let r = index.reader();
+    let put = |c: Component, payload: &[u8]| {
+        let mut w = FooterWriter::new(Vec::new(), c.id());
+        w.write_all(payload).unwrap();
+        let mut file = w.finish().unwrap().0;
+        let n = file.len();
+        file[n - 24..n - 20].copy_from_slice(&2u32.to_le_bytes());
+        fs::write(to.join(c.file_name()), file).unwrap();
+    };
+    let codes = r.codes().unwrap();
+    let narrow: Vec<u8> = (0..codes.len()).flat_map(|t| (codes.get(t) as u16).to_le_bytes()).collect();
+    put(Component::Codes16, &narrow);
+    let ivf = r.ivf().unwrap();
+    let (mut offsets, mut docs) = (vec![0u64], Vec::new());
+    for c in 0..ivf.n_lists() {
+        ivf.append_list(c, &mut docs).unwrap();
+        offsets.push(docs.len() as u64);
+    }
+    put(Component::IvfOffsets, &offsets.iter().flat_map(|o| o.to_le_bytes()).collect::<Vec<u8>>());
+    put(Component::IvfDocs, &docs.iter().flat_map(|d| d.to_le_bytes()).collect::<Vec<u8>>());
+    for (c, _) in r.file_sizes() {
+        match c {
+            Component::Meta => {
+                let mut meta = r.meta().clone();
+                meta.format_version = 2;
+                put(c, &serde_json::to_vec_pretty(&meta).unwrap());
+            }
+            Component::CodesPacked | Component::IvfBitOffsets | Component::IvfRiceK | Component::IvfRice => {}
+            _ => put(c, &payload(&from.join(c.file_name()))),
+        }
+    }
+}
+
+/// The same index read as v3 (packed codes, Rice-coded IVF) and as v2 (transcoded) answers
+/// identically, over PLAID settings that exercise every stage.
+#[test]
+fn v3_and_v2_forms_of_one_index_answer_identically() {
+    let dir = TempDir::new().unwrap();
+    let c = corpus(1500, 64, 21);
+    let v3 = dir.path().join("v3");
+    let v2 = dir.path().join("v2");
+    build(&v3, &c, CompressedParams { n_centroids: Some(700), ..CompressedParams::new(2) });
+    transcode_to_v2(&v3, &v2);
+    let (a, b) = (Index::open(&v2).unwrap(), Index::open(&v3).unwrap());
+    a.verify().unwrap();
+    b.verify().unwrap();
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 3));
+    assert!(a.reader().size_bytes() > b.reader().size_bytes());
+    let qs = queries(&c, 12, 16);
+    for (ncells, ndocs, threshold) in [(1, 64, 0.45), (4, 256, 0.45), (8, 1024, 0.3), (16, 32, -1.0)] {
+        let p =
+            SearchParams { ncells, ndocs, centroid_score_threshold: threshold, ..SearchParams::for_k(10) };
+        assert_eq!(a.search(&qs, &p).unwrap(), b.search(&qs, &p).unwrap(), "ncells {ncells} ndocs {ndocs}");
+    }
+    assert_eq!(a.search_decompressed(&qs, 10).unwrap(), b.search_decompressed(&qs, 10).unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Small indexes of random shape (centroid counts giving every code width from 1 to 7 bits,
+    /// documents of 1 to 40 tokens): they verify (codes in range, lists exactly the codes'
+    /// pairs), and every list is the documents having a token in that centroid.
+    #[test]
+    fn random_index_shapes_round_trip(
+        n_centroids in 1usize..=100,
+        lens in proptest::collection::vec(1usize..=40, 1..60),
+        seed in any::<u64>(),
+    ) {
+        let dir = TempDir::new().unwrap();
+        let dim = 8;
+        let tokens = unit_vectors(&mut Rng::new(seed), lens.iter().sum(), dim);
+        let params = CompressedParams { n_centroids: Some(n_centroids), seed, ..CompressedParams::new(1) };
+        let mut b = CompressedBuilder::create(&dir.path().join("i"), dim, params, BuildOptions::default()).unwrap();
+        b.train(&tokens, (tokens.len() / dim) as u64).unwrap();
+        let mut off = 0;
+        for (i, &l) in lens.iter().enumerate() {
+            b.add(&format!("d{i}"), &tokens[off..off + l * dim]).unwrap();
+            off += l * dim;
+        }
+        let meta = b.finish().unwrap();
+        let index = Index::open(&dir.path().join("i")).unwrap();
+        index.verify().unwrap();
+        let c = meta.residual.unwrap().n_centroids as usize;
+        let codes = index.reader().codes().unwrap();
+        prop_assert!(matches!(codes, Codes::Packed(p) if p.bits() == index_format::packed::code_bits(c as u64)));
+        let mut expected = vec![Vec::new(); c];
+        let mut t = 0;
+        for (doc, &l) in lens.iter().enumerate() {
+            let mut cents: Vec<u32> = (t..t + l).map(|i| codes.get(i)).collect();
+            cents.sort_unstable();
+            cents.dedup();
+            for cent in cents {
+                expected[cent as usize].push(doc as u32);
+            }
+            t += l;
+        }
+        prop_assert_eq!(ivf_lists(&dir.path().join("i")), expected);
+    }
 }
 
 #[test]
@@ -314,8 +577,19 @@ fn cli_builds_searches_and_describes_compressed_indexes() {
         serde_json::from_str(&cli_ok(&["info", "--index", s(&idx), "--json"])).unwrap();
     assert_eq!(info["nbits"], 4);
     assert_eq!(info["n_centroids"], 128);
-    assert_eq!(info["format_version"], 2);
-    assert!(cli_ok(&["info", "--index", s(&idx)]).contains("centroids      128"));
+    assert_eq!(info["format_version"], 3);
+    assert_eq!(info["n_centroids"], 128);
+    let parts = &info["bytes_per_token_by_part"];
+    assert!((parts["residuals"].as_f64().unwrap() - 16.0).abs() < 0.01, "{parts}");
+    assert!((parts["codes"].as_f64().unwrap() - 7.0 / 8.0).abs() < 0.05, "{parts}");
+    assert!((parts["embeddings"].as_f64().unwrap() - 64.0).abs() < 0.01, "{parts}");
+    let bits = info["ivf_bits_per_entry"].as_f64().unwrap();
+    assert!(bits > 1.0 && bits < 12.0, "{bits}");
+    let text = cli_ok(&["info", "--index", s(&idx)]);
+    assert!(text.contains("centroids      128"), "{text}");
+    for line in ["  residuals", "  codes", "  ivf", "  embeddings", "  per-document", "  fixed"] {
+        assert!(text.contains(line), "{text}");
+    }
     assert!(cli_ok(&["verify", "--index", s(&idx)]).starts_with("ok"));
     let search = |extra: &[&str]| {
         let qp = dir.path().join("q.safetensors");

@@ -18,8 +18,8 @@ mod harness;
 /// The listwise LLM reranker: the OpenAI-compatible client against a loopback server, and the
 /// real SmolLM2 GGUF end to end.
 mod llm;
-/// Compressed (format v2) indexes: PLAID against the decompressed oracle, the exact tier,
-/// determinism, round trips, corruption and bad inputs.
+/// Compressed indexes (format v3, and v2 by transcoding): PLAID against the decompressed oracle,
+/// the exact tier, determinism, round trips, corruption and bad inputs.
 mod plaid;
 /// Hybrid search and the rerank tail: BM25, RRF, the cross-encoder against PyTorch, the
 /// pipeline flags of `search`.

@@ -14,16 +14,16 @@ pub enum Component {
     DocIdOffsets,
     /// `doc_ids.utf8`: the external document ids, concatenated UTF-8.
     DocIdBytes,
-    /// `centroids.f16`: `n_centroids × dim` f16 centroids, row-major (v2, residual kind).
+    /// `centroids.f16`: `n_centroids × dim` f16 centroids, row-major (v2+, residual kind).
     Centroids,
     /// `buckets.f32`: the residual codec's bucket cutoffs followed by its bucket weights
-    /// (v2, residual kind; see [`crate::ResidualMeta`] for the layout).
+    /// (v2+, residual kind; see [`crate::ResidualMeta`] for the layout).
     Buckets,
     /// `codes.u16`: the centroid of each token, when there are at most 65536 centroids (v2).
     Codes16,
     /// `codes.u32`: the centroid of each token, when there are more than 65536 centroids (v2).
     Codes32,
-    /// `residuals.u8`: `n_tokens × (dim · nbits / 8)` packed quantised residuals (v2).
+    /// `residuals.u8`: `n_tokens × (dim · nbits / 8)` packed quantised residuals (v2+).
     Residuals,
     /// `ivf_offsets.u64`: `n_centroids + 1` offsets into [`Component::IvfDocs`]; centroid `c`
     /// owns entries `off[c]..off[c+1]` (v2).
@@ -31,9 +31,79 @@ pub enum Component {
     /// `ivf.u32`: for each centroid, the sorted, deduplicated documents with a token assigned to
     /// it (v2).
     IvfDocs,
+    /// `codes.packed`: the centroid of each token, bit-packed at
+    /// [`crate::packed::code_bits`]`(C)` bits per token into u64 words (v3).
+    CodesPacked,
+    /// `ivf_bit_offsets.u64`: `n_centroids + 1` bit offsets into [`Component::IvfRice`]; centroid
+    /// `c`'s list is bits `off[c]..off[c+1]` (v3).
+    IvfBitOffsets,
+    /// `ivf_rice_k.u8`: the Rice parameter of each centroid's list (v3).
+    IvfRiceK,
+    /// `ivf.rice`: for each centroid, its sorted, deduplicated documents, Rice-coded gaps packed
+    /// into u64 words (v3).
+    IvfRice,
+}
+
+/// What a file's bytes pay for, as `colbert-index info` splits an index's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SizeClass {
+    /// The quantised residuals (`dim · nbits / 8` bytes per token).
+    Residuals,
+    /// The centroid codes (one per token).
+    Codes,
+    /// The inverted file's document lists (one entry per distinct (centroid, document) pair).
+    Ivf,
+    /// Exact f16 embeddings (`2 · dim` bytes per token).
+    Embeddings,
+    /// Document offsets and external ids.
+    PerDocument,
+    /// What does not grow with the corpus: metadata, centroids, buckets, the IVF's per-centroid
+    /// offsets and parameters.
+    Fixed,
+}
+
+impl SizeClass {
+    /// Every class, in report order.
+    pub const ALL: [SizeClass; 6] = [
+        SizeClass::Residuals,
+        SizeClass::Codes,
+        SizeClass::Ivf,
+        SizeClass::Embeddings,
+        SizeClass::PerDocument,
+        SizeClass::Fixed,
+    ];
+
+    /// A short lowercase name (`per_document`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            SizeClass::Residuals => "residuals",
+            SizeClass::Codes => "codes",
+            SizeClass::Ivf => "ivf",
+            SizeClass::Embeddings => "embeddings",
+            SizeClass::PerDocument => "per_document",
+            SizeClass::Fixed => "fixed",
+        }
+    }
 }
 
 impl Component {
+    /// What the component's bytes pay for.
+    pub fn size_class(self) -> SizeClass {
+        match self {
+            Component::Residuals => SizeClass::Residuals,
+            Component::Codes16 | Component::Codes32 | Component::CodesPacked => SizeClass::Codes,
+            Component::IvfDocs | Component::IvfRice => SizeClass::Ivf,
+            Component::Embeddings => SizeClass::Embeddings,
+            Component::DocOffsets | Component::DocIdOffsets | Component::DocIdBytes => SizeClass::PerDocument,
+            Component::Meta
+            | Component::Centroids
+            | Component::Buckets
+            | Component::IvfOffsets
+            | Component::IvfBitOffsets
+            | Component::IvfRiceK => SizeClass::Fixed,
+        }
+    }
+
     /// Every component of format version 1 (the uncompressed kind).
     pub const ALL: [Component; 5] = [
         Component::Meta,
@@ -44,7 +114,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 12] = [
+    pub const EVERY: [Component; 16] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -57,6 +127,10 @@ impl Component {
         Component::Residuals,
         Component::IvfOffsets,
         Component::IvfDocs,
+        Component::CodesPacked,
+        Component::IvfBitOffsets,
+        Component::IvfRiceK,
+        Component::IvfRice,
     ];
 
     /// The file name inside the index directory.
@@ -74,6 +148,10 @@ impl Component {
             Component::Residuals => "residuals.u8",
             Component::IvfOffsets => "ivf_offsets.u64",
             Component::IvfDocs => "ivf.u32",
+            Component::CodesPacked => "codes.packed",
+            Component::IvfBitOffsets => "ivf_bit_offsets.u64",
+            Component::IvfRiceK => "ivf_rice_k.u8",
+            Component::IvfRice => "ivf.rice",
         }
     }
 
@@ -92,21 +170,30 @@ impl Component {
             Component::Residuals => 10,
             Component::IvfOffsets => 11,
             Component::IvfDocs => 12,
+            Component::CodesPacked => 13,
+            Component::IvfBitOffsets => 14,
+            Component::IvfRiceK => 15,
+            Component::IvfRice => 16,
         }
     }
 
     /// Size in bytes of one element of the payload array.
     pub fn element_size(self) -> usize {
         match self {
-            Component::Meta | Component::DocIdBytes | Component::Residuals => 1,
+            Component::Meta | Component::DocIdBytes | Component::Residuals | Component::IvfRiceK => 1,
             Component::Embeddings | Component::Centroids | Component::Codes16 => 2,
             Component::Buckets | Component::Codes32 | Component::IvfDocs => 4,
-            Component::DocOffsets | Component::DocIdOffsets | Component::IvfOffsets => 8,
+            Component::DocOffsets
+            | Component::DocIdOffsets
+            | Component::IvfOffsets
+            | Component::CodesPacked
+            | Component::IvfBitOffsets
+            | Component::IvfRice => 8,
         }
     }
 
-    /// The codes component for an index with `n_centroids` centroids: u16 codes up to 65536
-    /// centroids, u32 above.
+    /// The codes component of a version 2 index with `n_centroids` centroids: u16 codes up to
+    /// 65536 centroids, u32 above. (Version 3 always has [`Component::CodesPacked`].)
     pub fn codes_for(n_centroids: u64) -> Component {
         if n_centroids <= 1 << 16 {
             Component::Codes16

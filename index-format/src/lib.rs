@@ -19,14 +19,15 @@ pub mod component;
 pub mod error;
 pub mod footer;
 pub mod meta;
+pub mod packed;
 pub mod reader;
 pub mod version;
 pub mod writer;
 
 pub use bytes::{Bytes, Plain};
-pub use component::Component;
+pub use component::{Component, SizeClass};
 pub use error::{FormatError, Result};
 pub use meta::{IndexKind, IndexMeta, ResidualMeta};
-pub use reader::{Codes, IndexReader};
+pub use reader::{Codes, IndexReader, Ivf, IvfCursor};
 pub use version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 pub use writer::{ComponentWriter, IndexWriter};

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 pub enum IndexKind {
     /// Full f16 token embeddings, no centroids (`build --nbits 16`).
     Uncompressed,
-    /// Residual compression (format v2): each token is a centroid id plus its residual quantised
-    /// to `nbits` bits per dimension; an inverted file maps centroids to documents. The details
-    /// are in [`IndexMeta::residual`].
+    /// Residual compression (format v2 and later): each token is a centroid id plus its residual
+    /// quantised to `nbits` bits per dimension; an inverted file maps centroids to documents. The
+    /// details are in [`IndexMeta::residual`].
     Residual {
         /// Bits per dimension of the quantised residual: 1, 2 or 4.
         nbits: u32,
@@ -30,7 +30,8 @@ impl IndexKind {
 /// The parameters of a residual-compressed index ([`IndexKind::Residual`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResidualMeta {
-    /// Number of centroids `C`; codes are u16 when `C ≤ 65536`, u32 above.
+    /// Number of centroids `C`; in v2 codes are u16 when `C ≤ 65536`, u32 above; from v3 they
+    /// take `max(1, ⌈log2 C⌉)` bits each.
     pub n_centroids: u64,
     /// Whether `buckets.f32` holds one quantiser per dimension (`dim × (2^nbits − 1)` cutoffs
     /// then `dim × 2^nbits` weights) instead of one pooled quantiser (`2^nbits − 1` cutoffs then

@@ -11,6 +11,9 @@ use crate::component::Component;
 use crate::error::{FormatError, Result};
 use crate::footer::Footer;
 use crate::meta::{IndexKind, IndexMeta, ResidualMeta};
+use crate::packed::{
+    code_bits, packed_words, padding_is_zero, ListError, PackedCodes, RiceCursor, RiceLists, RiceShapeError,
+};
 use crate::version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 
 struct Mapped {
@@ -61,13 +64,15 @@ fn map_component(dir: &Path, component: Component) -> Result<Mapped> {
     Ok(Mapped { payload, footer })
 }
 
-/// The centroid id of every token, stored as u16 or u32.
+/// The centroid id of every token: u16 or u32 (format v2), or bit-packed (v3).
 #[derive(Debug, Clone, Copy)]
 pub enum Codes<'a> {
-    /// `codes.u16` (at most 65536 centroids).
+    /// `codes.u16` (v2, at most 65536 centroids).
     U16(&'a [u16]),
-    /// `codes.u32` (more than 65536 centroids).
+    /// `codes.u32` (v2, more than 65536 centroids).
     U32(&'a [u32]),
+    /// `codes.packed` (v3).
+    Packed(PackedCodes<'a>),
 }
 
 impl Codes<'_> {
@@ -76,6 +81,7 @@ impl Codes<'_> {
         match self {
             Codes::U16(c) => c.len(),
             Codes::U32(c) => c.len(),
+            Codes::Packed(c) => c.len(),
         }
     }
 
@@ -85,11 +91,114 @@ impl Codes<'_> {
     }
 
     /// The code of token `i`.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, i: usize) -> u32 {
         match self {
+            Codes::Packed(c) => c.get(i),
             Codes::U16(c) => c[i] as u32,
             Codes::U32(c) => c[i],
+        }
+    }
+
+    /// The codes of tokens `start .. start + out.len()`, into `out`.
+    #[inline]
+    pub fn decode_into(&self, start: usize, out: &mut [u32]) {
+        let n = out.len();
+        match self {
+            Codes::Packed(c) => c.decode_into(start, out),
+            Codes::U16(c) => out.iter_mut().zip(&c[start..start + n]).for_each(|(o, &v)| *o = v as u32),
+            Codes::U32(c) => out.copy_from_slice(&c[start..start + n]),
+        }
+    }
+}
+
+/// The inverted file: for each centroid, the strictly increasing documents that have a token
+/// assigned to it. Plain u32 lists (format v2) or Rice-coded (v3).
+#[derive(Debug, Clone, Copy)]
+pub enum Ivf<'a> {
+    /// `ivf_offsets.u64` and `ivf.u32` (v2).
+    Plain {
+        /// `C + 1` offsets into `docs`.
+        offsets: &'a [u64],
+        /// The lists, one after the other.
+        docs: &'a [u32],
+    },
+    /// `ivf_bit_offsets.u64`, `ivf_rice_k.u8` and `ivf.rice` (v3).
+    Rice(RiceLists<'a>),
+}
+
+/// A position inside one list of an [`Ivf`], to read it one document at a time.
+#[derive(Debug, Clone, Copy)]
+pub enum IvfCursor {
+    /// Next and end index into a plain list.
+    Plain(usize, usize),
+    /// Inside a Rice-coded list.
+    Rice(RiceCursor),
+}
+
+impl Ivf<'_> {
+    /// The file holding the documents: `ivf.u32` or `ivf.rice`.
+    pub fn component(&self) -> Component {
+        match self {
+            Ivf::Plain { .. } => Component::IvfDocs,
+            Ivf::Rice(_) => Component::IvfRice,
+        }
+    }
+
+    /// Number of lists (centroids).
+    pub fn n_lists(&self) -> usize {
+        match self {
+            Ivf::Plain { offsets, .. } => offsets.len() - 1,
+            Ivf::Rice(r) => r.n_lists(),
+        }
+    }
+
+    /// Appends the documents of centroid `c`'s list to `out` (on error, possibly part of it).
+    #[inline]
+    pub fn append_list(&self, c: usize, out: &mut Vec<u32>) -> Result<(), ListError> {
+        match self {
+            Ivf::Plain { offsets, docs } => {
+                out.extend_from_slice(&docs[offsets[c] as usize..offsets[c + 1] as usize]);
+                Ok(())
+            }
+            Ivf::Rice(r) => r.decode_into(c, out),
+        }
+    }
+
+    /// Number of entries over all lists (a Rice-coded IVF is decoded to count them).
+    pub fn count_entries(&self) -> Result<u64, ListError> {
+        match self {
+            Ivf::Plain { docs, .. } => Ok(docs.len() as u64),
+            Ivf::Rice(r) => {
+                let mut buf = Vec::new();
+                let mut n = 0;
+                for c in 0..r.n_lists() {
+                    buf.clear();
+                    r.decode_into(c, &mut buf)?;
+                    n += buf.len() as u64;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// A cursor at the start of centroid `c`'s list.
+    pub fn cursor(&self, c: usize) -> IvfCursor {
+        match self {
+            Ivf::Plain { offsets, .. } => IvfCursor::Plain(offsets[c] as usize, offsets[c + 1] as usize),
+            Ivf::Rice(r) => IvfCursor::Rice(r.cursor(c)),
+        }
+    }
+
+    /// The next document of the cursor's list, `None` at its end.
+    pub fn advance(&self, cur: &mut IvfCursor) -> Option<Result<u32, ListError>> {
+        match (self, cur) {
+            (Ivf::Plain { docs, .. }, IvfCursor::Plain(i, end)) => (*i < *end).then(|| {
+                *i += 1;
+                Ok(docs[*i - 1])
+            }),
+            (Ivf::Rice(r), IvfCursor::Rice(c)) => r.advance(c),
+            _ => panic!("a cursor of another inverted file"),
         }
     }
 }
@@ -163,9 +272,10 @@ impl IndexReader {
     }
 
     /// The components an index with metadata `meta` consists of: the five files of the
-    /// uncompressed kind, or for the residual kind its centroids, buckets, codes (u16 or u32 by
-    /// the centroid count), residuals, IVF, document offsets and ids, plus `embeddings.f16` when
-    /// it was kept.
+    /// uncompressed kind, or for the residual kind its centroids, buckets, codes, residuals, IVF,
+    /// document offsets and ids, plus `embeddings.f16` when it was kept. The codes and IVF files
+    /// depend on the version: u16 or u32 codes (by the centroid count) and a plain IVF in v2,
+    /// packed codes and a Rice-coded IVF from v3.
     pub fn components_of(meta: &IndexMeta) -> Vec<Component> {
         match (meta.kind, meta.residual) {
             (IndexKind::Residual { .. }, Some(r)) => {
@@ -176,11 +286,22 @@ impl IndexReader {
                     Component::DocIdBytes,
                     Component::Centroids,
                     Component::Buckets,
-                    Component::codes_for(r.n_centroids),
                     Component::Residuals,
-                    Component::IvfOffsets,
-                    Component::IvfDocs,
                 ];
+                if meta.format_version >= 3 {
+                    v.extend([
+                        Component::CodesPacked,
+                        Component::IvfBitOffsets,
+                        Component::IvfRiceK,
+                        Component::IvfRice,
+                    ]);
+                } else {
+                    v.extend([
+                        Component::codes_for(r.n_centroids),
+                        Component::IvfOffsets,
+                        Component::IvfDocs,
+                    ]);
+                }
                 if r.has_embeddings {
                     v.push(Component::Embeddings);
                 }
@@ -297,14 +418,19 @@ impl IndexReader {
         let (nc, nw) = r.bucket_counts(nbits, m.dim);
         let buckets = self.typed::<f32>(Component::Buckets)?;
         self.check_len(Component::Buckets, buckets.len(), (nc + nw) as u64)?;
-        let codes = self.codes().expect("residual kind");
-        self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
         let residuals = self.typed::<u8>(Component::Residuals)?;
         self.check_len(
             Component::Residuals,
             residuals.len(),
             m.n_tokens * (m.dim as u64 * nbits as u64 / 8),
         )?;
+        if self.files.contains_key(&Component::CodesPacked) {
+            self.packed_codes()?;
+            self.rice_lists()?;
+            return Ok(());
+        }
+        let codes = self.codes().expect("residual kind");
+        self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
         let ivf_offsets = self.typed::<u64>(Component::IvfOffsets)?;
         self.check_len(Component::IvfOffsets, ivf_offsets.len(), c + 1)?;
         let ivf_len = self.typed::<u32>(Component::IvfDocs)?.len() as u64;
@@ -319,7 +445,79 @@ impl IndexReader {
                 ),
             ));
         }
+        if let Some(i) = ivf_offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(FormatError::corrupt(
+                self.path(Component::IvfOffsets),
+                format!("IVF offsets decrease at centroid {i}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The v3 codes, checking the payload size against the token count and code width.
+    fn packed_codes(&self) -> Result<PackedCodes<'_>> {
+        let m = &self.meta;
+        let c = m.residual.map_or(1, |r| r.n_centroids);
+        let bits = code_bits(c);
+        let payload = &self.files[&Component::CodesPacked].payload;
+        PackedCodes::new(payload, bits, m.n_tokens as usize).ok_or_else(|| {
+            FormatError::corrupt(
+                self.path(Component::CodesPacked),
+                format!(
+                    "holds {} bytes, {} tokens at {bits} bits per code ({c} centroids) need {} \
+                     (with the padding word)",
+                    payload.len(),
+                    m.n_tokens,
+                    m.n_tokens.checked_mul(bits as u64).map_or(u64::MAX, |b| 8 * packed_words(b)),
+                ),
+            )
+        })
+    }
+
+    /// The v3 inverted file, checking its three arrays against each other and the metadata
+    /// (cheap: `C` entries), so that decoding a list never reads out of bounds.
+    fn rice_lists(&self) -> Result<RiceLists<'_>> {
+        let c = self.meta.residual.map_or(1, |r| r.n_centroids);
+        let offsets = self.typed::<u64>(Component::IvfBitOffsets)?;
+        self.check_len(Component::IvfBitOffsets, offsets.len(), c + 1)?;
+        let params = self.typed::<u8>(Component::IvfRiceK)?;
+        self.check_len(Component::IvfRiceK, params.len(), c)?;
+        let bytes = &self.files[&Component::IvfRice].payload;
+        RiceLists::new(offsets, params, bytes).map_err(|e| match e {
+            RiceShapeError::Counts { .. } => unreachable!("lengths checked above"),
+            RiceShapeError::Offsets(i) => FormatError::corrupt(
+                self.path(Component::IvfBitOffsets),
+                format!("bit offsets do not start at 0 or decrease at centroid {i}"),
+            ),
+            RiceShapeError::Length { bytes, bits } if bits > 8 * bytes => FormatError::corrupt(
+                self.path(Component::IvfBitOffsets),
+                format!(
+                    "the last list ends at bit {bits}, past the end of {} ({bytes} bytes)",
+                    Component::IvfRice.file_name()
+                ),
+            ),
+            RiceShapeError::Length { bytes, bits } => FormatError::corrupt(
+                self.path(Component::IvfRice),
+                format!(
+                    "holds {bytes} bytes, but the lists end at bit {bits} ({}), which needs {} bytes \
+                     with the padding word",
+                    Component::IvfBitOffsets.file_name(),
+                    8 * packed_words(bits)
+                ),
+            ),
+            RiceShapeError::Param(i, k) => FormatError::corrupt(
+                self.path(Component::IvfRiceK),
+                format!("centroid {i} has Rice parameter {k}, above the maximum of 32"),
+            ),
+        })
+    }
+
+    /// The file holding the codes.
+    fn codes_component(&self) -> Component {
+        [Component::CodesPacked, Component::Codes16, Component::Codes32]
+            .into_iter()
+            .find(|c| self.files.contains_key(c))
+            .unwrap_or(Component::CodesPacked)
     }
 
     fn verify_residual(&self, r: &ResidualMeta) -> Result<()> {
@@ -340,60 +538,83 @@ impl IndexReader {
             return Err(FormatError::corrupt(self.path(Component::Buckets), "bucket cutoffs are not sorted"));
         }
         let codes = self.codes().expect("residual kind");
+        let codes_path = self.path(self.codes_component());
         if let Some(i) = (0..codes.len()).find(|&i| codes.get(i) as u64 >= c) {
             return Err(FormatError::corrupt(
-                self.path(Component::codes_for(c)),
+                codes_path,
                 format!("token {i} has code {}, but there are {c} centroids", codes.get(i)),
             ));
         }
-        let ivf_offsets = self.ivf_offsets().expect("residual kind");
-        let ivf = self.ivf_docs().expect("residual kind");
-        if let Some(i) = ivf_offsets.windows(2).position(|w| w[0] > w[1]) {
-            return Err(FormatError::corrupt(
-                self.path(Component::IvfOffsets),
-                format!("IVF offsets decrease at centroid {i}"),
-            ));
+        if let Codes::Packed(p) = codes {
+            if !padding_is_zero(p.bytes(), p.len() as u64 * p.bits() as u64) {
+                return Err(FormatError::corrupt(codes_path, "nonzero bits after the last code"));
+            }
         }
-        for (cent, w) in ivf_offsets.windows(2).enumerate() {
-            let list = &ivf[w[0] as usize..w[1] as usize];
+        let ivf = self.ivf().expect("residual kind");
+        let ivf_path = self.path(ivf.component());
+        if let Ivf::Rice(r) = ivf {
+            if !padding_is_zero(r.bytes(), r.total_bits()) {
+                return Err(FormatError::corrupt(&ivf_path, "nonzero bits after the last list"));
+            }
+        }
+        // Every list decodes, is strictly increasing and names existing documents.
+        let mut list = Vec::new();
+        for cent in 0..ivf.n_lists() {
+            list.clear();
+            if let Err(e) = ivf.append_list(cent, &mut list) {
+                return Err(FormatError::corrupt(
+                    &ivf_path,
+                    format!("the list of centroid {cent} does not decode: {e}"),
+                ));
+            }
             if let Some(&d) = list.iter().find(|&&d| d as u64 >= m.n_docs) {
                 return Err(FormatError::corrupt(
-                    self.path(Component::IvfDocs),
+                    &ivf_path,
                     format!("centroid {cent} lists document {d}, but there are {} documents", m.n_docs),
                 ));
             }
             if list.windows(2).any(|p| p[0] >= p[1]) {
                 return Err(FormatError::corrupt(
-                    self.path(Component::IvfDocs),
+                    &ivf_path,
                     format!("the list of centroid {cent} is not sorted and deduplicated"),
                 ));
             }
         }
-        // Every (centroid, document) pair of the codes is listed, and nothing else.
+        // Every (centroid, document) pair of the codes is listed, and nothing else: documents in
+        // order, each list read in step with a cursor.
         let offsets = self.doc_offsets();
-        let mut pairs = 0u64;
+        let mut cursors: Vec<IvfCursor> = (0..ivf.n_lists()).map(|cent| ivf.cursor(cent)).collect();
         let mut seen: Vec<u32> = Vec::new();
+        let unlisted = |doc: usize, cent: u32| {
+            FormatError::corrupt(
+                &ivf_path,
+                format!("document {doc} has a token in centroid {cent} but is not in its list"),
+            )
+        };
+        let extra = |doc: u32, cent: usize| {
+            FormatError::corrupt(
+                &ivf_path,
+                format!("centroid {cent} lists document {doc}, which has no token assigned to it"),
+            )
+        };
         for doc in 0..m.n_docs as usize {
-            seen.clear();
-            seen.extend((offsets[doc]..offsets[doc + 1]).map(|t| codes.get(t as usize)));
+            let (a, b) = (offsets[doc] as usize, offsets[doc + 1] as usize);
+            seen.resize(b - a, 0);
+            codes.decode_into(a, &mut seen);
             seen.sort_unstable();
             seen.dedup();
-            pairs += seen.len() as u64;
             for &cent in &seen {
-                let list = &ivf[ivf_offsets[cent as usize] as usize..ivf_offsets[cent as usize + 1] as usize];
-                if list.binary_search(&(doc as u32)).is_err() {
-                    return Err(FormatError::corrupt(
-                        self.path(Component::IvfDocs),
-                        format!("document {doc} has a token in centroid {cent} but is not in its list"),
-                    ));
+                match ivf.advance(&mut cursors[cent as usize]) {
+                    Some(Ok(d)) if d as usize == doc => {}
+                    Some(Ok(d)) if (d as usize) < doc => return Err(extra(d, cent as usize)),
+                    _ => return Err(unlisted(doc, cent)),
                 }
             }
         }
-        if pairs != ivf.len() as u64 {
-            return Err(FormatError::corrupt(
-                self.path(Component::IvfDocs),
-                format!("{} entries, but the codes give {pairs} (centroid, document) pairs", ivf.len()),
-            ));
+        for (cent, cur) in cursors.iter_mut().enumerate() {
+            if let Some(Ok(d)) = ivf.advance(cur) {
+                return Err(extra(d, cent));
+            }
         }
         Ok(())
     }
@@ -451,6 +672,9 @@ impl IndexReader {
 
     /// The centroid of every token (residual kind only).
     pub fn codes(&self) -> Option<Codes<'_>> {
+        if self.files.contains_key(&Component::CodesPacked) {
+            return Some(Codes::Packed(self.packed_codes().expect("checked at open")));
+        }
         if let Some(c) = self.optional::<u16>(Component::Codes16) {
             return Some(Codes::U16(c));
         }
@@ -462,12 +686,22 @@ impl IndexReader {
         self.optional(Component::Residuals)
     }
 
-    /// IVF offsets: centroid `c` lists documents `ivf_docs()[off[c]..off[c+1]]` (residual kind).
+    /// The inverted file, plain (v2) or Rice-coded (v3) (residual kind only).
+    pub fn ivf(&self) -> Option<Ivf<'_>> {
+        if self.files.contains_key(&Component::IvfRice) {
+            return Some(Ivf::Rice(self.rice_lists().expect("checked at open")));
+        }
+        Some(Ivf::Plain { offsets: self.ivf_offsets()?, docs: self.ivf_docs()? })
+    }
+
+    /// IVF offsets of a v2 index: centroid `c` lists documents `ivf_docs()[off[c]..off[c+1]]`
+    /// (`None` for other kinds and versions; see [`IndexReader::ivf`]).
     pub fn ivf_offsets(&self) -> Option<&[u64]> {
         self.optional(Component::IvfOffsets)
     }
 
-    /// IVF document lists, sorted and deduplicated per centroid (residual kind only).
+    /// IVF document lists of a v2 index, sorted and deduplicated per centroid (`None` for other
+    /// kinds and versions; see [`IndexReader::ivf`]).
     pub fn ivf_docs(&self) -> Option<&[u32]> {
         self.optional(Component::IvfDocs)
     }
@@ -488,6 +722,17 @@ impl IndexReader {
             return std::borrow::Cow::Borrowed("<corrupt id>");
         }
         String::from_utf8_lossy(&bytes[a..b])
+    }
+
+    /// Every file of the index with its size in bytes (payload and footer), by component id.
+    pub fn file_sizes(&self) -> Vec<(Component, u64)> {
+        let mut v: Vec<_> = self
+            .files
+            .iter()
+            .map(|(&c, m)| (c, m.payload.len() as u64 + crate::footer::FOOTER_LEN as u64))
+            .collect();
+        v.sort_by_key(|(c, _)| c.id());
+        v
     }
 
     /// Total size in bytes of the index files.

@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -13,6 +13,8 @@ pub enum FormatVersion {
     V1 = 1,
     /// Version 2: adds the residual-compressed kind (centroids, codes, packed residuals, IVF).
     V2 = 2,
+    /// Version 3: the residual kind's codes bit-packed and its inverted file Rice-coded.
+    V3 = 3,
 }
 
 impl FormatVersion {
@@ -21,6 +23,7 @@ impl FormatVersion {
         match v {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
+            3 => Some(Self::V3),
             _ => None,
         }
     }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use engine::codec::CodecConfig;
 use engine::embeddings::DocEmbeddingsFile;
 use engine::index::{read_doc_ids, sample_docs};
 use engine::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder};
@@ -72,6 +73,13 @@ pub struct BuildArgs {
     /// Compressed index: seed of the sample and k-means (same input and seed, same index).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Compressed index: how residuals are quantised (same bytes per token and decoding cost for
+    /// all three; see docs/PLAID.md). `joint`: the dimensions sharing a byte are quantised
+    /// together with a trained 256-entry codebook per byte (lowest error); `per-dim`: one
+    /// Lloyd–Max quantiser per dimension; `pooled`: one quantile quantiser shared by all
+    /// dimensions (Stanford ColBERT's scheme).
+    #[arg(long, value_enum, default_value_t = CodecArg::Joint)]
+    pub codec: CodecArg,
     /// Also build a BM25 index of the collection's text (title and text for BEIR) in DIR/bm25/,
     /// for `search --bm25` and `search --hybrid`; it also stores the texts that `search --rerank`
     /// needs. Needs --collection.
@@ -189,8 +197,24 @@ fn compressed_params(args: &BuildArgs) -> CompressedParams {
         kmeans_iters: args.kmeans_iters,
         seed: args.seed,
         store_f16: args.store_f16,
+        codec: match args.codec {
+            CodecArg::Joint => CodecConfig::grouped(args.nbits),
+            CodecArg::PerDim => CodecConfig::improved(args.nbits),
+            CodecArg::Pooled => CodecConfig::stanford(args.nbits),
+        },
         ..CompressedParams::new(args.nbits)
     }
+}
+
+/// `--codec` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CodecArg {
+    /// Joint 256-codeword codebook per byte position.
+    Joint,
+    /// One Lloyd–Max quantiser per dimension.
+    PerDim,
+    /// One quantile quantiser for all dimensions (Stanford ColBERT).
+    Pooled,
 }
 
 /// Builds a compressed index: k-means and codec on a sample of documents, then every document

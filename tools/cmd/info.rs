@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use engine::Index;
+use index_format::SizeClass;
 
 /// Arguments of `info`.
 #[derive(Args, Debug)]
@@ -22,11 +23,46 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     let index = Index::open(&args.index)?;
     let meta = index.meta();
     let bytes = index.reader().size_bytes();
-    let per_token = bytes as f64 / meta.n_tokens.max(1) as f64;
+    let tokens = meta.n_tokens.max(1) as f64;
+    let per_token = bytes as f64 / tokens;
+    // Bytes (files with their footers) per size class, and the files in each.
+    let mut parts: Vec<(SizeClass, u64, Vec<&str>)> = Vec::new();
+    for (c, size) in index.reader().file_sizes() {
+        match parts.iter_mut().find(|p| p.0 == c.size_class()) {
+            Some(p) => {
+                p.1 += size;
+                p.2.push(c.file_name());
+            }
+            None => parts.push((c.size_class(), size, vec![c.file_name()])),
+        }
+    }
+    parts.sort_by_key(|p| p.0);
+    let ivf_entries = match index.reader().ivf() {
+        Some(ivf) => Some(ivf.count_entries().map_err(|e| {
+            anyhow::anyhow!(
+                "{}: corrupt inverted file: {e}",
+                args.index.join(ivf.component().file_name()).display()
+            )
+        })?),
+        None => None,
+    };
+    let ivf_bytes = parts.iter().find(|p| p.0 == SizeClass::Ivf).map_or(0, |p| p.1);
+    // Payload bits per IVF entry (the footer is not an entry's).
+    let ivf_bits = ivf_entries.map(|n| (ivf_bytes.saturating_sub(32) * 8) as f64 / n.max(1) as f64);
     if args.json {
         let mut v = serde_json::to_value(meta)?;
         v["index_bytes"] = bytes.into();
         v["bytes_per_token"] = per_token.into();
+        v["bytes_per_token_by_part"] = SizeClass::ALL
+            .iter()
+            .map(|&class| {
+                let b = parts.iter().find(|p| p.0 == class).map_or(0, |p| p.1);
+                (class.name().to_string(), serde_json::json!(b as f64 / tokens))
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        v["ivf_entries"] = ivf_entries.into();
+        v["ivf_bits_per_entry"] = ivf_bits.into();
         v["nbits"] = meta.kind.nbits().into();
         v["n_centroids"] = meta.residual.map_or(0, |r| r.n_centroids).into();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -55,7 +91,19 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             meta.n_tokens,
             meta.n_tokens as f64 / meta.n_docs as f64
         );
-        println!("size           {bytes} bytes ({per_token:.1} bytes per token)");
+        println!("size           {bytes} bytes ({per_token:.3} bytes per token)");
+        for (class, b, files) in &parts {
+            let extra = match (class, ivf_entries, ivf_bits) {
+                (SizeClass::Ivf, Some(n), Some(bits)) => format!(", {n} entries, {bits:.2} bits each"),
+                _ => String::new(),
+            };
+            println!(
+                "  {:<13}{:>9.3} bytes per token ({}{extra})",
+                class.name().replace('_', "-"),
+                *b as f64 / tokens,
+                files.join(", ")
+            );
+        }
         println!("created by     {}", meta.created_by);
         if let Some(enc) = &meta.encoder {
             println!("encoder        {enc}");

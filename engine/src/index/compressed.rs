@@ -1,4 +1,4 @@
-//! Writing a residual-compressed index (format v2, `build --nbits 1|2|4`) from a stream of
+//! Writing a residual-compressed index (format v3, `build --nbits 1|2|4`) from a stream of
 //! documents.
 //!
 //! The build runs in three steps:
@@ -7,11 +7,12 @@
 //!    the sample, e.g. with [`sample_docs`]), rounds the centroids to f16 (what is stored), and
 //!    trains the residual codec on the residuals of a held-out part of the sample.
 //! 2. [`CompressedBuilder::add`] buffers documents, and every [`FLUSH_TOKENS`] tokens assigns them
-//!    to their nearest centroid and quantises their residuals, streaming codes, packed residuals
-//!    (and, with [`CompressedParams::store_f16`], the exact f16 embeddings) to their files.
+//!    to their nearest centroid and quantises their residuals, streaming codes (bit-packed),
+//!    packed residuals (and, with [`CompressedParams::store_f16`], the exact f16 embeddings) to
+//!    their files.
 //! 3. [`CompressedBuilder::finish`] builds the inverted file from the codes file (memory-mapped,
-//!    one pass per block of centroids whose lists fit in [`IVF_BLOCK_ENTRIES`]), writes the small
-//!    files and publishes the index atomically.
+//!    one pass per block of centroids whose lists fit in [`IVF_BLOCK_ENTRIES`]; each list
+//!    Rice-coded as it is written), writes the small files and publishes the index atomically.
 //!
 //! Memory is bounded by the sample, the centroids, one flush buffer, per-document metadata
 //! (offsets and ids) and one IVF block: never by the corpus.
@@ -22,8 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use half::f16;
-use index_format::bytes::{as_bytes, cast_slice, map_file};
+use index_format::bytes::{as_bytes, map_file};
 use index_format::footer::Footer;
+use index_format::packed::{best_rice_param, code_bits, put_rice_list, BitWriter, PackedCodes};
 use index_format::{
     Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, ResidualMeta, FORMAT_VERSION,
 };
@@ -106,7 +108,9 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
 struct Trained {
     centroids: Vec<f32>,
     codec: Codec,
-    codes: ComponentWriter,
+    /// `codes.packed`, at `code_bits` bits per token.
+    codes: BitWriter<ComponentWriter>,
+    code_bits: u32,
     residuals: ComponentWriter,
     /// Number of documents listing each centroid (IVF list lengths).
     list_lens: Vec<u64>,
@@ -135,7 +139,6 @@ pub struct CompressedBuilder {
     centroid_fit: f64,
     codes_buf: Vec<u32>,
     packed: Vec<u8>,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for CompressedBuilder {
@@ -200,7 +203,6 @@ impl CompressedBuilder {
             centroid_fit: 0.0,
             codes_buf: Vec::new(),
             packed: Vec::new(),
-            scratch: Vec::new(),
         })
     }
 
@@ -285,10 +287,17 @@ impl CompressedBuilder {
         self.centroid_fit = fit;
         let codec = Codec::train_with(&res, dim, &self.params.codec)?;
         let c = centroids.len() / dim;
-        let codes = self.writer.component(Component::codes_for(c as u64))?;
+        let codes = BitWriter::new(self.writer.component(Component::CodesPacked)?);
         let residuals = self.writer.component(Component::Residuals)?;
         self.sample_tokens = n;
-        self.trained = Some(Trained { centroids, codec, codes, residuals, list_lens: vec![0; c] });
+        self.trained = Some(Trained {
+            centroids,
+            codec,
+            codes,
+            code_bits: code_bits(c as u64),
+            residuals,
+            list_lens: vec![0; c],
+        });
         Ok(())
     }
 
@@ -343,14 +352,11 @@ impl CompressedBuilder {
                 t.list_lens[c as usize] += 1;
             }
         }
-        self.scratch.clear();
-        if t.list_lens.len() <= 1 << 16 {
-            let narrow: Vec<u16> = self.codes_buf.iter().map(|&c| c as u16).collect();
-            self.scratch.extend_from_slice(as_bytes(&narrow));
-        } else {
-            self.scratch.extend_from_slice(as_bytes(&self.codes_buf));
+        for &c in &self.codes_buf {
+            if let Err(e) = t.codes.put(c as u64, t.code_bits) {
+                return Err(io_err(t.codes.get_ref().path())(e));
+            }
         }
-        t.codes.write_all(&self.scratch).map_err(io_err(t.codes.path()))?;
         t.residuals.write_all(&self.packed).map_err(io_err(t.residuals.path()))?;
         if let Some(e) = self.embeddings.as_mut() {
             let half: Vec<f16> = self.pending.iter().map(|&v| f16::from_f32(v)).collect();
@@ -386,16 +392,16 @@ impl CompressedBuilder {
             centroid_fit,
             ..
         } = self;
-        let Trained { centroids, codec, codes, residuals, list_lens } = trained.expect("trained");
+        let Trained { centroids, codec, codes, residuals, list_lens, .. } = trained.expect("trained");
         let n_centroids = list_lens.len();
-        let codes_component = Component::codes_for(n_centroids as u64);
-        codes.finish()?;
+        let codes_path = codes.get_ref().path().to_path_buf();
+        codes.finish().map_err(io_err(&codes_path))?.finish()?;
         residuals.finish()?;
         let has_embeddings = embeddings.is_some();
         if let Some(e) = embeddings {
             e.finish()?;
         }
-        write_ivf(&writer, codes_component, &doc_offsets, &list_lens)?;
+        write_ivf(&writer, &doc_offsets, &list_lens)?;
         let half: Vec<f16> = kmeans::to_f16(&centroids);
         writer.write_component(Component::Centroids, as_bytes(&half))?;
         let mut buckets = codec.cutoffs().to_vec();
@@ -435,32 +441,29 @@ impl CompressedBuilder {
     }
 }
 
-/// Builds `ivf_offsets.u64` and `ivf.u32` from the finished codes file in the temporary
-/// directory: a pass over the memory-mapped codes per block of centroids whose lists together
-/// hold at most [`IVF_BLOCK_ENTRIES`] documents (one pass for most indexes).
-fn write_ivf(writer: &IndexWriter, codes: Component, doc_offsets: &[u64], list_lens: &[u64]) -> Result<()> {
-    let path: PathBuf = writer.temp_dir().join(codes.file_name());
+/// Builds the inverted file (`ivf.rice`, `ivf_bit_offsets.u64`, `ivf_rice_k.u8`) from the
+/// finished codes file in the temporary directory: a pass over the memory-mapped codes per block
+/// of centroids whose lists together hold at most [`IVF_BLOCK_ENTRIES`] documents (one pass for
+/// most indexes). Each list is Rice-coded with the parameter that makes it smallest.
+fn write_ivf(writer: &IndexWriter, doc_offsets: &[u64], list_lens: &[u64]) -> Result<()> {
+    let path: PathBuf = writer.temp_dir().join(Component::CodesPacked.file_name());
     let file = File::open(&path).map_err(io_err(&path))?;
     let map = map_file(&file).map_err(io_err(&path))?;
-    let (payload, _) = Footer::split(&path, &map, codes.id())?;
-    let misaligned = || EngineError::Format(index_format::FormatError::corrupt(&path, "misaligned codes"));
-    let code_at: Box<dyn Fn(usize) -> u32 + '_> = match codes {
-        Component::Codes16 => {
-            let c = cast_slice::<u16>(payload).ok_or_else(misaligned)?;
-            Box::new(move |i| c[i] as u32)
-        }
-        _ => {
-            let c = cast_slice::<u32>(payload).ok_or_else(misaligned)?;
-            Box::new(move |i| c[i])
-        }
-    };
+    let (payload, _) = Footer::split(&path, &map, Component::CodesPacked.id())?;
+    let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
+    let codes = PackedCodes::new(payload, code_bits(list_lens.len() as u64), n_tokens).ok_or_else(|| {
+        EngineError::Format(index_format::FormatError::corrupt(&path, "codes file of the wrong size"))
+    })?;
     let mut offsets = Vec::with_capacity(list_lens.len() + 1);
     offsets.push(0u64);
     for &l in list_lens {
         offsets.push(offsets.last().expect("non-empty") + l);
     }
-    writer.write_component(Component::IvfOffsets, as_bytes(&offsets))?;
-    let mut out = writer.component(Component::IvfDocs)?;
+    let mut out = BitWriter::new(writer.component(Component::IvfRice)?);
+    let rice_path = out.get_ref().path().to_path_buf();
+    let mut bit_offsets = Vec::with_capacity(list_lens.len() + 1);
+    bit_offsets.push(0u64);
+    let mut params: Vec<u8> = Vec::with_capacity(list_lens.len());
     let mut distinct: Vec<u32> = Vec::new();
     let mut lo = 0usize;
     while lo < list_lens.len() {
@@ -473,8 +476,9 @@ fn write_ivf(writer: &IndexWriter, codes: Component, doc_offsets: &[u64], list_l
         let mut block = vec![0u32; (offsets[hi] - base) as usize];
         let mut cursor: Vec<u64> = offsets[lo..hi].iter().map(|&o| o - base).collect();
         for doc in 0..doc_offsets.len() - 1 {
-            distinct.clear();
-            distinct.extend((doc_offsets[doc]..doc_offsets[doc + 1]).map(|t| code_at(t as usize)));
+            let (a, b) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
+            distinct.resize(b - a, 0);
+            codes.decode_into(a, &mut distinct);
             distinct.sort_unstable();
             distinct.dedup();
             for &c in &distinct {
@@ -485,9 +489,17 @@ fn write_ivf(writer: &IndexWriter, codes: Component, doc_offsets: &[u64], list_l
                 }
             }
         }
-        out.write_all(as_bytes(&block)).map_err(io_err(out.path()))?;
+        for c in lo..hi {
+            let list = &block[(offsets[c] - base) as usize..(offsets[c + 1] - base) as usize];
+            let (k, _) = best_rice_param(list);
+            put_rice_list(&mut out, list, k).map_err(io_err(&rice_path))?;
+            bit_offsets.push(out.bits());
+            params.push(k as u8);
+        }
         lo = hi;
     }
-    out.finish()?;
+    out.finish().map_err(io_err(&rice_path))?.finish()?;
+    writer.write_component(Component::IvfBitOffsets, as_bytes(&bit_offsets))?;
+    writer.write_component(Component::IvfRiceK, &params)?;
     Ok(())
 }

@@ -19,7 +19,7 @@
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
-use index_format::{Codes, IndexReader};
+use index_format::{Codes, IndexReader, Ivf};
 use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
@@ -34,6 +34,9 @@ use crate::maxsim::PreparedQuery;
 const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
+
+/// Codes decoded at once in stages 2 and 3 (a document's tokens, in blocks of this many).
+const CODE_BLOCK: usize = 64;
 
 /// Up to this many cells per query token, stage 1 selects them with one linear scan.
 const SMALL_NCELLS: usize = 16;
@@ -116,8 +119,8 @@ pub struct Compressed<'a> {
     codes: Codes<'a>,
     residuals: &'a [u8],
     doc_offsets: &'a [u64],
-    ivf_offsets: &'a [u64],
-    ivf: &'a [u32],
+    ivf: Ivf<'a>,
+    dir: &'a std::path::Path,
     embeddings: Option<&'a [f16]>,
 }
 
@@ -133,14 +136,20 @@ impl<'a> Compressed<'a> {
             codes: reader.codes().expect("residual index"),
             residuals: reader.residuals().expect("residual index"),
             doc_offsets: reader.doc_offsets(),
-            ivf_offsets: reader.ivf_offsets().expect("residual index"),
-            ivf: reader.ivf_docs().expect("residual index"),
+            ivf: reader.ivf().expect("residual index"),
+            dir: reader.dir(),
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
         }
     }
 
     fn n_docs(&self) -> usize {
         self.doc_offsets.len() - 1
+    }
+
+    /// A corruption of the inverted file found while searching (`verify` reports it too).
+    fn corrupt_ivf(&self, detail: String) -> EngineError {
+        let path = self.dir.join(self.ivf.component().file_name());
+        EngineError::Format(index_format::FormatError::corrupt(path, detail))
     }
 
     fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
@@ -222,12 +231,15 @@ impl<'a> Compressed<'a> {
         cells.dedup();
         let mut candidates: Vec<u32> = Vec::new();
         for &cell in &cells {
-            let (a, b) =
-                (self.ivf_offsets[cell as usize] as usize, self.ivf_offsets[cell as usize + 1] as usize);
-            candidates.extend_from_slice(&self.ivf[a..b]);
+            if let Err(e) = self.ivf.append_list(cell as usize, &mut candidates) {
+                return Err(self.corrupt_ivf(format!("the list of centroid {cell} does not decode: {e}")));
+            }
         }
         candidates.sort_unstable();
         candidates.dedup();
+        if let Some(&d) = candidates.last().filter(|&&d| d as usize >= self.n_docs()) {
+            return Err(self.corrupt_ivf(format!("it lists document {d}, but there are {}", self.n_docs())));
+        }
         laps.lap(Stage::Candidates);
         // Centroid-major scores [C × nq] for the per-token lookups of stages 2 and 3.
         let mut by_centroid = vec![0f32; c * nq];
@@ -263,17 +275,25 @@ impl<'a> Compressed<'a> {
         let score_chunk = |chunk: &[u32]| {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
+            // A document's codes, decoded a block at a time (one load per four packed codes)
+            // rather than one by one.
+            let mut codes = [0u32; CODE_BLOCK];
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
                 best.iter_mut().for_each(|b| *b = floor);
-                for t in self.tokens(doc) {
-                    let cent = self.codes.get(t) as usize;
-                    if keep.is_some_and(|k| !k[cent]) {
-                        continue;
-                    }
-                    let s = &by_centroid[cent * nq..(cent + 1) * nq];
-                    for (b, &v) in best.iter_mut().zip(s) {
-                        *b = b.max(v);
+                let tokens = self.tokens(doc);
+                for start in tokens.clone().step_by(CODE_BLOCK) {
+                    let block = &mut codes[..CODE_BLOCK.min(tokens.end - start)];
+                    self.codes.decode_into(start, block);
+                    for &cent in block.iter() {
+                        let cent = cent as usize;
+                        if keep.is_some_and(|k| !k[cent]) {
+                            continue;
+                        }
+                        let s = &by_centroid[cent * nq..(cent + 1) * nq];
+                        for (b, &v) in best.iter_mut().zip(s) {
+                            *b = b.max(v);
+                        }
                     }
                 }
                 top.push(doc, best.iter().sum());
