@@ -273,6 +273,19 @@ fn verify_catches_corrupt_v3_files() {
         e.contains("codes.packed") && e.contains("token 3 has code 63") && e.contains("48 centroids"),
         "{e}"
     );
+    // Searching it is an error naming the file, not a panic: PLAID probing every list, and the
+    // exhaustive search over decompressed vectors.
+    let index = Index::open(&d).unwrap();
+    let probe_all =
+        SearchParams { ncells: 48, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
+    let q = queries(&c, 1, 4);
+    for e in [index.search(&q, &probe_all).unwrap_err(), index.search_decompressed(&q, 3).unwrap_err()] {
+        let e = e.to_string();
+        assert!(
+            e.contains("codes.packed: corrupt index: token 3 has code 63, but there are 48 centroids"),
+            "{e}"
+        );
+    }
     // A bit set in the padding word of the codes.
     let d = edited("codepad", codes, &|b| *b.last_mut().unwrap() = 0x80);
     assert!(verify_err(&d).contains("codes.packed: corrupt index: nonzero bits after the last code"));
@@ -338,9 +351,7 @@ fn verify_catches_corrupt_v3_files() {
         "{e}"
     );
     let index = Index::open(&d).unwrap();
-    let probe_all =
-        SearchParams { ncells: 48, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
-    let e = index.search(&queries(&c, 1, 4), &probe_all).unwrap_err().to_string();
+    let e = index.search(&q, &probe_all).unwrap_err().to_string();
     assert!(e.contains("ivf.rice") && e.contains("document 1000000"), "{e}");
     // Nonzero padding after the last list.
     let d = edited("ivfpad", rice, &|b| {

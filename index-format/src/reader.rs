@@ -76,6 +76,15 @@ pub enum Codes<'a> {
 }
 
 impl Codes<'_> {
+    /// The file holding the codes: `codes.u16`, `codes.u32` or `codes.packed`.
+    pub fn component(&self) -> Component {
+        match self {
+            Codes::U16(_) => Component::Codes16,
+            Codes::U32(_) => Component::Codes32,
+            Codes::Packed(_) => Component::CodesPacked,
+        }
+    }
+
     /// Number of tokens.
     pub fn len(&self) -> usize {
         match self {
@@ -512,14 +521,6 @@ impl IndexReader {
         })
     }
 
-    /// The file holding the codes.
-    fn codes_component(&self) -> Component {
-        [Component::CodesPacked, Component::Codes16, Component::Codes32]
-            .into_iter()
-            .find(|c| self.files.contains_key(c))
-            .unwrap_or(Component::CodesPacked)
-    }
-
     fn verify_residual(&self, r: &ResidualMeta) -> Result<()> {
         let m = &self.meta;
         let c = r.n_centroids;
@@ -538,7 +539,7 @@ impl IndexReader {
             return Err(FormatError::corrupt(self.path(Component::Buckets), "bucket cutoffs are not sorted"));
         }
         let codes = self.codes().expect("residual kind");
-        let codes_path = self.path(self.codes_component());
+        let codes_path = self.path(codes.component());
         if let Some(i) = (0..codes.len()).find(|&i| codes.get(i) as u64 >= c) {
             return Err(FormatError::corrupt(
                 codes_path,

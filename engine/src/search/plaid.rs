@@ -17,6 +17,8 @@
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
 //! thread count.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use index_format::{Codes, IndexReader, Ivf};
@@ -152,6 +154,24 @@ impl<'a> Compressed<'a> {
         EngineError::Format(index_format::FormatError::corrupt(path, detail))
     }
 
+    /// A corruption of the codes found while searching: token `t` has a code that is not a
+    /// centroid (`verify` reports it too).
+    fn corrupt_codes(&self, t: usize) -> EngineError {
+        let path = self.dir.join(self.codes.component().file_name());
+        let detail = format!(
+            "token {t} has code {}, but there are {} centroids",
+            self.codes.get(t),
+            self.state.n_centroids
+        );
+        EngineError::Format(index_format::FormatError::corrupt(path, detail))
+    }
+
+    /// The centroid of token `t`.
+    fn centroid_of(&self, t: usize) -> Result<&[f32]> {
+        let c = self.codes.get(t) as usize;
+        self.state.centroids.get(c * self.dim..(c + 1) * self.dim).ok_or_else(|| self.corrupt_codes(t))
+    }
+
     fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
         self.doc_offsets[doc as usize] as usize..self.doc_offsets[doc as usize + 1] as usize
     }
@@ -167,9 +187,7 @@ impl<'a> Compressed<'a> {
         out.clear();
         out.resize(range.len() * dim, 0.0);
         for (t, o) in range.zip(out.chunks_exact_mut(dim)) {
-            let c = self.codes.get(t) as usize;
-            let centroid = &self.state.centroids[c * dim..(c + 1) * dim];
-            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
+            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], self.centroid_of(t)?, o)?;
         }
         Ok(())
     }
@@ -253,9 +271,10 @@ impl<'a> Compressed<'a> {
             .map(|s| s.iter().any(|&v| v >= params.centroid_score_threshold))
             .collect();
         // Stage 2: pruned approximate scores; stage 3: full approximate scores.
-        let stage2 = self.approx_top(&candidates, &by_centroid, nq, Some(&keep), params.ndocs.max(params.k));
+        let stage2 =
+            self.approx_top(&candidates, &by_centroid, nq, Some(&keep), params.ndocs.max(params.k))?;
         let stage2: Vec<u32> = stage2.into_iter().map(|h| h.doc).collect();
-        let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep());
+        let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep())?;
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
         laps.lap(Stage::Pruning);
@@ -263,7 +282,7 @@ impl<'a> Compressed<'a> {
     }
 
     /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
-    /// kept (all tokens when `keep` is `None`).
+    /// kept (all tokens when `keep` is `None`). A code that is not a centroid is an error.
     fn approx_top(
         &self,
         docs: &[u32],
@@ -271,7 +290,10 @@ impl<'a> Compressed<'a> {
         nq: usize,
         keep: Option<&[bool]>,
         n: usize,
-    ) -> Vec<Hit> {
+    ) -> Result<Vec<Hit>> {
+        let c = self.state.n_centroids;
+        // The first token found with a code out of range (set by any chunk).
+        let bad = AtomicUsize::new(usize::MAX);
         let score_chunk = |chunk: &[u32]| {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
@@ -285,6 +307,11 @@ impl<'a> Compressed<'a> {
                 for start in tokens.clone().step_by(CODE_BLOCK) {
                     let block = &mut codes[..CODE_BLOCK.min(tokens.end - start)];
                     self.codes.decode_into(start, block);
+                    if block.iter().fold(0, |m, &cent| m.max(cent)) as usize >= c {
+                        let i = block.iter().position(|&cent| cent as usize >= c).unwrap_or(0);
+                        bad.fetch_min(start + i, Ordering::Relaxed);
+                        continue;
+                    }
                     for &cent in block.iter() {
                         let cent = cent as usize;
                         if keep.is_some_and(|k| !k[cent]) {
@@ -311,7 +338,10 @@ impl<'a> Compressed<'a> {
                 },
             )
         };
-        top.into_sorted()
+        match bad.into_inner() {
+            usize::MAX => Ok(top.into_sorted()),
+            t => Err(self.corrupt_codes(t)),
+        }
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
@@ -383,8 +413,7 @@ impl<'a> Compressed<'a> {
                 Some(tokens) => tokens.convert_to_f32_slice(out),
                 None => {
                     for (t, o) in range.clone().zip(out.chunks_exact_mut(dim)) {
-                        let c = self.codes.get(t) as usize;
-                        let centroid = &self.state.centroids[c * dim..(c + 1) * dim];
+                        let centroid = self.centroid_of(t)?;
                         self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
                     }
                 }
