@@ -168,14 +168,9 @@ d3\tAeroelastic models of heated high speed aircraft.\n\
 d4\tLaminar flow over swept wings.\n\
 d5\tBoundary layer transition on swept wings and flat plates.\n";
 
-fn trec_ids(run: &str) -> Vec<String> {
-    run.lines().map(|l| l.split(' ').nth(2).unwrap().to_string()).collect()
-}
-
-#[test]
-fn hybrid_and_rerank_from_the_cli() {
-    let Some(model) = tiny_model() else { return };
-    let dir = TempDir::new().unwrap();
+/// Writes `DOCS` as a TSV collection in `dir` and builds an uncompressed index with BM25 from it
+/// with `model`; returns the collection, the index and the build's output (checked successful).
+fn build_docs_with_bm25(dir: &TempDir, model: &Path) -> (PathBuf, PathBuf, std::process::Output) {
     let coll = dir.path().join("docs.tsv");
     fs::write(&coll, DOCS).unwrap();
     let idx = dir.path().join("idx");
@@ -184,7 +179,7 @@ fn hybrid_and_rerank_from_the_cli() {
         "--collection",
         s(&coll),
         "--model",
-        s(&model),
+        s(model),
         "--index",
         s(&idx),
         "--nbits",
@@ -192,6 +187,18 @@ fn hybrid_and_rerank_from_the_cli() {
         "--bm25",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (coll, idx, out)
+}
+
+fn trec_ids(run: &str) -> Vec<String> {
+    run.lines().map(|l| l.split(' ').nth(2).unwrap().to_string()).collect()
+}
+
+#[test]
+fn hybrid_and_rerank_from_the_cli() {
+    let Some(model) = tiny_model() else { return };
+    let dir = TempDir::new().unwrap();
+    let (coll, idx, out) = build_docs_with_bm25(&dir, &model);
     assert!(String::from_utf8_lossy(&out.stderr).contains("BM25 index of 5 documents"));
     assert!(idx.join("bm25").is_dir());
     cli_ok(&["verify", "--index", s(&idx)]);
@@ -367,21 +374,7 @@ fn llm_tail_from_the_cli() {
         return;
     }
     let dir = TempDir::new().unwrap();
-    let coll = dir.path().join("docs.tsv");
-    fs::write(&coll, DOCS).unwrap();
-    let idx = dir.path().join("idx");
-    cli_ok(&[
-        "build",
-        "--collection",
-        s(&coll),
-        "--model",
-        s(&model),
-        "--index",
-        s(&idx),
-        "--nbits",
-        "16",
-        "--bm25",
-    ]);
+    let (_, idx, _) = build_docs_with_bm25(&dir, &model);
     let spec = format!("gguf:{}", gguf.display());
     let args = ["search", "--index", s(&idx), "--query", "boundary layer", "-k", "5", "--hybrid"];
     let plain = cli_ok(&[&args[..], &["--json"]].concat());

@@ -301,7 +301,7 @@ impl Codec {
             // Joint codebooks: the weights are the decoding tables themselves.
             check_matrix(&weights, g, "codec codebooks")?;
             let vq = Some(VqSearch::new(&weights, g));
-            return Ok(Codec { dim, nbits, per_dim: true, cutoffs, lut: weights.clone(), weights, vq });
+            return Ok(Codec { dim, nbits, per_dim: true, cutoffs, lut: weights, weights: Vec::new(), vq });
         }
         let per_dim = match (cutoffs.len(), weights.len()) {
             (c, w) if c == b - 1 && w == b => false,
@@ -363,7 +363,12 @@ impl Codec {
     /// Bucket weights, `[2^nbits]` pooled or `[dim × 2^nbits]` per dimension; for joint
     /// codebooks the `dim/g` tables of 256 codewords of `g = 8/nbits` values (`dim × 256`).
     pub fn weights(&self) -> &[f32] {
-        &self.weights
+        // Joint codebooks are their own decoding tables: kept once, in `lut`.
+        if self.vq.is_some() {
+            &self.lut
+        } else {
+            &self.weights
+        }
     }
 
     /// Packed bytes per token: `dim · nbits / 8`.
