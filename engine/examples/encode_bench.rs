@@ -4,7 +4,9 @@
 //! ```text
 //! cargo run --release -p engine --example encode_bench -- MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS]
 //! ```
-//! Prints tokens/s (input tokens, special tokens included) for the best of REPEATS runs. Compare with
+//! Prints tokens/s (input tokens, special tokens included) for the best of REPEATS runs. In bf16 it
+//! then encodes the documents again in f32 and prints the per-token cosine between the two; set
+//! `NO_REF=1` to skip that pass (when profiling). Compare with
 //! `tools/fixtures/bench_torch_encode.py`, which encodes the same documents with PyTorch.
 
 use std::path::PathBuf;
@@ -65,7 +67,7 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
         kept = out.iter().map(|v| v.len() / enc.dim()).sum();
     }
-    if precision.effective() != Precision::F32 {
+    if precision.effective() != Precision::F32 && std::env::var_os("NO_REF").is_none() {
         // How far the bf16 embeddings are from the f32 reference: cosine per token.
         let reference = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() })
             .expect("load model")

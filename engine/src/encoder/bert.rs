@@ -301,26 +301,42 @@ impl Bert {
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
 
-        let Scratch { qkv, ctx, scores, inter } = s;
+        let Scratch { qkv, ctx, scores, inter, kt, vp } = s;
         // Q | K | V for every token: [tokens, 3h].
         let qkv = grow(qkv, tokens * 3 * h);
         linear(&layer.qkv, x, qkv, tokens, false);
         ops::bias_act(qkv, &layer.qkv.b, None);
 
-        // Attention per sequence and head, written into ctx: [tokens, h].
+        // Attention per sequence and head, written into ctx: [tokens, h]. With bf16 dense layers
+        // the two attention products run in bf16 too (Kᵀ and V packed per head).
+        let bf16 = layer.qkv.packed.is_some();
         let ctx = grow(ctx, tokens * h);
-        let scores = grow(scores, len * len);
         for b in 0..n {
             let base = b * len * 3 * h;
             let seq_mask = &mask[b * len..(b + 1) * len];
+            // Masked keys get probability exactly 0, so keys after the last unmasked one (the
+            // batch's padding) are skipped; a row with every key masked stays uniform over all.
+            let keys = seq_mask.iter().rposition(|&m| m != 0).map_or(len, |i| i + 1);
+            let key_mask = &seq_mask[..keys];
+            let scores = grow(scores, len * keys);
             for head in 0..self.heads {
-                let q = Mat::view(qkv, base + head * head_dim, len, head_dim, 3 * h, 1);
-                let k = Mat::view(qkv, base + h + head * head_dim, len, head_dim, 3 * h, 1);
-                let v = Mat::view(qkv, base + 2 * h + head * head_dim, len, head_dim, 3 * h, 1);
-                ops::matmul(q, k.t(), scores, len, false, scale);
-                ops::masked_softmax(scores, seq_mask);
+                let (qo, ko, vo) =
+                    (base + head * head_dim, base + h + head * head_dim, base + 2 * h + head * head_dim);
                 let out = &mut ctx[b * len * h + head * head_dim..];
-                ops::matmul(Mat::dense(scores, len, len), v, out, h, false, 1.0);
+                if bf16 {
+                    kt.repack(head_dim, keys, |r, c| qkv[ko + c * 3 * h + r] * scale);
+                    bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt, scores, keys, false);
+                    ops::masked_softmax(scores, key_mask);
+                    vp.repack(keys, head_dim, |r, c| qkv[vo + r * 3 * h + c]);
+                    bf16::matmul_strided(scores, keys, len, vp, out, h, false);
+                } else {
+                    let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
+                    let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
+                    let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
+                    ops::matmul(q, k.t(), scores, keys, false, scale);
+                    ops::masked_softmax(scores, key_mask);
+                    ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
+                }
             }
         }
 
@@ -362,6 +378,9 @@ struct Scratch {
     ctx: Vec<f32>,
     scores: Vec<f32>,
     inter: Vec<f32>,
+    /// One head's `Kᵀ` (scaled) and `V`, packed for the bf16 kernel.
+    kt: PackedB,
+    vp: PackedB,
 }
 
 /// `buf` grown to at least `len` elements, as exactly `len` elements.

@@ -19,6 +19,8 @@ pub(crate) const NR: usize = 32;
 const MR: usize = 12;
 /// Rows of `A` converted and kept hot per block.
 const MC: usize = 96;
+/// Pairs of `k` per pass over a panel (a 16 KiB slice of it).
+const KC: usize = 128;
 
 /// Whether this CPU runs the bf16 kernel.
 pub(crate) fn available() -> bool {
@@ -40,6 +42,7 @@ fn to_bf16(x: f32) -> u16 {
 }
 
 /// A weight matrix `[k, n]` packed for the kernel.
+#[derive(Default)]
 pub(crate) struct PackedB {
     k: usize,
     n: usize,
@@ -53,47 +56,77 @@ impl PackedB {
     /// Packs `w`, `[k, n]` row-major f32.
     pub(crate) fn pack(w: &[f32], k: usize, n: usize) -> PackedB {
         assert_eq!(w.len(), k * n);
+        let mut packed = PackedB::default();
+        packed.repack(k, n, |row, col| w[row * n + col]);
+        packed
+    }
+
+    /// Repacks in place (reusing the allocation) a `[k, n]` matrix whose element `(row, col)` is
+    /// `at(row, col)`: how attention packs `Kᵀ` and `V` of each head without copying them first.
+    pub(crate) fn repack(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
         let kp = k.div_ceil(2);
         let panels = n.div_ceil(NR);
-        let mut data = vec![0u32; panels * kp * NR];
+        self.data.clear();
+        self.data.resize(panels * kp * NR, 0);
         for p in 0..panels {
+            let width = NR.min(n - p * NR);
             for pair in 0..kp {
-                for c in 0..NR {
+                let dst = &mut self.data[(p * kp + pair) * NR..][..width];
+                for (c, slot) in dst.iter_mut().enumerate() {
                     let col = p * NR + c;
-                    if col >= n {
-                        continue;
-                    }
-                    let lo = to_bf16(w[2 * pair * n + col]);
-                    let hi = if 2 * pair + 1 < k { to_bf16(w[(2 * pair + 1) * n + col]) } else { 0 };
-                    data[(p * kp + pair) * NR + c] = u32::from(lo) | (u32::from(hi) << 16);
+                    let lo = to_bf16(at(2 * pair, col));
+                    let hi = if 2 * pair + 1 < k { to_bf16(at(2 * pair + 1, col)) } else { 0 };
+                    *slot = u32::from(lo) | (u32::from(hi) << 16);
                 }
             }
         }
-        PackedB { k, n, kp, data }
+        (self.k, self.n, self.kp) = (k, n, kp);
     }
 }
 
 /// `out (+)= a · b`: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]` row-major.
 /// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
 pub(crate) fn matmul(a: &[f32], m: usize, b: &PackedB, out: &mut [f32], accumulate: bool) {
-    assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
     assert_eq!(a.len(), m * b.k, "bf16 matmul: lhs shape");
     assert_eq!(out.len(), m * b.n, "bf16 matmul: output shape");
+    matmul_strided(a, b.k, m, b, out, b.n, accumulate);
+}
+
+/// [`matmul`] on strided rows: row `i` of `a` starts at `a[i * a_stride]` and row `i` of `out`
+/// at `out[i * out_stride]` (how attention reads one head of the `Q | K | V` rows and writes its
+/// slice of the context).
+pub(crate) fn matmul_strided(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedB,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
+    assert!(a_stride >= b.k && out_stride >= b.n, "bf16 matmul: stride below the width");
+    if m == 0 {
+        return;
+    }
+    assert!((m - 1) * a_stride + b.k <= a.len(), "bf16 matmul: lhs out of bounds");
+    assert!((m - 1) * out_stride + b.n <= out.len(), "bf16 matmul: output out of bounds");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
     unsafe {
-        x86::matmul(a, m, b, out, accumulate)
+        x86::matmul(a, a_stride, m, b, out, out_stride, accumulate)
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (a, m, b, out, accumulate);
 }
 
-/// Rounds rows of `a` (`k` wide) to bf16 pairs (`kp` u32 per row, odd `k` zero-padded).
-fn pack_rows(a: &[f32], k: usize, kp: usize, dst: &mut Vec<u32>) {
-    let rows = a.len() / k;
+/// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`) to bf16 pairs (`kp` u32 per
+/// row, odd `k` zero-padded).
+fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, dst: &mut Vec<u32>) {
     dst.clear();
     dst.resize(rows * kp, 0);
-    for (src, d) in a.chunks_exact(k).zip(dst.chunks_exact_mut(kp)) {
+    for (r, d) in dst.chunks_exact_mut(kp).enumerate() {
+        let src = &a[r * stride..][..k];
         for (pair, slot) in d.iter_mut().enumerate() {
             let lo = to_bf16(src[2 * pair]);
             let hi = if 2 * pair + 1 < k { to_bf16(src[2 * pair + 1]) } else { 0 };
@@ -107,30 +140,44 @@ fn pack_rows(a: &[f32], k: usize, kp: usize, dst: &mut Vec<u32>) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{pack_rows, PackedB, MC, MR, NR};
+    use super::{pack_rows, PackedB, KC, MC, MR, NR};
 
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) fn matmul(a: &[f32], m: usize, b: &PackedB, out: &mut [f32], accumulate: bool) {
+    pub(super) fn matmul(
+        a: &[f32],
+        a_stride: usize,
+        m: usize,
+        b: &PackedB,
+        out: &mut [f32],
+        out_stride: usize,
+        accumulate: bool,
+    ) {
         let (k, n, kp) = (b.k, b.n, b.kp);
         let mut ablock = Vec::new();
         let mut tile = [0f32; MR * NR];
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
-            pack_rows(&a[m0 * k..(m0 + mc) * k], k, kp, &mut ablock);
-            for (p, panel) in b.data.chunks_exact(kp * NR).enumerate() {
-                let n0 = p * NR;
-                let width = NR.min(n - n0);
-                for r0 in (0..mc).step_by(MR) {
-                    let rows = MR.min(mc - r0);
-                    let arows = &ablock[r0 * kp..(r0 + rows) * kp];
-                    kernel(arows, rows, kp, panel, &mut tile);
-                    for r in 0..rows {
-                        let dst = &mut out[(m0 + r0 + r) * n + n0..][..width];
-                        let src = &tile[r * NR..r * NR + width];
-                        if accumulate {
-                            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                        } else {
-                            dst.copy_from_slice(src);
+            pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, &mut ablock);
+            // `KC` pairs at a time, so that a panel's slice stays in L1 across the row blocks.
+            for k0 in (0..kp).step_by(KC) {
+                let kc = KC.min(kp - k0);
+                let add = accumulate || k0 > 0;
+                for (p, panel) in b.data.chunks_exact(kp * NR).enumerate() {
+                    let n0 = p * NR;
+                    let width = NR.min(n - n0);
+                    let panel = &panel[k0 * NR..(k0 + kc) * NR];
+                    for r0 in (0..mc).step_by(MR) {
+                        let rows = MR.min(mc - r0);
+                        let arows = &ablock[r0 * kp + k0..];
+                        kernel(arows, kp, rows, kc, panel, &mut tile);
+                        for r in 0..rows {
+                            let dst = &mut out[(m0 + r0 + r) * out_stride + n0..][..width];
+                            let src = &tile[r * NR..r * NR + width];
+                            if add {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                            } else {
+                                dst.copy_from_slice(src);
+                            }
                         }
                     }
                 }
@@ -145,18 +192,19 @@ mod x86 {
         unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
     }
 
-    /// `tile[r][0..NR] = Σ_pairs a[r][pair] · panel[pair]` for `rows ≤ MR` rows.
+    /// `tile[r][0..NR] = Σ_{pair < kc} a[r · stride + pair] · panel[pair]` for `rows ≤ MR` rows.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    fn kernel(a: &[u32], rows: usize, kp: usize, panel: &[u32], tile: &mut [f32; MR * NR]) {
-        assert!(a.len() >= rows * kp && panel.len() >= kp * NR && rows <= MR);
+    fn kernel(a: &[u32], stride: usize, rows: usize, kc: usize, panel: &[u32], tile: &mut [f32; MR * NR]) {
+        assert!(rows <= MR && kc <= stride && panel.len() >= kc * NR);
+        assert!(rows == 0 || a.len() >= (rows - 1) * stride + kc);
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
         let pp = panel.as_ptr();
         let ap = a.as_ptr();
         macro_rules! step {
             ($rows:expr) => {
-                for pair in 0..kp {
-                    // SAFETY: `pair < kp` and the asserts above bound both reads: the panel
-                    // holds `kp * NR` u32, `a` holds `rows * kp`.
+                for pair in 0..kc {
+                    // SAFETY: `pair < kc` and the asserts above bound both reads: the panel
+                    // holds `kc * NR` u32, row `r` of `a` holds `kc` from `r * stride`.
                     let (b0, b1) = unsafe {
                         (
                             as_bh(_mm512_loadu_si512(pp.add(pair * NR) as *const __m512i)),
@@ -164,8 +212,8 @@ mod x86 {
                         )
                     };
                     for r in 0..$rows {
-                        // SAFETY: `r < rows` and `pair < kp`, inside `a` (asserted above).
-                        let av = as_bh(_mm512_set1_epi32(unsafe { *ap.add(r * kp + pair) } as i32));
+                        // SAFETY: `r < rows` and `pair < kc`, inside `a` (asserted above).
+                        let av = as_bh(_mm512_set1_epi32(unsafe { *ap.add(r * stride + pair) } as i32));
                         acc[2 * r] = _mm512_dpbf16_ps(acc[2 * r], av, b0);
                         acc[2 * r + 1] = _mm512_dpbf16_ps(acc[2 * r + 1], av, b1);
                     }
@@ -224,6 +272,36 @@ mod tests {
                         "({m},{k},{n}) [{i},{j}] {got} vs {exact}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_product_of_a_repacked_transpose_matches_the_dense_one() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        // Attention's shapes: Q rows inside wider rows, Kᵀ packed from K's rows, output at a stride;
+        // 300 pairs of k also cross the KC chunking.
+        for &(m, k, n, a_stride, out_stride) in &[(37, 32, 45, 96, 50), (5, 600, 33, 601, 40)] {
+            let a: Vec<f32> = (0..m * a_stride).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
+            let kt: Vec<f32> = (0..n * k).map(|i| ((i * 104_729 % 997) as f32 / 997.0) - 0.5).collect();
+            // The dense reference: contiguous rows of `a`, `w = ktᵀ` row-major.
+            let dense_a: Vec<f32> = (0..m).flat_map(|i| a[i * a_stride..][..k].to_vec()).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| kt[(i % n) * k + i / n]).collect();
+            let mut want = vec![0f32; m * n];
+            matmul(&dense_a, m, &PackedB::pack(&w, k, n), &mut want, false);
+            let mut packed = PackedB::pack(&[0.0; 4], 2, 2);
+            packed.repack(k, n, |r, c| kt[c * k + r]);
+            let mut got = vec![7f32; m * out_stride];
+            matmul_strided(&a, a_stride, m, &packed, &mut got, out_stride, false);
+            for i in 0..m {
+                assert_eq!(&got[i * out_stride..][..n], &want[i * n..][..n], "row {i}");
+                assert!(
+                    got[i * out_stride + n..(i + 1) * out_stride].iter().all(|&x| x == 7.0),
+                    "row {i} padding"
+                );
             }
         }
     }
