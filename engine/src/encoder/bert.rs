@@ -22,16 +22,36 @@ use serde_json::Value;
 use super::bf16::{self, PackedB};
 use super::config::model_error;
 use super::ops::{self, Act, Mat};
+use super::packed::{self, PackedMat};
 use crate::error::Result;
 
-/// A dense layer, `y = x·W + b`, with `W` stored `[in, out]` row-major.
+/// A dense layer, `y = x·W + b`.
 struct Linear {
-    w: Vec<f32>,
-    /// The same weights packed for the bf16 kernel, when the encoder runs in bf16.
-    packed: Option<PackedB>,
+    w: Dense,
     b: Vec<f32>,
     inp: usize,
     out: usize,
+}
+
+/// A dense layer's `W` (`[in, out]`) in the form its kernel reads.
+enum Dense {
+    /// Row-major, for the general f32 product (CPUs without AVX-512).
+    Plain(Vec<f32>),
+    /// Panels for the AVX-512 f32 kernel.
+    F32(PackedMat),
+    /// bf16 pairs for the AVX-512 BF16 kernel, when the encoder runs in bf16.
+    Bf16(PackedB),
+}
+
+/// Which kernels the encoder's products run on, chosen once at load.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kernel {
+    /// The general f32 product (`gemm`).
+    General,
+    /// The packed AVX-512 f32 kernel.
+    F32,
+    /// The packed AVX-512 BF16 kernel.
+    Bf16,
 }
 
 /// Layer-norm parameters.
@@ -63,6 +83,7 @@ pub(crate) struct Bert {
     type_vocab: usize,
     eps: f32,
     act: Act,
+    kernel: Kernel,
 }
 
 /// The configuration fields the forward pass needs.
@@ -122,7 +143,7 @@ fn dims(config_path: &Path, raw: &Value) -> Result<Dims> {
 struct Weights<'a> {
     tensors: &'a HashMap<String, Tensor>,
     path: &'a Path,
-    bf16: bool,
+    kernel: Kernel,
 }
 
 impl Weights<'_> {
@@ -169,8 +190,16 @@ impl Weights<'_> {
             }
             b.extend(self.get(&format!("{prefix}.bias"), &[out_each])?);
         }
-        let packed = self.bf16.then(|| PackedB::pack(&w, inp, out));
-        Ok(Linear { w, b, inp, out, packed })
+        let w = match self.kernel {
+            Kernel::General => Dense::Plain(w),
+            Kernel::F32 => {
+                let mut packed = PackedMat::default();
+                packed.repack_panels(inp, out, |r, c| w[r * out + c]);
+                Dense::F32(packed)
+            }
+            Kernel::Bf16 => Dense::Bf16(PackedB::pack(&w, inp, out)),
+        };
+        Ok(Linear { w, b, inp, out })
     }
 }
 
@@ -186,7 +215,14 @@ impl Bert {
         use_bf16: bool,
     ) -> Result<Bert> {
         let d = dims(config_path, raw)?;
-        let w = Weights { tensors, path: weights_path, bf16: use_bf16 && bf16::available() };
+        let kernel = if use_bf16 && bf16::available() {
+            Kernel::Bf16
+        } else if packed::use_avx512() && std::env::var("COLBERT_F32_KERNEL").as_deref() != Ok("general") {
+            Kernel::F32
+        } else {
+            Kernel::General
+        };
+        let w = Weights { tensors, path: weights_path, kernel };
         let h = d.hidden;
         let mut layers = Vec::with_capacity(d.layers);
         for l in 0..d.layers {
@@ -215,6 +251,7 @@ impl Bert {
             type_vocab: d.type_vocab,
             eps: d.eps,
             act: d.act,
+            kernel,
         })
     }
 
@@ -301,15 +338,14 @@ impl Bert {
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
 
-        let Scratch { qkv, ctx, scores, inter, kt, vp } = s;
+        let Scratch { qkv, ctx, scores, inter, kt16, vp16, kt32, vp32 } = s;
         // Q | K | V for every token: [tokens, 3h].
         let qkv = grow(qkv, tokens * 3 * h);
         linear(&layer.qkv, x, qkv, tokens, false);
         ops::bias_act(qkv, &layer.qkv.b, None);
 
-        // Attention per sequence and head, written into ctx: [tokens, h]. With bf16 dense layers
-        // the two attention products run in bf16 too (Kᵀ and V packed per head).
-        let bf16 = layer.qkv.packed.is_some();
+        // Attention per sequence and head, written into ctx: [tokens, h]. The two products run on
+        // the dense layers' kernel; the packed ones take Kᵀ (scaled) and V packed per head.
         let ctx = grow(ctx, tokens * h);
         for b in 0..n {
             let base = b * len * 3 * h;
@@ -323,19 +359,31 @@ impl Bert {
                 let (qo, ko, vo) =
                     (base + head * head_dim, base + h + head * head_dim, base + 2 * h + head * head_dim);
                 let out = &mut ctx[b * len * h + head * head_dim..];
-                if bf16 {
-                    kt.repack(head_dim, keys, |r, c| qkv[ko + c * 3 * h + r] * scale);
-                    bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt, scores, keys, false);
-                    ops::masked_softmax(scores, key_mask);
-                    vp.repack(keys, head_dim, |r, c| qkv[vo + r * 3 * h + c]);
-                    bf16::matmul_strided(scores, keys, len, vp, out, h, false);
-                } else {
-                    let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
-                    let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
-                    let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
-                    ops::matmul(q, k.t(), scores, keys, false, scale);
-                    ops::masked_softmax(scores, key_mask);
-                    ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
+                let k_at = |r: usize, c: usize| qkv[ko + c * 3 * h + r] * scale;
+                let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
+                match self.kernel {
+                    Kernel::Bf16 => {
+                        kt16.repack(head_dim, keys, k_at);
+                        bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
+                        ops::masked_softmax(scores, key_mask);
+                        vp16.repack(keys, head_dim, v_at);
+                        bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
+                    }
+                    Kernel::F32 => {
+                        kt32.repack_panels(head_dim, keys, k_at);
+                        packed::matmul_panels(&qkv[qo..], 3 * h, len, kt32, scores, keys, false);
+                        ops::masked_softmax(scores, key_mask);
+                        vp32.repack_panels(keys, head_dim, v_at);
+                        packed::matmul_panels(scores, keys, len, vp32, out, h, false);
+                    }
+                    Kernel::General => {
+                        let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
+                        let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
+                        let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
+                        ops::matmul(q, k.t(), scores, keys, false, scale);
+                        ops::masked_softmax(scores, key_mask);
+                        ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
+                    }
                 }
             }
         }
@@ -358,16 +406,12 @@ impl Bert {
 /// `out (+)= xs · W` for `rows` rows (bias not added).
 fn linear(l: &Linear, xs: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
     let (xs, out) = (&xs[..rows * l.inp], &mut out[..rows * l.out]);
-    match &l.packed {
-        Some(p) => bf16::matmul(xs, rows, p, out, accumulate),
-        None => ops::matmul(
-            Mat::dense(xs, rows, l.inp),
-            Mat::dense(&l.w, l.inp, l.out),
-            out,
-            l.out,
-            accumulate,
-            1.0,
-        ),
+    match &l.w {
+        Dense::Bf16(p) => bf16::matmul(xs, rows, p, out, accumulate),
+        Dense::F32(p) => packed::matmul_panels(xs, l.inp, rows, p, out, l.out, accumulate),
+        Dense::Plain(w) => {
+            ops::matmul(Mat::dense(xs, rows, l.inp), Mat::dense(w, l.inp, l.out), out, l.out, accumulate, 1.0)
+        }
     }
 }
 
@@ -378,9 +422,12 @@ struct Scratch {
     ctx: Vec<f32>,
     scores: Vec<f32>,
     inter: Vec<f32>,
-    /// One head's `Kᵀ` (scaled) and `V`, packed for the bf16 kernel.
-    kt: PackedB,
-    vp: PackedB,
+    /// One head's `Kᵀ` (scaled) and `V`, packed for the bf16 kernel...
+    kt16: PackedB,
+    vp16: PackedB,
+    /// ... or for the f32 one.
+    kt32: PackedMat,
+    vp32: PackedMat,
 }
 
 /// `buf` grown to at least `len` elements, as exactly `len` elements.

@@ -141,6 +141,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{pack_rows, PackedB, KC, MC, MR, NR};
+    use crate::encoder::tile::Dst;
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) fn matmul(
@@ -154,7 +155,6 @@ mod x86 {
     ) {
         let (k, n, kp) = (b.k, b.n, b.kp);
         let mut ablock = Vec::new();
-        let mut tile = [0f32; MR * NR];
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, &mut ablock);
@@ -169,16 +169,9 @@ mod x86 {
                     for r0 in (0..mc).step_by(MR) {
                         let rows = MR.min(mc - r0);
                         let arows = &ablock[r0 * kp + k0..];
-                        kernel(arows, kp, rows, kc, panel, &mut tile);
-                        for r in 0..rows {
-                            let dst = &mut out[(m0 + r0 + r) * out_stride + n0..][..width];
-                            let src = &tile[r * NR..r * NR + width];
-                            if add {
-                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                            } else {
-                                dst.copy_from_slice(src);
-                            }
-                        }
+                        let dst =
+                            Dst::new(&mut out[(m0 + r0) * out_stride + n0..], out_stride, rows, width, add);
+                        kernel(arows, kp, rows, kc, panel, dst);
                     }
                 }
             }
@@ -194,8 +187,8 @@ mod x86 {
 
     /// `tile[r][0..NR] = Σ_{pair < kc} a[r · stride + pair] · panel[pair]` for `rows ≤ MR` rows.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    fn kernel(a: &[u32], stride: usize, rows: usize, kc: usize, panel: &[u32], tile: &mut [f32; MR * NR]) {
-        assert!(rows <= MR && kc <= stride && panel.len() >= kc * NR);
+    fn kernel(a: &[u32], stride: usize, rows: usize, kc: usize, panel: &[u32], dst: Dst<'_>) {
+        assert!(rows <= MR && rows == dst.rows && kc <= stride && panel.len() >= kc * NR);
         assert!(rows == 0 || a.len() >= (rows - 1) * stride + kc);
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
         let pp = panel.as_ptr();
@@ -226,13 +219,7 @@ mod x86 {
         } else {
             step!(rows);
         }
-        for r in 0..rows {
-            // SAFETY: `r < MR`, so both 16-float stores stay inside `tile` (`MR * NR` floats).
-            unsafe {
-                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), acc[2 * r]);
-                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), acc[2 * r + 1]);
-            }
-        }
+        dst.store(&acc);
     }
 }
 

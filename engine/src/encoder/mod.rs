@@ -22,6 +22,8 @@ pub mod config;
 pub(crate) mod model;
 pub(crate) mod ops;
 pub(crate) mod packed;
+#[cfg(target_arch = "x86_64")]
+mod tile;
 pub mod tokenize;
 
 use std::path::Path;

@@ -16,7 +16,7 @@ const NR: usize = 32;
 const MR: usize = 12;
 
 /// A right-hand side `[k, n]` packed for [`matmul_packed`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct PackedMat {
     k: usize,
     n: usize,
@@ -26,7 +26,8 @@ pub(crate) struct PackedMat {
     panels: Vec<f32>,
 }
 
-fn use_avx512() -> bool {
+/// Whether this CPU runs the AVX-512 kernel (the panels-only entry points need it).
+pub(crate) fn use_avx512() -> bool {
     #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -62,6 +63,54 @@ impl PackedMat {
     pub(crate) fn n(&self) -> usize {
         self.n
     }
+
+    /// Repacks in place, reusing the allocation, a `[k, n]` matrix whose element `(row, col)` is
+    /// `at(row, col)`, as panels only (no portable copy): for [`matmul_panels`], so only where
+    /// [`use_avx512`] is true (asserted).
+    pub(crate) fn repack_panels(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
+        assert!(use_avx512(), "packed panels built on a CPU without AVX-512");
+        self.dense.clear();
+        self.panels.clear();
+        self.panels.resize(n.div_ceil(NR) * k * NR, 0.0);
+        for (p, panel) in self.panels.chunks_exact_mut(k * NR).enumerate() {
+            let width = NR.min(n - p * NR);
+            for (r, row) in panel.chunks_exact_mut(NR).enumerate() {
+                for (c, slot) in row[..width].iter_mut().enumerate() {
+                    *slot = at(r, p * NR + c);
+                }
+            }
+        }
+        (self.k, self.n) = (k, n);
+    }
+}
+
+/// `out (+)= a · b` on strided rows with the AVX-512 kernel: row `i` of `a` (`b.k()` wide) starts
+/// at `a[i * a_stride]`, row `i` of `out` (`b.n()` wide) at `out[i * out_stride]`. `b` must have
+/// panels (packed where [`use_avx512`] is true; asserted). Panics if a view leaves its slice.
+pub(crate) fn matmul_panels(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedMat,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    assert!(!b.panels.is_empty() || b.k * b.n == 0, "matmul_panels: operand not packed in panels");
+    assert!(a_stride >= b.k && out_stride >= b.n, "matmul_panels: stride below the width");
+    if m == 0 || b.n == 0 {
+        return;
+    }
+    assert!((m - 1) * a_stride + b.k <= a.len(), "matmul_panels: lhs out of bounds");
+    assert!((m - 1) * out_stride + b.n <= out.len(), "matmul_panels: output out of bounds");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: panels are only built after AVX-512F was detected at run time (asserted non-empty
+    // above; an empty `k` leaves nothing for the kernel to read).
+    unsafe {
+        x86::matmul(a, a_stride, m, b, out, out_stride, accumulate)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, out, accumulate);
 }
 
 /// `out = a · b` on the calling thread: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]`
@@ -72,7 +121,7 @@ pub(crate) fn matmul_packed(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32])
     #[cfg(target_arch = "x86_64")]
     if !b.panels.is_empty() {
         // SAFETY: panels are only built after AVX-512F was detected at run time.
-        unsafe { x86::matmul(a, m, b, out) };
+        unsafe { x86::matmul(a, b.k, m, b, out, b.n, false) };
         return;
     }
     matmul(Mat::dense(a, m, b.k), Mat::dense(&b.dense, b.k, b.n), out, b.n, false, 1.0);
@@ -84,27 +133,34 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{PackedMat, MR, NR};
+    use crate::encoder::tile::Dst;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) fn matmul(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32]) {
+    pub(super) fn matmul(
+        a: &[f32],
+        a_stride: usize,
+        m: usize,
+        b: &PackedMat,
+        out: &mut [f32],
+        out_stride: usize,
+        accumulate: bool,
+    ) {
         let (k, n) = (b.k, b.n);
-        let mut tile = [0f32; MR * NR];
         for (p, panel) in b.panels.chunks_exact(k * NR).enumerate() {
             let n0 = p * NR;
             let width = NR.min(n - n0);
             for r0 in (0..m).step_by(MR) {
                 let rows = MR.min(m - r0);
-                kernel(&a[r0 * k..(r0 + rows) * k], rows, k, panel, &mut tile);
-                for r in 0..rows {
-                    out[(r0 + r) * n + n0..][..width].copy_from_slice(&tile[r * NR..r * NR + width]);
-                }
+                let dst = Dst::new(&mut out[r0 * out_stride + n0..], out_stride, rows, width, accumulate);
+                kernel(&a[r0 * a_stride..], a_stride, rows, k, panel, dst);
             }
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    fn kernel(a: &[f32], rows: usize, k: usize, panel: &[f32], tile: &mut [f32; MR * NR]) {
-        assert!(a.len() >= rows * k && panel.len() >= k * NR && rows <= MR);
+    fn kernel(a: &[f32], stride: usize, rows: usize, k: usize, panel: &[f32], dst: Dst<'_>) {
+        assert!(rows <= MR && rows == dst.rows && k <= stride && panel.len() >= k * NR);
+        assert!(rows == 0 || a.len() >= (rows - 1) * stride + k);
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
         let (ap, pp) = (a.as_ptr(), panel.as_ptr());
         macro_rules! run {
@@ -115,7 +171,7 @@ mod x86 {
                         unsafe { (_mm512_loadu_ps(pp.add(t * NR)), _mm512_loadu_ps(pp.add(t * NR + 16))) };
                     for r in 0..$rows {
                         // SAFETY: `r < rows`, `t < k`: inside `a` (asserted above).
-                        let av = _mm512_set1_ps(unsafe { *ap.add(r * k + t) });
+                        let av = _mm512_set1_ps(unsafe { *ap.add(r * stride + t) });
                         acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
                         acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
                     }
@@ -128,13 +184,7 @@ mod x86 {
         } else {
             run!(rows);
         }
-        for r in 0..rows {
-            // SAFETY: `r < MR`: both 16-float stores stay inside `tile`.
-            unsafe {
-                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR), acc[2 * r]);
-                _mm512_storeu_ps(tile.as_mut_ptr().add(r * NR + 16), acc[2 * r + 1]);
-            }
-        }
+        dst.store(&acc);
     }
 }
 
@@ -157,6 +207,32 @@ mod tests {
                     let want: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
                     assert!((out[i * n + j] - want).abs() <= 1e-4 * want.abs().max(1.0), "({m},{k},{n})");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_product_of_repacked_panels_matches_the_packed_one() {
+        if !use_avx512() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        for &(m, k, n, a_stride, out_stride) in &[(37, 32, 45, 96, 50), (13, 200, 32, 384, 40)] {
+            let a: Vec<f32> = (0..m * a_stride).map(|i| ((i * 31 % 17) as f32) * 0.25 - 2.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 7 % 11) as f32) * 0.5 - 2.5).collect();
+            let dense_a: Vec<f32> = (0..m).flat_map(|i| a[i * a_stride..][..k].to_vec()).collect();
+            let mut want = vec![0f32; m * n];
+            matmul_packed(&dense_a, m, &PackedMat::pack(Mat::dense(&b, k, n)), &mut want);
+            let mut packed = PackedMat::default();
+            packed.repack_panels(k, n, |r, c| b[r * n + c]);
+            let mut got = vec![0.5f32; m * out_stride];
+            matmul_panels(&a, a_stride, m, &packed, &mut got, out_stride, true);
+            for i in 0..m {
+                let row = &got[i * out_stride..(i + 1) * out_stride];
+                for j in 0..n {
+                    assert_eq!(row[j], want[i * n + j] + 0.5, "({m},{k},{n}) [{i},{j}]");
+                }
+                assert!(row[n..].iter().all(|&x| x == 0.5), "row {i} padding");
             }
         }
     }
