@@ -30,4 +30,4 @@ pub use error::{FormatError, Result};
 pub use meta::{IndexKind, IndexMeta, ResidualMeta};
 pub use reader::{Codes, IndexReader, Ivf, IvfCursor};
 pub use version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
-pub use writer::{ComponentWriter, IndexWriter};
+pub use writer::{remove_stale_siblings, ComponentWriter, IndexWriter};

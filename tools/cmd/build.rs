@@ -98,6 +98,9 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if !matches!(args.nbits, 1 | 2 | 4 | 16) {
         bail!("--nbits {}: use 1, 2 or 4 (compressed) or 16 (uncompressed f16)", args.nbits);
     }
+    for leftover in index_format::remove_stale_siblings(&args.index) {
+        eprintln!("note: removed {}, left behind by an interrupted build", leftover.display());
+    }
     if let (Some(collection), Some(model)) = (&args.collection, &args.model) {
         return super::text::build_from_collection(super::text::TextBuild {
             collection,
@@ -238,8 +241,7 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
         sample.extend_from_slice(&buf);
     }
-    builder.train(&sample, input.n_tokens()).context("training centroids and codec")?;
-    drop(sample);
+    builder.train_owned(sample, input.n_tokens()).context("training centroids and codec")?;
     let trained = start.elapsed();
     let pb = crate::output::progress(input.n_tokens(), "tokens");
     pb.set_message("encoding");

@@ -214,7 +214,9 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 bail!("{}: no document with text to train on", job.collection.display());
             }
             let est_tokens = (sample.len() / dim) as u64 * total / sampled.max(1) as u64;
-            builder.train(&sample, est_tokens.max(1)).context("training centroids and codec")?;
+            builder
+                .train_owned(std::mem::take(&mut sample), est_tokens.max(1))
+                .context("training centroids and codec")?;
             Sink::Compressed(Box::new(builder))
         }
     };

@@ -56,6 +56,7 @@ struct TempFile {
 
 impl TempFile {
     fn create(dest: &Path) -> Result<Self> {
+        index_format::remove_stale_siblings(dest);
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|e| io(&tmp, e))?;
