@@ -36,10 +36,11 @@ pub struct BuildArgs {
     /// Texts per model batch when encoding (texts are batched by length to limit padding).
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Arithmetic of the model's dense layers when encoding --collection. `auto` runs them in
-    /// bf16 (inputs rounded to bf16, f32 accumulation: twice the multiply rate) on CPUs with
-    /// AVX-512 BF16 and in f32 elsewhere; `f32` matches PyTorch within 1e-4 everywhere. On
-    /// all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9999 to the f32 ones.
+    /// Arithmetic of the model's matrix products (dense layers and attention) when encoding
+    /// --collection. `auto` runs them in bf16 (inputs rounded to bf16, f32 accumulation: twice
+    /// the multiply rate) on CPUs with AVX-512 BF16 and in f32 elsewhere; `f32` matches PyTorch
+    /// within 1e-4 everywhere. On all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least
+    /// 0.9998 to the f32 ones.
     /// Queries are always encoded in f32. BERT backbones only.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,

@@ -92,7 +92,7 @@ pub struct SearchArgs {
     /// limit); longer pairs are truncated from the longer side first.
     #[arg(long, value_name = "TOKENS")]
     pub rerank_max_length: Option<usize>,
-    /// Arithmetic of the cross-encoder's dense layers: `auto` is bf16 (f32 accumulation) on CPUs
+    /// Arithmetic of the cross-encoder's matrix products: `auto` is bf16 (f32 accumulation) on CPUs
     /// with AVX-512 BF16 and f32 elsewhere; `f32` reproduces PyTorch's logits within 1e-4.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub rerank_precision: PrecisionArg,

@@ -52,18 +52,18 @@ pub struct EncoderOptions {
     pub query_maxlen: Option<usize>,
     /// Overrides the model's document length.
     pub doc_maxlen: Option<usize>,
-    /// Arithmetic of the BERT dense layers (see [`Precision`]).
+    /// Arithmetic of the BERT matrix products (see [`Precision`]).
     pub precision: Precision,
 }
 
-/// The arithmetic of the dense layers of a BERT backbone.
+/// The arithmetic of the matrix products (dense layers and attention) of a BERT backbone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// f32 throughout: matches PyTorch within 1e-4 (the reference).
     #[default]
     F32,
-    /// Dense-layer inputs rounded to bf16, f32 accumulation, on CPUs with AVX-512 BF16 (twice
+    /// Matrix-product inputs rounded to bf16, f32 accumulation, on CPUs with AVX-512 BF16 (twice
     /// the f32 multiply rate); falls back to f32 elsewhere. Embeddings move by about 1e-3.
     Bf16,
     /// `Bf16` where the CPU has AVX-512 BF16, else `F32`.
