@@ -170,8 +170,7 @@ fn child(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
             let sample: Vec<f32> =
                 sample_docs(docs.len(), None, 0).into_iter().flat_map(|d| docs[d].clone()).collect();
             let n_tokens: usize = docs.iter().map(|d| d.len() / dim).sum();
-            b.train(&sample, n_tokens as u64).unwrap();
-            drop(sample);
+            b.train_owned(sample, n_tokens as u64).unwrap();
             for (i, d) in docs.iter().enumerate() {
                 b.add(&i.to_string(), d).unwrap();
             }
