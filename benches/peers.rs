@@ -4,6 +4,8 @@
 //! ```text
 //! cargo bench --features peers --bench peers -- [--sets 10k,1m] [--nbits 2,4]
 //!     [--engines colbert-index,colbert-index+f16,next-plaid] [--queries 100] [--dir DIR]
+//! # our search knobs at other values, for equal-recall points:
+//! PEERS_NCELLS=1 PEERS_NDOCS=128 PEERS_THRESHOLD=0.5 cargo bench --features peers --bench peers -- ...
 //! ```
 //!
 //! For each set (`10k`: 10,000 docs × 32 tokens × 128-d, 2,000 clusters, as in DESIGN.md §8;
@@ -192,7 +194,18 @@ fn child(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
         ("search", "colbert-index" | "colbert-index+f16") => {
             let qs = queries(&corpus, n_queries);
             let index = Index::open(&index_dir).unwrap();
-            let params = SearchParams::for_k(K);
+            let mut params = SearchParams::for_k(K);
+            // Knob overrides, to find our speed at a peer's recall (equal-recall comparisons).
+            let knob = |name: &str| std::env::var(name).ok().map(|v| v.parse::<f64>().expect(name));
+            if let Some(v) = knob("PEERS_NCELLS") {
+                params.ncells = v as usize;
+            }
+            if let Some(v) = knob("PEERS_NDOCS") {
+                params.ndocs = v as usize;
+            }
+            if let Some(v) = knob("PEERS_THRESHOLD") {
+                params.centroid_score_threshold = v as f32;
+            }
             let ids = |h: Vec<Hit>| h.into_iter().map(|x| x.doc).collect::<Vec<u32>>();
             let (got, lat, qps, qps_batch) = time_queries(
                 &qs,
