@@ -20,7 +20,6 @@ pub struct IndexWriter {
     tmp: PathBuf,
     overwrite: bool,
     committed: bool,
-    stale_removed: Vec<PathBuf>,
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -95,8 +94,8 @@ fn leftover_pid(file_name: &str, name: &str) -> Option<u32> {
 impl IndexWriter {
     /// Starts an index that will be published at `dest`. Fails if `dest` exists and
     /// `overwrite` is false, or if its parent directory does not exist. Leftovers of earlier
-    /// interrupted builds of `dest` are removed first ([`remove_stale_siblings`]; see
-    /// [`IndexWriter::stale_removed`]).
+    /// interrupted builds of `dest` are removed first ([`remove_stale_siblings`]; call it
+    /// yourself beforehand to learn what it removes, as the CLI does to report them).
     pub fn create(dest: &Path, overwrite: bool) -> Result<Self> {
         if dest.as_os_str().is_empty() || dest.file_name().is_none() {
             return Err(FormatError::io(
@@ -110,15 +109,10 @@ impl IndexWriter {
         if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(|e| FormatError::io(parent, e))?;
         }
-        let stale_removed = remove_stale_siblings(dest);
+        remove_stale_siblings(dest);
         let tmp = sibling(dest, "tmp");
         fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
-        Ok(Self { dest: dest.to_path_buf(), tmp, overwrite, committed: false, stale_removed })
-    }
-
-    /// The leftovers of interrupted builds that [`IndexWriter::create`] removed.
-    pub fn stale_removed(&self) -> &[PathBuf] {
-        &self.stale_removed
+        Ok(Self { dest: dest.to_path_buf(), tmp, overwrite, committed: false })
     }
 
     /// The temporary directory being written.
@@ -264,9 +258,11 @@ mod tests {
         );
         assert!(dir.path().join(format!(".idx.tmp-{me}-99")).exists());
         assert!(dir.path().join(format!(".other.tmp-{dead}-0")).exists());
-        // The writer cleans up on create and reports it.
-        fs::create_dir(dir.path().join(format!(".idx.tmp-{dead}-9"))).unwrap();
-        let w = IndexWriter::create(&dir.path().join("idx"), false).unwrap();
-        assert_eq!(w.stale_removed().len(), 1);
+        // The writer cleans up on create.
+        let leftover = dir.path().join(format!(".idx.tmp-{dead}-9"));
+        fs::create_dir(&leftover).unwrap();
+        let _w = IndexWriter::create(&dir.path().join("idx"), false).unwrap();
+        assert!(!leftover.exists());
+        assert!(dir.path().join(format!(".idx.tmp-{me}-99")).exists());
     }
 }

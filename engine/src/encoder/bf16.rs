@@ -154,7 +154,8 @@ mod x86 {
         accumulate: bool,
     ) {
         let (k, n, kp) = (b.k, b.n, b.kp);
-        let mut ablock = Vec::new();
+        // Attention calls this per head and sequence: reuse one row-block buffer per thread.
+        let mut ablock = ABLOCK.take();
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, &mut ablock);
@@ -176,6 +177,12 @@ mod x86 {
                 }
             }
         }
+        ABLOCK.set(ablock);
+    }
+
+    thread_local! {
+        /// Rows of `A` rounded to bf16 pairs, grown to the largest block seen on this thread.
+        static ABLOCK: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
     /// Reinterprets 16 dwords as 32 bf16 (the pairs were packed low half first).

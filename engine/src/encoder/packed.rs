@@ -118,11 +118,8 @@ pub(crate) fn matmul_panels(
 pub(crate) fn matmul_packed(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32]) {
     assert_eq!(a.len(), m * b.k, "matmul_packed: lhs shape");
     assert_eq!(out.len(), m * b.n, "matmul_packed: output shape");
-    #[cfg(target_arch = "x86_64")]
     if !b.panels.is_empty() {
-        // SAFETY: panels are only built after AVX-512F was detected at run time.
-        unsafe { x86::matmul(a, b.k, m, b, out, b.n, false) };
-        return;
+        return matmul_panels(a, b.k, m, b, out, b.n, false);
     }
     matmul(Mat::dense(a, m, b.k), Mat::dense(&b.dense, b.k, b.n), out, b.n, false, 1.0);
 }
