@@ -40,31 +40,46 @@ const DECODE_CHUNK: usize = 64;
 /// Codes decoded at once in stages 2 and 3 (a document's tokens, in blocks of this many).
 const CODE_BLOCK: usize = 64;
 
-/// Up to this many cells per query token, stage 1 selects them with one linear scan.
+/// Up to this many cells per query token, stage 1 selects them in one pass over the scores.
 const SMALL_NCELLS: usize = 16;
 
-/// Appends to `out` the indices of the `n` highest scores of `row` (ties to the lower index),
-/// in one pass that keeps a small sorted buffer.
-fn top_cells_scan(row: &[f32], n: usize, out: &mut Vec<u32>) {
-    let mut best: Vec<(f32, u32)> = Vec::with_capacity(n + 1);
-    for (j, &v) in row.iter().enumerate() {
-        if best.len() == n && v <= best[n - 1].0 {
+/// Appends to `out`, for every column `q` of the row-major `[rows × nq]` matrix `scores`, the
+/// row indices of the `n` highest values of that column (ties to the lower row), in one pass
+/// over the rows. Each column keeps a small sorted buffer and the value its last entry holds, so
+/// a row that beats no column's bar costs one vectorised comparison.
+fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) {
+    if nq == 0 || n == 0 {
+        return;
+    }
+    let mut best: Vec<Vec<(f32, u32)>> = (0..nq).map(|_| Vec::with_capacity(n + 1)).collect();
+    // Column q's bar: a value must exceed it to enter (minus infinity until the buffer fills).
+    let mut bar = vec![f32::NEG_INFINITY; nq];
+    for (j, row) in scores.chunks_exact(nq).enumerate() {
+        if !row.iter().zip(&bar).fold(false, |hit, (&v, &b)| hit | (v > b)) {
             continue;
         }
-        let pos = best.partition_point(|&(b, _)| b >= v);
-        best.insert(pos, (v, j as u32));
-        best.truncate(n);
+        for (q, (&v, b)) in row.iter().zip(bar.iter_mut()).enumerate() {
+            if v > *b {
+                let col = &mut best[q];
+                let pos = col.partition_point(|&(s, _)| s >= v);
+                col.insert(pos, (v, j as u32));
+                col.truncate(n);
+                if col.len() == n {
+                    *b = col[n - 1].0;
+                }
+            }
+        }
     }
-    out.extend(best.iter().map(|&(_, j)| j));
+    for col in &best {
+        out.extend(col.iter().map(|&(_, j)| j));
+    }
 }
 
-/// What a compressed index needs in memory to be searched: centroids in f32 (also packed for
-/// the stage-1 product) and the codec rebuilt from its stored parameters. Built once when
-/// the index is opened.
+/// What a compressed index needs in memory to be searched: centroids in f32 and the codec
+/// rebuilt from its stored parameters. Built once when the index is opened.
 #[derive(Debug)]
 pub struct CompressedState {
     centroids: Vec<f32>,
-    centroids_t: PackedMat,
     codec: Codec,
     n_centroids: usize,
     centroid_fit: Option<f32>,
@@ -92,9 +107,8 @@ impl CompressedState {
                 ))
             })?;
         let n_centroids = r.n_centroids as usize;
-        let centroids_t = PackedMat::pack(Mat::dense(&centroids, n_centroids, dim).t());
         let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
-        Ok(Some(Self { centroids, centroids_t, codec, n_centroids, centroid_fit }))
+        Ok(Some(Self { centroids, codec, n_centroids, centroid_fit }))
     }
 
     /// The mean dot product of a held-out training token with its centroid, recorded at build.
@@ -197,11 +211,13 @@ impl<'a> Compressed<'a> {
         self.embeddings.map(|e| &e[r.start * self.dim..r.end * self.dim])
     }
 
-    /// Stage 1: `Q·Cᵀ` as `[nq × C]` f32 scores.
-    fn centroid_scores(&self, query: &PreparedQuery) -> Result<Vec<f32>> {
-        let mut scores = vec![0f32; query.len() * self.state.n_centroids];
-        matmul_packed(query.tokens(), query.len(), &self.state.centroids_t, &mut scores);
-        Ok(scores)
+    /// Stage 1: `C·Qᵀ` as `[C × nq]` f32 scores (centroid-major: row `j` holds centroid `j`'s
+    /// score against every query token, the layout stages 2 and 3 look up by code), with `Qᵀ`
+    /// packed as given.
+    fn centroid_scores(&self, qt: &PackedMat) -> Vec<f32> {
+        let mut scores = vec![0f32; self.state.n_centroids * qt.n()];
+        matmul_packed(&self.state.centroids, self.state.n_centroids, qt, &mut scores);
+        scores
     }
 
     /// Searches one query; see the module documentation.
@@ -227,23 +243,26 @@ impl<'a> Compressed<'a> {
         }
         let nq = query.len();
         let c = self.state.n_centroids;
-        let scores = self.centroid_scores(query)?;
+        // Qᵀ packed once: the stage-1 product and the exact scoring of stage 4 both use it.
+        let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, self.dim).t());
+        let by_centroid = self.centroid_scores(&qt);
         // Stage 1: probe the ncells best centroids of each query token.
         let ncells = params.ncells.clamp(1, c);
         let mut cells: Vec<u32> = Vec::with_capacity(nq * ncells);
-        let mut order: Vec<u32> = Vec::new();
-        for row in scores.chunks_exact(c) {
-            if ncells <= SMALL_NCELLS {
-                top_cells_scan(row, ncells, &mut cells);
-                continue;
+        if ncells <= SMALL_NCELLS {
+            top_cells_by_column(&by_centroid, nq, ncells, &mut cells);
+        } else {
+            let mut order: Vec<u32> = Vec::with_capacity(c);
+            for q in 0..nq {
+                let score = |j: u32| by_centroid[j as usize * nq + q];
+                order.clear();
+                order.extend(0..c as u32);
+                let by_score = |a: &u32, b: &u32| score(*b).total_cmp(&score(*a)).then(a.cmp(b));
+                if ncells < c {
+                    order.select_nth_unstable_by(ncells - 1, by_score);
+                }
+                cells.extend_from_slice(&order[..ncells]);
             }
-            order.clear();
-            order.extend(0..c as u32);
-            let by_score = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-            if ncells < c {
-                order.select_nth_unstable_by(ncells - 1, by_score);
-            }
-            cells.extend_from_slice(&order[..ncells]);
         }
         cells.sort_unstable();
         cells.dedup();
@@ -259,13 +278,6 @@ impl<'a> Compressed<'a> {
             return Err(self.corrupt_ivf(format!("it lists document {d}, but there are {}", self.n_docs())));
         }
         laps.lap(Stage::Candidates);
-        // Centroid-major scores [C × nq] for the per-token lookups of stages 2 and 3.
-        let mut by_centroid = vec![0f32; c * nq];
-        for (q, row) in scores.chunks_exact(c).enumerate() {
-            for (j, &s) in row.iter().enumerate() {
-                by_centroid[j * nq + q] = s;
-            }
-        }
         let keep: Vec<bool> = by_centroid
             .chunks_exact(nq)
             .map(|s| s.iter().any(|&v| v >= params.centroid_score_threshold))
@@ -278,7 +290,7 @@ impl<'a> Compressed<'a> {
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
         laps.lap(Stage::Pruning);
-        self.final_scores(query, &survivors, params, &mut laps)
+        self.final_scores(&qt, &survivors, params, &mut laps)
     }
 
     /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
@@ -347,7 +359,7 @@ impl<'a> Compressed<'a> {
     /// Stage 4 (and the exact tier) on `docs`.
     fn final_scores(
         &self,
-        query: &PreparedQuery,
+        qt: &PackedMat,
         docs: &[u32],
         params: &SearchParams,
         laps: &mut Laps<'_>,
@@ -357,12 +369,12 @@ impl<'a> Compressed<'a> {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
-        let scored = self.score_docs(query, docs, first_k, exact_all)?;
+        let scored = self.score_docs(qt, docs, first_k, exact_all)?;
         laps.lap(Stage::MaxSim);
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
                 let docs: Vec<u32> = scored.iter().map(|h| h.doc).collect();
-                let hits = self.score_docs(query, &docs, params.k, true);
+                let hits = self.score_docs(qt, &docs, params.k, true);
                 laps.lap(Stage::Tail);
                 hits
             }
@@ -375,9 +387,8 @@ impl<'a> Compressed<'a> {
     /// Documents are scored in blocks of [`DECODE_CHUNK`]: their tokens are gathered (decoded,
     /// or converted from f16) into one f32 matrix `D`, and `Q·Dᵀ` is one matrix product (the
     /// run-time-dispatched SIMD gemm), reduced per document to `Σ_q max_t`.
-    fn score_docs(&self, query: &PreparedQuery, docs: &[u32], k: usize, exact: bool) -> Result<Vec<Hit>> {
-        // Qᵀ packed once per query; every block computes D·Qᵀ against it.
-        let q = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
+    fn score_docs(&self, q: &PackedMat, docs: &[u32], k: usize, exact: bool) -> Result<Vec<Hit>> {
+        // Every block computes D·Qᵀ against the query's packed Qᵀ.
         let block = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(k);
             self.score_block(&q, chunk, exact, &mut top)?;
@@ -450,7 +461,8 @@ impl<'a> Compressed<'a> {
         laps: &mut Laps<'_>,
     ) -> Result<Vec<Hit>> {
         let all: Vec<u32> = (0..self.n_docs() as u32).collect();
-        self.final_scores(query, &all, params, laps)
+        let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
+        self.final_scores(&qt, &all, params, laps)
     }
 }
 
@@ -461,14 +473,25 @@ mod tests {
 
     proptest! {
         #[test]
-        fn cell_scan_matches_a_full_sort(row in proptest::collection::vec(-8i32..8, 1..300), n in 1usize..17) {
-            let row: Vec<f32> = row.into_iter().map(|v| v as f32 / 4.0).collect();
-            let n = n.min(row.len());
+        fn cell_scan_matches_a_full_sort(
+            vals in proptest::collection::vec(-8i32..8, 1..600),
+            nq in 1usize..5,
+            n in 1usize..17,
+        ) {
+            let rows = vals.len() / nq;
+            prop_assume!(rows > 0);
+            let scores: Vec<f32> = vals[..rows * nq].iter().map(|&v| v as f32 / 4.0).collect();
+            let n = n.min(rows);
             let mut got = Vec::new();
-            top_cells_scan(&row, n, &mut got);
-            let mut all: Vec<u32> = (0..row.len() as u32).collect();
-            all.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-            prop_assert_eq!(got, all[..n].to_vec());
+            top_cells_by_column(&scores, nq, n, &mut got);
+            let mut want = Vec::new();
+            for q in 0..nq {
+                let col = |j: u32| scores[j as usize * nq + q];
+                let mut all: Vec<u32> = (0..rows as u32).collect();
+                all.sort_by(|&a, &b| col(b).total_cmp(&col(a)).then(a.cmp(&b)));
+                want.extend_from_slice(&all[..n]);
+            }
+            prop_assert_eq!(got, want);
         }
     }
 }
