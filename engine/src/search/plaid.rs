@@ -391,7 +391,7 @@ impl<'a> Compressed<'a> {
         // Every block computes D·Qᵀ against the query's packed Qᵀ.
         let block = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(k);
-            self.score_block(&q, chunk, exact, &mut top)?;
+            self.score_block(q, chunk, exact, &mut top)?;
             Ok(top)
         };
         let top = if docs.len() <= DECODE_CHUNK {
