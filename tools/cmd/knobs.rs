@@ -6,7 +6,7 @@ use engine::SearchParams;
 /// PLAID knobs of a compressed index (ignored by an uncompressed one).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Knobs {
-    /// Compressed index: centroids probed per query token (default by k: 4 up to k=100, then 8).
+    /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to k=100, then 8).
     #[arg(long, value_name = "N")]
     pub ncells: Option<usize>,
     /// Compressed index: centroid score below which a centroid is ignored by the approximate
@@ -14,7 +14,7 @@ pub struct Knobs {
     #[arg(long, value_name = "SCORE")]
     pub threshold: Option<f32>,
     /// Compressed index: candidates kept after the pruned approximate score; a quarter of them
-    /// are scored exactly (default by k: 256 up to k=10, 1024 up to 100, then max(4k, 4096)).
+    /// are scored exactly (default by k: 512 up to k=10, 1024 up to 100, then max(4k, 4096)).
     #[arg(long, value_name = "N")]
     pub ndocs: Option<usize>,
     /// Compressed index with --store-f16: score the final candidates from decompressed

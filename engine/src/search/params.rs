@@ -35,15 +35,17 @@ pub struct SearchParams {
 
 impl SearchParams {
     /// Defaults for `k`, starting from Stanford PLAID's table (ncells 1/2/4, threshold
-    /// 0.5/0.45/0.4, ndocs 256/1024/max(4k, 4096)) and chosen by measurement on the clustered
-    /// synthetic benchmark (`engine/examples/plaid_eval.rs --sweep`, 10k docs, 8192 centroids,
-    /// k = 10): probing 4 cells per query token instead of 1 raised pruning recall (PLAID vs
-    /// exhaustive over the decompressed vectors) from 0.981 to 0.999 at ndocs 256 with no
-    /// measurable latency cost (stage 1 dominates); the threshold between 0.4 and 0.5 made no
-    /// difference there, so PLAID's 0.45 is kept as the pruning guard for real data.
+    /// 0.5/0.45/0.4, ndocs 256/1024/max(4k, 4096)) and chosen by measurement (docs/PLAID.md
+    /// "Defaults"): pruning recall@10 (PLAID against exhaustive search over the same compressed
+    /// index) on Cranfield, CISI and NPL at nbits 1, 2 and 4 and on the clustered synthetic
+    /// sets, and latency on the 1M-token synthetic set. For k ≤ 10, 2 cells per query token and
+    /// 512 candidates keep pruning recall at or above 0.994 everywhere it was measured; 4 cells
+    /// and 256 candidates (the previous default) dropped to 0.988 on NPL, and 1 cell to 0.965.
+    /// The threshold between 0.4 and 0.5 made no difference on the synthetic sets, so PLAID's
+    /// 0.45 is kept as the pruning guard for real data.
     pub fn for_k(k: usize) -> Self {
         let (ncells, centroid_score_threshold, ndocs) = if k <= 10 {
-            (4, 0.45, 256)
+            (2, 0.45, 512)
         } else if k <= 100 {
             (4, 0.45, 1024)
         } else {
