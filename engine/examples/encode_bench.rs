@@ -2,7 +2,7 @@
 //! `cran.all.1400`, Latin-1), encoded as documents in the model's mode.
 //!
 //! ```text
-//! cargo run --release -p engine --example encode_bench -- MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS]
+//! cargo run --release -p engine --example encode_bench -- MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS] [f32|bf16|auto]
 //! ```
 //! Prints tokens/s (input tokens, special tokens included) for the best of REPEATS runs. In bf16 it
 //! then encodes the documents again in f32 and prints the per-token cosine between the two; set
@@ -40,7 +40,7 @@ fn smart_abstracts(path: &std::path::Path) -> Vec<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: encode_bench MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS] [f32|bf16]");
+        eprintln!("usage: encode_bench MODEL_DIR COLLECTION [N_DOCS] [BATCH] [REPEATS] [f32|bf16|auto]");
         std::process::exit(2);
     }
     let model = PathBuf::from(&args[1]);
@@ -52,7 +52,8 @@ fn main() {
     let precision = match args.get(6).map(String::as_str) {
         None | Some("f32") => Precision::F32,
         Some("bf16") => Precision::Bf16,
-        Some(other) => panic!("precision must be f32 or bf16, not {other}"),
+        Some("auto") => Precision::Auto,
+        Some(other) => panic!("precision must be f32, bf16 or auto, not {other}"),
     };
     let enc = Encoder::load(&model, EncoderOptions { batch_size: batch, precision, ..Default::default() })
         .expect("load model");
