@@ -3,8 +3,9 @@
 //!
 //! For one query `Q` (`nq × dim`) over `C` centroids:
 //!
-//! 1. **Probe.** `S = Q·Cᵀ` (one f32 matrix product); the `ncells` best centroids of every query
-//!    token give the candidate documents, the union of their IVF lists.
+//! 1. **Probe.** `S = C·Qᵀ` (one f32 matrix product, centroid-major); the `ncells` best centroids
+//!    of every query token (one pass over `S`) give the candidate documents, the union of their
+//!    IVF lists.
 //! 2. **Approximate score, pruned.** A candidate's score is `Σ_q max_t S[q, code_t]` over its
 //!    tokens `t`, where tokens whose centroid scores below `centroid_score_threshold` against
 //!    every query token are ignored (a query token with no surviving token contributes 0). The
