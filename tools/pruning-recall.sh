@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 index="$1" queries="$2" k="$3"
 shift 3
 bin=target/release/colbert-index
-[[ -x $bin ]] || cargo build --release --quiet
+cargo build --release --quiet # a stale binary would measure stale defaults
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 $bin search --index "$index" --queries "$queries" -k "$k" --no-rescore --exhaustive >"$tmp/exhaustive.run"

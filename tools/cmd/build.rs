@@ -40,8 +40,8 @@ pub struct BuildArgs {
     /// --collection. `auto` runs them in bf16 (inputs rounded to bf16, f32 accumulation) on CPUs
     /// with AVX-512 BF16 where that kernel measures at least 1.25x the f32 one (checked once at
     /// load: AMD Zen 4 yes, about 1.75x; Intel Sapphire Rapids no) and in f32 elsewhere; `bf16`
-    /// forces it wherever AVX-512 BF16 exists; `f32` matches PyTorch within 1e-4 everywhere. On all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least
-    /// 0.9998 to the f32 ones.
+    /// forces it wherever AVX-512 BF16 exists; `f32` matches PyTorch within 1e-4 everywhere. On
+    /// all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9998 to the f32 ones.
     /// Queries are always encoded in f32. BERT backbones only.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,

@@ -6,7 +6,8 @@ use engine::SearchParams;
 /// PLAID knobs of a compressed index (ignored by an uncompressed one).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Knobs {
-    /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to k=100, then 8).
+    /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to
+    /// k=100, then 8).
     #[arg(long, value_name = "N")]
     pub ncells: Option<usize>,
     /// Compressed index: centroid score below which a centroid is ignored by the approximate
