@@ -5,6 +5,18 @@ use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
+/// Every token's centroid code in stored order, document by document (any format version).
+pub fn all_codes(r: &index_format::IndexReader) -> Vec<u32> {
+    let codes = r.codes().expect("a residual index");
+    let offsets = r.doc_offsets();
+    let (mut all, mut doc) = (Vec::new(), Vec::new());
+    for d in 0..offsets.len() - 1 {
+        codes.doc_tokens_into(d, offsets[d] as usize..offsets[d + 1] as usize, &mut doc).unwrap();
+        all.extend_from_slice(&doc);
+    }
+    all
+}
+
 /// A tiny seeded PRNG (xorshift64*), so fixtures are reproducible without extra crates.
 pub struct Rng(u64);
 

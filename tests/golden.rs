@@ -113,6 +113,16 @@ const V3: Fixture = Fixture {
     build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "11"],
 };
 
+/// Documents of up to 40 tokens over 24 centroids: runs of repeated centroids, Rice parameters
+/// from 3 down to 0 (see `runs::doc_rice_param`).
+const V4: Fixture = Fixture {
+    version: 4,
+    docs: (2027, 40, 40),
+    queries: (4051, 3, 5),
+    ids: true,
+    build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "13"],
+};
+
 #[test]
 #[ignore = "writes the golden fixture; run by hand when introducing a format version"]
 fn create_golden_v1() {
@@ -153,19 +163,35 @@ fn golden_v3_opens_verifies_and_answers_the_same() {
     assert!(matches!(index.reader().ivf(), Some(Ivf::Rice(_))));
 }
 
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v4() {
+    create_golden(&V4);
+}
+
+#[test]
+fn golden_v4_opens_verifies_and_answers_the_same() {
+    let index = check_golden(4);
+    assert_eq!(index.meta().kind, index_format::IndexKind::Residual { nbits: 2 });
+    assert_eq!(index.meta().residual.unwrap().n_centroids, 24);
+    assert!(matches!(index.reader().codes(), Some(Codes::Runs(_))));
+    assert!(matches!(index.reader().ivf(), Some(Ivf::Rice(_))));
+}
+
 /// A file's payload (without its footer).
 fn payload(path: &Path) -> Vec<u8> {
     let b = fs::read(path).unwrap();
     b[..b.len() - 32].to_vec()
 }
 
-/// The v2 golden index and a v3 index built now from the same embeddings with the same settings
-/// hold the same centroids, residuals, codes and lists (stored differently) and answer the same.
+/// The v2 golden index and a v4 index built now from the same embeddings with the same settings
+/// hold the same centroids, codes, residuals and lists (stored differently: v4 orders each
+/// document's tokens by centroid) and answer the same.
 #[test]
-fn v3_and_v2_of_the_same_embeddings_answer_the_same() {
+fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
     let v2 = golden_dir(2);
     let tmp = TempDir::new().unwrap();
-    let v3 = tmp.path().join("v3");
+    let v3 = tmp.path().join("v4");
     let emb = v2.join("embeddings.safetensors");
     // The v2 fixture predates the joint codec: build with the per-dimension one it used.
     cli_ok(
@@ -174,11 +200,10 @@ fn v3_and_v2_of_the_same_embeddings_answer_the_same() {
     );
     let (a, b) = (Index::open(&v2.join("index")).unwrap(), Index::open(&v3).unwrap());
     b.verify().unwrap();
-    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 3));
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
     for c in [
         Component::Centroids,
         Component::Buckets,
-        Component::Residuals,
         Component::DocOffsets,
         Component::DocIdOffsets,
         Component::DocIdBytes,
@@ -187,9 +212,23 @@ fn v3_and_v2_of_the_same_embeddings_answer_the_same() {
         assert!(payload(&v2.join("index").join(name)) == payload(&v3.join(name)), "{name} differs");
     }
     let (ca, cb) = (a.reader().codes().unwrap(), b.reader().codes().unwrap());
-    assert!(matches!(ca, Codes::U16(_)) && matches!(cb, Codes::Packed(_)));
-    assert_eq!(ca.len(), cb.len());
-    assert!((0..ca.len()).all(|t| ca.get(t) == cb.get(t)), "codes differ");
+    assert!(matches!(ca, Codes::U16(_)) && matches!(cb, Codes::Runs(_)));
+    // Per document, the same (code, residual row) pairs, v4's ordered by code.
+    let (codes_a, codes_b) = (all_codes(a.reader()), all_codes(b.reader()));
+    let (ra, rb) = (a.reader().residuals().unwrap(), b.reader().residuals().unwrap());
+    let row = ra.len() / codes_a.len();
+    let offsets = a.reader().doc_offsets();
+    for d in 0..offsets.len() - 1 {
+        let tokens = offsets[d] as usize..offsets[d + 1] as usize;
+        let pairs = |codes: &[u32], res: &[u8]| {
+            let mut v: Vec<(u32, Vec<u8>)> =
+                tokens.clone().map(|t| (codes[t], res[t * row..(t + 1) * row].to_vec())).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(pairs(&codes_a, ra), pairs(&codes_b, rb), "document {d} differs");
+        assert!(codes_b[tokens.clone()].windows(2).all(|w| w[0] <= w[1]), "document {d} not ordered");
+    }
     let (ia, ib) = (a.reader().ivf().unwrap(), b.reader().ivf().unwrap());
     assert!(matches!(ia, Ivf::Plain { .. }) && matches!(ib, Ivf::Rice(_)));
     for c in 0..ia.n_lists() {

@@ -148,14 +148,20 @@ fn every_nbits_round_trips_within_its_error_bound() {
         index.verify().unwrap();
         let size = index.reader().size_bytes();
         let view = index.compressed().unwrap();
+        // The index stores each document's tokens ordered by centroid (ties in input order):
+        // reorder the originals the same way to pair them with the decompressed tokens.
+        let centroids: Vec<f32> = index.reader().centroids().unwrap().iter().map(|v| v.to_f32()).collect();
+        let assigned = engine::kmeans::assign(&all.tokens, &centroids, 32).unwrap();
         let mut buf = Vec::new();
         let mut sq = 0f64;
         let mut off = 0;
         for (d, &l) in all.doclens.iter().enumerate() {
             view.decompress_into(d as u32, &mut buf).unwrap();
-            let orig = &all.tokens[off..off + l as usize * 32];
+            let mut order: Vec<usize> = (off / 32..off / 32 + l as usize).collect();
+            order.sort_by_key(|&t| assigned[t]);
+            let orig: Vec<f32> = order.iter().flat_map(|&t| all.tokens[t * 32..(t + 1) * 32].to_vec()).collect();
             assert_eq!(buf.len(), orig.len());
-            sq += buf.iter().zip(orig).map(|(a, b)| (a - b) as f64).map(|e| e * e).sum::<f64>();
+            sq += buf.iter().zip(&orig).map(|(a, b)| (a - b) as f64).map(|e| e * e).sum::<f64>();
             off += orig.len();
         }
         let mse = sq / all.tokens.len() as f64 * 32.0; // mean squared error per token vector
@@ -197,7 +203,7 @@ fn open_err(dir: &Path) -> String {
     Index::open(dir).unwrap_err().to_string()
 }
 
-/// The inverted file of a v3 index, decoded: one list per centroid.
+/// The inverted file of a v3 or v4 index, decoded: one list per centroid.
 fn ivf_lists(dir: &Path) -> Vec<Vec<u32>> {
     let index = Index::open(dir).unwrap();
     let ivf = index.reader().ivf().unwrap();
@@ -210,7 +216,7 @@ fn ivf_lists(dir: &Path) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Rewrites the three IVF files of the v3 index in `dir` to hold `lists`, Rice-coded with the
+/// Rewrites the three IVF files of the v4 index in `dir` to hold `lists`, Rice-coded with the
 /// writer's own parameter choice.
 fn write_ivf_lists(dir: &Path, lists: &[Vec<u32>]) {
     let mut w = BitWriter::new(Vec::new());
@@ -245,32 +251,102 @@ fn edit_u64s(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut Vec<u64>)) {
     *bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
 }
 
+/// The codes of every document of the index in `dir`, in stored order.
+fn doc_codes(dir: &Path) -> Vec<Vec<u32>> {
+    let index = Index::open(dir).unwrap();
+    let (codes, offsets) = (index.reader().codes().unwrap(), index.reader().doc_offsets());
+    (0..offsets.len() - 1)
+        .map(|d| {
+            let mut v = Vec::new();
+            codes.doc_tokens_into(d, offsets[d] as usize..offsets[d + 1] as usize, &mut v).unwrap();
+            v
+        })
+        .collect()
+}
+
+/// Rewrites `codes.rice` and `code_offsets.packed` of the v4 index in `dir` to hold `docs`
+/// (each sorted), as the writer codes them.
+fn write_doc_codes(dir: &Path, docs: &[Vec<u32>], n_centroids: u64) {
+    use index_format::runs::{doc_rice_param, offset_bits, put_doc_runs};
+    let mut w = BitWriter::new(Vec::new());
+    let mut offsets = vec![0u64];
+    for d in docs {
+        put_doc_runs(&mut w, d, doc_rice_param(n_centroids, d.len() as u64)).unwrap();
+        offsets.push(w.bits());
+    }
+    let stream = w.finish().unwrap();
+    let bits = offset_bits(stream.len() as u64);
+    let mut o = BitWriter::new(Vec::new());
+    for &off in &offsets {
+        o.put(off, bits).unwrap();
+    }
+    rewrite(&dir.join("codes.rice"), Component::CodesRice, &stream);
+    rewrite(&dir.join("code_offsets.packed"), Component::CodeOffsets, &o.finish().unwrap());
+}
+
+/// Format v3 code checks, on copies of the committed golden v3 index (24 centroids: 5-bit codes).
 #[test]
-fn verify_catches_corrupt_v3_files() {
+fn verify_catches_corrupt_v3_codes() {
+    let dir = TempDir::new().unwrap();
+    let good = repo_path("tests/data/golden_v3/index");
+    let edited = |name: &str, comp: Component, edit: &dyn Fn(&mut Vec<u8>)| {
+        edited_copy(&good, &dir.path().join(name), comp, edit)
+    };
+    let codes = Component::CodesPacked;
+    // A code out of range (token 3 is bits 15..20), with a valid checksum.
+    let d = edited("code", codes, &|b| edit_u64s(b, |w| w[0] |= 31 << 15));
+    let e = verify_err(&d);
+    assert!(
+        e.contains("codes.packed") && e.contains("token 3 has code 31") && e.contains("24 centroids"),
+        "{e}"
+    );
+    // Searching it is an error naming the file, not a panic.
+    let index = Index::open(&d).unwrap();
+    let probe_all =
+        SearchParams { ncells: 24, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
+    let q = vec![vec![0.25f32; 16 * 2]];
+    for e in [index.search(&q, &probe_all).unwrap_err(), index.search_decompressed(&q, 3).unwrap_err()] {
+        let e = e.to_string();
+        assert!(e.contains("codes.packed: corrupt index: document 0: it has code 31, but there are 24"), "{e}");
+    }
+    // A bit set in the padding word of the codes.
+    let d = edited("codepad", codes, &|b| *b.last_mut().unwrap() = 0x80);
+    assert!(verify_err(&d).contains("codes.packed: corrupt index: nonzero bits after the last code"));
+    // Truncated codes (one word short, footer rewritten): caught at open, naming the file.
+    let d = edited("shortcodes", codes, &|b| b.truncate(b.len() - 8));
+    let e = open_err(&d);
+    assert!(e.contains("codes.packed") && e.contains("padding word"), "{e}");
+}
+
+#[test]
+fn verify_catches_corrupt_v4_files() {
     let dir = TempDir::new().unwrap();
     let c = corpus(200, 32, 15);
     let good = dir.path().join("good");
     // 48 centroids: 6-bit codes, so a code can be out of range.
     let meta = build(&good, &c, CompressedParams { n_centroids: Some(48), ..CompressedParams::new(2) });
     assert_eq!(meta.residual.unwrap().n_centroids, 48);
-    assert_eq!(meta.format_version, 3);
+    assert_eq!(meta.format_version, 4);
     let copy = |name: &str| copy_index(&good, &dir.path().join(name));
     let edited = |name: &str, comp: Component, edit: &dyn Fn(&mut Vec<u8>)| {
         edited_copy(&good, &dir.path().join(name), comp, edit)
     };
     let (codes, rice, bit_offsets, rice_k) =
-        (Component::CodesPacked, Component::IvfRice, Component::IvfBitOffsets, Component::IvfRiceK);
+        (Component::CodesRice, Component::IvfRice, Component::IvfBitOffsets, Component::IvfRiceK);
     // A flipped bit in the residuals: checksum.
     let d = copy("bitflip");
     let mut bytes = fs::read(d.join("residuals.u8")).unwrap();
     bytes[3] ^= 0x40;
     fs::write(d.join("residuals.u8"), bytes).unwrap();
     assert!(verify_err(&d).contains("residuals.u8: checksum mismatch"));
-    // A code out of range (token 3 is bits 18..24), with a valid checksum.
-    let d = edited("code", codes, &|b| edit_u64s(b, |w| w[0] |= 63 << 18));
+    // A code out of range (document 0's last token in centroid 63), with valid checksums.
+    let mut docs = doc_codes(&good);
+    *docs[0].last_mut().unwrap() = 63;
+    let d = copy("code");
+    write_doc_codes(&d, &docs, 48);
     let e = verify_err(&d);
     assert!(
-        e.contains("codes.packed") && e.contains("token 3 has code 63") && e.contains("48 centroids"),
+        e.contains("codes.rice") && e.contains("document 0 does not decode: it decodes to code 63"),
         "{e}"
     );
     // Searching it is an error naming the file, not a panic: PLAID probing every list, and the
@@ -282,22 +358,42 @@ fn verify_catches_corrupt_v3_files() {
     for e in [index.search(&q, &probe_all).unwrap_err(), index.search_decompressed(&q, 3).unwrap_err()] {
         let e = e.to_string();
         assert!(
-            e.contains("codes.packed: corrupt index: token 3 has code 63, but there are 48 centroids"),
+            e.contains("codes.rice: corrupt index: document 0: it decodes to code 63, which is not a centroid"),
             "{e}"
         );
     }
-    // A bit set in the padding word of the codes.
+    // A document whose codes are one token short, or whose offsets decrease: named, and a
+    // search is an error, not a panic.
+    let mut docs = doc_codes(&good);
+    docs[7].pop();
+    let d = copy("short-doc");
+    write_doc_codes(&d, &docs, 48);
+    let e = verify_err(&d);
+    assert!(e.contains("codes.rice") && e.contains("document 7 does not decode"), "{e}");
+    assert!(Index::open(&d).unwrap().search_decompressed(&q, 3).unwrap_err().to_string().contains("document 7"));
+    let d = edited("offsets-decrease", Component::CodeOffsets, &|b| {
+        // Offsets are at least 7 bits wide: set every bit of document 5's, so it points past 6's.
+        let w = index_format::runs::offset_bits((fs::metadata(good.join("codes.rice")).unwrap().len() - 32) as u64);
+        for bit in 5 * w as usize..6 * w as usize {
+            b[bit / 8] |= 1 << (bit % 8);
+        }
+    });
+    let e = verify_err(&d);
+    assert!(e.contains("codes.rice") && e.contains("bit offsets decrease"), "{e}");
+    // A bit set in the padding word of the codes, or of their offsets.
     let d = edited("codepad", codes, &|b| *b.last_mut().unwrap() = 0x80);
-    assert!(verify_err(&d).contains("codes.packed: corrupt index: nonzero bits after the last code"));
-    // Truncated codes (one word short, footer rewritten): caught at open, naming the file.
+    assert!(verify_err(&d).contains("codes.rice: corrupt index: nonzero bits after the last document"));
+    let d = edited("offpad", Component::CodeOffsets, &|b| *b.last_mut().unwrap() = 0x80);
+    assert!(verify_err(&d).contains("code_offsets.packed: corrupt index: nonzero bits after the last offset"));
+    // Truncated codes (one word short, footer rewritten): caught at open, naming both files.
     let d = edited("shortcodes", codes, &|b| b.truncate(b.len() - 8));
     let e = open_err(&d);
-    assert!(e.contains("codes.packed") && e.contains("padding word"), "{e}");
+    assert!(e.contains("code_offsets.packed") && e.contains("codes.rice"), "{e}");
     // Truncated file (footer cut off): the footer check names it.
     let d = copy("cutcodes");
-    let raw = fs::read(d.join("codes.packed")).unwrap();
-    fs::write(d.join("codes.packed"), &raw[..raw.len() - 5]).unwrap();
-    assert!(open_err(&d).contains("codes.packed"));
+    let raw = fs::read(d.join("codes.rice")).unwrap();
+    fs::write(d.join("codes.rice"), &raw[..raw.len() - 5]).unwrap();
+    assert!(open_err(&d).contains("codes.rice"));
     // Truncated IVF stream: caught at open, naming both IVF files.
     let d = edited("shortivf", rice, &|b| b.truncate(b.len() - 16));
     let e = open_err(&d);
@@ -403,7 +499,7 @@ fn verify_catches_corrupt_v2_files() {
     assert!(open_err(&d).contains("centroids.f16"));
 }
 
-/// Writes the v3 index `from` as a v2 index at `to`: u16 codes, plain IVF, version 2 footers
+/// Writes the v4 index `from` as a v2 index at `to`: u16 codes, plain IVF, version 2 footers
 /// and metadata; every other payload unchanged.
 fn transcode_to_v2(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
@@ -417,8 +513,7 @@ fn transcode_to_v2(from: &Path, to: &Path) {
         file[n - 24..n - 20].copy_from_slice(&2u32.to_le_bytes());
         fs::write(to.join(c.file_name()), file).unwrap();
     };
-    let codes = r.codes().unwrap();
-    let narrow: Vec<u8> = (0..codes.len()).flat_map(|t| (codes.get(t) as u16).to_le_bytes()).collect();
+    let narrow: Vec<u8> = all_codes(r).iter().flat_map(|&c| (c as u16).to_le_bytes()).collect();
     put(Component::Codes16, &narrow);
     let ivf = r.ivf().unwrap();
     let (mut offsets, mut docs) = (vec![0u64], Vec::new());
@@ -435,26 +530,31 @@ fn transcode_to_v2(from: &Path, to: &Path) {
                 meta.format_version = 2;
                 put(c, &serde_json::to_vec_pretty(&meta).unwrap());
             }
-            Component::CodesPacked | Component::IvfBitOffsets | Component::IvfRiceK | Component::IvfRice => {}
+            Component::CodesPacked
+            | Component::CodesRice
+            | Component::CodeOffsets
+            | Component::IvfBitOffsets
+            | Component::IvfRiceK
+            | Component::IvfRice => {}
             _ => put(c, &payload(&from.join(c.file_name()))),
         }
     }
 }
 
-/// The same index read as v3 (packed codes, Rice-coded IVF) and as v2 (transcoded) answers
+/// The same index read as v4 (run-coded codes, Rice-coded IVF) and as v2 (transcoded) answers
 /// identically, over PLAID settings that exercise every stage.
 #[test]
-fn v3_and_v2_forms_of_one_index_answer_identically() {
+fn v4_and_v2_forms_of_one_index_answer_identically() {
     let dir = TempDir::new().unwrap();
     let c = corpus(1500, 64, 21);
-    let v3 = dir.path().join("v3");
+    let v4 = dir.path().join("v4");
     let v2 = dir.path().join("v2");
-    build(&v3, &c, CompressedParams { n_centroids: Some(700), ..CompressedParams::new(2) });
-    transcode_to_v2(&v3, &v2);
-    let (a, b) = (Index::open(&v2).unwrap(), Index::open(&v3).unwrap());
+    build(&v4, &c, CompressedParams { n_centroids: Some(700), ..CompressedParams::new(2) });
+    transcode_to_v2(&v4, &v2);
+    let (a, b) = (Index::open(&v2).unwrap(), Index::open(&v4).unwrap());
     a.verify().unwrap();
     b.verify().unwrap();
-    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 3));
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
     assert!(a.reader().size_bytes() > b.reader().size_bytes());
     let qs = queries(&c, 12, 16);
     for (ncells, ndocs, threshold) in [(1, 64, 0.45), (4, 256, 0.45), (8, 1024, 0.3), (16, 32, -1.0)] {
@@ -492,13 +592,13 @@ proptest! {
         let index = Index::open(&dir.path().join("i")).unwrap();
         index.verify().unwrap();
         let c = meta.residual.unwrap().n_centroids as usize;
-        let codes = index.reader().codes().unwrap();
-        prop_assert!(matches!(codes, Codes::Packed(p) if p.bits() == index_format::packed::code_bits(c as u64)));
+        prop_assert!(matches!(index.reader().codes().unwrap(), Codes::Runs(_)));
+        let codes = all_codes(index.reader());
         let mut expected = vec![Vec::new(); c];
         let mut t = 0;
         for (doc, &l) in lens.iter().enumerate() {
-            let mut cents: Vec<u32> = (t..t + l).map(|i| codes.get(i)).collect();
-            cents.sort_unstable();
+            let mut cents: Vec<u32> = codes[t..t + l].to_vec();
+            prop_assert!(cents.windows(2).all(|w| w[0] <= w[1]), "tokens not ordered by centroid");
             cents.dedup();
             for cent in cents {
                 expected[cent as usize].push(doc as u32);
@@ -588,11 +688,13 @@ fn cli_builds_searches_and_describes_compressed_indexes() {
         serde_json::from_str(&cli_ok(&["info", "--index", s(&idx), "--json"])).unwrap();
     assert_eq!(info["nbits"], 4);
     assert_eq!(info["n_centroids"], 128);
-    assert_eq!(info["format_version"], 3);
+    assert_eq!(info["format_version"], 4);
     assert_eq!(info["n_centroids"], 128);
     let parts = &info["bytes_per_token_by_part"];
     assert!((parts["residuals"].as_f64().unwrap() - 16.0).abs() < 0.01, "{parts}");
-    assert!((parts["codes"].as_f64().unwrap() - 7.0 / 8.0).abs() < 0.05, "{parts}");
+    // Run-coded: below the 7 bits per token of fixed-width codes for 128 centroids.
+    let codes = parts["codes"].as_f64().unwrap();
+    assert!(codes > 0.1 && codes < 7.0 / 8.0, "{parts}");
     assert!((parts["embeddings"].as_f64().unwrap() - 64.0).abs() < 0.01, "{parts}");
     let bits = info["ivf_bits_per_entry"].as_f64().unwrap();
     assert!(bits > 1.0 && bits < 12.0, "{bits}");

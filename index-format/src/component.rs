@@ -42,6 +42,12 @@ pub enum Component {
     /// `ivf.rice`: for each centroid, its sorted, deduplicated documents, Rice-coded gaps packed
     /// into u64 words (v3).
     IvfRice,
+    /// `codes.rice`: every document's centroid codes, its tokens ordered by centroid and the
+    /// codes run-coded (see [`crate::runs`]), one document after the other in a bit stream (v4).
+    CodesRice,
+    /// `code_offsets.packed`: `n_docs + 1` bit offsets into [`Component::CodesRice`], packed at
+    /// [`crate::runs::offset_bits`] bits each (v4).
+    CodeOffsets,
 }
 
 /// What a file's bytes pay for, as `colbert-index info` splits an index's size.
@@ -91,7 +97,11 @@ impl Component {
     pub fn size_class(self) -> SizeClass {
         match self {
             Component::Residuals => SizeClass::Residuals,
-            Component::Codes16 | Component::Codes32 | Component::CodesPacked => SizeClass::Codes,
+            Component::Codes16
+            | Component::Codes32
+            | Component::CodesPacked
+            | Component::CodesRice
+            | Component::CodeOffsets => SizeClass::Codes,
             Component::IvfDocs | Component::IvfRice => SizeClass::Ivf,
             Component::Embeddings => SizeClass::Embeddings,
             Component::DocOffsets | Component::DocIdOffsets | Component::DocIdBytes => SizeClass::PerDocument,
@@ -114,7 +124,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 16] = [
+    pub const EVERY: [Component; 18] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -131,6 +141,8 @@ impl Component {
         Component::IvfBitOffsets,
         Component::IvfRiceK,
         Component::IvfRice,
+        Component::CodesRice,
+        Component::CodeOffsets,
     ];
 
     /// The file name inside the index directory.
@@ -152,6 +164,8 @@ impl Component {
             Component::IvfBitOffsets => "ivf_bit_offsets.u64",
             Component::IvfRiceK => "ivf_rice_k.u8",
             Component::IvfRice => "ivf.rice",
+            Component::CodesRice => "codes.rice",
+            Component::CodeOffsets => "code_offsets.packed",
         }
     }
 
@@ -174,6 +188,8 @@ impl Component {
             Component::IvfBitOffsets => 14,
             Component::IvfRiceK => 15,
             Component::IvfRice => 16,
+            Component::CodesRice => 17,
+            Component::CodeOffsets => 18,
         }
     }
 
@@ -188,7 +204,9 @@ impl Component {
             | Component::IvfOffsets
             | Component::CodesPacked
             | Component::IvfBitOffsets
-            | Component::IvfRice => 8,
+            | Component::IvfRice
+            | Component::CodesRice
+            | Component::CodeOffsets => 8,
         }
     }
 

@@ -21,6 +21,7 @@ pub mod footer;
 pub mod meta;
 pub mod packed;
 pub mod reader;
+pub mod runs;
 pub mod version;
 pub mod writer;
 

@@ -268,7 +268,7 @@ pub fn put_rice_list<W: Write>(out: &mut BitWriter<W>, docs: &[u32], k: u32) -> 
 
 /// Reads the Rice code that starts at bit `*pos < end` and moves `*pos` past it.
 #[inline(always)]
-fn next_rice(bytes: &[u8], pos: &mut u64, end: u64, k: u32) -> Result<u64, ListError> {
+pub(crate) fn next_rice(bytes: &[u8], pos: &mut u64, end: u64, k: u32) -> Result<u64, ListError> {
     let w = window(bytes, *pos);
     let tz = w.trailing_zeros();
     if tz + 1 + k <= 57 {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use half::f16;
@@ -14,6 +15,7 @@ use crate::meta::{IndexKind, IndexMeta, ResidualMeta};
 use crate::packed::{
     code_bits, packed_words, padding_is_zero, ListError, PackedCodes, RiceCursor, RiceLists, RiceShapeError,
 };
+use crate::runs::{DocCodes, RunsError, RunsShapeError};
 use crate::version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 
 struct Mapped {
@@ -64,7 +66,8 @@ fn map_component(dir: &Path, component: Component) -> Result<Mapped> {
     Ok(Mapped { payload, footer })
 }
 
-/// The centroid id of every token: u16 or u32 (format v2), or bit-packed (v3).
+/// The centroid id of every token: u16 or u32 (format v2), bit-packed (v3), or run-coded per
+/// document with each document's tokens ordered by centroid (v4).
 #[derive(Debug, Clone, Copy)]
 pub enum Codes<'a> {
     /// `codes.u16` (v2, at most 65536 centroids).
@@ -73,15 +76,18 @@ pub enum Codes<'a> {
     U32(&'a [u32]),
     /// `codes.packed` (v3).
     Packed(PackedCodes<'a>),
+    /// `codes.rice` and `code_offsets.packed` (v4).
+    Runs(DocCodes<'a>),
 }
 
 impl Codes<'_> {
-    /// The file holding the codes: `codes.u16`, `codes.u32` or `codes.packed`.
+    /// The file holding the codes: `codes.u16`, `codes.u32`, `codes.packed` or `codes.rice`.
     pub fn component(&self) -> Component {
         match self {
             Codes::U16(_) => Component::Codes16,
             Codes::U32(_) => Component::Codes32,
             Codes::Packed(_) => Component::CodesPacked,
+            Codes::Runs(_) => Component::CodesRice,
         }
     }
 
@@ -91,6 +97,7 @@ impl Codes<'_> {
             Codes::U16(c) => c.len(),
             Codes::U32(c) => c.len(),
             Codes::Packed(c) => c.len(),
+            Codes::Runs(c) => c.n_tokens(),
         }
     }
 
@@ -99,24 +106,48 @@ impl Codes<'_> {
         self.len() == 0
     }
 
-    /// The code of token `i`.
-    #[inline(always)]
-    pub fn get(&self, i: usize) -> u32 {
+    /// The code of every token of document `doc`, which owns tokens `tokens`, in stored order,
+    /// into `out` (cleared first). Only run-coded codes can fail to decode; a code that is not a
+    /// centroid is the caller's to check for the fixed-width kinds.
+    #[inline]
+    pub fn doc_tokens_into(&self, doc: usize, tokens: Range<usize>, out: &mut Vec<u32>) -> Result<(), RunsError> {
         match self {
-            Codes::Packed(c) => c.get(i),
-            Codes::U16(c) => c[i] as u32,
-            Codes::U32(c) => c[i],
+            Codes::Runs(c) => c.tokens_into(doc, tokens.len(), out),
+            _ => {
+                out.clear();
+                out.resize(tokens.len(), 0);
+                self.fixed_into(tokens.start, out);
+                Ok(())
+            }
         }
     }
 
-    /// The codes of tokens `start .. start + out.len()`, into `out`.
+    /// The centroids of document `doc`'s tokens (it owns tokens `tokens`), each at least once,
+    /// into `out` (cleared first): for run-coded codes each distinct centroid once, increasing;
+    /// for the fixed-width kinds every token's code. What candidate scoring needs: a document's
+    /// centroid scores depend only on the set of its centroids.
     #[inline]
-    pub fn decode_into(&self, start: usize, out: &mut [u32]) {
+    pub fn doc_centroids_into(
+        &self,
+        doc: usize,
+        tokens: Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), RunsError> {
+        match self {
+            Codes::Runs(c) => c.distinct_into(doc, tokens.len(), out),
+            _ => self.doc_tokens_into(doc, tokens, out),
+        }
+    }
+
+    /// Fixed-width codes of tokens `start .. start + out.len()`.
+    #[inline]
+    fn fixed_into(&self, start: usize, out: &mut [u32]) {
         let n = out.len();
         match self {
             Codes::Packed(c) => c.decode_into(start, out),
             Codes::U16(c) => out.iter_mut().zip(&c[start..start + n]).for_each(|(o, &v)| *o = v as u32),
             Codes::U32(c) => out.copy_from_slice(&c[start..start + n]),
+            Codes::Runs(_) => unreachable!("run-coded codes are read per document"),
         }
     }
 }
@@ -297,7 +328,15 @@ impl IndexReader {
                     Component::Buckets,
                     Component::Residuals,
                 ];
-                if meta.format_version >= 3 {
+                if meta.format_version >= 4 {
+                    v.extend([
+                        Component::CodesRice,
+                        Component::CodeOffsets,
+                        Component::IvfBitOffsets,
+                        Component::IvfRiceK,
+                        Component::IvfRice,
+                    ]);
+                } else if meta.format_version == 3 {
                     v.extend([
                         Component::CodesPacked,
                         Component::IvfBitOffsets,
@@ -438,6 +477,11 @@ impl IndexReader {
             self.rice_lists()?;
             return Ok(());
         }
+        if self.files.contains_key(&Component::CodesRice) {
+            self.doc_codes()?;
+            self.rice_lists()?;
+            return Ok(());
+        }
         let codes = self.codes().expect("residual kind");
         self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
         let ivf_offsets = self.typed::<u64>(Component::IvfOffsets)?;
@@ -480,6 +524,34 @@ impl IndexReader {
                     m.n_tokens.checked_mul(bits as u64).map_or(u64::MAX, |b| 8 * packed_words(b)),
                 ),
             )
+        })
+    }
+
+    /// The v4 run-coded codes, checking the sizes of their two files and their first and last
+    /// offsets.
+    fn doc_codes(&self) -> Result<DocCodes<'_>> {
+        let m = &self.meta;
+        let c = m.residual.map_or(1, |r| r.n_centroids);
+        let bytes = &self.files[&Component::CodesRice].payload;
+        let offsets = &self.files[&Component::CodeOffsets].payload;
+        DocCodes::new(bytes, offsets, m.n_docs as usize, m.n_tokens as usize, c).map_err(|e| match e {
+            RunsShapeError::OffsetsLength { bytes, expected } => FormatError::corrupt(
+                self.path(Component::CodeOffsets),
+                format!(
+                    "holds {bytes} bytes, {} documents need {expected} (with the padding word) for {} \
+                     of its size",
+                    m.n_docs,
+                    Component::CodesRice.file_name()
+                ),
+            ),
+            RunsShapeError::Ends { first, last, stream_bytes } => FormatError::corrupt(
+                self.path(Component::CodeOffsets),
+                format!(
+                    "offsets run from bit {first} to bit {last}, expected 0 to the end of {} \
+                     ({stream_bytes} bytes with the padding word)",
+                    Component::CodesRice.file_name()
+                ),
+            ),
         })
     }
 
@@ -540,16 +612,37 @@ impl IndexReader {
         }
         let codes = self.codes().expect("residual kind");
         let codes_path = self.path(codes.component());
-        if let Some(i) = (0..codes.len()).find(|&i| codes.get(i) as u64 >= c) {
-            return Err(FormatError::corrupt(
-                codes_path,
-                format!("token {i} has code {}, but there are {c} centroids", codes.get(i)),
-            ));
+        let offsets = self.doc_offsets();
+        let mut seen: Vec<u32> = Vec::new();
+        for doc in 0..m.n_docs as usize {
+            let tokens = offsets[doc] as usize..offsets[doc + 1] as usize;
+            let first = tokens.start;
+            if let Err(e) = codes.doc_tokens_into(doc, tokens, &mut seen) {
+                return Err(FormatError::corrupt(codes_path, format!("document {doc} does not decode: {e}")));
+            }
+            if let Some(i) = seen.iter().position(|&v| v as u64 >= c) {
+                return Err(FormatError::corrupt(
+                    codes_path,
+                    format!("token {} has code {}, but there are {c} centroids", first + i, seen[i]),
+                ));
+            }
         }
-        if let Codes::Packed(p) = codes {
-            if !padding_is_zero(p.bytes(), p.len() as u64 * p.bits() as u64) {
+        match codes {
+            Codes::Packed(p) if !padding_is_zero(p.bytes(), p.len() as u64 * p.bits() as u64) => {
                 return Err(FormatError::corrupt(codes_path, "nonzero bits after the last code"));
             }
+            Codes::Runs(r) => {
+                if !padding_is_zero(r.bytes(), r.total_bits()) {
+                    return Err(FormatError::corrupt(codes_path, "nonzero bits after the last document"));
+                }
+                if !padding_is_zero(r.offset_bytes(), (m.n_docs + 1) * r.offset_bits() as u64) {
+                    return Err(FormatError::corrupt(
+                        self.path(Component::CodeOffsets),
+                        "nonzero bits after the last offset",
+                    ));
+                }
+            }
+            _ => {}
         }
         let ivf = self.ivf().expect("residual kind");
         let ivf_path = self.path(ivf.component());
@@ -583,9 +676,7 @@ impl IndexReader {
         }
         // Every (centroid, document) pair of the codes is listed, and nothing else: documents in
         // order, each list read in step with a cursor.
-        let offsets = self.doc_offsets();
         let mut cursors: Vec<IvfCursor> = (0..ivf.n_lists()).map(|cent| ivf.cursor(cent)).collect();
-        let mut seen: Vec<u32> = Vec::new();
         let unlisted = |doc: usize, cent: u32| {
             FormatError::corrupt(
                 &ivf_path,
@@ -599,9 +690,8 @@ impl IndexReader {
             )
         };
         for doc in 0..m.n_docs as usize {
-            let (a, b) = (offsets[doc] as usize, offsets[doc + 1] as usize);
-            seen.resize(b - a, 0);
-            codes.decode_into(a, &mut seen);
+            let tokens = offsets[doc] as usize..offsets[doc + 1] as usize;
+            codes.doc_centroids_into(doc, tokens, &mut seen).expect("decoded above");
             seen.sort_unstable();
             seen.dedup();
             for &cent in &seen {
@@ -675,6 +765,9 @@ impl IndexReader {
     pub fn codes(&self) -> Option<Codes<'_>> {
         if self.files.contains_key(&Component::CodesPacked) {
             return Some(Codes::Packed(self.packed_codes().expect("checked at open")));
+        }
+        if self.files.contains_key(&Component::CodesRice) {
+            return Some(Codes::Runs(self.doc_codes().expect("checked at open")));
         }
         if let Some(c) = self.optional::<u16>(Component::Codes16) {
             return Some(Codes::U16(c));

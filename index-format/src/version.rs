@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -15,6 +15,9 @@ pub enum FormatVersion {
     V2 = 2,
     /// Version 3: the residual kind's codes bit-packed and its inverted file Rice-coded.
     V3 = 3,
+    /// Version 4: the residual kind's tokens ordered by centroid within each document and its
+    /// codes run-coded per document.
+    V4 = 4,
 }
 
 impl FormatVersion {
@@ -24,6 +27,7 @@ impl FormatVersion {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
             3 => Some(Self::V3),
+            4 => Some(Self::V4),
             _ => None,
         }
     }

@@ -1,4 +1,4 @@
-//! Writing a residual-compressed index (format v3, `build --nbits 1|2|4`) from a stream of
+//! Writing a residual-compressed index (format v4, `build --nbits 1|2|4`) from a stream of
 //! documents.
 //!
 //! The build runs in three steps:
@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use index_format::bytes::{as_bytes, map_file};
 use index_format::footer::Footer;
-use index_format::packed::{best_rice_param, code_bits, put_rice_list, BitWriter, PackedCodes};
+use index_format::packed::{best_rice_param, packed_words, put_rice_list, BitWriter};
+use index_format::runs::{doc_rice_param, offset_bits, put_doc_runs, DocCodes, MAX_OFFSET_BITS};
 use index_format::{
     Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, ResidualMeta, FORMAT_VERSION,
 };
@@ -108,9 +109,10 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
 struct Trained {
     centroids: Vec<f32>,
     codec: Codec,
-    /// `codes.packed`, at `code_bits` bits per token.
+    /// `codes.rice`: every document's codes, run-coded.
     codes: BitWriter<ComponentWriter>,
-    code_bits: u32,
+    /// Where each document's codes start in `codes.rice` (and, last, its length in bits).
+    code_offsets: Vec<u64>,
     residuals: ComponentWriter,
     /// Number of documents listing each centroid (IVF list lengths).
     list_lens: Vec<u64>,
@@ -139,6 +141,8 @@ pub struct CompressedBuilder {
     centroid_fit: f64,
     codes_buf: Vec<u32>,
     packed: Vec<u8>,
+    /// The pending tokens reordered by centroid within each document, row-major.
+    sorted: Vec<f32>,
 }
 
 impl std::fmt::Debug for CompressedBuilder {
@@ -203,6 +207,7 @@ impl CompressedBuilder {
             centroid_fit: 0.0,
             codes_buf: Vec::new(),
             packed: Vec::new(),
+            sorted: Vec::new(),
         })
     }
 
@@ -303,14 +308,14 @@ impl CompressedBuilder {
         self.centroid_fit = fit;
         let codec = Codec::train_with(&res, dim, &self.params.codec)?;
         let c = centroids.len() / dim;
-        let codes = BitWriter::new(self.writer.component(Component::CodesPacked)?);
+        let codes = BitWriter::new(self.writer.component(Component::CodesRice)?);
         let residuals = self.writer.component(Component::Residuals)?;
         self.sample_tokens = n;
         self.trained = Some(Trained {
             centroids,
             codec,
             codes,
-            code_bits: code_bits(c as u64),
+            code_offsets: vec![0],
             residuals,
             list_lens: vec![0; c],
         });
@@ -344,38 +349,54 @@ impl CompressedBuilder {
         Ok(())
     }
 
-    /// Assigns and encodes the pending documents and writes them out.
+    /// Assigns the pending documents, orders each one's tokens by centroid, encodes them and
+    /// writes them out.
     fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let dim = self.dim;
         let t = self.trained.as_mut().expect("trained");
-        self.codes_buf = kmeans::assign(&self.pending, &t.centroids, dim)?;
-        self.packed.clear();
-        t.codec.encode_batch(&self.pending, &self.codes_buf, &t.centroids, &mut self.packed)?;
-        // IVF list lengths: each document counts once per distinct centroid.
+        let codes = kmeans::assign(&self.pending, &t.centroids, dim)?;
+        let n_centroids = t.list_lens.len() as u64;
+        // Each document's tokens in the order of their centroids (ties in their original
+        // order): its codes are then runs, and every stored array follows that order.
         let first_tok = self.doc_offsets[self.pending_first_doc];
-        let mut distinct: Vec<u32> = Vec::new();
+        let mut order: Vec<u32> = Vec::with_capacity(codes.len());
+        self.codes_buf.clear();
+        self.sorted.clear();
         for doc in self.pending_first_doc..self.doc_offsets.len() - 1 {
             let a = (self.doc_offsets[doc] - first_tok) as usize;
             let b = (self.doc_offsets[doc + 1] - first_tok) as usize;
-            distinct.clear();
-            distinct.extend_from_slice(&self.codes_buf[a..b]);
-            distinct.sort_unstable();
-            distinct.dedup();
-            for &c in &distinct {
-                t.list_lens[c as usize] += 1;
+            order.clear();
+            order.extend(a as u32..b as u32);
+            order.sort_by_key(|&i| codes[i as usize]);
+            let start = self.codes_buf.len();
+            for &i in &order {
+                let i = i as usize;
+                self.codes_buf.push(codes[i]);
+                self.sorted.extend_from_slice(&self.pending[i * dim..(i + 1) * dim]);
             }
-        }
-        for &c in &self.codes_buf {
-            if let Err(e) = t.codes.put(c as u64, t.code_bits) {
+            let doc_codes = &self.codes_buf[start..];
+            let k = doc_rice_param(n_centroids, doc_codes.len() as u64);
+            if let Err(e) = put_doc_runs(&mut t.codes, doc_codes, k) {
                 return Err(io_err(t.codes.get_ref().path())(e));
             }
+            t.code_offsets.push(t.codes.bits());
+            // IVF list lengths: each document counts once per distinct centroid.
+            let mut prev = None;
+            for &c in doc_codes {
+                if prev != Some(c) {
+                    t.list_lens[c as usize] += 1;
+                    prev = Some(c);
+                }
+            }
         }
+        self.packed.clear();
+        t.codec.encode_batch(&self.sorted, &self.codes_buf, &t.centroids, &mut self.packed)?;
         t.residuals.write_all(&self.packed).map_err(io_err(t.residuals.path()))?;
         if let Some(e) = self.embeddings.as_mut() {
-            let half: Vec<f16> = self.pending.iter().map(|&v| f16::from_f32(v)).collect();
+            let half: Vec<f16> = self.sorted.iter().map(|&v| f16::from_f32(v)).collect();
             e.write_all(as_bytes(&half)).map_err(io_err(e.path()))?;
         }
         self.pending.clear();
@@ -408,16 +429,19 @@ impl CompressedBuilder {
             centroid_fit,
             ..
         } = self;
-        let Trained { centroids, codec, codes, residuals, list_lens, .. } = trained.expect("trained");
+        let Trained { centroids, codec, codes, code_offsets, residuals, list_lens } = trained.expect("trained");
         let n_centroids = list_lens.len();
         let codes_path = codes.get_ref().path().to_path_buf();
+        let total_bits = codes.bits();
         codes.finish().map_err(io_err(&codes_path))?.finish()?;
+        let code_offsets = pack_offsets(&code_offsets, 8 * packed_words(total_bits))?;
+        writer.write_component(Component::CodeOffsets, &code_offsets)?;
         residuals.finish()?;
         let has_embeddings = embeddings.is_some();
         if let Some(e) = embeddings {
             e.finish()?;
         }
-        write_ivf(&writer, &doc_offsets, &list_lens)?;
+        write_ivf(&writer, &doc_offsets, &code_offsets, &list_lens)?;
         let half: Vec<f16> = kmeans::to_f16(&centroids);
         writer.write_component(Component::Centroids, as_bytes(&half))?;
         let mut buckets = codec.cutoffs().to_vec();
@@ -457,19 +481,37 @@ impl CompressedBuilder {
     }
 }
 
+/// Packs the bit offsets of every document's codes at the width a `codes.rice` payload of
+/// `stream_bytes` bytes implies (`code_offsets.packed`).
+fn pack_offsets(offsets: &[u64], stream_bytes: u64) -> Result<Vec<u8>> {
+    let bits = offset_bits(stream_bytes);
+    if bits > MAX_OFFSET_BITS {
+        return Err(EngineError::InvalidArgument(format!(
+            "the codes take {stream_bytes} bytes, more than a {MAX_OFFSET_BITS}-bit offset can address"
+        )));
+    }
+    let mut w = BitWriter::new(Vec::new());
+    for &o in offsets {
+        w.put(o, bits).expect("writing to memory");
+    }
+    Ok(w.finish().expect("writing to memory"))
+}
+
 /// Builds the inverted file (`ivf.rice`, `ivf_bit_offsets.u64`, `ivf_rice_k.u8`) from the
-/// finished codes file in the temporary directory: a pass over the memory-mapped codes per block
-/// of centroids whose lists together hold at most [`IVF_BLOCK_ENTRIES`] documents (one pass for
-/// most indexes). Each list is Rice-coded with the parameter that makes it smallest.
-fn write_ivf(writer: &IndexWriter, doc_offsets: &[u64], list_lens: &[u64]) -> Result<()> {
-    let path: PathBuf = writer.temp_dir().join(Component::CodesPacked.file_name());
+/// finished codes file in the temporary directory and the packed `code_offsets`: a pass over
+/// the memory-mapped codes per block of centroids whose lists together hold at most
+/// [`IVF_BLOCK_ENTRIES`] documents (one pass for most indexes). Each list is Rice-coded with
+/// the parameter that makes it smallest.
+fn write_ivf(writer: &IndexWriter, doc_offsets: &[u64], code_offsets: &[u8], list_lens: &[u64]) -> Result<()> {
+    let path: PathBuf = writer.temp_dir().join(Component::CodesRice.file_name());
     let file = File::open(&path).map_err(io_err(&path))?;
     let map = map_file(&file).map_err(io_err(&path))?;
-    let (payload, _) = Footer::split(&path, &map, Component::CodesPacked.id())?;
+    let (payload, _) = Footer::split(&path, &map, Component::CodesRice.id())?;
+    let n_docs = doc_offsets.len() - 1;
     let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
-    let codes = PackedCodes::new(payload, code_bits(list_lens.len() as u64), n_tokens).ok_or_else(|| {
-        EngineError::Format(index_format::FormatError::corrupt(&path, "codes file of the wrong size"))
-    })?;
+    let corrupt = |detail: String| EngineError::Format(index_format::FormatError::corrupt(&path, detail));
+    let codes = DocCodes::new(payload, code_offsets, n_docs, n_tokens, list_lens.len() as u64)
+        .map_err(|e| corrupt(format!("the codes just written do not fit their offsets: {e:?}")))?;
     let mut offsets = Vec::with_capacity(list_lens.len() + 1);
     offsets.push(0u64);
     for &l in list_lens {
@@ -492,11 +534,10 @@ fn write_ivf(writer: &IndexWriter, doc_offsets: &[u64], list_lens: &[u64]) -> Re
         let mut block = vec![0u32; (offsets[hi] - base) as usize];
         let mut cursor: Vec<u64> = offsets[lo..hi].iter().map(|&o| o - base).collect();
         for doc in 0..doc_offsets.len() - 1 {
-            let (a, b) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
-            distinct.resize(b - a, 0);
-            codes.decode_into(a, &mut distinct);
-            distinct.sort_unstable();
-            distinct.dedup();
+            let len = (doc_offsets[doc + 1] - doc_offsets[doc]) as usize;
+            codes
+                .distinct_into(doc, len, &mut distinct)
+                .map_err(|e| corrupt(format!("document {doc} just written does not decode: {e}")))?;
             for &c in &distinct {
                 let c = c as usize;
                 if (lo..hi).contains(&c) {

@@ -18,8 +18,6 @@
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
 //! thread count.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use index_format::{Codes, IndexReader, Ivf};
@@ -37,9 +35,6 @@ use crate::maxsim::PreparedQuery;
 const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
-
-/// Codes decoded at once in stages 2 and 3 (a document's tokens, in blocks of this many).
-const CODE_BLOCK: usize = 64;
 
 /// Up to this many cells per query token, stage 1 selects them in one pass over the scores.
 const SMALL_NCELLS: usize = 16;
@@ -169,40 +164,58 @@ impl<'a> Compressed<'a> {
         EngineError::Format(index_format::FormatError::corrupt(path, detail))
     }
 
-    /// A corruption of the codes found while searching: token `t` has a code that is not a
-    /// centroid (`verify` reports it too).
-    fn corrupt_codes(&self, t: usize) -> EngineError {
+    /// A corruption of the codes found while searching, in document `doc` (`verify` reports it
+    /// too).
+    fn corrupt_codes(&self, doc: u32, detail: impl std::fmt::Display) -> EngineError {
         let path = self.dir.join(self.codes.component().file_name());
-        let detail = format!(
-            "token {t} has code {}, but there are {} centroids",
-            self.codes.get(t),
-            self.state.n_centroids
-        );
-        EngineError::Format(index_format::FormatError::corrupt(path, detail))
+        EngineError::Format(index_format::FormatError::corrupt(path, format!("document {doc}: {detail}")))
     }
 
-    /// The centroid of token `t`.
-    fn centroid_of(&self, t: usize) -> Result<&[f32]> {
-        let c = self.codes.get(t) as usize;
-        self.state.centroids.get(c * self.dim..(c + 1) * self.dim).ok_or_else(|| self.corrupt_codes(t))
+    /// The codes of document `doc`'s tokens into `out`, each checked to be a centroid.
+    fn doc_codes(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
+        let tokens = self.tokens(doc);
+        self.codes.doc_tokens_into(doc as usize, tokens, out).map_err(|e| self.corrupt_codes(doc, e))?;
+        self.check_codes(doc, out)
+    }
+
+    /// That every code in `codes` (of document `doc`) is a centroid.
+    #[inline]
+    fn check_codes(&self, doc: u32, codes: &[u32]) -> Result<()> {
+        let c = self.state.n_centroids;
+        match codes.iter().fold(0, |m, &cent| m.max(cent)) as usize {
+            max if max >= c => {
+                Err(self.corrupt_codes(doc, format!("it has code {max}, but there are {c} centroids")))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
         self.doc_offsets[doc as usize] as usize..self.doc_offsets[doc as usize + 1] as usize
     }
 
-    /// Decompresses document `doc` into `out` (f32, row-major `[len × dim]`; cleared first).
+    /// Decompresses document `doc` into `out` (f32, row-major `[len × dim]`; cleared first),
+    /// its tokens in stored order.
     ///
     /// # Errors
-    /// Only on internal shape errors (the arrays are checked when the index is opened).
+    /// If the document's codes are corrupt.
     pub fn decompress_into(&self, doc: u32, out: &mut Vec<f32>) -> Result<()> {
         let dim = self.dim;
-        let pl = self.state.codec.packed_len();
         let range = self.tokens(doc);
         out.clear();
         out.resize(range.len() * dim, 0.0);
-        for (t, o) in range.zip(out.chunks_exact_mut(dim)) {
-            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], self.centroid_of(t)?, o)?;
+        let mut codes = Vec::with_capacity(range.len());
+        self.doc_codes(doc, &mut codes)?;
+        self.decode_tokens(range.start, &codes, out)
+    }
+
+    /// Decodes the tokens from `first` on, whose codes are `codes`, into `out` (`codes.len()`
+    /// rows of `dim`).
+    fn decode_tokens(&self, first: usize, codes: &[u32], out: &mut [f32]) -> Result<()> {
+        let (dim, pl) = (self.dim, self.state.codec.packed_len());
+        for ((t, &code), o) in (first..).zip(codes).zip(out.chunks_exact_mut(dim)) {
+            let centroid = &self.state.centroids[code as usize * dim..(code as usize + 1) * dim];
+            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
         }
         Ok(())
     }
@@ -304,57 +317,45 @@ impl<'a> Compressed<'a> {
         keep: Option<&[bool]>,
         n: usize,
     ) -> Result<Vec<Hit>> {
-        let c = self.state.n_centroids;
-        // The first token found with a code out of range (set by any chunk).
-        let bad = AtomicUsize::new(usize::MAX);
-        let score_chunk = |chunk: &[u32]| {
+        let score_chunk = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
-            // A document's codes, decoded a block at a time (one load per four packed codes)
-            // rather than one by one.
-            let mut codes = [0u32; CODE_BLOCK];
+            // The centroids of a document's tokens (for a v4 index each once).
+            let mut codes: Vec<u32> = Vec::new();
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
                 best.iter_mut().for_each(|b| *b = floor);
                 let tokens = self.tokens(doc);
-                for start in tokens.clone().step_by(CODE_BLOCK) {
-                    let block = &mut codes[..CODE_BLOCK.min(tokens.end - start)];
-                    self.codes.decode_into(start, block);
-                    if block.iter().fold(0, |m, &cent| m.max(cent)) as usize >= c {
-                        let i = block.iter().position(|&cent| cent as usize >= c).unwrap_or(0);
-                        bad.fetch_min(start + i, Ordering::Relaxed);
+                if let Err(e) = self.codes.doc_centroids_into(doc as usize, tokens, &mut codes) {
+                    return Err(self.corrupt_codes(doc, e));
+                }
+                self.check_codes(doc, &codes)?;
+                for &cent in &codes {
+                    let cent = cent as usize;
+                    if keep.is_some_and(|k| !k[cent]) {
                         continue;
                     }
-                    for &cent in block.iter() {
-                        let cent = cent as usize;
-                        if keep.is_some_and(|k| !k[cent]) {
-                            continue;
-                        }
-                        let s = &by_centroid[cent * nq..(cent + 1) * nq];
-                        for (b, &v) in best.iter_mut().zip(s) {
-                            *b = b.max(v);
-                        }
+                    let s = &by_centroid[cent * nq..(cent + 1) * nq];
+                    for (b, &v) in best.iter_mut().zip(s) {
+                        *b = b.max(v);
                     }
                 }
                 top.push(doc, best.iter().sum());
             }
-            top
+            Ok(top)
         };
         let top = if docs.len() <= SCORE_CHUNK {
-            score_chunk(docs)
+            score_chunk(docs)?
         } else {
-            docs.par_chunks(SCORE_CHUNK).map(score_chunk).reduce(
+            docs.par_chunks(SCORE_CHUNK).map(score_chunk).try_reduce(
                 || TopK::new(n),
                 |mut a, b| {
                     a.merge(b);
-                    a
+                    Ok(a)
                 },
-            )
+            )?
         };
-        match bad.into_inner() {
-            usize::MAX => Ok(top.into_sorted()),
-            t => Err(self.corrupt_codes(t)),
-        }
+        Ok(top.into_sorted())
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
@@ -416,7 +417,7 @@ impl<'a> Compressed<'a> {
             return Ok(());
         }
         let mut mat = vec![0f32; n_tok * dim];
-        let pl = self.state.codec.packed_len();
+        let mut codes: Vec<u32> = Vec::new();
         let mut row = 0;
         for &doc in docs {
             let range = self.tokens(doc);
@@ -424,10 +425,8 @@ impl<'a> Compressed<'a> {
             match self.exact(doc).filter(|_| exact) {
                 Some(tokens) => tokens.convert_to_f32_slice(out),
                 None => {
-                    for (t, o) in range.clone().zip(out.chunks_exact_mut(dim)) {
-                        let centroid = self.centroid_of(t)?;
-                        self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
-                    }
+                    self.doc_codes(doc, &mut codes)?;
+                    self.decode_tokens(range.start, &codes, out)?;
                 }
             }
             row += range.len();
