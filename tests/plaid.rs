@@ -159,7 +159,8 @@ fn every_nbits_round_trips_within_its_error_bound() {
             view.decompress_into(d as u32, &mut buf).unwrap();
             let mut order: Vec<usize> = (off / 32..off / 32 + l as usize).collect();
             order.sort_by_key(|&t| assigned[t]);
-            let orig: Vec<f32> = order.iter().flat_map(|&t| all.tokens[t * 32..(t + 1) * 32].to_vec()).collect();
+            let orig: Vec<f32> =
+                order.iter().flat_map(|&t| all.tokens[t * 32..(t + 1) * 32].to_vec()).collect();
             assert_eq!(buf.len(), orig.len());
             sq += buf.iter().zip(&orig).map(|(a, b)| (a - b) as f64).map(|e| e * e).sum::<f64>();
             off += orig.len();
@@ -307,7 +308,10 @@ fn verify_catches_corrupt_v3_codes() {
     let q = vec![vec![0.25f32; 16 * 2]];
     for e in [index.search(&q, &probe_all).unwrap_err(), index.search_decompressed(&q, 3).unwrap_err()] {
         let e = e.to_string();
-        assert!(e.contains("codes.packed: corrupt index: document 0: it has code 31, but there are 24"), "{e}");
+        assert!(
+            e.contains("codes.packed: corrupt index: document 0: it has code 31, but there are 24"),
+            "{e}"
+        );
     }
     // A bit set in the padding word of the codes.
     let d = edited("codepad", codes, &|b| *b.last_mut().unwrap() = 0x80);
@@ -358,7 +362,9 @@ fn verify_catches_corrupt_v4_files() {
     for e in [index.search(&q, &probe_all).unwrap_err(), index.search_decompressed(&q, 3).unwrap_err()] {
         let e = e.to_string();
         assert!(
-            e.contains("codes.rice: corrupt index: document 0: it decodes to code 63, which is not a centroid"),
+            e.contains(
+                "codes.rice: corrupt index: document 0: it decodes to code 63, which is not a centroid"
+            ),
             "{e}"
         );
     }
@@ -370,10 +376,17 @@ fn verify_catches_corrupt_v4_files() {
     write_doc_codes(&d, &docs, 48);
     let e = verify_err(&d);
     assert!(e.contains("codes.rice") && e.contains("document 7 does not decode"), "{e}");
-    assert!(Index::open(&d).unwrap().search_decompressed(&q, 3).unwrap_err().to_string().contains("document 7"));
+    assert!(Index::open(&d)
+        .unwrap()
+        .search_decompressed(&q, 3)
+        .unwrap_err()
+        .to_string()
+        .contains("document 7"));
     let d = edited("offsets-decrease", Component::CodeOffsets, &|b| {
         // Offsets are at least 7 bits wide: set every bit of document 5's, so it points past 6's.
-        let w = index_format::runs::offset_bits((fs::metadata(good.join("codes.rice")).unwrap().len() - 32) as u64);
+        let w = index_format::runs::offset_bits(
+            (fs::metadata(good.join("codes.rice")).unwrap().len() - 32) as u64,
+        );
         for bit in 5 * w as usize..6 * w as usize {
             b[bit / 8] |= 1 << (bit % 8);
         }

@@ -110,7 +110,12 @@ impl Codes<'_> {
     /// into `out` (cleared first). Only run-coded codes can fail to decode; a code that is not a
     /// centroid is the caller's to check for the fixed-width kinds.
     #[inline]
-    pub fn doc_tokens_into(&self, doc: usize, tokens: Range<usize>, out: &mut Vec<u32>) -> Result<(), RunsError> {
+    pub fn doc_tokens_into(
+        &self,
+        doc: usize,
+        tokens: Range<usize>,
+        out: &mut Vec<u32>,
+    ) -> Result<(), RunsError> {
         match self {
             Codes::Runs(c) => c.tokens_into(doc, tokens.len(), out),
             _ => {

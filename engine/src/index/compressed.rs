@@ -429,7 +429,8 @@ impl CompressedBuilder {
             centroid_fit,
             ..
         } = self;
-        let Trained { centroids, codec, codes, code_offsets, residuals, list_lens } = trained.expect("trained");
+        let Trained { centroids, codec, codes, code_offsets, residuals, list_lens } =
+            trained.expect("trained");
         let n_centroids = list_lens.len();
         let codes_path = codes.get_ref().path().to_path_buf();
         let total_bits = codes.bits();
@@ -502,7 +503,12 @@ fn pack_offsets(offsets: &[u64], stream_bytes: u64) -> Result<Vec<u8>> {
 /// the memory-mapped codes per block of centroids whose lists together hold at most
 /// [`IVF_BLOCK_ENTRIES`] documents (one pass for most indexes). Each list is Rice-coded with
 /// the parameter that makes it smallest.
-fn write_ivf(writer: &IndexWriter, doc_offsets: &[u64], code_offsets: &[u8], list_lens: &[u64]) -> Result<()> {
+fn write_ivf(
+    writer: &IndexWriter,
+    doc_offsets: &[u64],
+    code_offsets: &[u8],
+    list_lens: &[u64],
+) -> Result<()> {
     let path: PathBuf = writer.temp_dir().join(Component::CodesRice.file_name());
     let file = File::open(&path).map_err(io_err(&path))?;
     let map = map_file(&file).map_err(io_err(&path))?;
