@@ -176,6 +176,7 @@ fn golden_v4_opens_verifies_and_answers_the_same() {
     assert_eq!(index.meta().residual.unwrap().n_centroids, 24);
     assert!(matches!(index.reader().codes(), Some(Codes::Runs(_))));
     assert!(matches!(index.reader().ivf(), Some(Ivf::Rice(_))));
+    assert!(index.meta().residual.unwrap().unit_norm);
 }
 
 /// A file's payload (without its footer).
@@ -237,6 +238,17 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
         ib.append_list(c, &mut lb).unwrap();
         assert_eq!(la, lb, "list {c}");
     }
+    // The v4 index records that its (unit) tokens are unit-norm and renormalises decoded vectors,
+    // which v2 did not: read it without that flag to compare like with like.
+    assert!(b.meta().residual.unwrap().unit_norm);
+    drop(b);
+    let mut meta = serde_json::from_slice::<serde_json::Value>(&payload(&v3.join("meta.json"))).unwrap();
+    meta["residual"]["unit_norm"] = false.into();
+    let mut w = index_format::footer::FooterWriter::new(Vec::new(), Component::Meta.id());
+    std::io::Write::write_all(&mut w, &serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    fs::write(v3.join("meta.json"), w.finish().unwrap().0).unwrap();
+    let b = Index::open(&v3).unwrap();
+    assert!(!b.meta().residual.unwrap().unit_norm);
     let queries = QueryEmbeddings::open(&v2.join("queries.safetensors")).unwrap();
     assert_eq!(run_text(&a, &queries), run_text(&b, &queries));
     for ncells in [1, 2, 4, 16] {

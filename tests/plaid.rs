@@ -174,6 +174,47 @@ fn every_nbits_round_trips_within_its_error_bound() {
     assert!(errors[0] < 0.2 && errors[1] < errors[0] && errors[2] < errors[1], "{errors:?}");
 }
 
+/// Unit-norm inputs are recorded as such and decode to unit vectors, closer to the originals than
+/// the raw reconstruction; other inputs decode as centroid plus residual, unscaled.
+#[test]
+fn unit_norm_inputs_decode_to_unit_vectors() {
+    let c = corpus(150, 32, 9);
+    let all = c.generate_all();
+    let dir = TempDir::new().unwrap();
+    let mut counts = Vec::new();
+    for (name, scale) in [("unit", 1.0f32), ("scaled", 1.5)] {
+        let tokens: Vec<f32> = all.tokens.iter().map(|v| v * scale).collect();
+        let path = dir.path().join(name);
+        let mut b =
+            CompressedBuilder::create(&path, 32, CompressedParams::new(1), BuildOptions::default()).unwrap();
+        b.train(&tokens, (tokens.len() / 32) as u64).unwrap();
+        let mut off = 0;
+        for (i, &l) in all.doclens.iter().enumerate() {
+            b.add(&format!("d{i}"), &tokens[off..off + l as usize * 32]).unwrap();
+            off += l as usize * 32;
+        }
+        let meta = b.finish().unwrap();
+        assert_eq!(meta.residual.unwrap().unit_norm, scale == 1.0, "{name}");
+        let index = Index::open(&path).unwrap();
+        let view = index.compressed().unwrap();
+        let mut buf = Vec::new();
+        let norms: Vec<f32> = (0..all.doclens.len() as u32)
+            .flat_map(|d| {
+                view.decompress_into(d, &mut buf).unwrap();
+                buf.chunks_exact(32).map(|t| t.iter().map(|v| v * v).sum::<f32>().sqrt()).collect::<Vec<_>>()
+            })
+            .collect();
+        if scale == 1.0 {
+            assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{name}");
+        } else {
+            let off_by = norms.iter().map(|n| (n - 1.5).abs()).fold(0f32, f32::max);
+            assert!(off_by > 1e-3, "scaled input was renormalised");
+        }
+        counts.push(norms.len());
+    }
+    assert_eq!(counts[0], counts[1]);
+}
+
 /// Rewrites an index file with a new payload and a valid footer (so only semantic checks catch it).
 fn rewrite(path: &Path, component: Component, payload: &[u8]) {
     let mut w = FooterWriter::new(Vec::new(), component.id());

@@ -45,6 +45,12 @@ pub struct ResidualMeta {
     /// Absent (false) in indexes written before it existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub joint_codebooks: bool,
+    /// Whether every indexed token had unit L2 norm (within 1%), as ColBERT embeddings do: then
+    /// a decoded vector (centroid plus quantised residual) is renormalised to unit length, which
+    /// brings it closer to the token it encodes. Absent (false) in indexes written before it
+    /// existed (v4), and for inputs that are not normalised.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unit_norm: bool,
 }
 
 impl ResidualMeta {

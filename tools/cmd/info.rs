@@ -73,7 +73,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         println!("dim            {}", meta.dim);
         if let Some(r) = meta.residual {
             println!(
-                "centroids      {} ({} buckets, exact f16 embeddings {})",
+                "centroids      {} ({} buckets, {}exact f16 embeddings {})",
                 r.n_centroids,
                 if r.joint_codebooks {
                     "joint per-byte codebook"
@@ -82,6 +82,7 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 } else {
                     "pooled"
                 },
+                if r.unit_norm { "unit-norm tokens: decoded vectors renormalised, " } else { "" },
                 if r.has_embeddings { "kept" } else { "not kept" }
             );
         }

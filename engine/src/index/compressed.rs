@@ -143,7 +143,13 @@ pub struct CompressedBuilder {
     packed: Vec<u8>,
     /// The pending tokens reordered by centroid within each document, row-major.
     sorted: Vec<f32>,
+    /// Whether a token added so far has an L2 norm off 1 by more than [`UNIT_NORM_TOLERANCE`].
+    not_unit_norm: bool,
 }
+
+/// How far from 1 a token's L2 norm may be for the index to count its tokens as unit-norm
+/// ([`ResidualMeta::unit_norm`]): f16 inputs carry a relative rounding error of about 1e-3.
+pub const UNIT_NORM_TOLERANCE: f32 = 0.01;
 
 impl std::fmt::Debug for CompressedBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -208,6 +214,7 @@ impl CompressedBuilder {
             codes_buf: Vec::new(),
             packed: Vec::new(),
             sorted: Vec::new(),
+            not_unit_norm: false,
         })
     }
 
@@ -338,6 +345,11 @@ impl CompressedBuilder {
             return Err(EngineError::NonFinite { what: format!("document `{id}`"), row, col });
         }
         check_doc(id, tokens, self.dim, self.n_docs(), &mut self.seen_ids)?;
+        if !self.not_unit_norm {
+            self.not_unit_norm = tokens
+                .chunks_exact(self.dim)
+                .any(|t| (t.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() > UNIT_NORM_TOLERANCE);
+        }
         let last = *self.doc_offsets.last().expect("non-empty");
         self.doc_offsets.push(last + (tokens.len() / self.dim) as u64);
         self.ids.extend_from_slice(id.as_bytes());
@@ -427,6 +439,7 @@ impl CompressedBuilder {
             ids,
             id_offsets,
             centroid_fit,
+            not_unit_norm,
             ..
         } = self;
         let Trained { centroids, codec, codes, code_offsets, residuals, list_lens } =
@@ -473,6 +486,7 @@ impl CompressedBuilder {
                 per_dim_buckets: codec.per_dim(),
                 has_embeddings,
                 joint_codebooks: codec.joint(),
+                unit_norm: !not_unit_norm,
             }),
             encoder: options.encoder,
             build,

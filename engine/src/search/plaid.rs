@@ -11,7 +11,8 @@
 //!    every query token are ignored (a query token with no surviving token contributes 0). The
 //!    `ndocs` best survive.
 //! 3. **Approximate score, full.** The same sum over every token; the `ndocs / 4` best survive.
-//! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual) and scored
+//! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual, renormalised
+//!    when the indexed tokens were unit-norm) and scored
 //!    by one `Q·Dᵀ` matrix product per block of documents (candle's SIMD gemm); or, when the index keeps f16 embeddings, scored exactly from those
 //!    (see [`SearchParams::rescore`]). The best `k` are returned.
 //!
@@ -71,6 +72,16 @@ fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) 
     }
 }
 
+/// Scales `v` to unit L2 norm (a zero vector stays zero).
+#[inline]
+fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        let inv = 1.0 / norm;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 /// What a compressed index needs in memory to be searched: centroids in f32 and the codec
 /// rebuilt from its stored parameters. Built once when the index is opened.
 #[derive(Debug)]
@@ -79,6 +90,8 @@ pub struct CompressedState {
     codec: Codec,
     n_centroids: usize,
     centroid_fit: Option<f32>,
+    /// Renormalise decoded vectors ([`index_format::ResidualMeta::unit_norm`]).
+    unit_norm: bool,
 }
 
 impl CompressedState {
@@ -104,7 +117,7 @@ impl CompressedState {
             })?;
         let n_centroids = r.n_centroids as usize;
         let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
-        Ok(Some(Self { centroids, codec, n_centroids, centroid_fit }))
+        Ok(Some(Self { centroids, codec, n_centroids, centroid_fit, unit_norm: r.unit_norm }))
     }
 
     /// The mean dot product of a held-out training token with its centroid, recorded at build.
@@ -195,7 +208,8 @@ impl<'a> Compressed<'a> {
     }
 
     /// Decompresses document `doc` into `out` (f32, row-major `[len × dim]`; cleared first),
-    /// its tokens in stored order.
+    /// its tokens in stored order, each renormalised to unit length when the index's tokens were
+    /// unit-norm ([`index_format::ResidualMeta::unit_norm`]).
     ///
     /// # Errors
     /// If the document's codes are corrupt.
@@ -216,6 +230,9 @@ impl<'a> Compressed<'a> {
         for ((t, &code), o) in (first..).zip(codes).zip(out.chunks_exact_mut(dim)) {
             let centroid = &self.state.centroids[code as usize * dim..(code as usize + 1) * dim];
             self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
+            if self.state.unit_norm {
+                normalize(o);
+            }
         }
         Ok(())
     }
