@@ -181,7 +181,6 @@ fn unit_norm_inputs_decode_to_unit_vectors() {
     let c = corpus(150, 32, 9);
     let all = c.generate_all();
     let dir = TempDir::new().unwrap();
-    let mut counts = Vec::new();
     for (name, scale) in [("unit", 1.0f32), ("scaled", 1.5)] {
         let tokens: Vec<f32> = all.tokens.iter().map(|v| v * scale).collect();
         let path = dir.path().join(name);
@@ -207,12 +206,11 @@ fn unit_norm_inputs_decode_to_unit_vectors() {
         if scale == 1.0 {
             assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{name}");
         } else {
-            let off_by = norms.iter().map(|n| (n - 1.5).abs()).fold(0f32, f32::max);
-            assert!(off_by > 1e-3, "scaled input was renormalised");
+            // Not renormalised: the decoded norms follow the inputs' 1.5, not 1.
+            let mean = norms.iter().sum::<f32>() / norms.len() as f32;
+            assert!((mean - 1.5).abs() < 0.1, "{name}: mean decoded norm {mean}");
         }
-        counts.push(norms.len());
     }
-    assert_eq!(counts[0], counts[1]);
 }
 
 /// Rewrites an index file with a new payload and a valid footer (so only semantic checks catch it).
@@ -309,21 +307,9 @@ fn doc_codes(dir: &Path) -> Vec<Vec<u32>> {
 /// Rewrites `codes.rice` and `code_offsets.packed` of the v4 index in `dir` to hold `docs`
 /// (each sorted), as the writer codes them.
 fn write_doc_codes(dir: &Path, docs: &[Vec<u32>], n_centroids: u64) {
-    use index_format::runs::{doc_rice_param, offset_bits, put_doc_runs};
-    let mut w = BitWriter::new(Vec::new());
-    let mut offsets = vec![0u64];
-    for d in docs {
-        put_doc_runs(&mut w, d, doc_rice_param(n_centroids, d.len() as u64)).unwrap();
-        offsets.push(w.bits());
-    }
-    let stream = w.finish().unwrap();
-    let bits = offset_bits(stream.len() as u64);
-    let mut o = BitWriter::new(Vec::new());
-    for &off in &offsets {
-        o.put(off, bits).unwrap();
-    }
+    let (stream, offsets) = index_format::runs::encode_docs(docs, n_centroids);
     rewrite(&dir.join("codes.rice"), Component::CodesRice, &stream);
-    rewrite(&dir.join("code_offsets.packed"), Component::CodeOffsets, &o.finish().unwrap());
+    rewrite(&dir.join("code_offsets.packed"), Component::CodeOffsets, &offsets);
 }
 
 /// Format v3 code checks, on copies of the committed golden v3 index (24 centroids: 5-bit codes).

@@ -51,6 +51,36 @@ pub fn put_doc_runs<W: Write>(out: &mut BitWriter<W>, sorted: &[u32], k: u32) ->
     Ok(())
 }
 
+/// The payload of `code_offsets.packed`: the `n_docs + 1` bit offsets of every document (the
+/// last one the stream's length) packed at [`offset_bits`]`(stream_bytes)` bits each, for a
+/// `codes.rice` payload of `stream_bytes` bytes. `None` if that width exceeds
+/// [`MAX_OFFSET_BITS`].
+pub fn pack_offsets(offsets: &[u64], stream_bytes: u64) -> Option<Vec<u8>> {
+    let bits = offset_bits(stream_bytes);
+    if bits > MAX_OFFSET_BITS {
+        return None;
+    }
+    let mut w = BitWriter::new(Vec::new());
+    for &o in offsets {
+        w.put(o, bits).expect("writing to memory");
+    }
+    Some(w.finish().expect("writing to memory"))
+}
+
+/// Codes whole documents in memory (each one's codes sorted), as the builder streams them: the
+/// payloads of `codes.rice` and `code_offsets.packed`.
+pub fn encode_docs(docs: &[Vec<u32>], n_centroids: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut w = BitWriter::new(Vec::new());
+    let mut offsets = vec![0u64];
+    for d in docs {
+        put_doc_runs(&mut w, d, doc_rice_param(n_centroids, d.len() as u64)).expect("writing to memory");
+        offsets.push(w.bits());
+    }
+    let stream = w.finish().expect("writing to memory");
+    let packed = pack_offsets(&offsets, stream.len() as u64).expect("an in-memory stream fits");
+    (stream, packed)
+}
+
 /// Why a document's codes do not decode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsError {
@@ -106,6 +136,8 @@ pub struct DocCodes<'a> {
     n_docs: usize,
     n_tokens: usize,
     n_centroids: u64,
+    /// The last offset: the stream's length in bits.
+    total_bits: u64,
 }
 
 impl<'a> DocCodes<'a> {
@@ -126,11 +158,12 @@ impl<'a> DocCodes<'a> {
         if offsets.len() as u64 != expected || w > MAX_OFFSET_BITS {
             return Err(RunsShapeError::OffsetsLength { bytes: offsets.len() as u64, expected });
         }
-        let codes = Self { bytes, offsets, offset_bits: w, n_docs, n_tokens, n_centroids };
+        let mut codes = Self { bytes, offsets, offset_bits: w, n_docs, n_tokens, n_centroids, total_bits: 0 };
         let (first, last) = (codes.offset(0), codes.offset(n_docs));
         if first != 0 || stream_bytes < 8 || stream_bytes != 8 * packed_words(last) {
             return Err(RunsShapeError::Ends { first, last, stream_bytes });
         }
+        codes.total_bits = last;
         Ok(codes)
     }
 
@@ -168,7 +201,7 @@ impl<'a> DocCodes<'a> {
 
     /// Bits of codes (the last offset).
     pub fn total_bits(&self) -> u64 {
-        self.offset(self.n_docs)
+        self.total_bits
     }
 
     /// Calls `f(code, run)` for each distinct centroid of document `doc` (of `len` tokens), in
@@ -176,7 +209,7 @@ impl<'a> DocCodes<'a> {
     #[inline]
     pub fn for_each_run(&self, doc: usize, len: usize, mut f: impl FnMut(u32, u32)) -> Result<(), RunsError> {
         let (start, end) = (self.offset(doc), self.offset(doc + 1));
-        if start > end || end > self.total_bits() {
+        if start > end || end > self.total_bits {
             return Err(RunsError::Offsets);
         }
         let k = doc_rice_param(self.n_centroids, len as u64);
@@ -229,23 +262,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Writes `docs` (each sorted) as a stream and its offsets; returns both payloads.
-    fn encode(docs: &[Vec<u32>], n_centroids: u64) -> (Vec<u8>, Vec<u8>) {
-        let mut w = BitWriter::new(Vec::new());
-        let mut offsets = vec![0u64];
-        for d in docs {
-            put_doc_runs(&mut w, d, doc_rice_param(n_centroids, d.len() as u64)).unwrap();
-            offsets.push(w.bits());
-        }
-        let stream = w.finish().unwrap();
-        let bits = offset_bits(stream.len() as u64);
-        let mut o = BitWriter::new(Vec::new());
-        for &off in &offsets {
-            o.put(off, bits).unwrap();
-        }
-        (stream, o.finish().unwrap())
-    }
-
     #[test]
     fn parameter_follows_centroids_per_token() {
         assert_eq!(doc_rice_param(8192, 32), 8);
@@ -260,7 +276,7 @@ mod tests {
     #[test]
     fn runs_of_one_document() {
         let docs = vec![vec![0, 0, 3, 7, 7, 7, 4095]];
-        let (s, o) = encode(&docs, 4096);
+        let (s, o) = encode_docs(&docs, 4096);
         let c = DocCodes::new(&s, &o, 1, 7, 4096).unwrap();
         let mut runs = Vec::new();
         c.for_each_run(0, 7, |code, n| runs.push((code, n))).unwrap();
@@ -281,7 +297,7 @@ mod tests {
     #[test]
     fn shapes_are_checked() {
         let docs = vec![vec![1, 2], vec![5]];
-        let (s, o) = encode(&docs, 64);
+        let (s, o) = encode_docs(&docs, 64);
         assert!(DocCodes::new(&s, &o, 2, 3, 64).is_ok());
         assert!(DocCodes::new(&s, &o, 3, 3, 64).is_err());
         assert!(matches!(DocCodes::new(&s, &o[..8], 2, 3, 64), Err(RunsShapeError::OffsetsLength { .. })));
@@ -308,7 +324,7 @@ mod tests {
                 })
                 .collect();
             let n_tokens = docs.iter().map(Vec::len).sum();
-            let (mut s, o) = encode(&docs, n_centroids);
+            let (mut s, o) = encode_docs(&docs, n_centroids);
             let c = DocCodes::new(&s, &o, docs.len(), n_tokens, n_centroids).unwrap();
             let mut v = Vec::new();
             for (i, d) in docs.iter().enumerate() {

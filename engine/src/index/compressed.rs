@@ -26,7 +26,7 @@ use half::f16;
 use index_format::bytes::{as_bytes, map_file};
 use index_format::footer::Footer;
 use index_format::packed::{best_rice_param, packed_words, put_rice_list, BitWriter};
-use index_format::runs::{doc_rice_param, offset_bits, put_doc_runs, DocCodes, MAX_OFFSET_BITS};
+use index_format::runs::{doc_rice_param, pack_offsets, put_doc_runs, DocCodes, MAX_OFFSET_BITS};
 use index_format::{
     Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, ResidualMeta, FORMAT_VERSION,
 };
@@ -448,7 +448,12 @@ impl CompressedBuilder {
         let codes_path = codes.get_ref().path().to_path_buf();
         let total_bits = codes.bits();
         codes.finish().map_err(io_err(&codes_path))?.finish()?;
-        let code_offsets = pack_offsets(&code_offsets, 8 * packed_words(total_bits))?;
+        let stream_bytes = 8 * packed_words(total_bits);
+        let code_offsets = pack_offsets(&code_offsets, stream_bytes).ok_or_else(|| {
+            EngineError::InvalidArgument(format!(
+                "the codes take {stream_bytes} bytes, more than a {MAX_OFFSET_BITS}-bit offset can address"
+            ))
+        })?;
         writer.write_component(Component::CodeOffsets, &code_offsets)?;
         residuals.finish()?;
         let has_embeddings = embeddings.is_some();
@@ -494,22 +499,6 @@ impl CompressedBuilder {
         writer.commit(&meta)?;
         Ok(meta)
     }
-}
-
-/// Packs the bit offsets of every document's codes at the width a `codes.rice` payload of
-/// `stream_bytes` bytes implies (`code_offsets.packed`).
-fn pack_offsets(offsets: &[u64], stream_bytes: u64) -> Result<Vec<u8>> {
-    let bits = offset_bits(stream_bytes);
-    if bits > MAX_OFFSET_BITS {
-        return Err(EngineError::InvalidArgument(format!(
-            "the codes take {stream_bytes} bytes, more than a {MAX_OFFSET_BITS}-bit offset can address"
-        )));
-    }
-    let mut w = BitWriter::new(Vec::new());
-    for &o in offsets {
-        w.put(o, bits).expect("writing to memory");
-    }
-    Ok(w.finish().expect("writing to memory"))
 }
 
 /// Builds the inverted file (`ivf.rice`, `ivf_bit_offsets.u64`, `ivf_rice_k.u8`) from the
