@@ -202,13 +202,7 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
     let (a, b) = (Index::open(&v2.join("index")).unwrap(), Index::open(&v3).unwrap());
     b.verify().unwrap();
     assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
-    for c in [
-        Component::Centroids,
-        Component::Buckets,
-        Component::DocOffsets,
-        Component::DocIdOffsets,
-        Component::DocIdBytes,
-    ] {
+    for c in [Component::Centroids, Component::DocOffsets, Component::DocIdOffsets, Component::DocIdBytes] {
         let name = c.file_name();
         assert!(payload(&v2.join("index").join(name)) == payload(&v3.join(name)), "{name} differs");
     }
@@ -238,15 +232,31 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
         ib.append_list(c, &mut lb).unwrap();
         assert_eq!(la, lb, "list {c}");
     }
-    // The v4 index records that its (unit) tokens are unit-norm and renormalises decoded vectors,
-    // which v2 did not: read it without that flag to compare like with like.
+    // The v4 index records that its (unit) tokens are unit-norm: it renormalises decoded vectors
+    // and stores its decoding weights scaled to the residuals' energy, which v2 did not.
     assert!(b.meta().residual.unwrap().unit_norm);
+    let scale = b.meta().build["residual_scale"].as_f64().unwrap() as f32;
+    assert!(scale > 1.0, "residual scale {scale}");
+    let floats = |path: &Path| -> Vec<f32> {
+        payload(path).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+    };
+    let (buckets_a, buckets_b) = (floats(&v2.join("index/buckets.f32")), floats(&v3.join("buckets.f32")));
+    let (cutoffs, weights) = a.reader().buckets().unwrap();
+    assert_eq!(buckets_a.len(), buckets_b.len());
+    assert_eq!(&buckets_b[..cutoffs.len()], cutoffs, "cutoffs differ");
+    let scaled: Vec<f32> = weights.iter().map(|w| w * scale).collect();
+    assert_eq!(&buckets_b[cutoffs.len()..], &scaled[..], "weights are not v2's, scaled");
+    // Read it with v2's weights and without the flag to compare like with like.
     drop(b);
+    let rewrite = |c: Component, bytes: &[u8]| {
+        let mut w = index_format::footer::FooterWriter::new(Vec::new(), c.id());
+        std::io::Write::write_all(&mut w, bytes).unwrap();
+        fs::write(v3.join(c.file_name()), w.finish().unwrap().0).unwrap();
+    };
     let mut meta = serde_json::from_slice::<serde_json::Value>(&payload(&v3.join("meta.json"))).unwrap();
     meta["residual"]["unit_norm"] = false.into();
-    let mut w = index_format::footer::FooterWriter::new(Vec::new(), Component::Meta.id());
-    std::io::Write::write_all(&mut w, &serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
-    fs::write(v3.join("meta.json"), w.finish().unwrap().0).unwrap();
+    rewrite(Component::Meta, &serde_json::to_vec_pretty(&meta).unwrap());
+    rewrite(Component::Buckets, &payload(&v2.join("index/buckets.f32")));
     let b = Index::open(&v3).unwrap();
     assert!(!b.meta().residual.unwrap().unit_norm);
     let queries = QueryEmbeddings::open(&v2.join("queries.safetensors")).unwrap();

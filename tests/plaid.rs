@@ -194,6 +194,9 @@ fn unit_norm_inputs_decode_to_unit_vectors() {
         }
         let meta = b.finish().unwrap();
         assert_eq!(meta.residual.unwrap().unit_norm, scale == 1.0, "{name}");
+        // Only a renormalising index stores decoding weights scaled up to the residuals' energy.
+        let residual_scale = meta.build["residual_scale"].as_f64().unwrap();
+        assert_eq!(residual_scale > 1.0, scale == 1.0, "{name}: residual scale {residual_scale}");
         let index = Index::open(&path).unwrap();
         let view = index.compressed().unwrap();
         let mut buf = Vec::new();

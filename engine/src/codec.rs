@@ -28,6 +28,9 @@ use crate::kmeans::check_matrix;
 /// column). Larger samples are subsampled with a fixed stride.
 pub const MAX_VALUES_PER_QUANTISER: usize = 1 << 22;
 
+/// Most sample rows encoded to measure [`Codec::energy_scale`].
+pub const MAX_SCALE_SAMPLE: usize = 1 << 16;
+
 /// How bucket cutoffs and weights are learned from the sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BucketMethod {
@@ -489,6 +492,45 @@ impl Codec {
                 self.encode_into(e, &centroids[c as usize * d..(c as usize + 1) * d], o)
             })
     }
+
+    /// The scale that gives decoded residuals the energy of the residuals they stand for:
+    /// `sqrt(Σ‖r‖² / Σ‖r̂‖²)` over (a subsample of at most [`MAX_SCALE_SAMPLE`] rows of)
+    /// `sample_residuals`, where `r̂` is `r` encoded and decoded.
+    ///
+    /// Decoding to the mean of a bucket or codebook cell minimises squared error but shrinks the
+    /// residual: at nbits 1 a decoded residual keeps about 70% of the energy, so decoded tokens
+    /// crowd towards their centroid. For unit-norm tokens, which search renormalises after
+    /// decoding, decoding `centroid + scale · r̂` restores that spread and ranks neighbours closer
+    /// to the exact order (docs/PLAID.md, "Energy-matched decoding"). Returns 1 when the decoded
+    /// sample has no energy.
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidArgument`] if the sample is empty or not a whole number of tokens.
+    pub fn energy_scale(&self, sample_residuals: &[f32]) -> Result<f32> {
+        let n = check_matrix(sample_residuals, self.dim, "codec scale sample")?;
+        if n == 0 {
+            return Err(EngineError::InvalidArgument("codec scale sample is empty".into()));
+        }
+        let stride = n.div_ceil(MAX_SCALE_SAMPLE).max(1);
+        let zero = vec![0f32; self.dim];
+        let (true_energy, decoded_energy) = sample_residuals
+            .par_chunks_exact(self.dim)
+            .step_by(stride)
+            .map_init(
+                || (vec![0u8; self.packed_len()], vec![0f32; self.dim]),
+                |(packed, decoded), r| {
+                    self.encode_into(r, &zero, packed).expect("shapes checked");
+                    self.decode_into(packed, &zero, decoded).expect("shapes checked");
+                    let sq = |v: &[f32]| v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+                    (sq(r), sq(decoded))
+                },
+            )
+            .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if decoded_energy <= 0.0 || !decoded_energy.is_finite() || !true_energy.is_finite() {
+            return Ok(1.0);
+        }
+        Ok((true_energy / decoded_energy).sqrt() as f32)
+    }
 }
 
 /// Residuals `embs[i] − centroids[codes[i]]`, row-major, for training a [`Codec`].
@@ -625,6 +667,35 @@ mod tests {
             let improved = mse(CodecConfig::improved(nbits));
             assert!(improved < stanford, "nbits {nbits}: {improved} vs {stanford}");
         }
+    }
+
+    #[test]
+    fn energy_scale_restores_the_residual_energy() {
+        let dim = 16;
+        let sample = gaussian(20_000, dim, 11);
+        // A 1-bit Lloyd–Max quantiser of a Gaussian decodes to ±σ·sqrt(2/π): it keeps 2/π of
+        // the energy, so the scale is sqrt(π/2).
+        let one_bit = Codec::train_with(&sample, dim, &CodecConfig::improved(1)).unwrap();
+        let s = one_bit.energy_scale(&sample).unwrap();
+        assert!((s - std::f32::consts::FRAC_PI_2.sqrt()).abs() < 0.02, "nbits 1 scale {s}");
+        // Scaling the decoding weights (encoding is by cutoffs, so unchanged) leaves nothing to
+        // restore.
+        let w: Vec<f32> = one_bit.weights().iter().map(|w| w * s).collect();
+        let scaled = Codec::from_parts(dim, 1, one_bit.cutoffs().to_vec(), w).unwrap();
+        let again = scaled.energy_scale(&sample).unwrap();
+        assert!((again - 1.0).abs() < 1e-3, "rescaled codec's scale {again}");
+        // More bits keep more energy: the scale falls towards 1, for joint codebooks too.
+        let scales: Vec<f32> = [1u32, 2, 4]
+            .iter()
+            .map(|&nbits| {
+                let c = Codec::train_with(&sample, dim, &CodecConfig::grouped(nbits)).unwrap();
+                c.energy_scale(&sample).unwrap()
+            })
+            .collect();
+        assert!(scales[0] > scales[1] && scales[1] > scales[2] && scales[2] > 1.0, "{scales:?}");
+        assert!(scales[2] < 1.05, "{scales:?}");
+        assert!(one_bit.energy_scale(&[]).is_err());
+        assert!(one_bit.energy_scale(&sample[..dim + 1]).is_err());
     }
 
     /// Squared decoding error of `c` over `test` against a zero centroid.

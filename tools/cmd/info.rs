@@ -1,5 +1,6 @@
 //! `colbert-index info`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -20,6 +21,7 @@ pub struct InfoArgs {
 
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let index = Index::open(&args.index)?;
     let meta = index.meta();
     let bytes = index.reader().size_bytes();
@@ -65,14 +67,15 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         v["ivf_bits_per_entry"] = ivf_bits.into();
         v["nbits"] = meta.kind.nbits().into();
         v["n_centroids"] = meta.residual.map_or(0, |r| r.n_centroids).into();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!("index          {}", args.index.display());
-        println!("format version {}", meta.format_version);
-        println!("kind           {:?} (nbits {})", meta.kind, meta.kind.nbits());
-        println!("dim            {}", meta.dim);
+        writeln!(out, "index          {}", args.index.display())?;
+        writeln!(out, "format version {}", meta.format_version)?;
+        writeln!(out, "kind           {:?} (nbits {})", meta.kind, meta.kind.nbits())?;
+        writeln!(out, "dim            {}", meta.dim)?;
         if let Some(r) = meta.residual {
-            println!(
+            writeln!(
+                out,
                 "centroids      {} ({} buckets, {}exact f16 embeddings {})",
                 r.n_centroids,
                 if r.joint_codebooks {
@@ -84,30 +87,37 @@ pub fn run(args: &InfoArgs) -> Result<()> {
                 },
                 if r.unit_norm { "unit-norm tokens: decoded vectors renormalised, " } else { "" },
                 if r.has_embeddings { "kept" } else { "not kept" }
-            );
+            )?;
         }
-        println!("documents      {}", meta.n_docs);
-        println!(
+        if let Some(scale) = meta.build.get("residual_scale").and_then(|v| v.as_f64()) {
+            if scale != 1.0 {
+                writeln!(out, "decoding scale {scale:.4} (decoded residuals scaled to the sample's energy)")?;
+            }
+        }
+        writeln!(out, "documents      {}", meta.n_docs)?;
+        writeln!(
+            out,
             "tokens         {} ({:.1} per document)",
             meta.n_tokens,
             meta.n_tokens as f64 / meta.n_docs as f64
-        );
-        println!("size           {bytes} bytes ({per_token:.3} bytes per token)");
+        )?;
+        writeln!(out, "size           {bytes} bytes ({per_token:.3} bytes per token)")?;
         for (class, b, files) in &parts {
             let extra = match (class, ivf_entries, ivf_bits) {
                 (SizeClass::Ivf, Some(n), Some(bits)) => format!(", {n} entries, {bits:.2} bits each"),
                 _ => String::new(),
             };
-            println!(
+            writeln!(
+                out,
                 "  {:<13}{:>9.3} bytes per token ({}{extra})",
                 class.name().replace('_', "-"),
                 *b as f64 / tokens,
                 files.join(", ")
-            );
+            )?;
         }
-        println!("created by     {}", meta.created_by);
+        writeln!(out, "created by     {}", meta.created_by)?;
         if let Some(enc) = &meta.encoder {
-            println!("encoder        {enc}");
+            writeln!(out, "encoder        {enc}")?;
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `colbert-index verify`.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -16,15 +17,17 @@ pub struct VerifyArgs {
 
 /// Runs `verify`: opens the index, recomputes every CRC32 and checks every offset.
 pub fn run(args: &VerifyArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let index = Index::open(&args.index)?;
     index.verify()?;
     let meta = index.meta();
-    println!(
+    writeln!(
+        out,
         "ok: {} ({} documents, {} tokens, {} bytes checked)",
         args.index.display(),
         meta.n_docs,
         meta.n_tokens,
         index.reader().size_bytes()
-    );
+    )?;
     Ok(())
 }

@@ -109,6 +109,9 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
 struct Trained {
     centroids: Vec<f32>,
     codec: Codec,
+    /// [`Codec::energy_scale`] on the held-out residuals: applied to the stored decoding tables
+    /// when every token turns out to have unit norm (decoding then renormalises).
+    residual_scale: f32,
     /// `codes.rice`: every document's codes, run-coded.
     codes: BitWriter<ComponentWriter>,
     /// Where each document's codes start in `codes.rice` (and, last, its length in bits).
@@ -314,6 +317,7 @@ impl CompressedBuilder {
             / (heldout.len() / dim) as f64;
         self.centroid_fit = fit;
         let codec = Codec::train_with(&res, dim, &self.params.codec)?;
+        let residual_scale = codec.energy_scale(&res)?;
         let c = centroids.len() / dim;
         let codes = BitWriter::new(self.writer.component(Component::CodesRice)?);
         let residuals = self.writer.component(Component::Residuals)?;
@@ -321,6 +325,7 @@ impl CompressedBuilder {
         self.trained = Some(Trained {
             centroids,
             codec,
+            residual_scale,
             codes,
             code_offsets: vec![0],
             residuals,
@@ -442,7 +447,7 @@ impl CompressedBuilder {
             not_unit_norm,
             ..
         } = self;
-        let Trained { centroids, codec, codes, code_offsets, residuals, list_lens } =
+        let Trained { centroids, codec, residual_scale, codes, code_offsets, residuals, list_lens } =
             trained.expect("trained");
         let n_centroids = list_lens.len();
         let codes_path = codes.get_ref().path().to_path_buf();
@@ -463,8 +468,12 @@ impl CompressedBuilder {
         write_ivf(&writer, &doc_offsets, &code_offsets, &list_lens)?;
         let half: Vec<f16> = kmeans::to_f16(&centroids);
         writer.write_component(Component::Centroids, as_bytes(&half))?;
+        // Tokens were encoded against the trained tables; decoding reads the stored ones, scaled
+        // to the residuals' energy when search renormalises decoded tokens (Codec::energy_scale).
+        let unit_norm = !not_unit_norm;
+        let scale = if unit_norm { residual_scale } else { 1.0 };
         let mut buckets = codec.cutoffs().to_vec();
-        buckets.extend_from_slice(codec.weights());
+        buckets.extend(codec.weights().iter().map(|w| w * scale));
         writer.write_component(Component::Buckets, as_bytes(&buckets))?;
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
@@ -479,6 +488,7 @@ impl CompressedBuilder {
         build["seed"] = params.seed.into();
         build["codec"] = format!("{:?}", params.codec).into();
         build["centroid_fit"] = centroid_fit.into();
+        build["residual_scale"] = scale.into();
         let meta = IndexMeta {
             format_version: FORMAT_VERSION,
             kind: IndexKind::Residual { nbits: params.nbits },
@@ -491,7 +501,7 @@ impl CompressedBuilder {
                 per_dim_buckets: codec.per_dim(),
                 has_embeddings,
                 joint_codebooks: codec.joint(),
-                unit_norm: !not_unit_norm,
+                unit_norm,
             }),
             encoder: options.encoder,
             build,
