@@ -194,9 +194,13 @@ fn unit_norm_inputs_decode_to_unit_vectors() {
         }
         let meta = b.finish().unwrap();
         assert_eq!(meta.residual.unwrap().unit_norm, scale == 1.0, "{name}");
-        // Only a renormalising index stores decoding weights scaled up to the residuals' energy.
+        // Only a renormalising index may store decoding weights scaled up to the residuals'
+        // energy, and then only the scale the held-out check chose.
         let residual_scale = meta.build["residual_scale"].as_f64().unwrap();
-        assert_eq!(residual_scale > 1.0, scale == 1.0, "{name}: residual scale {residual_scale}");
+        let check = &meta.build["decode_scale"];
+        assert!(check["energy_scale"].as_f64().unwrap() > 1.0, "{name}: {check}");
+        let expected = if scale == 1.0 { check["applied"].as_f64().unwrap() } else { 1.0 };
+        assert_eq!(residual_scale, expected, "{name}: {check}");
         let index = Index::open(&path).unwrap();
         let view = index.compressed().unwrap();
         let mut buf = Vec::new();

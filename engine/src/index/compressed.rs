@@ -32,6 +32,7 @@ use index_format::{
 };
 
 use super::build::{check_doc, BuildOptions};
+use super::decode_scale::{self, DecodeScale};
 use crate::codec::{residuals, Codec, CodecConfig};
 use crate::error::{EngineError, Result};
 use crate::kmeans::{self, KMeansConfig};
@@ -109,9 +110,10 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
 struct Trained {
     centroids: Vec<f32>,
     codec: Codec,
-    /// [`Codec::energy_scale`] on the held-out residuals: applied to the stored decoding tables
-    /// when every token turns out to have unit norm (decoding then renormalises).
-    residual_scale: f32,
+    /// The energy scale of the held-out residuals and whether it helps (`decode_scale`): applied
+    /// to the stored decoding tables when chosen and every token turns out to have unit norm
+    /// (decoding then renormalises).
+    decode_scale: DecodeScale,
     /// `codes.rice`: every document's codes, run-coded.
     codes: BitWriter<ComponentWriter>,
     /// Where each document's codes start in `codes.rice` (and, last, its length in bits).
@@ -317,7 +319,7 @@ impl CompressedBuilder {
             / (heldout.len() / dim) as f64;
         self.centroid_fit = fit;
         let codec = Codec::train_with(&res, dim, &self.params.codec)?;
-        let residual_scale = codec.energy_scale(&res)?;
+        let decode_scale = decode_scale::choose(&codec, &heldout, &res, &held_codes, &centroids)?;
         let c = centroids.len() / dim;
         let codes = BitWriter::new(self.writer.component(Component::CodesRice)?);
         let residuals = self.writer.component(Component::Residuals)?;
@@ -325,7 +327,7 @@ impl CompressedBuilder {
         self.trained = Some(Trained {
             centroids,
             codec,
-            residual_scale,
+            decode_scale,
             codes,
             code_offsets: vec![0],
             residuals,
@@ -447,7 +449,7 @@ impl CompressedBuilder {
             not_unit_norm,
             ..
         } = self;
-        let Trained { centroids, codec, residual_scale, codes, code_offsets, residuals, list_lens } =
+        let Trained { centroids, codec, decode_scale, codes, code_offsets, residuals, list_lens } =
             trained.expect("trained");
         let n_centroids = list_lens.len();
         let codes_path = codes.get_ref().path().to_path_buf();
@@ -469,9 +471,10 @@ impl CompressedBuilder {
         let half: Vec<f16> = kmeans::to_f16(&centroids);
         writer.write_component(Component::Centroids, as_bytes(&half))?;
         // Tokens were encoded against the trained tables; decoding reads the stored ones, scaled
-        // to the residuals' energy when search renormalises decoded tokens (Codec::energy_scale).
+        // to the residuals' energy when search renormalises decoded tokens and the held-out check
+        // found it ranks neighbours better (decode_scale.rs).
         let unit_norm = !not_unit_norm;
-        let scale = if unit_norm { residual_scale } else { 1.0 };
+        let scale = if unit_norm { decode_scale.chosen() } else { 1.0 };
         let mut buckets = codec.cutoffs().to_vec();
         buckets.extend(codec.weights().iter().map(|w| w * scale));
         writer.write_component(Component::Buckets, as_bytes(&buckets))?;
@@ -489,6 +492,7 @@ impl CompressedBuilder {
         build["codec"] = format!("{:?}", params.codec).into();
         build["centroid_fit"] = centroid_fit.into();
         build["residual_scale"] = scale.into();
+        build["decode_scale"] = decode_scale.to_json();
         let meta = IndexMeta {
             format_version: FORMAT_VERSION,
             kind: IndexKind::Residual { nbits: params.nbits },

@@ -2,6 +2,7 @@
 
 mod build;
 mod compressed;
+mod decode_scale;
 
 pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES};
