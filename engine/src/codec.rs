@@ -374,6 +374,13 @@ impl Codec {
         }
     }
 
+    /// [`Codec::weights`] times `scale`: the decoding weights an index stores when it decodes
+    /// residuals scaled (see [`Codec::energy_scale`]). A codec rebuilt from them with
+    /// [`Codec::from_parts`] decodes `centroid + scale · r̂`.
+    pub fn scaled_weights(&self, scale: f32) -> Vec<f32> {
+        self.weights().iter().map(|w| w * scale).collect()
+    }
+
     /// Packed bytes per token: `dim · nbits / 8`.
     pub fn packed_len(&self) -> usize {
         self.dim * self.nbits as usize / 8
@@ -533,6 +540,32 @@ impl Codec {
     }
 }
 
+/// Dot product of two equal-length slices. It sums in 16 independent lanes, so that it
+/// vectorises (a single running sum is one long dependency chain).
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for ((l, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
+            *l += x * y;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero): how decoded tokens of a unit-norm index
+/// are renormalised.
+#[inline]
+pub(crate) fn normalize(v: &mut [f32]) {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        let inv = 1.0 / norm;
+        v.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 /// Residuals `embs[i] − centroids[codes[i]]`, row-major, for training a [`Codec`].
 ///
 /// # Errors
@@ -680,8 +713,8 @@ mod tests {
         assert!((s - std::f32::consts::FRAC_PI_2.sqrt()).abs() < 0.02, "nbits 1 scale {s}");
         // Scaling the decoding weights (encoding is by cutoffs, so unchanged) leaves nothing to
         // restore.
-        let w: Vec<f32> = one_bit.weights().iter().map(|w| w * s).collect();
-        let scaled = Codec::from_parts(dim, 1, one_bit.cutoffs().to_vec(), w).unwrap();
+        let scaled =
+            Codec::from_parts(dim, 1, one_bit.cutoffs().to_vec(), one_bit.scaled_weights(s)).unwrap();
         let again = scaled.energy_scale(&sample).unwrap();
         assert!((again - 1.0).abs() < 1e-3, "rescaled codec's scale {again}");
         // More bits keep more energy: the scale falls towards 1, for joint codebooks too.

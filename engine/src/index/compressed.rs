@@ -476,7 +476,7 @@ impl CompressedBuilder {
         let unit_norm = !not_unit_norm;
         let scale = if unit_norm { decode_scale.chosen() } else { 1.0 };
         let mut buckets = codec.cutoffs().to_vec();
-        buckets.extend(codec.weights().iter().map(|w| w * scale));
+        buckets.extend(codec.scaled_weights(scale));
         writer.write_component(Component::Buckets, as_bytes(&buckets))?;
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
-use crate::codec::Codec;
+use crate::codec::{normalize, Codec};
 use crate::encoder::ops::Mat;
 use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
@@ -69,25 +69,6 @@ fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) 
     }
     for col in &best {
         out.extend(col.iter().map(|&(_, j)| j));
-    }
-}
-
-/// Scales `v` to unit L2 norm (a zero vector stays zero). The sum of squares runs in 16
-/// independent lanes, so that it vectorises (a single running sum is one long dependency chain).
-#[inline]
-fn normalize(v: &mut [f32]) {
-    let mut lanes = [0f32; 16];
-    let mut chunks = v.chunks_exact(16);
-    for c in &mut chunks {
-        for (l, &x) in lanes.iter_mut().zip(c) {
-            *l += x * x;
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|x| x * x).sum();
-    let norm = (lanes.iter().sum::<f32>() + tail).sqrt();
-    if norm > 0.0 {
-        let inv = 1.0 / norm;
-        v.iter_mut().for_each(|x| *x *= inv);
     }
 }
 
