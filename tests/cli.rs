@@ -288,3 +288,50 @@ fn help_explains_every_flag() {
         assert!(build.contains(flag), "{build}");
     }
 }
+
+#[test]
+fn eval_compares_two_runs_query_by_query() {
+    let data = repo_path("tests/data/eval");
+    let (qrels, bm25, random) =
+        (data.join("cranfield.qrels"), data.join("cranfield_bm25.run"), data.join("cranfield_random.run"));
+    let json = cli_ok(&[
+        "eval",
+        "--run",
+        s(&bm25),
+        "--baseline",
+        s(&random),
+        "--qrels",
+        s(&qrels),
+        "--metrics",
+        "nDCG@10,MAP",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let c = &v["comparison"];
+    let queries = c["queries"].as_u64().unwrap();
+    assert_eq!(queries, v["queries"].as_u64().unwrap());
+    for metric in ["nDCG@10", "MAP"] {
+        let m = &c["metrics"][metric];
+        let (base, run, delta) =
+            (m["baseline"].as_f64().unwrap(), m["run"].as_f64().unwrap(), m["delta"].as_f64().unwrap());
+        assert!((run - v["mean"][metric].as_f64().unwrap()).abs() < 1e-12, "{metric}");
+        assert!((delta - (run - base)).abs() < 1e-12, "{metric}");
+        let (lo, hi) = (m["ci95"][0].as_f64().unwrap(), m["ci95"][1].as_f64().unwrap());
+        assert!(lo < delta && delta < hi, "{metric}: {delta} outside [{lo}, {hi}]");
+        // BM25 against a random ranking: far beyond chance.
+        assert!(lo > 0.0 && m["p_value"].as_f64().unwrap() < 0.001, "{metric}: {m}");
+        let counts: u64 = ["better", "worse", "tied"].iter().map(|k| m[k].as_u64().unwrap()).sum();
+        assert_eq!(counts, queries);
+    }
+    // The same run against itself: no difference, no evidence.
+    let table = cli_ok(&["eval", "--run", s(&bm25), "--baseline", s(&bm25), "--qrels", s(&qrels)]);
+    assert!(table.contains("95% CI of delta"), "{table}");
+    let ndcg = table.lines().rev().find(|l| l.starts_with("nDCG@10")).unwrap();
+    assert!(ndcg.contains("[+0.0000, +0.0000]") && ndcg.contains("1.0000"), "{ndcg}");
+    let out = cli(&["eval", "--run", s(&bm25), "--qrels", s(&qrels), "--resamples", "10"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--baseline"));
+    cli_err(
+        &["eval", "--run", s(&bm25), "--baseline", s(&data.join("missing.run")), "--qrels", s(&qrels)],
+        &["baseline", "missing.run"],
+    );
+}

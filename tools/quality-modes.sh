@@ -2,8 +2,10 @@
 # Retrieval quality of every index mode against exhaustive uncompressed MaxSim, on one collection
 # with the default model (all-MiniLM-L6-v2): nDCG@10 and MRR@10 per mode and their difference to
 # the exact search, and recall@10 of each mode against the exact search's top 10 (the
-# "exhaustive decompressed" rows isolate the codec's error from pruning's). Every index is encoded with the same --precision, so the modes differ only in
-# storage and search.
+# "exhaustive decompressed" rows isolate the codec's error from pruning's), with a 95% paired
+# bootstrap interval of each nDCG@10 difference (`eval --baseline`), which tells a real loss from
+# the luck of the judged queries. Every index is encoded with the same --precision, so the modes
+# differ only in storage and search.
 #
 #   bash tools/quality-modes.sh [COLLECTION_DIR] [OUT_DIR] [PRECISION]
 #
@@ -39,8 +41,14 @@ score() {
   local label="$1" index="$2"
   shift 2
   $bin search --index "$out/$index" --queries "$coll/queries.jsonl" -k 100 "$@" >"$out/$label.run"
-  $bin eval --run "$out/$label.run" --qrels "$coll/qrels.tsv" --metrics nDCG@10,MRR@10 --json |
-    python3 -c 'import json,sys; m=json.load(sys.stdin)["mean"]; print(sys.argv[1], m["nDCG@10"], m["MRR@10"])' "$label"
+  local base=()
+  [[ "$label" != exhaustive-uncompressed ]] && base=(--baseline "$out/exhaustive-uncompressed.run")
+  $bin eval --run "$out/$label.run" --qrels "$coll/qrels.tsv" --metrics nDCG@10,MRR@10 --json "${base[@]}" |
+    python3 -c '
+import json, sys
+j = json.load(sys.stdin); m = j["mean"]
+ci = j["comparison"]["metrics"]["nDCG@10"]["ci95"] if "comparison" in j else [0.0, 0.0]
+print(sys.argv[1], m["nDCG@10"], m["MRR@10"], ci[0], ci[1])' "$label"
 }
 {
   score exhaustive-uncompressed exact
@@ -69,12 +77,12 @@ def top10(label):
 
 exact = top10("exhaustive-uncompressed")
 print(f"collection {sys.argv[2]}")
-print("| mode | nDCG@10 | Δ vs exact | MRR@10 | Δ vs exact | recall@10 vs exact |")
-print("|---|---|---|---|---|---|")
-for name, ndcg, mrr in rows:
+print("| mode | nDCG@10 | Δ vs exact | 95% CI of Δ (paired bootstrap) | MRR@10 | Δ vs exact | recall@10 vs exact |")
+print("|---|---|---|---|---|---|---|")
+for name, ndcg, mrr, lo, hi in rows:
     n, m = float(ndcg), float(mrr)
     got = top10(name)
     hits = sum(len(set(got.get(q, [])) & set(docs)) for q, docs in exact.items())
     total = sum(len(docs) for docs in exact.values())
-    print(f"| {name} | {n:.4f} | {n - base[0]:+.4f} | {m:.4f} | {m - base[1]:+.4f} | {hits / total:.3f} |")
+    print(f"| {name} | {n:.4f} | {n - base[0]:+.4f} | [{float(lo):+.4f}, {float(hi):+.4f}] | {m:.4f} | {m - base[1]:+.4f} | {hits / total:.3f} |")
 PY

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use engine::eval::{evaluate, Evaluation, Metric, Qrels, Run};
+use engine::eval::{compare, evaluate, Comparison, Evaluation, Metric, Qrels, Run, DEFAULT_RESAMPLES};
 
 /// Score a ranked run against relevance judgments, with trec_eval's conventions.
 ///
@@ -42,6 +42,22 @@ pub struct EvalArgs {
     /// Also print the scores of every judged query, not only the means.
     #[arg(long)]
     pub per_query: bool,
+
+    /// A second run to compare against, scored on the same judgments: prints each metric's
+    /// mean for both, their difference (run − baseline) with a 95% confidence interval by the
+    /// paired bootstrap over queries, the two-sided p-value of a paired randomisation test,
+    /// and how many queries got better, worse or stayed tied. Tells a real difference from
+    /// the luck of which queries were judged.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+
+    /// Resamples for the bootstrap and for the randomisation test of --baseline.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RESAMPLES, requires = "baseline")]
+    pub resamples: usize,
+
+    /// Seed of the resampling of --baseline (the same seed gives the same interval).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "baseline")]
+    pub seed: u64,
 }
 
 /// Runs the `eval` command.
@@ -52,13 +68,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("{}: no judgments", args.qrels.display());
     }
     let evaluation = evaluate(&qrels, &run, &args.metrics)?;
+    let comparison = match &args.baseline {
+        Some(path) => {
+            let baseline = Run::from_path(path).context("cannot read the baseline run")?;
+            let base_eval = evaluate(&qrels, &baseline, &args.metrics)?;
+            Some(compare(&base_eval, &evaluation, args.resamples, args.seed)?)
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     if args.json {
-        let json = to_json(args, &evaluation);
+        let mut json = to_json(args, &evaluation);
+        if let Some(c) = &comparison {
+            json["comparison"] = comparison_json(args, c);
+        }
         serde_json::to_writer_pretty(&mut out, &json)?;
         writeln!(out)?;
     } else {
         write_table(&mut out, args, &evaluation)?;
+        if let Some(c) = &comparison {
+            writeln!(out)?;
+            write_comparison(&mut out, args, c)?;
+        }
     }
     out.flush()?;
     Ok(())
@@ -123,6 +154,66 @@ fn write_table(out: &mut impl Write, args: &EvalArgs, e: &Evaluation) -> std::io
         for (name, mean) in names.iter().zip(&e.mean) {
             writeln!(out, "{name:<width$}  {mean:.4}")?;
         }
+    }
+    Ok(())
+}
+
+fn comparison_json(args: &EvalArgs, c: &Comparison) -> serde_json::Value {
+    let metrics: serde_json::Map<_, _> = c
+        .metrics
+        .iter()
+        .map(|m| {
+            let value = serde_json::json!({
+                "baseline": m.baseline,
+                "run": m.run,
+                "delta": m.delta,
+                "ci95": [m.ci95.0, m.ci95.1],
+                "p_value": m.p_value,
+                "better": m.better,
+                "worse": m.worse,
+                "tied": m.tied,
+            });
+            (m.metric.to_string(), value)
+        })
+        .collect();
+    serde_json::json!({
+        "baseline": args.baseline,
+        "queries": c.queries,
+        "resamples": c.resamples,
+        "seed": c.seed,
+        "metrics": metrics,
+    })
+}
+
+fn write_comparison(out: &mut impl Write, args: &EvalArgs, c: &Comparison) -> std::io::Result<()> {
+    let baseline = args.baseline.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    writeln!(out, "against the baseline {baseline}, paired over the {} judged queries", c.queries)?;
+    writeln!(
+        out,
+        "(95% CI: paired bootstrap; p: paired randomisation test; {} resamples each, seed {})",
+        c.resamples, c.seed
+    )?;
+    writeln!(out)?;
+    let width = c.metrics.iter().map(|m| m.metric.to_string().len()).max().unwrap_or(0).max(6);
+    writeln!(
+        out,
+        "{:<width$}  {:>8}  {:>8}  {:>8}  {:>19}  {:>6}  {:>6}  {:>6}  {:>6}",
+        "metric", "baseline", "run", "delta", "95% CI of delta", "p", "better", "worse", "tied"
+    )?;
+    for m in &c.metrics {
+        let ci = format!("[{:+.4}, {:+.4}]", m.ci95.0, m.ci95.1);
+        writeln!(
+            out,
+            "{:<width$}  {:>8.4}  {:>8.4}  {:>+8.4}  {ci:>19}  {:>6.4}  {:>6}  {:>6}  {:>6}",
+            m.metric.to_string(),
+            m.baseline,
+            m.run,
+            m.delta,
+            m.p_value,
+            m.better,
+            m.worse,
+            m.tied
+        )?;
     }
     Ok(())
 }

@@ -4,6 +4,8 @@
 //!   (`query-id<TAB>corpus-id<TAB>score`, with a header line) files.
 //! - [`Run`]: ranked results, read from TREC run files (`qid Q0 docid rank score tag`).
 //! - [`evaluate`]: nDCG@k, MRR@k, Recall@k, P@k and MAP per query and on average.
+//! - [`compare`]: two runs on the same judgments, query by query: the mean difference with a
+//!   paired-bootstrap confidence interval and a paired randomisation test.
 //!
 //! # Conventions
 //!
@@ -20,10 +22,12 @@
 //!   run does not answer, which score 0 (trec_eval's `-c`). Queries in the run without
 //!   judgments are ignored. A query whose judgments are all non-relevant scores 0 and counts.
 
+pub mod compare;
 pub mod metrics;
 pub mod qrels;
 pub mod run;
 
+pub use compare::{compare, Comparison, MetricComparison, DEFAULT_RESAMPLES};
 pub use metrics::{evaluate, Evaluation, Metric, DEFAULT_METRICS};
 pub use qrels::{Qrels, QrelsFormat};
 pub use run::{Run, RunEntry};
