@@ -6,6 +6,7 @@ mod stats;
 mod svg;
 mod sweep;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -322,20 +323,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "harness_overhead": overhead,
         "sweep": sweep.as_ref().map(|p| json!({"svg": args.sweep.svg.display().to_string(), "points": p})),
     });
+    // A closed pipe (`bench ... | head`) ends the output quietly (see main.rs).
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else if args.markdown {
+        print_markdown(&mut out, &report, sweep.as_deref().unwrap_or_default(), oracle)?;
+    } else {
+        print_report(&mut out, &report, &args.index, oracle)?;
+        if let Some(points) = &sweep {
+            writeln!(out)?;
+            sweep::print_points(&mut out, points)?;
+            writeln!(out, "Pareto curve written to {}", args.sweep.svg.display())?;
+        }
     }
-    if args.markdown {
-        print_markdown(&report, sweep.as_deref().unwrap_or_default(), oracle);
-        return Ok(());
-    }
-    print_report(&report, &args.index, oracle);
-    if let Some(points) = &sweep {
-        println!();
-        sweep::print_points(points);
-        println!("Pareto curve written to {}", args.sweep.svg.display());
-    }
+    out.flush()?;
     Ok(())
 }
 
@@ -343,8 +346,14 @@ fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or(f64::NAN)
 }
 
-fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
-    println!(
+fn print_report(
+    out: &mut impl Write,
+    report: &Value,
+    index: &std::path::Path,
+    oracle: &str,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
         "index {}: {} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, kernel {}",
         index.display(),
         report["documents"],
@@ -353,20 +362,23 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
         report["nbits"],
         f(&report["bytes_per_token"]),
         report["kernel"].as_str().unwrap_or("?")
-    );
+    )?;
     let p = &report["params"];
-    println!(
+    writeln!(
+        out,
         "params: ncells {}, threshold {}, ndocs {}, rescore {}, exhaustive {}",
         p["ncells"], p["threshold"], p["ndocs"], p["rescore"], p["exhaustive"]
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<12} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}",
         "mode", "threads", "cache", "p50 ms", "p95 ms", "p99 ms", "QPS", "QPS batch", "recall@k"
-    );
+    )?;
     let runs = report["runs"].as_array().cloned().unwrap_or_default();
     for r in &runs {
         let t = &r["stages"]["total"];
-        println!(
+        writeln!(
+            out,
             "{:<12} {:>7} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>11.1} {:>9.4}",
             r["mode"].as_str().unwrap_or(""),
             r["threads"].as_u64().unwrap_or(0),
@@ -377,21 +389,23 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
             f(&r["qps_single"]),
             f(&r["qps_batched"]),
             f(&r["recall_at_k"]),
-        );
+        )?;
         if let Some(note) = r["cache_note"].as_str() {
-            println!("  cold cache unavailable: {note}");
+            writeln!(out, "  cold cache unavailable: {note}")?;
         }
     }
-    println!("recall@k is measured against exhaustive MaxSim over the {oracle} embeddings");
-    println!();
-    println!(
+    writeln!(out, "recall@k is measured against exhaustive MaxSim over the {oracle} embeddings")?;
+    writeln!(out)?;
+    writeln!(
+        out,
         "{:<7} {:>5} {:<11} {:>9} {:>9} {:>9} {:>9}",
         "threads", "cache", "stage", "p50 ms", "p95 ms", "p99 ms", "mean ms"
-    );
+    )?;
     for r in &runs {
         for name in STAGES {
             if let Some(s) = r["stages"].get(name) {
-                println!(
+                writeln!(
+                    out,
                     "{:>7} {:>5} {:<11} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
                     r["threads"].as_u64().unwrap_or(0),
                     r["cache"].as_str().unwrap_or(""),
@@ -400,13 +414,13 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
                     f(&s["p95_ms"]),
                     f(&s["p99_ms"]),
                     f(&s["mean_ms"]),
-                );
+                )?;
             }
         }
     }
     if let Some(o) = report["harness_overhead"].as_object() {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(out,
             "harness overhead: stage timing on vs off over {} rounds x {} queries: {:+.2}% in total (sd of a round \
              {:.2}%), median paired difference {:+.2}%; clock reads {:.0} x {:.1} ns = {:.4}% of a query",
             o["rounds"],
@@ -417,17 +431,23 @@ fn print_report(report: &Value, index: &std::path::Path, oracle: &str) {
             f(&o["clock_reads_per_query"]),
             f(&o["clock_read_ns"]),
             100.0 * f(&o["clock_fraction"]),
-        );
+        )?;
     }
     if let Some(rss) = report["peak_rss_bytes"].as_u64() {
-        println!("peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        writeln!(out, "peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64)?;
     }
+    Ok(())
 }
 
 /// The report as Markdown tables: runs, stages, harness overhead and the sweep's frontier.
-fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
+fn print_markdown(
+    out: &mut impl Write,
+    report: &Value,
+    points: &[sweep::Point],
+    oracle: &str,
+) -> std::io::Result<()> {
     let p = &report["params"];
-    println!(
+    writeln!(out,
         "{} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, {:.1} MB; kernel {}; ncells {}, threshold {}, \
          ndocs {}; recall@k against exhaustive MaxSim over the {oracle} embeddings; peak RSS {:.0} MB.",
         report["documents"],
@@ -441,14 +461,15 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
         p["threshold"],
         p["ndocs"],
         f(&report["peak_rss_bytes"]) / 1e6,
-    );
-    println!();
-    println!("| threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |");
-    println!("|---|---|---|---|---|---|---|---|");
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     let runs = report["runs"].as_array().cloned().unwrap_or_default();
     for r in &runs {
         let t = &r["stages"]["total"];
-        println!(
+        writeln!(
+            out,
             "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} |",
             r["threads"],
             r["cache"].as_str().unwrap_or(""),
@@ -458,15 +479,16 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
             f(&r["qps_single"]),
             f(&r["qps_batched"]),
             f(&r["recall_at_k"]),
-        );
+        )?;
     }
-    println!();
-    println!("| threads | cache | stage | p50 ms | p95 ms | p99 ms | mean ms |");
-    println!("|---|---|---|---|---|---|---|");
+    writeln!(out)?;
+    writeln!(out, "| threads | cache | stage | p50 ms | p95 ms | p99 ms | mean ms |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
     for r in &runs {
         for name in STAGES {
             if let Some(s) = r["stages"].get(name) {
-                println!(
+                writeln!(
+                    out,
                     "| {} | {} | {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
                     r["threads"],
                     r["cache"].as_str().unwrap_or(""),
@@ -474,13 +496,13 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
                     f(&s["p95_ms"]),
                     f(&s["p99_ms"]),
                     f(&s["mean_ms"]),
-                );
+                )?;
             }
         }
     }
     if let Some(o) = report["harness_overhead"].as_object() {
-        println!();
-        println!(
+        writeln!(out)?;
+        writeln!(out,
             "Harness overhead: stage timing on vs off, {} rounds × {} queries, each query timed and untimed back to \
              back: {:+.2}% in total (sd of one round {:.2}%), median paired difference {:+.2}% of the median query; \
              the clock reads it adds ({:.0} × {:.1} ns) are {:.4}% of a query.",
@@ -492,21 +514,23 @@ fn print_markdown(report: &Value, points: &[sweep::Point], oracle: &str) {
             f(&o["clock_reads_per_query"]),
             f(&o["clock_read_ns"]),
             100.0 * f(&o["clock_fraction"]),
-        );
+        )?;
     }
     if !points.is_empty() {
         let mut front: Vec<&sweep::Point> = points.iter().filter(|p| p.pareto).collect();
         front.sort_by(|a, b| a.p50_ms.total_cmp(&b.p50_ms));
-        println!();
-        println!("Sweep: {} settings; the Pareto frontier:", points.len());
-        println!();
-        println!("| ncells | threshold | ndocs | p50 ms | p95 ms | recall@k |");
-        println!("|---|---|---|---|---|---|");
+        writeln!(out)?;
+        writeln!(out, "Sweep: {} settings; the Pareto frontier:", points.len())?;
+        writeln!(out)?;
+        writeln!(out, "| ncells | threshold | ndocs | p50 ms | p95 ms | recall@k |")?;
+        writeln!(out, "|---|---|---|---|---|---|")?;
         for p in front {
-            println!(
+            writeln!(
+                out,
                 "| {} | {} | {} | {:.3} | {:.3} | {:.4} |",
                 p.ncells, p.threshold, p.ndocs, p.p50_ms, p.p95_ms, p.recall
-            );
+            )?;
         }
     }
+    Ok(())
 }

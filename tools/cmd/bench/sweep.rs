@@ -124,15 +124,17 @@ pub fn mark_pareto(points: &mut [Point]) {
 }
 
 /// Prints the points as a table, frontier first by latency.
-pub fn print_points(points: &[Point]) {
+pub fn print_points(out: &mut impl std::io::Write, points: &[Point]) -> std::io::Result<()> {
     let mut sorted: Vec<&Point> = points.iter().collect();
     sorted.sort_by(|a, b| b.pareto.cmp(&a.pareto).then(a.p50_ms.total_cmp(&b.p50_ms)));
-    println!(
+    writeln!(
+        out,
         "{:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7}",
         "ncells", "threshold", "ndocs", "p50 ms", "p95 ms", "recall@k", "pareto"
-    );
+    )?;
     for p in sorted {
-        println!(
+        writeln!(
+            out,
             "{:>6} {:>9} {:>6} {:>9.3} {:>9.3} {:>9.4} {:>7}",
             p.ncells,
             p.threshold,
@@ -141,8 +143,9 @@ pub fn print_points(points: &[Point]) {
             p.p95_ms,
             p.recall,
             if p.pareto { "*" } else { "" }
-        );
+        )?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
