@@ -87,6 +87,35 @@ fn plaid_recall_against_the_decompressed_oracle() {
     }
 }
 
+/// Stage 1 in bf16 (where the CPU runs it fast) against f32: the cells re-scored in f32 and
+/// the exact final scores leave the results the same, also at the most tie-sensitive settings.
+#[test]
+fn bf16_centroid_scores_agree_with_f32() {
+    let dir = TempDir::new().unwrap();
+    let c = corpus(1500, 64, 5);
+    build(&dir.path().join("i"), &c, CompressedParams::new(2));
+    let index = Index::open(&dir.path().join("i")).unwrap();
+    let qs = queries(&c, 40, 16);
+    if !engine::search::bf16_centroid_scores_available() {
+        eprintln!("bf16 centroid scores not used on this CPU: both runs below are f32");
+    }
+    for (ncells, ndocs) in [(2, 512), (1, 32), (1, 8), (3, 16)] {
+        let fast =
+            SearchParams { ncells, ndocs, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(10) };
+        let exact = SearchParams { bf16_centroid_scores: false, ..fast.clone() };
+        let (a, b) = (index.search(&qs, &fast).unwrap(), index.search(&qs, &exact).unwrap());
+        let r = recall(&a, &b);
+        assert!(r >= 0.99, "ncells {ncells}, ndocs {ndocs}: bf16 results hold {r} of the f32 ones");
+        for (x, y) in a.iter().zip(&b) {
+            for h in x {
+                if let Some(g) = y.iter().find(|g| g.doc == h.doc) {
+                    assert_eq!(g.score, h.score, "final scores do not depend on stage 1");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exact_tier_scores_with_the_f16_embeddings() {
     let dir = TempDir::new().unwrap();

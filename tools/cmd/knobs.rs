@@ -29,6 +29,12 @@ pub struct Knobs {
     /// Compressed index: skip centroid pruning and score every document (decompressed).
     #[arg(long)]
     pub exhaustive: bool,
+    /// Compressed index: compute the stage-1 centroid scores in f32 even where the CPU runs
+    /// bf16 faster (by default, on CPUs with fast AVX-512 BF16, they are computed from
+    /// bf16-rounded inputs, which can move documents near the pruning cuts; final scores are
+    /// exact either way).
+    #[arg(long)]
+    pub f32_centroid_scores: bool,
 }
 
 impl Knobs {
@@ -41,6 +47,7 @@ impl Knobs {
             ndocs: self.ndocs.unwrap_or(d.ndocs),
             rescore: if self.no_rescore { Some(0) } else { self.rescore },
             exhaustive: self.exhaustive,
+            bf16_centroid_scores: !self.f32_centroid_scores,
             ..d
         }
     }

@@ -158,6 +158,42 @@ pub(crate) fn matmul_strided(
     let _ = (a, m, b, out, accumulate);
 }
 
+/// A fixed left-hand matrix `[rows, k]` rounded to bf16 pairs once (`kp` u32 per row, odd `k`
+/// zero-padded), for repeated products against small right-hand sides: how search keeps its
+/// centroids for the stage-1 scores `C·Qᵀ`.
+#[derive(Debug, Default)]
+pub(crate) struct PackedRows {
+    rows: usize,
+    k: usize,
+    data: Vec<u32>,
+}
+
+impl PackedRows {
+    /// Rounds `a`, `[rows, k]` row-major f32.
+    pub(crate) fn pack(a: &[f32], rows: usize, k: usize) -> PackedRows {
+        assert_eq!(a.len(), rows * k, "bf16 rows: shape");
+        let kp = k.div_ceil(2);
+        let mut data = Vec::new();
+        pack_rows(a, k, rows, k, kp, &mut data);
+        PackedRows { rows, k, data }
+    }
+}
+
+/// `out = a · b` for pre-rounded rows `a` (`[a.rows, b.k]`); `out` is `[a.rows, b.n]` row-major.
+/// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
+pub(crate) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+    assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
+    assert_eq!(a.k, b.k, "bf16 matmul: inner dimensions");
+    assert_eq!(out.len(), a.rows * b.n, "bf16 matmul: output shape");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
+    unsafe {
+        x86::matmul_rows(a, b, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, b, out);
+}
+
 /// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`) to bf16 pairs (`kp` u32 per
 /// row, odd `k` zero-padded).
 fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, dst: &mut Vec<u32>) {
@@ -178,7 +214,7 @@ fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, dst: &m
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{pack_rows, PackedB, KC, MC, MR, NR};
+    use super::{pack_rows, PackedB, PackedRows, KC, MC, MR, NR};
     use crate::encoder::tile::Dst;
 
     #[target_feature(enable = "avx512f,avx512bf16")]
@@ -191,31 +227,54 @@ mod x86 {
         out_stride: usize,
         accumulate: bool,
     ) {
-        let (k, n, kp) = (b.k, b.n, b.kp);
+        let (k, kp) = (b.k, b.kp);
         // Attention calls this per head and sequence: reuse one row-block buffer per thread.
         let mut ablock = ABLOCK.take();
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, &mut ablock);
-            // `KC` pairs at a time, so that a panel's slice stays in L1 across the row blocks.
-            for k0 in (0..kp).step_by(KC) {
-                let kc = KC.min(kp - k0);
-                let add = accumulate || k0 > 0;
-                for (p, panel) in b.data.chunks_exact(kp * NR).enumerate() {
-                    let n0 = p * NR;
-                    let width = NR.min(n - n0);
-                    let panel = &panel[k0 * NR..(k0 + kc) * NR];
-                    for r0 in (0..mc).step_by(MR) {
-                        let rows = MR.min(mc - r0);
-                        let arows = &ablock[r0 * kp + k0..];
-                        let dst =
-                            Dst::new(&mut out[(m0 + r0) * out_stride + n0..], out_stride, rows, width, add);
-                        kernel(arows, kp, rows, kc, panel, dst);
-                    }
+            row_block(&ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
+        }
+        ABLOCK.set(ablock);
+    }
+
+    /// [`super::matmul_rows`]: [`matmul`] over rows already rounded.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+        let (n, kp) = (b.n, b.kp);
+        for m0 in (0..a.rows).step_by(MC) {
+            let mc = MC.min(a.rows - m0);
+            row_block(&a.data[m0 * kp..(m0 + mc) * kp], mc, b, &mut out[m0 * n..], n, false);
+        }
+    }
+
+    /// `out (+)= ablock · b` for one block of `mc` rounded rows (`b.kp` u32 each); row `i` of
+    /// `out` at `out[i * out_stride]`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn row_block(
+        ablock: &[u32],
+        mc: usize,
+        b: &PackedB,
+        out: &mut [f32],
+        out_stride: usize,
+        accumulate: bool,
+    ) {
+        let (n, kp) = (b.n, b.kp);
+        // `KC` pairs at a time, so that a panel's slice stays in L1 across the row blocks.
+        for k0 in (0..kp).step_by(KC) {
+            let kc = KC.min(kp - k0);
+            let add = accumulate || k0 > 0;
+            for (p, panel) in b.data.chunks_exact(kp * NR).enumerate() {
+                let n0 = p * NR;
+                let width = NR.min(n - n0);
+                let panel = &panel[k0 * NR..(k0 + kc) * NR];
+                for r0 in (0..mc).step_by(MR) {
+                    let rows = MR.min(mc - r0);
+                    let dst = Dst::new(&mut out[r0 * out_stride + n0..], out_stride, rows, width, add);
+                    kernel(&ablock[r0 * kp + k0..], kp, rows, kc, panel, dst);
                 }
             }
         }
-        ABLOCK.set(ablock);
     }
 
     thread_local! {
@@ -281,18 +340,32 @@ mod tests {
         assert_eq!(to_bf16(-2.5), 0xc020);
     }
 
+    /// Deterministic `[m, k]` and `[k, n]` operands in [-0.5, 0.5).
+    fn inputs(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let a = (0..m * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
+        let w = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 / 997.0) - 0.5).collect();
+        (a, w)
+    }
+
     #[test]
     fn matmul_matches_f32_within_bf16_error() {
         if !available() {
             eprintln!("skipped: no AVX-512 BF16 on this CPU");
             return;
         }
-        for &(m, k, n) in &[(1, 1, 1), (13, 7, 33), (97, 384, 64), (200, 63, 40)] {
-            let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
-            let w: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 / 997.0) - 0.5).collect();
+        // Row counts across the MC blocking and MR remainders, odd k, several panels.
+        for &(m, k, n) in &[(1, 1, 1), (13, 7, 33), (97, 384, 64), (200, 63, 40), (1000, 128, 70)] {
+            let (a, w) = inputs(m, k, n);
             let packed = PackedB::pack(&w, k, n);
             let mut out = vec![0.25f32; m * n];
             matmul(&a, m, &packed, &mut out, true);
+            // Rows rounded once ahead (search's centroids) give the very same product.
+            let rows = PackedRows::pack(&a, m, k);
+            assert_eq!((rows.rows, rows.data.len()), (m, m * k.div_ceil(2)));
+            let (mut pre, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            matmul_rows(&rows, &packed, &mut pre);
+            matmul(&a, m, &packed, &mut want, false);
+            assert_eq!(pre, want, "({m},{k},{n}) pre-rounded rows");
             for i in 0..m {
                 for j in 0..n {
                     let exact: f64 = (0..k).map(|t| a[i * k + t] as f64 * w[t * n + j] as f64).sum();

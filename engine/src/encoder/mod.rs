@@ -17,7 +17,7 @@
 //! attention mask, so results do not depend on batch composition.
 
 mod bert;
-mod bf16;
+pub(crate) mod bf16;
 pub mod config;
 pub(crate) mod model;
 pub(crate) mod ops;

@@ -11,6 +11,13 @@ pub use params::SearchParams;
 pub use stages::StageTimes;
 pub use topk::TopK;
 
+/// Whether this CPU computes the stage-1 centroid scores in bf16 when
+/// [`SearchParams::bf16_centroid_scores`] asks for it: it has AVX-512 BF16 and, measured once
+/// per process, multiplies bf16 at least 1.25× as fast as f32.
+pub fn bf16_centroid_scores_available() -> bool {
+    crate::encoder::bf16::pays_off()
+}
+
 /// A scored document: internal document number and MaxSim score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {

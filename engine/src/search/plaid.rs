@@ -26,7 +26,8 @@ use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
-use crate::codec::{normalize, Codec};
+use crate::codec::{dot, normalize, Codec};
+use crate::encoder::bf16;
 use crate::encoder::ops::Mat;
 use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
@@ -39,6 +40,11 @@ const DECODE_CHUNK: usize = 64;
 
 /// Up to this many cells per query token, stage 1 selects them in one pass over the scores.
 const SMALL_NCELLS: usize = 16;
+
+/// From bf16 centroid scores, stage 1 picks this many cells per query token beyond `ncells`
+/// and keeps the `ncells` best by f32 score. bf16 rounding moves a score by about 1e-4; the
+/// margin makes a swap past it practically impossible.
+const BF16_CELL_MARGIN: usize = 4;
 
 /// Appends to `out`, for every column `q` of the row-major `[rows × nq]` matrix `scores`, the
 /// row indices of the `n` highest values of that column (ties to the lower row), in one pass
@@ -72,11 +78,48 @@ fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) 
     }
 }
 
+/// `cells` holds `pick` cells per query token (token `q`'s at `cells[q * pick..]`, chosen by
+/// rounded scores); re-scores them in f32 against `tokens` (`nq × dim`) and `centroids` (also
+/// into the centroid-major `[C × nq]` `by_centroid`, so stage 2 sees exact scores where they
+/// matter most) and keeps each token's `ncells` best, ties to the lower centroid as in the f32
+/// selection.
+fn refine_cells(
+    tokens: &[f32],
+    centroids: &[f32],
+    dim: usize,
+    by_centroid: &mut [f32],
+    cells: &mut Vec<u32>,
+    pick: usize,
+    ncells: usize,
+) {
+    let nq = tokens.len() / dim;
+    if cells.len() != nq * pick {
+        // Fewer than `pick` per token: only NaN scores (corrupt centroids) do that; keep them.
+        return;
+    }
+    let mut kept = Vec::with_capacity(nq * ncells);
+    let mut scored: Vec<(f32, u32)> = Vec::with_capacity(pick);
+    for (q, (tok, picked)) in tokens.chunks_exact(dim).zip(cells.chunks_exact(pick)).enumerate() {
+        scored.clear();
+        for &j in picked {
+            let s = dot(tok, &centroids[j as usize * dim..(j as usize + 1) * dim]);
+            by_centroid[j as usize * nq + q] = s;
+            scored.push((s, j));
+        }
+        scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        kept.extend(scored[..ncells].iter().map(|&(_, j)| j));
+    }
+    *cells = kept;
+}
+
 /// What a compressed index needs in memory to be searched: centroids in f32 and the codec
 /// rebuilt from its stored parameters. Built once when the index is opened.
 #[derive(Debug)]
 pub struct CompressedState {
     centroids: Vec<f32>,
+    /// The centroids rounded to bf16 for stage 1, kept only where the CPU multiplies bf16
+    /// faster than f32 ([`SearchParams::bf16_centroid_scores`]).
+    centroids_bf16: Option<bf16::PackedRows>,
     codec: Codec,
     n_centroids: usize,
     centroid_fit: Option<f32>,
@@ -107,7 +150,9 @@ impl CompressedState {
             })?;
         let n_centroids = r.n_centroids as usize;
         let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
-        Ok(Some(Self { centroids, codec, n_centroids, centroid_fit, unit_norm: r.unit_norm }))
+        // (The reader checked at open that the centroids hold `n_centroids × dim` values.)
+        let centroids_bf16 = bf16::pays_off().then(|| bf16::PackedRows::pack(&centroids, n_centroids, dim));
+        Ok(Some(Self { centroids, centroids_bf16, codec, n_centroids, centroid_fit, unit_norm: r.unit_norm }))
     }
 
     /// The mean dot product of a held-out training token with its centroid, recorded at build.
@@ -234,11 +279,24 @@ impl<'a> Compressed<'a> {
 
     /// Stage 1: `C·Qᵀ` as `[C × nq]` f32 scores (centroid-major: row `j` holds centroid `j`'s
     /// score against every query token, the layout stages 2 and 3 look up by code), with `Qᵀ`
-    /// packed as given.
-    fn centroid_scores(&self, qt: &PackedMat) -> Vec<f32> {
-        let mut scores = vec![0f32; self.state.n_centroids * qt.n()];
-        matmul_packed(&self.state.centroids, self.state.n_centroids, qt, &mut scores);
-        scores
+    /// packed as given; in bf16 when `bf16` is set and the state keeps bf16 centroids.
+    /// Returns the scores and whether they were rounded (computed in bf16).
+    fn centroid_scores(&self, query: &PreparedQuery, qt: &PackedMat, bf16: bool) -> (Vec<f32>, bool) {
+        let (c, nq, dim) = (self.state.n_centroids, qt.n(), self.dim);
+        let mut scores = vec![0f32; c * nq];
+        match self.state.centroids_bf16.as_ref().filter(|_| bf16) {
+            Some(rows) => {
+                let q = query.tokens();
+                let mut qt16 = bf16::PackedB::default();
+                qt16.repack(dim, nq, |d, t| q[t * dim + d]);
+                bf16::matmul_rows(rows, &qt16, &mut scores);
+                (scores, true)
+            }
+            None => {
+                matmul_packed(&self.state.centroids, c, qt, &mut scores);
+                (scores, false)
+            }
+        }
     }
 
     /// Searches one query; see the module documentation.
@@ -266,12 +324,15 @@ impl<'a> Compressed<'a> {
         let c = self.state.n_centroids;
         // Qᵀ packed once: the stage-1 product and the exact scoring of stage 4 both use it.
         let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, self.dim).t());
-        let by_centroid = self.centroid_scores(&qt);
-        // Stage 1: probe the ncells best centroids of each query token.
+        let (mut by_centroid, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
+        // Stage 1: probe the ncells best centroids of each query token. From bf16 scores, a few
+        // more are picked and re-scored in f32, so that rounding cannot swap a near tie at the
+        // last cell (the product is what costs; these few dot products do not).
         let ncells = params.ncells.clamp(1, c);
-        let mut cells: Vec<u32> = Vec::with_capacity(nq * ncells);
-        if ncells <= SMALL_NCELLS {
-            top_cells_by_column(&by_centroid, nq, ncells, &mut cells);
+        let pick = if rounded { (ncells + BF16_CELL_MARGIN).min(c) } else { ncells };
+        let mut cells: Vec<u32> = Vec::with_capacity(nq * pick);
+        if pick <= SMALL_NCELLS {
+            top_cells_by_column(&by_centroid, nq, pick, &mut cells);
         } else {
             let mut order: Vec<u32> = Vec::with_capacity(c);
             for q in 0..nq {
@@ -279,11 +340,22 @@ impl<'a> Compressed<'a> {
                 order.clear();
                 order.extend(0..c as u32);
                 let by_score = |a: &u32, b: &u32| score(*b).total_cmp(&score(*a)).then(a.cmp(b));
-                if ncells < c {
-                    order.select_nth_unstable_by(ncells - 1, by_score);
+                if pick < c {
+                    order.select_nth_unstable_by(pick - 1, by_score);
                 }
-                cells.extend_from_slice(&order[..ncells]);
+                cells.extend_from_slice(&order[..pick]);
             }
+        }
+        if pick > ncells {
+            refine_cells(
+                query.tokens(),
+                &self.state.centroids,
+                self.dim,
+                &mut by_centroid,
+                &mut cells,
+                pick,
+                ncells,
+            );
         }
         cells.sort_unstable();
         cells.dedup();
@@ -499,6 +571,40 @@ mod tests {
                 want.extend_from_slice(&all[..n]);
             }
             prop_assert_eq!(got, want);
+        }
+
+        /// Cells picked from perturbed scores (standing in for bf16 rounding), then refined,
+        /// are exactly the f32 selection whenever the true best cells were among those picked.
+        #[test]
+        fn refined_cells_match_the_f32_selection(
+            cents in proptest::collection::vec(-4i32..5, 8 * 40),
+            toks in proptest::collection::vec(-4i32..5, 8 * 3),
+            noise in proptest::collection::vec(-2i32..3, 40 * 3),
+            ncells in 1usize..4,
+        ) {
+            let (dim, c, nq, pick) = (8, 40, 3, 8);
+            let centroids: Vec<f32> = cents.iter().map(|&v| v as f32 / 4.0).collect();
+            let tokens: Vec<f32> = toks.iter().map(|&v| v as f32 / 4.0).collect();
+            let exact: Vec<f32> = (0..c * nq)
+                .map(|i| dot(&tokens[(i % nq) * dim..][..dim], &centroids[(i / nq) * dim..][..dim]))
+                .collect();
+            // Perturbations of up to 0.1, so near ties may swap.
+            let mut rounded: Vec<f32> = exact.iter().zip(&noise).map(|(&e, &n)| e + n as f32 / 20.0).collect();
+            let mut cells = Vec::new();
+            top_cells_by_column(&rounded, nq, pick, &mut cells);
+            let picked = cells.clone();
+            refine_cells(&tokens, &centroids, dim, &mut rounded, &mut cells, pick, ncells);
+            let mut want = Vec::new();
+            top_cells_by_column(&exact, nq, ncells, &mut want);
+            for q in 0..nq {
+                let truth = &want[q * ncells..(q + 1) * ncells];
+                if truth.iter().all(|j| picked[q * pick..(q + 1) * pick].contains(j)) {
+                    prop_assert_eq!(&cells[q * ncells..(q + 1) * ncells], truth);
+                }
+                for &j in &picked[q * pick..(q + 1) * pick] {
+                    prop_assert_eq!(rounded[j as usize * nq + q], exact[j as usize * nq + q]);
+                }
+            }
         }
     }
 }

@@ -311,6 +311,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "index_bytes": bytes,
         "bytes_per_token": bytes as f64 / meta.n_tokens.max(1) as f64,
         "kernel": engine::maxsim::Kernel::detect().name(),
+        "centroid_scores": if params.bf16_centroid_scores && engine::search::bf16_centroid_scores_available() {
+            "bf16"
+        } else {
+            "f32"
+        },
         "params": {
             "ncells": params.ncells,
             "threshold": decimal(params.centroid_score_threshold),
@@ -354,14 +359,15 @@ fn print_report(
 ) -> std::io::Result<()> {
     writeln!(
         out,
-        "index {}: {} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, kernel {}",
+        "index {}: {} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, kernel {}, centroid scores {}",
         index.display(),
         report["documents"],
         report["tokens"],
         report["dim"],
         report["nbits"],
         f(&report["bytes_per_token"]),
-        report["kernel"].as_str().unwrap_or("?")
+        report["kernel"].as_str().unwrap_or("?"),
+        report["centroid_scores"].as_str().unwrap_or("?")
     )?;
     let p = &report["params"];
     writeln!(
@@ -448,7 +454,7 @@ fn print_markdown(
 ) -> std::io::Result<()> {
     let p = &report["params"];
     writeln!(out,
-        "{} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, {:.1} MB; kernel {}; ncells {}, threshold {}, \
+        "{} docs, {} tokens, dim {}, nbits {}, {:.1} bytes/token, {:.1} MB; kernel {}, centroid scores {}; ncells {}, threshold {}, \
          ndocs {}; recall@k against exhaustive MaxSim over the {oracle} embeddings; peak RSS {:.0} MB.",
         report["documents"],
         report["tokens"],
@@ -457,6 +463,7 @@ fn print_markdown(
         f(&report["bytes_per_token"]),
         f(&report["index_bytes"]) / 1e6,
         report["kernel"].as_str().unwrap_or("?"),
+        report["centroid_scores"].as_str().unwrap_or("?"),
         p["ncells"],
         p["threshold"],
         p["ndocs"],
