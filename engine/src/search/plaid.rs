@@ -3,9 +3,10 @@
 //!
 //! For one query `Q` (`nq × dim`) over `C` centroids:
 //!
-//! 1. **Probe.** `S = C·Qᵀ` (one f32 matrix product, centroid-major); the `ncells` best centroids
-//!    of every query token (one pass over `S`) give the candidate documents, the union of their
-//!    IVF lists.
+//! 1. **Probe.** `S = C·Qᵀ` (one matrix product, centroid-major: in bf16 where the CPU runs that
+//!    fast, see [`SearchParams::bf16_centroid_scores`], else f32); the `ncells` best centroids
+//!    of every query token (one pass over `S`; from bf16 scores `ncells + 4` of them, re-scored
+//!    in f32) give the candidate documents, the union of their IVF lists.
 //! 2. **Approximate score, pruned.** A candidate's score is `Σ_q max_t S[q, code_t]` over its
 //!    tokens `t`, where tokens whose centroid scores below `centroid_score_threshold` against
 //!    every query token are ignored (a query token with no surviving token contributes 0). The
