@@ -34,9 +34,11 @@ pub struct SearchParams {
     /// Stage 1 multiplies centroids and query tokens rounded to bf16 (8 significant bits,
     /// products accumulated in f32) where the CPU does that clearly faster than in f32 (AVX-512
     /// BF16 on AMD Zen 4: about twice the rate; not used on CPUs without it or where it does not
-    /// pay, such as Intel Sapphire Rapids). The centroid scores then carry errors of about 1e-3,
-    /// which only move documents near the stage-2 and stage-3 cuts; stage 4's exact scores are
-    /// unaffected. `false` computes them in f32, the same on every CPU.
+    /// pay, such as Intel Sapphire Rapids). The centroid scores then carry errors of about 1e-4
+    /// (at most about 1e-3); the cells probed are still chosen by f32 scores (a few extra are
+    /// picked and re-scored), so rounding only moves documents near the stage-2 and stage-3
+    /// cuts, and stage 4's exact scores are unaffected. `false` computes them in f32, the same on
+    /// every CPU.
     pub bf16_centroid_scores: bool,
 }
 
