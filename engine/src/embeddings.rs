@@ -198,6 +198,16 @@ impl DocEmbeddingsFile {
         self.n_tokens
     }
 
+    /// Drops every page of the mapped file from the process's resident set (they stay in the
+    /// page cache, and a later read faults them back in). Build calls it after drawing its
+    /// training sample: the sample's scattered reads leave pages mapped beyond what
+    /// [`DocEmbeddingsFile::rows_f32`] releases (the kernel maps neighbouring cached pages, in
+    /// large folios, around each fault), about 570 MB of a 12.8 GB file for a 20 000-document
+    /// sample, which would otherwise stay resident until streaming passed over them.
+    pub fn release_all(&self) {
+        self.file.bytes.release(0..self.file.bytes.len());
+    }
+
     /// Converts token rows `rows` to f32 into `out` (row-major), rejecting non-finite values.
     pub fn rows_f32(&self, rows: std::ops::Range<u64>, out: &mut Vec<f32>) -> Result<()> {
         let size = match self.ty {

@@ -237,12 +237,15 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
             Some(*acc)
         }))
         .collect();
-    let mut sample = Vec::new();
+    let picked = sample_docs(input.n_docs(), args.sample_docs, args.seed);
+    let sample_tokens: u64 = picked.iter().map(|&d| lens[d]).sum();
+    let mut sample = Vec::with_capacity(sample_tokens as usize * input.dim());
     let mut buf = Vec::new();
-    for d in sample_docs(input.n_docs(), args.sample_docs, args.seed) {
+    for d in picked {
         input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
         sample.extend_from_slice(&buf);
     }
+    input.release_all();
     builder.train_owned(sample, input.n_tokens()).context("training centroids and codec")?;
     let trained = start.elapsed();
     let pb = crate::output::progress(input.n_tokens(), "tokens");
