@@ -363,10 +363,10 @@ impl Bert {
                 let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
                 match self.kernel {
                     Kernel::Bf16 => {
-                        kt16.repack(head_dim, keys, k_at);
+                        kt16.repack_transposed(&qkv[ko..], 3 * h, keys, head_dim, scale);
                         bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
                         ops::masked_softmax(scores, key_mask);
-                        vp16.repack(keys, head_dim, v_at);
+                        vp16.repack_rows(&qkv[vo..], 3 * h, keys, head_dim);
                         bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
                     }
                     Kernel::F32 => {

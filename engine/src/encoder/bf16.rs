@@ -125,6 +125,55 @@ impl PackedB {
     }
 }
 
+impl PackedB {
+    /// [`Self::repack`] of `srcᵀ · scale`: `src` holds `n` rows of `k` values, row `c` at
+    /// `src[c * stride]` (attention's keys, read in place from the `Q | K | V` rows). Each row is
+    /// scaled, rounded with the vector path of [`pack_rows`] and its pairs scattered to the
+    /// panels, instead of gathering one element at a time down the rows.
+    pub(crate) fn repack_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize, scale: f32) {
+        let kp = k.div_ceil(2);
+        let mut scaled = Vec::with_capacity(n * k);
+        for c in 0..n {
+            scaled.extend(src[c * stride..][..k].iter().map(|&x| x * scale));
+        }
+        let mut rows = Vec::new();
+        pack_rows(&scaled, k, n, k, kp, &mut rows);
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
+        for (c, row) in rows.chunks_exact(kp).enumerate() {
+            let (panel, col) = (c / NR, c % NR);
+            for (pair, &v) in row.iter().enumerate() {
+                self.data[(panel * kp + pair) * NR + col] = v;
+            }
+        }
+        (self.k, self.n, self.kp) = (k, n, kp);
+    }
+
+    /// [`Self::repack`] of `src` itself: `k` rows of `n` values, row `r` at `src[r * stride]`
+    /// (attention's values). Rows are rounded with the vector path of [`pack_rows`], then each
+    /// pair of rows is interleaved into the panels.
+    pub(crate) fn repack_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
+        let (kp, np) = (k.div_ceil(2), n.div_ceil(2));
+        let mut rows = Vec::new();
+        pack_rows(src, stride, k, n, np, &mut rows);
+        // Row `r`'s bf16 value of column `c`: half `c % 2` of its dword `c / 2`.
+        let at = |r: usize, c: usize| (rows[r * np + c / 2] >> (16 * (c % 2))) & 0xffff;
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
+        for (panel, chunk) in self.data.chunks_exact_mut(kp * NR).enumerate() {
+            let width = NR.min(n - panel * NR);
+            for (pair, dst) in chunk.chunks_exact_mut(NR).enumerate() {
+                for (j, slot) in dst[..width].iter_mut().enumerate() {
+                    let c = panel * NR + j;
+                    let hi = if 2 * pair + 1 < k { at(2 * pair + 1, c) } else { 0 };
+                    *slot = at(2 * pair, c) | (hi << 16);
+                }
+            }
+        }
+        (self.k, self.n, self.kp) = (k, n, kp);
+    }
+}
+
 /// `out (+)= a · b`: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]` row-major.
 /// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
 pub(crate) fn matmul(a: &[f32], m: usize, b: &PackedB, out: &mut [f32], accumulate: bool) {
@@ -461,6 +510,30 @@ mod tests {
             let mut slow = vec![0u32; rows * kp];
             pack_rows_portable(&a, stride, k, kp, &mut slow);
             assert_eq!(fast, slow, "({rows},{k},{stride})");
+        }
+    }
+
+    #[test]
+    fn attention_packings_match_the_element_wise_one() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        // Odd and even widths, more than one panel, rows read at a stride.
+        for &(rows, width, stride) in &[(1usize, 1usize, 1usize), (45, 32, 96), (33, 7, 10), (70, 64, 200)] {
+            let src: Vec<f32> =
+                (0..rows * stride).map(|i| ((i * 7919 % 1013) as f32 / 101.3) - 5.0).collect();
+            let scale = 0.176_776_7;
+            let mut want = PackedB::default();
+            want.repack(width, rows, |r, c| src[c * stride + r] * scale);
+            let mut got = PackedB::default();
+            got.repack_transposed(&src, stride, rows, width, scale);
+            assert_eq!((got.k, got.n, got.kp), (want.k, want.n, want.kp));
+            assert_eq!(got.data, want.data, "transposed ({rows},{width},{stride})");
+            want.repack(rows, width, |r, c| src[r * stride + c]);
+            got.repack_rows(&src, stride, rows, width);
+            assert_eq!((got.k, got.n, got.kp), (want.k, want.n, want.kp));
+            assert_eq!(got.data, want.data, "rows ({rows},{width},{stride})");
         }
     }
 
