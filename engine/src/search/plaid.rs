@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
-use crate::codec::{dot, normalize, Codec};
+use crate::codec::{dot, Codec};
 use crate::encoder::bf16;
 use crate::encoder::ops::Mat;
 use crate::encoder::packed::{matmul_packed, PackedMat};
@@ -263,15 +263,9 @@ impl<'a> Compressed<'a> {
     /// Decodes the tokens from `first` on, whose codes are `codes`, into `out` (`codes.len()`
     /// rows of `dim`).
     fn decode_tokens(&self, first: usize, codes: &[u32], out: &mut [f32]) -> Result<()> {
-        let (dim, pl) = (self.dim, self.state.codec.packed_len());
-        for ((t, &code), o) in (first..).zip(codes).zip(out.chunks_exact_mut(dim)) {
-            let centroid = &self.state.centroids[code as usize * dim..(code as usize + 1) * dim];
-            self.state.codec.decode_into(&self.residuals[t * pl..(t + 1) * pl], centroid, o)?;
-            if self.state.unit_norm {
-                normalize(o);
-            }
-        }
-        Ok(())
+        let pl = self.state.codec.packed_len();
+        let packed = &self.residuals[first * pl..(first + codes.len()) * pl];
+        self.state.codec.decode_rows(packed, codes, &self.state.centroids, self.state.unit_norm, out)
     }
 
     fn exact(&self, doc: u32) -> Option<&'a [f16]> {
