@@ -130,7 +130,9 @@ struct Kernels {
 
 /// Every build of the kernels this CPU runs, fastest first; the last is the portable one.
 fn kernel_builds() -> Vec<(&'static str, Kernels)> {
-    let mut builds = Vec::new();
+    // Reserved, not `vec![]`: with `scalar-only` the SIMD pushes are compiled out, and clippy's
+    // `vec_init_then_push` would then ask for a literal.
+    let mut builds = Vec::with_capacity(3);
     #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         if std::arch::is_x86_feature_detected!("avx512f") {
