@@ -46,6 +46,10 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// The largest [`SCORE_BUFFERS`] kept for the next block (8 MiB of f32): a block of 64
+/// documents of 32 tokens at dim 128 needs 0.5 M, of 300 tokens at dim 384 7.4 M.
+const MAX_KEPT_FLOATS: usize = 2 << 20;
+
 /// The first `len` elements of `buf`, grown (never shrunk) to hold them; old contents are kept
 /// and new ones are zero.
 fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
@@ -508,7 +512,10 @@ impl<'a> Compressed<'a> {
         // a zeroing pass and a page fault per 4 KiB on every query.
         let (mut mat, mut scores) = SCORE_BUFFERS.take();
         let result = self.score_block_into(q, docs, exact, top, &mut mat, &mut scores);
-        SCORE_BUFFERS.set((mat, scores));
+        // Blocks of long documents can need tens of megabytes: those are not kept.
+        if mat.len() + scores.len() <= MAX_KEPT_FLOATS {
+            SCORE_BUFFERS.set((mat, scores));
+        }
         result
     }
 
