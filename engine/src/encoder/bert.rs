@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::bf16::{self, PackedB};
 use super::config::model_error;
-use super::ops::{self, Act, Mat};
+use super::ops::{self, grow, Act, Mat};
 use super::packed::{self, PackedMat};
 use crate::error::Result;
 
@@ -428,14 +428,6 @@ struct Scratch {
     /// ... or for the f32 one.
     kt32: PackedMat,
     vp32: PackedMat,
-}
-
-/// `buf` grown to at least `len` elements, as exactly `len` elements.
-fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
 }
 
 thread_local! {

@@ -91,6 +91,8 @@ pub(crate) struct PackedB {
     kp: usize,
     /// Panels of `kp × NR × 2` bf16 bits, each stored as u32 pairs (low half = even `k`).
     data: Vec<u32>,
+    /// Rounded source rows while attention repacks a head (kept to reuse the allocation).
+    scratch: Vec<u32>,
 }
 
 impl PackedB {
@@ -132,12 +134,8 @@ impl PackedB {
     /// panels, instead of gathering one element at a time down the rows.
     pub(crate) fn repack_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize, scale: f32) {
         let kp = k.div_ceil(2);
-        let mut scaled = Vec::with_capacity(n * k);
-        for c in 0..n {
-            scaled.extend(src[c * stride..][..k].iter().map(|&x| x * scale));
-        }
-        let mut rows = Vec::new();
-        pack_rows(&scaled, k, n, k, kp, &mut rows);
+        let mut rows = std::mem::take(&mut self.scratch);
+        pack_rows(src, stride, n, k, kp, scale, &mut rows);
         self.data.clear();
         self.data.resize(n.div_ceil(NR) * kp * NR, 0);
         for (c, row) in rows.chunks_exact(kp).enumerate() {
@@ -146,7 +144,7 @@ impl PackedB {
                 self.data[(panel * kp + pair) * NR + col] = v;
             }
         }
-        (self.k, self.n, self.kp) = (k, n, kp);
+        (self.k, self.n, self.kp, self.scratch) = (k, n, kp, rows);
     }
 
     /// [`Self::repack`] of `src` itself: `k` rows of `n` values, row `r` at `src[r * stride]`
@@ -154,8 +152,8 @@ impl PackedB {
     /// pair of rows is interleaved into the panels.
     pub(crate) fn repack_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
         let (kp, np) = (k.div_ceil(2), n.div_ceil(2));
-        let mut rows = Vec::new();
-        pack_rows(src, stride, k, n, np, &mut rows);
+        let mut rows = std::mem::take(&mut self.scratch);
+        pack_rows(src, stride, k, n, np, 1.0, &mut rows);
         // Row `r`'s bf16 value of column `c`: half `c % 2` of its dword `c / 2`.
         let at = |r: usize, c: usize| (rows[r * np + c / 2] >> (16 * (c % 2))) & 0xffff;
         self.data.clear();
@@ -170,7 +168,7 @@ impl PackedB {
                 }
             }
         }
-        (self.k, self.n, self.kp) = (k, n, kp);
+        (self.k, self.n, self.kp, self.scratch) = (k, n, kp, rows);
     }
 }
 
@@ -226,7 +224,7 @@ impl PackedRows {
         assert_eq!(a.len(), rows * k, "bf16 rows: shape");
         let kp = k.div_ceil(2);
         let mut data = Vec::new();
-        pack_rows(a, k, rows, k, kp, &mut data);
+        pack_rows(a, k, rows, k, kp, 1.0, &mut data);
         PackedRows { rows, k, data }
     }
 }
@@ -246,10 +244,10 @@ pub(crate) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
     let _ = (a, b, out);
 }
 
-/// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`) to bf16 pairs (`kp` u32 per
-/// row, odd `k` zero-padded): with `vcvtneps2bf16` where the kernel runs, else
-/// [`pack_rows_portable`].
-fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, dst: &mut Vec<u32>) {
+/// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`), each value multiplied by
+/// `scale` first, to bf16 pairs (`kp` u32 per row, odd `k` zero-padded): with `vcvtneps2bf16`
+/// where the kernel runs, else [`pack_rows_portable`].
+fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, scale: f32, dst: &mut Vec<u32>) {
     assert_eq!(kp, k.div_ceil(2), "bf16 rows: pairs");
     assert!(rows == 0 || (rows - 1) * stride + k <= a.len(), "bf16 rows: lhs out of bounds");
     dst.clear();
@@ -257,21 +255,21 @@ fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, dst: &m
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: `available()` confirmed AVX-512F, VL and BF16 at run time.
-        unsafe { x86::pack_rows(a, stride, k, kp, dst) };
+        unsafe { x86::pack_rows(a, stride, k, kp, scale, dst) };
         return;
     }
-    pack_rows_portable(a, stride, k, kp, dst);
+    pack_rows_portable(a, stride, k, kp, scale, dst);
 }
 
 /// [`pack_rows`] one element at a time (`dst` already sized): the reference of the vector path
 /// (they agree on every finite input whose bf16 rounding is not subnormal, which
 /// `vcvtneps2bf16` flushes to zero).
-fn pack_rows_portable(a: &[f32], stride: usize, k: usize, kp: usize, dst: &mut [u32]) {
+fn pack_rows_portable(a: &[f32], stride: usize, k: usize, kp: usize, scale: f32, dst: &mut [u32]) {
     for (r, d) in dst.chunks_exact_mut(kp).enumerate() {
         let src = &a[r * stride..][..k];
         for (pair, slot) in d.iter_mut().enumerate() {
-            let lo = to_bf16(src[2 * pair]);
-            let hi = if 2 * pair + 1 < k { to_bf16(src[2 * pair + 1]) } else { 0 };
+            let lo = to_bf16(src[2 * pair] * scale);
+            let hi = if 2 * pair + 1 < k { to_bf16(src[2 * pair + 1] * scale) } else { 0 };
             *slot = u32::from(lo) | (u32::from(hi) << 16);
         }
     }
@@ -288,7 +286,8 @@ mod x86 {
     /// [`super::pack_rows`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values in order
     /// (low half first), so each 16 floats round to 8 dwords; a masked load zero-pads odd `k`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
-    pub(super) fn pack_rows(a: &[f32], stride: usize, k: usize, kp: usize, dst: &mut [u32]) {
+    pub(super) fn pack_rows(a: &[f32], stride: usize, k: usize, kp: usize, scale: f32, dst: &mut [u32]) {
+        let scale = _mm512_set1_ps(scale);
         for (r, d) in dst.chunks_exact_mut(kp).enumerate() {
             let src = &a[r * stride..][..k];
             let (mut src, mut d) = (src, d);
@@ -296,7 +295,7 @@ mod x86 {
                 // SAFETY: 16 floats are read from `src` and 8 dwords written to `d`, which holds
                 // `ceil(len / 2) ≥ 8` of them while `len ≥ 16`.
                 unsafe {
-                    let v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src.as_ptr()));
+                    let v = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src.as_ptr()), scale));
                     _mm256_storeu_si256(
                         d.as_mut_ptr() as *mut __m256i,
                         std::mem::transmute::<__m256bh, __m256i>(v),
@@ -310,7 +309,8 @@ mod x86 {
                 // SAFETY: the masks enable exactly the `len < 16` floats left in `src` and the
                 // `ceil(len / 2) ≤ 8` dwords left in `d`; masked-off lanes are not accessed.
                 unsafe {
-                    let v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(load, src.as_ptr()));
+                    let v =
+                        _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(load, src.as_ptr()), scale));
                     let v = std::mem::transmute::<__m256bh, __m256i>(v);
                     _mm256_mask_storeu_epi32(d.as_mut_ptr() as *mut i32, store, v);
                 }
@@ -333,7 +333,7 @@ mod x86 {
         let mut ablock = ABLOCK.take();
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
-            super::pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, &mut ablock);
+            super::pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, 1.0, &mut ablock);
             row_block(&ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
         }
         ABLOCK.set(ablock);
@@ -505,11 +505,14 @@ mod tests {
                 })
                 .collect();
             let kp = usize::div_ceil(k, 2);
-            let mut fast = Vec::new();
-            pack_rows(&a, stride, rows, k, kp, &mut fast);
-            let mut slow = vec![0u32; rows * kp];
-            pack_rows_portable(&a, stride, k, kp, &mut slow);
-            assert_eq!(fast, slow, "({rows},{k},{stride})");
+            // Unscaled (the dense layers) and scaled before rounding (attention's keys).
+            for scale in [1.0f32, 0.176_776_7] {
+                let mut fast = Vec::new();
+                pack_rows(&a, stride, rows, k, kp, scale, &mut fast);
+                let mut slow = vec![0u32; rows * kp];
+                pack_rows_portable(&a, stride, k, kp, scale, &mut slow);
+                assert_eq!(fast, slow, "({rows},{k},{stride}) scale {scale}");
+            }
         }
     }
 

@@ -573,6 +573,15 @@ pub(crate) mod generic {
     }
 }
 
+/// `buf` grown (never shrunk) to at least `len` elements, as exactly `len` elements; new
+/// elements are zero. How per-thread scratch buffers are reused from call to call.
+pub(crate) fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    &mut buf[..len]
+}
+
 #[cfg(test)]
 mod tests {
     use super::generic;

@@ -29,7 +29,7 @@ use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
 use crate::codec::{dot, Codec};
 use crate::encoder::bf16;
-use crate::encoder::ops::Mat;
+use crate::encoder::ops::{grow, Mat};
 use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
 use crate::maxsim::PreparedQuery;
@@ -49,15 +49,6 @@ thread_local! {
 /// The largest [`SCORE_BUFFERS`] kept for the next block (8 MiB of f32): a block of 64
 /// documents of 32 tokens at dim 128 needs 0.5 M, of 300 tokens at dim 384 7.4 M.
 const MAX_KEPT_FLOATS: usize = 2 << 20;
-
-/// The first `len` elements of `buf`, grown (never shrunk) to hold them; old contents are kept
-/// and new ones are zero.
-fn grown(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    &mut buf[..len]
-}
 
 /// Up to this many cells per query token, stage 1 selects them in one pass over the scores.
 const SMALL_NCELLS: usize = 16;
@@ -535,7 +526,7 @@ impl<'a> Compressed<'a> {
         if n_tok == 0 {
             return Ok(());
         }
-        let mat = grown(mat, n_tok * dim);
+        let mat = grow(mat, n_tok * dim);
         let mut codes: Vec<u32> = Vec::new();
         let mut row = 0;
         for &doc in docs {
@@ -553,7 +544,7 @@ impl<'a> Compressed<'a> {
         // Token-major scores: row t holds token t's dot products with every query token, so a
         // document's MaxSim is an element-wise max over its rows, then a sum in query order.
         let nq = q.n();
-        let scores = grown(scores, n_tok * nq);
+        let scores = grow(scores, n_tok * nq);
         matmul_packed(mat, n_tok, q, scores);
         let mut maxes = vec![f32::NEG_INFINITY; nq];
         let mut start = 0;
