@@ -261,7 +261,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();
     eprintln!(
-        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s){}",
+        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s, {}){}",
         meta.n_docs,
         meta.n_tokens,
         meta.dim,
@@ -269,6 +269,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         collection.display(),
         start.elapsed(),
         tokens as f64 / start.elapsed().as_secs_f64(),
+        encoder.kernel(),
         if skipped + no_tokens > 0 {
             format!("; skipped {skipped} empty documents and {no_tokens} with no tokens left after filtering")
         } else {

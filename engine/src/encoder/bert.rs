@@ -204,6 +204,15 @@ impl Weights<'_> {
 }
 
 impl Bert {
+    /// What runs the dense and attention products, in words.
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        match self.kernel {
+            Kernel::General => "f32 (gemm)",
+            Kernel::F32 => "f32 (AVX-512 panels)",
+            Kernel::Bf16 => bf16::kernel_name(),
+        }
+    }
+
     /// Loads the encoder from `config.json`'s fields and tensors named as in `BertModel`
     /// (`embeddings.*`, `encoder.layer.N.*`; any `bert.` prefix already stripped). With
     /// `use_bf16` (and a CPU that has AVX-512 BF16) the dense layers run in bf16.

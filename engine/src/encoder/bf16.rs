@@ -40,21 +40,77 @@ pub(crate) fn available() -> bool {
 /// The bf16 kernel is chosen by [`crate::encoder::Precision::Auto`] only when it runs a
 /// dense-layer product at least this many times faster than the packed f32 kernel. AMD Zen 4
 /// measures about 1.75× (two bf16 pairs per lane at the f32 FMA rate); Intel Sapphire Rapids,
-/// where `vdpbf16ps` issues on one port and f32 FMAs on two, measures 0.6–1.0×. The margin keeps
-/// the choice stable on a noisy machine.
+/// where `vdpbf16ps` issues on one port and f32 FMAs on two, measures 0.6–1.0× (its AMX tiles
+/// are measured separately). The margin keeps the choice stable on a noisy machine.
 const MIN_SPEEDUP: f64 = 1.25;
 
-/// Whether the bf16 kernel is worth using on this CPU: AVX-512 BF16 is present and, measured once
-/// per process on a product shaped like a BERT feed-forward layer (about 20 ms in all), it is at
-/// least [`MIN_SPEEDUP`] times as fast as the packed f32 kernel.
-pub(crate) fn pays_off() -> bool {
-    static PAYS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PAYS.get_or_init(|| available() && measured_speedup() >= MIN_SPEEDUP)
+/// The two bf16 products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `vdpbf16ps` on AVX-512 registers (the micro-kernel below).
+    Avx512,
+    /// `tdpbf16ps` on AMX tiles ([`super::amx`]).
+    Amx,
 }
 
-/// Best-of-five time of the packed f32 kernel over best-of-five of the bf16 kernel, interleaved,
-/// on `[96 × 384] · [384 × 1536]`.
-fn measured_speedup() -> f64 {
+/// Speeds of the bf16 kernels relative to the packed f32 one, measured once per process.
+struct Calibration {
+    avx512: f64,
+    /// `None` where the tiles are not [`amx::usable`].
+    amx: Option<f64>,
+}
+
+fn calibration() -> &'static Calibration {
+    static CALIBRATION: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
+    CALIBRATION.get_or_init(|| Calibration {
+        avx512: measured_speedup(Kernel::Avx512),
+        amx: amx::usable().then(|| measured_speedup(Kernel::Amx)),
+    })
+}
+
+/// Whether the `vdpbf16ps` kernel is worth using on this CPU: AVX-512 BF16 is present and,
+/// measured once per process on a product shaped like a BERT feed-forward layer (about 20 ms in
+/// all), it is at least [`MIN_SPEEDUP`] times as fast as the packed f32 kernel. Search's stage 1
+/// (always this kernel: its products are too small for tiles) asks this.
+pub(crate) fn pays_off() -> bool {
+    available() && calibration().avx512 >= MIN_SPEEDUP
+}
+
+/// Whether the encoder's bf16 products ([`matmul`], with the faster of the two kernels) are worth
+/// using: [`pays_off`], or the AMX tiles measure at least [`MIN_SPEEDUP`] times the f32 kernel.
+pub(crate) fn encoder_pays_off() -> bool {
+    available() && {
+        let c = calibration();
+        c.avx512.max(c.amx.unwrap_or(0.0)) >= MIN_SPEEDUP
+    }
+}
+
+/// The kernel [`matmul`] runs: the AMX tiles where they are [`amx::usable`] and measure faster
+/// than `vdpbf16ps`; `COLBERT_BF16_KERNEL=avx512` or `=amx` forces one (the tiles only where
+/// usable) for A/B runs.
+fn kernel() -> Kernel {
+    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *KERNEL.get_or_init(|| match std::env::var("COLBERT_BF16_KERNEL").as_deref() {
+        Ok("avx512") => Kernel::Avx512,
+        Ok("amx") if amx::usable() => Kernel::Amx,
+        _ => match calibration().amx {
+            Some(amx) if amx > calibration().avx512 => Kernel::Amx,
+            _ => Kernel::Avx512,
+        },
+    })
+}
+
+/// The kernel [`matmul`] runs, in words.
+pub(crate) fn kernel_name() -> &'static str {
+    match kernel() {
+        Kernel::Avx512 => "bf16 (AVX-512 BF16)",
+        Kernel::Amx => "bf16 (AMX tiles)",
+    }
+}
+
+/// Best-of-five time of the packed f32 kernel over best-of-five of the given bf16 kernel,
+/// interleaved, on `[96 × 384] · [384 × 1536]`.
+fn measured_speedup(kernel: Kernel) -> f64 {
     use super::ops::Mat;
     use super::packed::{matmul_packed, PackedMat};
     let (m, k, n) = (96, 384, 1536);
@@ -69,10 +125,20 @@ fn measured_speedup() -> f64 {
         matmul_packed(&a, m, &f32_b, &mut out);
         f32_best = f32_best.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
-        matmul(&a, m, &bf16_b, &mut out, false);
+        matmul_with(kernel, &a, k, m, &bf16_b, &mut out, n, false);
         bf16_best = bf16_best.min(t.elapsed().as_secs_f64());
     }
     f32_best / bf16_best.max(1e-9)
+}
+
+use super::amx;
+
+/// Pairs of `k` in one AMX tile row (64 bytes), the granule of [`PackedB::ks`].
+pub(crate) const TILE_PAIRS: usize = 16;
+
+/// Pairs stored per panel for an input `k` wide: `ceil(k / 2)` rounded up to [`TILE_PAIRS`].
+fn stored_pairs(k: usize) -> usize {
+    k.div_ceil(2).div_ceil(TILE_PAIRS) * TILE_PAIRS
 }
 
 /// f32 → bf16 bits, round to nearest even (what `vcvtne2ps2bf16` does; inputs are finite).
@@ -86,11 +152,14 @@ fn to_bf16(x: f32) -> u16 {
 #[derive(Default)]
 pub(crate) struct PackedB {
     k: usize,
-    n: usize,
+    pub(super) n: usize,
     /// `ceil(k / 2)` pairs.
     kp: usize,
-    /// Panels of `kp × NR × 2` bf16 bits, each stored as u32 pairs (low half = even `k`).
-    data: Vec<u32>,
+    /// Pairs stored per panel: `kp` rounded up to [`TILE_PAIRS`] (zeros past `kp`), so that the
+    /// AMX kernel reads whole tiles.
+    pub(super) ks: usize,
+    /// Panels of `ks × NR × 2` bf16 bits, each stored as u32 pairs (low half = even `k`).
+    pub(super) data: Vec<u32>,
     /// Rounded source rows while attention repacks a head (kept to reuse the allocation).
     scratch: Vec<u32>,
 }
@@ -107,14 +176,14 @@ impl PackedB {
     /// Repacks in place (reusing the allocation) a `[k, n]` matrix whose element `(row, col)` is
     /// `at(row, col)`: how attention packs `Kᵀ` and `V` of each head without copying them first.
     pub(crate) fn repack(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
-        let kp = k.div_ceil(2);
+        let (kp, ks) = (k.div_ceil(2), stored_pairs(k));
         let panels = n.div_ceil(NR);
         self.data.clear();
-        self.data.resize(panels * kp * NR, 0);
+        self.data.resize(panels * ks * NR, 0);
         for p in 0..panels {
             let width = NR.min(n - p * NR);
             for pair in 0..kp {
-                let dst = &mut self.data[(p * kp + pair) * NR..][..width];
+                let dst = &mut self.data[(p * ks + pair) * NR..][..width];
                 for (c, slot) in dst.iter_mut().enumerate() {
                     let col = p * NR + c;
                     let lo = to_bf16(at(2 * pair, col));
@@ -123,7 +192,7 @@ impl PackedB {
                 }
             }
         }
-        (self.k, self.n, self.kp) = (k, n, kp);
+        (self.k, self.n, self.kp, self.ks) = (k, n, kp, ks);
     }
 }
 
@@ -133,34 +202,34 @@ impl PackedB {
     /// scaled, rounded with the vector path of [`pack_rows`] and its pairs scattered to the
     /// panels, instead of gathering one element at a time down the rows.
     pub(crate) fn repack_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize, scale: f32) {
-        let kp = k.div_ceil(2);
+        let (kp, ks) = (k.div_ceil(2), stored_pairs(k));
         let mut rows = std::mem::take(&mut self.scratch);
         pack_rows(src, stride, n, k, kp, scale, &mut rows);
         self.data.clear();
-        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
+        self.data.resize(n.div_ceil(NR) * ks * NR, 0);
         for (c, row) in rows.chunks_exact(kp).enumerate() {
             let (panel, col) = (c / NR, c % NR);
             for (pair, &v) in row.iter().enumerate() {
-                self.data[(panel * kp + pair) * NR + col] = v;
+                self.data[(panel * ks + pair) * NR + col] = v;
             }
         }
-        (self.k, self.n, self.kp, self.scratch) = (k, n, kp, rows);
+        (self.k, self.n, self.kp, self.ks, self.scratch) = (k, n, kp, ks, rows);
     }
 
     /// [`Self::repack`] of `src` itself: `k` rows of `n` values, row `r` at `src[r * stride]`
     /// (attention's values). Rows are rounded with the vector path of [`pack_rows`], then each
     /// pair of rows is interleaved into the panels.
     pub(crate) fn repack_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
-        let (kp, np) = (k.div_ceil(2), n.div_ceil(2));
+        let (kp, ks, np) = (k.div_ceil(2), stored_pairs(k), n.div_ceil(2));
         let mut rows = std::mem::take(&mut self.scratch);
         pack_rows(src, stride, k, n, np, 1.0, &mut rows);
         // Row `r`'s bf16 value of column `c`: half `c % 2` of its dword `c / 2`.
         let at = |r: usize, c: usize| (rows[r * np + c / 2] >> (16 * (c % 2))) & 0xffff;
         self.data.clear();
-        self.data.resize(n.div_ceil(NR) * kp * NR, 0);
-        for (panel, chunk) in self.data.chunks_exact_mut(kp * NR).enumerate() {
+        self.data.resize(n.div_ceil(NR) * ks * NR, 0);
+        for (panel, chunk) in self.data.chunks_exact_mut(ks * NR).enumerate() {
             let width = NR.min(n - panel * NR);
-            for (pair, dst) in chunk.chunks_exact_mut(NR).enumerate() {
+            for (pair, dst) in chunk.chunks_exact_mut(NR).take(kp).enumerate() {
                 for (j, slot) in dst[..width].iter_mut().enumerate() {
                     let c = panel * NR + j;
                     let hi = if 2 * pair + 1 < k { at(2 * pair + 1, c) } else { 0 };
@@ -168,7 +237,7 @@ impl PackedB {
                 }
             }
         }
-        (self.k, self.n, self.kp, self.scratch) = (k, n, kp, rows);
+        (self.k, self.n, self.kp, self.ks, self.scratch) = (k, n, kp, ks, rows);
     }
 }
 
@@ -192,6 +261,21 @@ pub(crate) fn matmul_strided(
     out_stride: usize,
     accumulate: bool,
 ) {
+    matmul_with(kernel(), a, a_stride, m, b, out, out_stride, accumulate);
+}
+
+/// [`matmul_strided`] with the given kernel.
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(
+    kernel: Kernel,
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedB,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
     assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
     assert!(a_stride >= b.k && out_stride >= b.n, "bf16 matmul: stride below the width");
     if m == 0 {
@@ -199,13 +283,47 @@ pub(crate) fn matmul_strided(
     }
     assert!((m - 1) * a_stride + b.k <= a.len(), "bf16 matmul: lhs out of bounds");
     assert!((m - 1) * out_stride + b.n <= out.len(), "bf16 matmul: output out of bounds");
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
-    unsafe {
-        x86::matmul(a, a_stride, m, b, out, out_stride, accumulate)
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
+        Kernel::Avx512 => unsafe { x86::matmul(a, a_stride, m, b, out, out_stride, accumulate) },
+        Kernel::Amx => matmul_amx(a, a_stride, m, b, out, out_stride, accumulate),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx512 => unreachable!("AVX-512 BF16 reported on a non-x86 target"),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (a, m, b, out, accumulate);
+}
+
+/// [`matmul_with`] on the AMX tiles: row blocks of [`MC`] rounded and padded to whole tiles.
+fn matmul_amx(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedB,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    let mut hw = amx::Hardware::new().expect("the AMX kernel chosen where the tiles are not usable");
+    let mut ablock = ABLOCK.take();
+    for m0 in (0..m).step_by(MC) {
+        let mc = MC.min(m - m0);
+        pack_padded(&a[m0 * a_stride..], a_stride, mc, b.k, b.ks, &mut ablock);
+        amx::row_block(&mut hw, &ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
+    }
+    ABLOCK.set(ablock);
+}
+
+thread_local! {
+    /// Rows of `A` rounded to bf16 pairs, grown to the largest block seen on this thread
+    /// (attention calls the products per head and sequence).
+    static ABLOCK: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`) for the AMX kernel: rows of
+/// `width ≥ ceil(k / 2)` pairs, their count rounded up to whole tiles, zeros in the padding.
+pub(crate) fn pack_padded(a: &[f32], stride: usize, rows: usize, k: usize, width: usize, dst: &mut Vec<u32>) {
+    let total = rows.div_ceil(TILE_PAIRS) * TILE_PAIRS;
+    pack_rows_into(a, stride, rows, k, width, total, 1.0, dst);
 }
 
 /// A fixed left-hand matrix `[rows, k]` rounded to bf16 pairs once (`kp` u32 per row, odd `k`
@@ -249,25 +367,43 @@ pub(crate) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
 /// where the kernel runs, else [`pack_rows_portable`].
 fn pack_rows(a: &[f32], stride: usize, rows: usize, k: usize, kp: usize, scale: f32, dst: &mut Vec<u32>) {
     assert_eq!(kp, k.div_ceil(2), "bf16 rows: pairs");
+    pack_rows_into(a, stride, rows, k, kp, rows, scale, dst);
+}
+
+/// [`pack_rows`] into `total_rows ≥ rows` rows of `width ≥ ceil(k / 2)` u32 each, zeros past the
+/// pairs and below the rows: the whole tiles the AMX kernel reads.
+#[allow(clippy::too_many_arguments)]
+fn pack_rows_into(
+    a: &[f32],
+    stride: usize,
+    rows: usize,
+    k: usize,
+    width: usize,
+    total_rows: usize,
+    scale: f32,
+    dst: &mut Vec<u32>,
+) {
+    assert!(width >= k.div_ceil(2) && total_rows >= rows, "bf16 rows: padded shape");
     assert!(rows == 0 || (rows - 1) * stride + k <= a.len(), "bf16 rows: lhs out of bounds");
     dst.clear();
-    dst.resize(rows * kp, 0);
+    dst.resize(total_rows * width, 0);
+    let dst = &mut dst[..rows * width];
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: `available()` confirmed AVX-512F, VL and BF16 at run time.
-        unsafe { x86::pack_rows(a, stride, k, kp, scale, dst) };
+        unsafe { x86::pack_rows(a, stride, k, width, scale, dst) };
         return;
     }
-    pack_rows_portable(a, stride, k, kp, scale, dst);
+    pack_rows_portable(a, stride, k, width, scale, dst);
 }
 
-/// [`pack_rows`] one element at a time (`dst` already sized): the reference of the vector path
-/// (they agree on every finite input whose bf16 rounding is not subnormal, which
-/// `vcvtneps2bf16` flushes to zero).
-fn pack_rows_portable(a: &[f32], stride: usize, k: usize, kp: usize, scale: f32, dst: &mut [u32]) {
-    for (r, d) in dst.chunks_exact_mut(kp).enumerate() {
+/// [`pack_rows`] one element at a time into rows of `width` u32 (`dst` already sized and
+/// zeroed): the reference of the vector path (they agree on every finite input whose bf16
+/// rounding is not subnormal, which `vcvtneps2bf16` flushes to zero).
+fn pack_rows_portable(a: &[f32], stride: usize, k: usize, width: usize, scale: f32, dst: &mut [u32]) {
+    for (r, d) in dst.chunks_exact_mut(width).enumerate() {
         let src = &a[r * stride..][..k];
-        for (pair, slot) in d.iter_mut().enumerate() {
+        for (pair, slot) in d[..k.div_ceil(2)].iter_mut().enumerate() {
             let lo = to_bf16(src[2 * pair] * scale);
             let hi = if 2 * pair + 1 < k { to_bf16(src[2 * pair + 1] * scale) } else { 0 };
             *slot = u32::from(lo) | (u32::from(hi) << 16);
@@ -283,14 +419,15 @@ mod x86 {
     use super::{PackedB, PackedRows, KC, MC, MR, NR};
     use crate::encoder::tile::Dst;
 
-    /// [`super::pack_rows`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values in order
-    /// (low half first), so each 16 floats round to 8 dwords; a masked load zero-pads odd `k`.
+    /// [`super::pack_rows_portable`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values
+    /// in order (low half first), so each 16 floats round to 8 dwords; a masked load zero-pads
+    /// odd `k`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
-    pub(super) fn pack_rows(a: &[f32], stride: usize, k: usize, kp: usize, scale: f32, dst: &mut [u32]) {
+    pub(super) fn pack_rows(a: &[f32], stride: usize, k: usize, width: usize, scale: f32, dst: &mut [u32]) {
         let scale = _mm512_set1_ps(scale);
-        for (r, d) in dst.chunks_exact_mut(kp).enumerate() {
+        for (r, d) in dst.chunks_exact_mut(width).enumerate() {
             let src = &a[r * stride..][..k];
-            let (mut src, mut d) = (src, d);
+            let (mut src, mut d) = (src, &mut d[..k.div_ceil(2)]);
             while src.len() >= 16 {
                 // SAFETY: 16 floats are read from `src` and 8 dwords written to `d`, which holds
                 // `ceil(len / 2) ≥ 8` of them while `len ≥ 16`.
@@ -329,14 +466,13 @@ mod x86 {
         accumulate: bool,
     ) {
         let (k, kp) = (b.k, b.kp);
-        // Attention calls this per head and sequence: reuse one row-block buffer per thread.
-        let mut ablock = ABLOCK.take();
+        let mut ablock = super::ABLOCK.take();
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             super::pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, 1.0, &mut ablock);
             row_block(&ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
         }
-        ABLOCK.set(ablock);
+        super::ABLOCK.set(ablock);
     }
 
     /// [`super::matmul_rows`]: [`matmul`] over rows already rounded.
@@ -365,7 +501,7 @@ mod x86 {
         for k0 in (0..kp).step_by(KC) {
             let kc = KC.min(kp - k0);
             let add = accumulate || k0 > 0;
-            for (p, panel) in b.data.chunks_exact(kp * NR).enumerate() {
+            for (p, panel) in b.data.chunks_exact(b.ks * NR).enumerate() {
                 let n0 = p * NR;
                 let width = NR.min(n - n0);
                 let panel = &panel[k0 * NR..(k0 + kc) * NR];
@@ -376,11 +512,6 @@ mod x86 {
                 }
             }
         }
-    }
-
-    thread_local! {
-        /// Rows of `A` rounded to bf16 pairs, grown to the largest block seen on this thread.
-        static ABLOCK: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
     /// Reinterprets 16 dwords as 32 bf16 (the pairs were packed low half first).
@@ -603,8 +734,9 @@ mod speed {
         }
         if super::available() {
             println!(
-                "auto-precision calibration: bf16 {:.2}x the packed f32 kernel",
-                super::measured_speedup()
+                "auto-precision calibration: bf16 {:.2}x the packed f32 kernel, AMX tiles {}",
+                super::calibration().avx512,
+                super::calibration().amx.map_or("not usable".to_string(), |x| format!("{x:.2}x"))
             );
         }
     }

@@ -16,6 +16,7 @@
 //! Inputs are sorted by token count and batched so that padding is small; a padded batch carries an
 //! attention mask, so results do not depend on batch composition.
 
+pub(crate) mod amx;
 mod bert;
 pub(crate) mod bf16;
 pub mod config;
@@ -78,7 +79,7 @@ impl Precision {
         match self {
             Precision::F32 => Precision::F32,
             Precision::Bf16 if bf16::available() => Precision::Bf16,
-            Precision::Auto if bf16::pays_off() => Precision::Bf16,
+            Precision::Auto if bf16::encoder_pays_off() => Precision::Bf16,
             Precision::Bf16 | Precision::Auto => Precision::F32,
         }
     }
@@ -277,6 +278,12 @@ impl Encoder {
     /// The arithmetic the dense layers actually run in (never `Auto`).
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// What runs the model's matrix products on this CPU, in words: `"bf16 (AMX tiles)"`,
+    /// `"bf16 (AVX-512 BF16)"`, `"f32 (AVX-512 panels)"`, `"f32 (gemm)"` or `"f32 (candle)"`.
+    pub fn kernel(&self) -> &'static str {
+        self.backbone.kernel_name()
     }
 
     /// Encodes documents: each result is `[tokens × dim]` row-major, skiplist tokens dropped.

@@ -156,6 +156,14 @@ impl Backbone {
         }
     }
 
+    /// What runs the matrix products, in words (for logs and benchmark lines).
+    pub(crate) fn kernel_name(&self) -> &'static str {
+        match self {
+            Backbone::Bert(b) => b.kernel_name(),
+            Backbone::ModernBert(_) => "f32 (candle)",
+        }
+    }
+
     /// Runs the backbone: `ids` and `attention` are `[batch, len]` u32; returns `[batch, len, hidden]`.
     pub(crate) fn forward(&self, ids: &Tensor, attention: &Tensor) -> candle_core::Result<Tensor> {
         self.forward_with_types(ids, None, attention)
