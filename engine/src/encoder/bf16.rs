@@ -68,24 +68,19 @@ fn calibration() -> &'static Calibration {
     })
 }
 
-/// Whether the `vdpbf16ps` kernel is worth using on this CPU: AVX-512 BF16 is present and,
-/// measured once per process on a product shaped like a BERT feed-forward layer (about 20 ms in
-/// all), it is at least [`MIN_SPEEDUP`] times as fast as the packed f32 kernel. Search's stage 1
-/// (always this kernel: its products are too small for tiles) asks this.
+/// Whether bf16 products are worth using on this CPU: AVX-512 BF16 is present and, measured once
+/// per process on a product shaped like a BERT feed-forward layer (about 20 ms in all), the faster
+/// of the two kernels (`vdpbf16ps`, or the AMX tiles where usable) is at least [`MIN_SPEEDUP`]
+/// times as fast as the packed f32 kernel. The encoder's `auto` precision and search's bf16
+/// stage 1 ask this; [`matmul`] and [`matmul_rows`] then run that faster kernel.
 pub(crate) fn pays_off() -> bool {
-    available() && calibration().avx512 >= MIN_SPEEDUP
-}
-
-/// Whether the encoder's bf16 products ([`matmul`], with the faster of the two kernels) are worth
-/// using: [`pays_off`], or the AMX tiles measure at least [`MIN_SPEEDUP`] times the f32 kernel.
-pub(crate) fn encoder_pays_off() -> bool {
     available() && {
         let c = calibration();
         c.avx512.max(c.amx.unwrap_or(0.0)) >= MIN_SPEEDUP
     }
 }
 
-/// The kernel [`matmul`] runs: the AMX tiles where they are [`amx::usable`] and measure faster
+/// The kernel [`matmul`] and [`matmul_rows`] run: the AMX tiles where they are [`amx::usable`] and measure faster
 /// than `vdpbf16ps`; `COLBERT_BF16_KERNEL=avx512` or `=amx` forces one (the tiles only where
 /// usable) for A/B runs.
 fn kernel() -> Kernel {
@@ -326,9 +321,10 @@ pub(crate) fn pack_padded(a: &[f32], stride: usize, rows: usize, k: usize, width
     pack_rows_into(a, stride, rows, k, width, total, 1.0, dst);
 }
 
-/// A fixed left-hand matrix `[rows, k]` rounded to bf16 pairs once (`kp` u32 per row, odd `k`
-/// zero-padded), for repeated products against small right-hand sides: how search keeps its
-/// centroids for the stage-1 scores `C·Qᵀ`.
+/// A fixed left-hand matrix `[rows, k]` rounded to bf16 pairs once, for repeated products
+/// against small right-hand sides: how search keeps its centroids for the stage-1 scores `C·Qᵀ`.
+/// Stored as [`pack_padded`] lays rows out (`stored_pairs(k)` u32 per row, rows rounded up to
+/// whole tiles, zeros in the padding), which both kernels read.
 #[derive(Debug, Default)]
 pub(crate) struct PackedRows {
     rows: usize,
@@ -340,9 +336,8 @@ impl PackedRows {
     /// Rounds `a`, `[rows, k]` row-major f32.
     pub(crate) fn pack(a: &[f32], rows: usize, k: usize) -> PackedRows {
         assert_eq!(a.len(), rows * k, "bf16 rows: shape");
-        let kp = k.div_ceil(2);
         let mut data = Vec::new();
-        pack_rows(a, k, rows, k, kp, 1.0, &mut data);
+        pack_padded(a, k, rows, k, stored_pairs(k), &mut data);
         PackedRows { rows, k, data }
     }
 }
@@ -353,13 +348,17 @@ pub(crate) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
     assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
     assert_eq!(a.k, b.k, "bf16 matmul: inner dimensions");
     assert_eq!(out.len(), a.rows * b.n, "bf16 matmul: output shape");
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
-    unsafe {
-        x86::matmul_rows(a, b, out)
+    match kernel() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
+        Kernel::Avx512 => unsafe { x86::matmul_rows(a, b, out) },
+        Kernel::Amx => {
+            let mut hw = amx::Hardware::new().expect("the AMX kernel chosen where the tiles are not usable");
+            amx::row_block(&mut hw, &a.data, a.rows, b, out, b.n, false);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx512 => unreachable!("AVX-512 BF16 reported on a non-x86 target"),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (a, b, out);
 }
 
 /// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`), each value multiplied by
@@ -470,7 +469,7 @@ mod x86 {
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             super::pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, 1.0, &mut ablock);
-            row_block(&ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
+            row_block(&ablock, kp, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
         }
         super::ABLOCK.set(ablock);
     }
@@ -478,18 +477,19 @@ mod x86 {
     /// [`super::matmul_rows`]: [`matmul`] over rows already rounded.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
-        let (n, kp) = (b.n, b.kp);
+        let (n, ks) = (b.n, b.ks);
         for m0 in (0..a.rows).step_by(MC) {
             let mc = MC.min(a.rows - m0);
-            row_block(&a.data[m0 * kp..(m0 + mc) * kp], mc, b, &mut out[m0 * n..], n, false);
+            row_block(&a.data[m0 * ks..(m0 + mc) * ks], ks, mc, b, &mut out[m0 * n..], n, false);
         }
     }
 
-    /// `out (+)= ablock · b` for one block of `mc` rounded rows (`b.kp` u32 each); row `i` of
-    /// `out` at `out[i * out_stride]`.
+    /// `out (+)= ablock · b` for one block of `mc` rounded rows (`b.kp` pairs each, row `i` at
+    /// `ablock[i * a_stride]`); row `i` of `out` at `out[i * out_stride]`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     fn row_block(
         ablock: &[u32],
+        a_stride: usize,
         mc: usize,
         b: &PackedB,
         out: &mut [f32],
@@ -508,7 +508,7 @@ mod x86 {
                 for r0 in (0..mc).step_by(MR) {
                     let rows = MR.min(mc - r0);
                     let dst = Dst::new(&mut out[r0 * out_stride + n0..], out_stride, rows, width, add);
-                    kernel(&ablock[r0 * kp + k0..], kp, rows, kc, panel, dst);
+                    kernel(&ablock[r0 * a_stride + k0..], a_stride, rows, kc, panel, dst);
                 }
             }
         }
@@ -593,7 +593,7 @@ mod tests {
             matmul(&a, m, &packed, &mut out, true);
             // Rows rounded once ahead (search's centroids) give the very same product.
             let rows = PackedRows::pack(&a, m, k);
-            assert_eq!((rows.rows, rows.data.len()), (m, m * k.div_ceil(2)));
+            assert_eq!((rows.rows, rows.data.len()), (m, m.div_ceil(16) * 16 * stored_pairs(k)));
             let (mut pre, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
             matmul_rows(&rows, &packed, &mut pre);
             matmul(&a, m, &packed, &mut want, false);
@@ -609,6 +609,26 @@ mod tests {
                         "({m},{k},{n}) [{i},{j}] {got} vs {exact}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Rows rounded once (search's centroids) are whole tiles: the AMX tiling, through its
+    /// model, multiplies them to what the `vdpbf16ps` kernel gives, up to summation order.
+    #[test]
+    fn packed_rows_feed_the_tile_kernel() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        for &(m, k, n) in &[(1, 3, 5), (100, 128, 32), (37, 40, 70)] {
+            let (a, w) = inputs(m, k, n);
+            let (rows, b) = (PackedRows::pack(&a, m, k), PackedB::pack(&w, k, n));
+            let (mut tiles, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            amx::row_block(&mut amx::Model::default(), &rows.data, m, &b, &mut tiles, n, false);
+            matmul_with(Kernel::Avx512, &a, k, m, &b, &mut want, n, false);
+            for (i, (t, w)) in tiles.iter().zip(&want).enumerate() {
+                assert!((t - w).abs() <= 1e-5 * k as f32, "({m},{k},{n}) #{i}: {t} vs {w}");
             }
         }
     }

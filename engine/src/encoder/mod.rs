@@ -79,7 +79,7 @@ impl Precision {
         match self {
             Precision::F32 => Precision::F32,
             Precision::Bf16 if bf16::available() => Precision::Bf16,
-            Precision::Auto if bf16::encoder_pays_off() => Precision::Bf16,
+            Precision::Auto if bf16::pays_off() => Precision::Bf16,
             Precision::Bf16 | Precision::Auto => Precision::F32,
         }
     }

@@ -33,8 +33,8 @@ pub struct SearchParams {
     pub min_centroid_fit: f32,
     /// Stage 1 multiplies centroids and query tokens rounded to bf16 (8 significant bits,
     /// products accumulated in f32) where the CPU does that clearly faster than in f32 (AVX-512
-    /// BF16 on AMD Zen 4: about twice the rate; not used on CPUs without it or where it does not
-    /// pay, such as Intel Sapphire Rapids). The centroid scores then carry errors of about 1e-4
+    /// BF16 on AMD Zen 4: about twice the rate; on CPUs with AMX tiles, the tiles where they
+    /// measure faster; not used on CPUs without either or where neither pays). The centroid scores then carry errors of about 1e-4
     /// (at most about 1e-3); the cells probed are still chosen by f32 scores (a few extra are
     /// picked and re-scored), so rounding only moves documents near the stage-2 and stage-3
     /// cuts, and stage 4's exact scores are unaffected. `false` computes them in f32, the same on

@@ -312,7 +312,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "bytes_per_token": bytes as f64 / meta.n_tokens.max(1) as f64,
         "kernel": engine::maxsim::Kernel::detect().name(),
         "centroid_scores": if params.bf16_centroid_scores && engine::search::bf16_centroid_scores_available() {
-            "bf16"
+            engine::search::bf16_kernel_name()
         } else {
             "f32"
         },
