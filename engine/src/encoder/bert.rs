@@ -335,8 +335,13 @@ impl Bert {
             }
         }
         ops::layer_norm(&mut x, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+        // Each layer one sequence at a time: a sequence's `Q | K | V` and feed-forward
+        // intermediates (3h and 4h wide) stay in cache between the steps, where a whole batch's
+        // are tens of MB. Rows are independent in every step, so the result is the same.
         for layer in &self.layers {
-            self.layer(layer, s, &mut x, mask, n, len);
+            for (xs, m) in x.chunks_exact_mut(len * h).zip(mask.chunks_exact(len)) {
+                self.layer(layer, s, xs, m, 1, len);
+            }
         }
         x
     }
