@@ -449,12 +449,13 @@ pub(crate) mod generic {
     fn lane_max(xs: &[f32]) -> f32 {
         let mut acc = [f32::NEG_INFINITY; LANES];
         let mut chunks = xs.chunks_exact(LANES);
+        // `>` rather than `f32::max`, whose NaN rule costs three instructions per vector.
         for c in &mut chunks {
-            for (a, x) in acc.iter_mut().zip(c) {
-                *a = a.max(*x);
+            for (a, &x) in acc.iter_mut().zip(c) {
+                *a = if x > *a { x } else { *a };
             }
         }
-        chunks.remainder().iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
+        chunks.remainder().iter().chain(acc.iter()).fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m })
     }
 
     #[inline(always)]
@@ -479,11 +480,15 @@ pub(crate) mod generic {
     #[inline(always)]
     pub fn softmax_inline(rows: &mut [f32], mask: &[u32]) {
         let width = mask.len();
+        // Attention skips the padding after a sequence's last key, so most calls mask nothing.
+        let masked = mask.contains(&0);
         for row in rows.chunks_exact_mut(width) {
             let row = &mut row[..width];
-            for i in 0..width {
-                if mask[i] == 0 {
-                    row[i] = f32::NEG_INFINITY;
+            if masked {
+                for i in 0..width {
+                    if mask[i] == 0 {
+                        row[i] = f32::NEG_INFINITY;
+                    }
                 }
             }
             let max = lane_max(row);
@@ -492,16 +497,44 @@ pub(crate) mod generic {
                 row.fill(1.0 / width as f32);
                 continue;
             }
-            // exp(-inf - max) → exp(-87) ≈ 1e-38 after the clamp; zero it exactly.
-            for i in 0..width {
-                let e = exp(row[i] - max);
-                row[i] = if mask[i] == 0 { 0.0 } else { e };
-            }
-            let inv = 1.0 / lane_sum(row, |x| x);
+            let sum = if masked { exp_sum::<true>(row, max, mask) } else { exp_sum::<false>(row, max, mask) };
+            let inv = 1.0 / sum;
             for x in row.iter_mut() {
                 *x *= inv;
             }
         }
+    }
+
+    /// `row[i] = exp(row[i] - max)`, 0 where `MASKED` and `mask[i] == 0`, and returns the sum
+    /// of the new values in the order of [`lane_sum`].
+    #[inline(always)]
+    fn exp_sum<const MASKED: bool>(row: &mut [f32], max: f32, mask: &[u32]) -> f32 {
+        let full = row.len() / LANES * LANES;
+        let mut acc = [0f32; LANES];
+        // exp(-inf - max) → exp(-87) ≈ 1e-38 after the clamp; masked keys are zeroed exactly.
+        let (row, tail_row) = row.split_at_mut(full);
+        for (c, m) in row.chunks_exact_mut(LANES).zip(mask.chunks_exact(LANES)) {
+            for l in 0..LANES {
+                let e = exp(c[l] - max);
+                let e = if MASKED && m[l] == 0 { 0.0 } else { e };
+                c[l] = e;
+                acc[l] += e;
+            }
+        }
+        // The last `< LANES` values through one padded vector (scalar `exp` costs as much per
+        // value as the vector one per 16).
+        let len = tail_row.len();
+        let mut last = [0f32; LANES];
+        last[..len].copy_from_slice(tail_row);
+        let mut keep = [0u32; LANES];
+        keep[..len].copy_from_slice(&mask[full..]);
+        for l in 0..LANES {
+            let e = exp(last[l] - max);
+            last[l] = if l >= len || (MASKED && keep[l] == 0) { 0.0 } else { e };
+        }
+        tail_row.copy_from_slice(&last[..len]);
+        let tail: f32 = last[..len].iter().sum();
+        acc.iter().sum::<f32>() + tail
     }
 
     #[inline(always)]
@@ -628,6 +661,46 @@ mod tests {
         // Beyond 3.5, 1 - |erf| < erfc(3.5) ≈ 7.4e-7.
         for x in [-9.0f32, -5.0, -3.6, 3.6, 5.0, 9.0, 1e6] {
             assert!((generic::erf(x) - x.signum()).abs() < 1e-6, "erf({x})");
+        }
+    }
+
+    /// Every build's softmax against the definition in f64: widths with and without a partial
+    /// last vector, masks with and without masked keys, and a row with every key masked.
+    #[test]
+    fn softmax_matches_the_definition() {
+        for width in [1usize, 5, 16, 37, 190] {
+            for masking in [None, Some(3), Some(1)] {
+                let rows: Vec<f32> = (0..width * 3).map(|i| ((i * 7919) % 113) as f32 / 9.0 - 6.0).collect();
+                let mask: Vec<u32> =
+                    (0..width).map(|i| masking.map_or(1, |every| u32::from(i % (every + 1) != 0))).collect();
+                for (name, k) in kernel_builds() {
+                    let mut got = rows.clone();
+                    (k.softmax)(&mut got, &mask);
+                    for (r, (row, out)) in rows.chunks(width).zip(got.chunks(width)).enumerate() {
+                        let kept: Vec<usize> = (0..width).filter(|&i| mask[i] != 0).collect();
+                        let max = kept.iter().map(|&i| row[i] as f64).fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = kept.iter().map(|&i| (row[i] as f64 - max).exp()).sum();
+                        for i in 0..width {
+                            let want = if kept.is_empty() {
+                                1.0 / width as f64
+                            } else if mask[i] == 0 {
+                                0.0
+                            } else {
+                                (row[i] as f64 - max).exp() / sum
+                            };
+                            let ctx = format!("{name} width {width} mask {masking:?} [{r}][{i}]");
+                            assert!(
+                                (out[i] as f64 - want).abs() <= 2e-7 + 1e-6 * want,
+                                "{ctx}: {} vs {want}",
+                                out[i]
+                            );
+                            if mask[i] == 0 && !kept.is_empty() {
+                                assert_eq!(out[i], 0.0, "{ctx}");
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
