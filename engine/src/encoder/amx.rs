@@ -49,7 +49,8 @@ fn check_tile(len: usize, stride: usize) {
 /// `out (+)= ablock · b` for one block of `mc` rows rounded to bf16 pairs: `ablock` holds
 /// `ceil(mc / 16) · 16` rows of `b.ks` u32 (zeros past the pairs and the rows); row `i` of `out`
 /// at `out[i * out_stride]`, `b.n` wide. Blocks of 32 rows by 32 columns (one panel), `k` in
-/// tiles of 16 pairs, all of `k` accumulated in the tiles.
+/// tiles of 16 pairs, all of `k` accumulated in the tiles; whole blocks of a product that is not
+/// added to `out` are stored straight from the tiles, the others through a buffer.
 pub(crate) fn row_block<T: Tiles>(
     t: &mut T,
     ablock: &[u32],
@@ -95,6 +96,14 @@ pub(crate) fn row_block<T: Tiles>(
                         t.dot(1, 1);
                     }
                 }
+            }
+            if !accumulate && rows == 2 * TILE && width == NR {
+                // A whole block, not added to `out`: the tiles are stored straight into it.
+                for ci in 0..4 {
+                    let at = (r0 + (ci / 2) * TILE) * out_stride + n0 + (ci % 2) * TILE;
+                    t.store(ci, &mut out[at..], out_stride);
+                }
+                continue;
             }
             for (ci, on) in [true, wide, tall, tall && wide].into_iter().enumerate() {
                 if on {
