@@ -3,8 +3,9 @@
 //!
 //! Assignment of `n` vectors to `k` centroids is one matrix product per block of vectors and
 //! chunk of centroids, against the chunk's transpose packed once per call (the encoder's AVX-512
-//! panels where the CPU has them, else the `gemm` crate), followed by a per-row arg-max. The nearest centroid in Euclidean distance maximises
-//! `x·c − ‖c‖²/2`, which reduces to the largest dot product when centroids are unit vectors.
+//! panels where the CPU has them, else the `gemm` crate), followed by a per-row arg-max. The
+//! nearest centroid in Euclidean distance maximises `x·c − ‖c‖²/2`, which reduces to the largest
+//! dot product when centroids are unit vectors.
 //!
 //! Training is Lloyd's algorithm. Results depend only on the input, the config and the seed,
 //! never on the thread count: each row's assignment is computed independently, and the centroid

@@ -13,6 +13,8 @@
 //! encoder uses this path only when asked (`Precision::Bf16`), and the f32 path stays the
 //! reference the fixtures check.
 
+use super::amx;
+
 /// Output columns per packed panel (two 16-lane vectors).
 pub(crate) const NR: usize = 32;
 /// Rows per micro-kernel call.
@@ -80,9 +82,9 @@ pub(crate) fn pays_off() -> bool {
     }
 }
 
-/// The kernel [`matmul`] and [`matmul_rows`] run: the AMX tiles where they are [`amx::usable`] and measure faster
-/// than `vdpbf16ps`; `COLBERT_BF16_KERNEL=avx512` or `=amx` forces one (the tiles only where
-/// usable) for A/B runs.
+/// The kernel [`matmul`] and [`matmul_rows`] run: the AMX tiles where they are [`amx::usable`]
+/// and measure faster than `vdpbf16ps`; `COLBERT_BF16_KERNEL=avx512` or `=amx` forces one (the
+/// tiles only where usable) for A/B runs.
 fn kernel() -> Kernel {
     static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
     *KERNEL.get_or_init(|| match std::env::var("COLBERT_BF16_KERNEL").as_deref() {
@@ -125,8 +127,6 @@ fn measured_speedup(kernel: Kernel) -> f64 {
     }
     f32_best / bf16_best.max(1e-9)
 }
-
-use super::amx;
 
 /// Pairs of `k` in one AMX tile row (64 bytes), the granule of [`PackedB::ks`].
 pub(crate) const TILE_PAIRS: usize = 16;

@@ -20,7 +20,7 @@ const MR: usize = 12;
 pub(crate) struct PackedMat {
     k: usize,
     n: usize,
-    /// Row-major `[k, n]` copy for the portable path.
+    /// Row-major `[k, n]` copy for the portable path (empty where there are panels).
     dense: Vec<f32>,
     /// `ceil(n / NR)` panels of `k × NR` floats (zero-padded columns), when AVX-512 is used.
     panels: Vec<f32>,
@@ -56,6 +56,8 @@ impl PackedMat {
                 }
             }
         }
+        // The portable copy is read only where there are no panels.
+        let dense = if panels.is_empty() { dense } else { Vec::new() };
         PackedMat { k, n, dense, panels }
     }
 
