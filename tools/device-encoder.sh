@@ -10,12 +10,14 @@
 # (tools/fixtures/shrink_model.py: f16, unused vocabulary rows zeroed; both engines load the
 # same weights) and the Cranfield collection. PYTHON needs numpy, safetensors and tokenizers.
 #
-# run (on the device; ~4 min at 2 rounds) prints the CPU, runs the AMX, bf16 and packed-kernel
+# run (on the device; ~5 min at 2 rounds) prints the CPU, runs the AMX, bf16 and packed-kernel
 # unit tests (every kernel against its reference), the kernel throughputs and the load-time
 # calibration (`bf16_speed`), then interleaved rounds of encode_bench on the first 192
 # Cranfield abstracts, batch 32, pinned to two cores: ours f32, ours bf16 on AVX-512 BF16,
 # ours bf16 on AMX tiles, ours `auto`, and, where python3 imports torch, transformers and
-# safetensors, PyTorch f32 and bf16 (autocast) with two threads.
+# safetensors, PyTorch f32 and bf16 (autocast) with two threads; then `colbert-index bench` on
+# the 1M-token synthetic set of tools/bench.sh (generated there) with search's stage 1 on the
+# tiles, on `vdpbf16ps` and in f32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=target/device-kit
@@ -31,10 +33,12 @@ prepare)
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
   strip -o "$kit/bin/engine-tests" "$tests"
   strip -o "$kit/bin/encode_bench" target/release/examples/encode_bench
+  cargo build --release --quiet
+  strip -o "$kit/bin/colbert-index" target/release/colbert-index
   "$py" tools/fixtures/shrink_model.py "$model" "$coll" 192 "$kit/model"
   cp "$coll" "$kit/cran.all.1400"
   cp tools/fixtures/bench_torch_encode.py "$kit/"
-  gzip -9 "$kit/model/model.safetensors" "$kit/bin/engine-tests" "$kit/bin/encode_bench"
+  gzip -9 "$kit/model/model.safetensors" "$kit/bin/engine-tests" "$kit/bin/encode_bench" "$kit/bin/colbert-index"
   du -sh "$kit"
   ;;
 run)
@@ -45,7 +49,8 @@ run)
   trap 'rm -rf "$work"' EXIT
   cp -r "$kit/." "$work/"
   kit=$work
-  gunzip "$kit/model/model.safetensors.gz" "$kit/bin/engine-tests.gz" "$kit/bin/encode_bench.gz"
+  gunzip "$kit/model/model.safetensors.gz" "$kit/bin/engine-tests.gz" "$kit/bin/encode_bench.gz" \
+    "$kit/bin/colbert-index.gz"
   chmod +x "$kit/bin/"*
   grep -m1 "model name" /proc/cpuinfo
   grep -o -w -E "amx_(tile|bf16|int8)|avx512_bf16|avx512_fp16" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
@@ -72,6 +77,20 @@ run)
       printf 'torch f32:         '; $pin python3 "$kit/bench_torch_encode.py" "$kit/model" "$kit/cran.all.1400" 192 32 2 2 f32 2>&1 | tail -n1
       printf 'torch bf16:        '; $pin python3 "$kit/bench_torch_encode.py" "$kit/model" "$kit/cran.all.1400" 192 32 2 2 bf16 2>&1 | tail -n1
     fi
+  done
+  echo "== search: the 1M-token synthetic set of tools/bench.sh, stage 1 on each kernel, 1 and 2 threads"
+  ci="$kit/bin/colbert-index"
+  $ci synth --out "$kit/1m.safetensors" --queries-out "$kit/1m-q.safetensors" --docs 31250 \
+    --tokens-per-doc 32 --dim 128 --clusters 6250 --seed 42 --n-queries 100 --query-len 32 --overwrite >/dev/null
+  $pin $ci build --embeddings "$kit/1m.safetensors" --index "$kit/1m" --nbits 2 --overwrite 2>&1 | tail -n1
+  for round in $(seq "$rounds"); do
+    for kernel in amx avx512 f32; do
+      flag=""
+      [ "$kernel" = f32 ] && flag="--f32-centroid-scores"
+      echo "-- round $round, stage 1: $kernel"
+      COLBERT_BF16_KERNEL=$kernel $pin $ci bench --index "$kit/1m" --query-embeddings "$kit/1m-q.safetensors" \
+        --threads 1,2 $flag 2>&1 | grep -E "^index|^plaid|warm candidates" || true
+    done
   done
   echo "== all engine unit tests (paths compiled for this checkout may be missing there)"
   "$kit/bin/engine-tests" --test-threads 8 2>&1 | grep -E "test result|FAILED|panicked" | head -20 || true
