@@ -165,12 +165,18 @@ fn child(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
         ("build", "colbert-index" | "colbert-index+f16") => {
             let docs = documents(&corpus);
             let start = Instant::now();
-            let params =
-                CompressedParams { store_f16: engine_name.ends_with("+f16"), ..CompressedParams::new(nbits) };
+            // PEERS_SEED: this engine's sample and k-means seed (default 0), to measure how much
+            // recall moves with the centroids alone.
+            let seed = std::env::var("PEERS_SEED").map_or(0, |v| v.parse::<u64>().expect("PEERS_SEED"));
+            let params = CompressedParams {
+                store_f16: engine_name.ends_with("+f16"),
+                seed,
+                ..CompressedParams::new(nbits)
+            };
             let options = BuildOptions { overwrite: true, ..BuildOptions::default() };
             let mut b = CompressedBuilder::create(&index_dir, dim, params, options).unwrap();
             let sample: Vec<f32> =
-                sample_docs(docs.len(), None, 0).into_iter().flat_map(|d| docs[d].clone()).collect();
+                sample_docs(docs.len(), None, seed).into_iter().flat_map(|d| docs[d].clone()).collect();
             let n_tokens: usize = docs.iter().map(|d| d.len() / dim).sum();
             b.train_owned(sample, n_tokens as u64).unwrap();
             for (i, d) in docs.iter().enumerate() {
