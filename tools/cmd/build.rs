@@ -72,7 +72,8 @@ pub struct BuildArgs {
     /// Compressed index: k-means iterations.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub kmeans_iters: usize,
-    /// Compressed index: seed of the sample and k-means (same input and seed, same index).
+    /// Compressed index: seed of the sample and k-means (same input and seed on the same kind of
+    /// CPU, same index; the kernels of the products, and so near-ties, depend on the CPU).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Compressed index: how residuals are quantised (same bytes per token and decoding cost for

@@ -53,7 +53,8 @@ pub struct CompressedParams {
     pub n_centroids: Option<usize>,
     /// k-means iterations (at most; it stops early when assignments settle).
     pub kmeans_iters: usize,
-    /// Seed of the sample selection and k-means: equal inputs and seeds give identical indexes.
+    /// Seed of the sample selection and k-means: equal inputs and seeds give identical indexes on
+    /// the same kind of CPU (the products' kernels, and so near-ties, depend on the CPU).
     pub seed: u64,
     /// The residual codec (bucket placement, pooled or per-dimension).
     pub codec: CodecConfig,
