@@ -85,11 +85,12 @@ run)
   $pin $ci build --embeddings "$kit/1m.safetensors" --index "$kit/1m" --nbits 2 --overwrite 2>&1 | tail -n1
   for round in $(seq "$rounds"); do
     for kernel in amx avx512 f32; do
-      flag=""
-      [ "$kernel" = f32 ] && flag="--f32-centroid-scores"
+      # f32: the flag turns bf16 stage-1 scores off; the bf16 kernels are picked by the variable.
+      args=(--threads 1,2) && envs=(COLBERT_BF16_KERNEL="$kernel")
+      [ "$kernel" = f32 ] && args+=(--f32-centroid-scores) && envs=()
       echo "-- round $round, stage 1: $kernel"
-      COLBERT_BF16_KERNEL=$kernel $pin $ci bench --index "$kit/1m" --query-embeddings "$kit/1m-q.safetensors" \
-        --threads 1,2 $flag 2>&1 | grep -E "^index|^plaid|warm candidates" || true
+      env "${envs[@]}" $pin $ci bench --index "$kit/1m" --query-embeddings "$kit/1m-q.safetensors" \
+        "${args[@]}" 2>&1 | grep -E "^index|^plaid|warm candidates" || true
     done
   done
   echo "== all engine unit tests (paths compiled for this checkout may be missing there)"

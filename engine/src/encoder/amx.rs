@@ -74,10 +74,10 @@ pub(crate) fn row_block<T: Tiles>(
         for r0 in (0..mc).step_by(2 * TILE) {
             let rows = (2 * TILE).min(mc - r0);
             let tall = rows > TILE;
-            for (ci, on) in [true, wide, tall, tall && wide].into_iter().enumerate() {
-                if on {
-                    t.zero(ci);
-                }
+            // Which of the accumulators `C[2i + j]` this block uses.
+            let live = [true, wide, tall, tall && wide];
+            for ci in (0..4).filter(|&ci| live[ci]) {
+                t.zero(ci);
             }
             for k0 in (0..ks).step_by(TILE) {
                 t.load_b(0, &panel[k0 * NR..], NR);
@@ -105,11 +105,9 @@ pub(crate) fn row_block<T: Tiles>(
                 }
                 continue;
             }
-            for (ci, on) in [true, wide, tall, tall && wide].into_iter().enumerate() {
-                if on {
-                    let at = (ci / 2) * TILE * W + (ci % 2) * TILE;
-                    t.store(ci, &mut c[at..], W);
-                }
+            for ci in (0..4).filter(|&ci| live[ci]) {
+                let at = (ci / 2) * TILE * W + (ci % 2) * TILE;
+                t.store(ci, &mut c[at..], W);
             }
             for r in 0..rows {
                 let src = &c[r * W..][..width];

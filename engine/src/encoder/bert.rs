@@ -340,78 +340,73 @@ impl Bert {
         // are tens of MB. Rows are independent in every step, so the result is the same.
         for layer in &self.layers {
             for (xs, m) in x.chunks_exact_mut(len * h).zip(mask.chunks_exact(len)) {
-                self.layer(layer, s, xs, m, 1, len);
+                self.layer(layer, s, xs, m, len);
             }
         }
         x
     }
 
-    fn layer(&self, layer: &Layer, s: &mut Scratch, x: &mut [f32], mask: &[u32], n: usize, len: usize) {
+    /// One layer over one sequence of `len` tokens (`x`: `[len, h]`, `mask`: `[len]`).
+    fn layer(&self, layer: &Layer, s: &mut Scratch, x: &mut [f32], mask: &[u32], len: usize) {
         let h = self.hidden;
-        let tokens = n * len;
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
 
         let Scratch { qkv, ctx, scores, inter, kt16, vp16, kt32, vp32 } = s;
-        // Q | K | V for every token: [tokens, 3h].
-        let qkv = grow(qkv, tokens * 3 * h);
-        linear(&layer.qkv, x, qkv, tokens, false);
+        // Q | K | V for every token: [len, 3h].
+        let qkv = grow(qkv, len * 3 * h);
+        linear(&layer.qkv, x, qkv, len, false);
         ops::bias_act(qkv, &layer.qkv.b, None);
 
-        // Attention per sequence and head, written into ctx: [tokens, h]. The two products run on
+        // Attention per head, written into ctx: [len, h]. The two products run on
         // the dense layers' kernel; the packed ones take Kᵀ (scaled) and V packed per head.
-        let ctx = grow(ctx, tokens * h);
-        for b in 0..n {
-            let base = b * len * 3 * h;
-            let seq_mask = &mask[b * len..(b + 1) * len];
-            // Masked keys get probability exactly 0, so keys after the last unmasked one (the
-            // batch's padding) are skipped; a row with every key masked stays uniform over all.
-            let keys = seq_mask.iter().rposition(|&m| m != 0).map_or(len, |i| i + 1);
-            let key_mask = &seq_mask[..keys];
-            let scores = grow(scores, len * keys);
-            for head in 0..self.heads {
-                let (qo, ko, vo) =
-                    (base + head * head_dim, base + h + head * head_dim, base + 2 * h + head * head_dim);
-                let out = &mut ctx[b * len * h + head * head_dim..];
-                let k_at = |r: usize, c: usize| qkv[ko + c * 3 * h + r] * scale;
-                let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
-                match self.kernel {
-                    Kernel::Bf16 => {
-                        kt16.repack_transposed(&qkv[ko..], 3 * h, keys, head_dim, scale);
-                        bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
-                        ops::masked_softmax(scores, key_mask);
-                        vp16.repack_rows(&qkv[vo..], 3 * h, keys, head_dim);
-                        bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
-                    }
-                    Kernel::F32 => {
-                        kt32.repack_panels(head_dim, keys, k_at);
-                        packed::matmul_panels(&qkv[qo..], 3 * h, len, kt32, scores, keys, false);
-                        ops::masked_softmax(scores, key_mask);
-                        vp32.repack_panels(keys, head_dim, v_at);
-                        packed::matmul_panels(scores, keys, len, vp32, out, h, false);
-                    }
-                    Kernel::General => {
-                        let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
-                        let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
-                        let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
-                        ops::matmul(q, k.t(), scores, keys, false, scale);
-                        ops::masked_softmax(scores, key_mask);
-                        ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
-                    }
+        let ctx = grow(ctx, len * h);
+        // Masked keys get probability exactly 0, so keys after the last unmasked one (the
+        // batch's padding) are skipped; a row with every key masked stays uniform over all.
+        let keys = mask.iter().rposition(|&m| m != 0).map_or(len, |i| i + 1);
+        let key_mask = &mask[..keys];
+        let scores = grow(scores, len * keys);
+        for head in 0..self.heads {
+            let (qo, ko, vo) = (head * head_dim, h + head * head_dim, 2 * h + head * head_dim);
+            let out = &mut ctx[head * head_dim..];
+            let k_at = |r: usize, c: usize| qkv[ko + c * 3 * h + r] * scale;
+            let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
+            match self.kernel {
+                Kernel::Bf16 => {
+                    kt16.repack_transposed(&qkv[ko..], 3 * h, keys, head_dim, scale);
+                    bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
+                    ops::masked_softmax(scores, key_mask);
+                    vp16.repack_rows(&qkv[vo..], 3 * h, keys, head_dim);
+                    bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
+                }
+                Kernel::F32 => {
+                    kt32.repack_panels(head_dim, keys, k_at);
+                    packed::matmul_panels(&qkv[qo..], 3 * h, len, kt32, scores, keys, false);
+                    ops::masked_softmax(scores, key_mask);
+                    vp32.repack_panels(keys, head_dim, v_at);
+                    packed::matmul_panels(scores, keys, len, vp32, out, h, false);
+                }
+                Kernel::General => {
+                    let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
+                    let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
+                    let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
+                    ops::matmul(q, k.t(), scores, keys, false, scale);
+                    ops::masked_softmax(scores, key_mask);
+                    ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
                 }
             }
         }
 
         // x = LayerNorm(x + ctx·Wo + bo)
-        linear(&layer.attn_out, ctx, x, tokens, true);
+        linear(&layer.attn_out, ctx, x, len, true);
         ops::bias_act(x, &layer.attn_out.b, None);
         ops::layer_norm(x, &layer.attn_norm.gamma, &layer.attn_norm.beta, self.eps);
 
         // x = LayerNorm(x + act(x·Wi + bi)·Wo2 + bo2)
-        let inter = grow(inter, tokens * layer.ffn_in.out);
-        linear(&layer.ffn_in, x, inter, tokens, false);
+        let inter = grow(inter, len * layer.ffn_in.out);
+        linear(&layer.ffn_in, x, inter, len, false);
         ops::bias_act(inter, &layer.ffn_in.b, Some(self.act));
-        linear(&layer.ffn_out, inter, x, tokens, true);
+        linear(&layer.ffn_out, inter, x, len, true);
         ops::bias_act(x, &layer.ffn_out.b, None);
         ops::layer_norm(x, &layer.ffn_norm.gamma, &layer.ffn_norm.beta, self.eps);
     }
