@@ -119,15 +119,7 @@ fn build_layouts(cache: &Path, root: &Path) {
 
     // PyLate.
     let d = root.join("pylate");
-    std::fs::create_dir_all(d.join("0_Transformer")).unwrap();
-    std::fs::create_dir_all(d.join("1_Dense")).unwrap();
-    write_json(
-        &d.join("modules.json"),
-        &json!([
-            {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}
-        ]),
-    );
+    pylate_skeleton(&d);
     let mut backbone = HashMap::new();
     for (k, v) in read_tensors(&cass.join("model.safetensors")) {
         if let Some(rest) = k.strip_prefix("bert.") {
@@ -145,13 +137,7 @@ fn build_layouts(cache: &Path, root: &Path) {
     write_tensors(&d.join("0_Transformer/model.safetensors"), &backbone);
     let cfg = with(cass_cfg.clone(), "architectures", json!(["BertModel"]));
     write_json(&d.join("0_Transformer/config.json"), &with(cfg, "vocab_size", json!(vocab)));
-    let mut tj = tok_json.clone();
-    for (i, content) in ["[Q] ", "[D] "].iter().enumerate() {
-        tj["added_tokens"].as_array_mut().unwrap().push(json!({
-            "id": vocab - 2 + i, "content": content, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": false}));
-    }
-    write_json(&d.join("0_Transformer/tokenizer.json"), &tj);
+    write_json(&d.join("0_Transformer/tokenizer.json"), &with_added_tokens(&tok_json, vocab - 2));
     write_json(
         &d.join("1_Dense/config.json"),
         &json!({"in_features": 128, "out_features": 24, "bias": true,
@@ -196,16 +182,86 @@ fn build_layouts(cache: &Path, root: &Path) {
         .collect();
     let cass_t = read_tensors(&cass.join("model.safetensors"));
     let we = &cass_t["bert.embeddings.word_embeddings.weight"];
-    let (rows, cols) = (we.shape[0], we.shape[1]);
-    let mut data = Vec::with_capacity(rows * 64 * 4);
-    for r in 0..rows {
-        data.extend_from_slice(&we.data[r * cols * 4..(r * cols + 64) * 4]);
-    }
+    let (rows, data) = (we.shape[0], first_64_columns(we));
     mb.insert(
         "embeddings.tok_embeddings.weight".into(),
         Owned { dtype: Dtype::F32, shape: vec![rows, 64], data },
     );
     write_tensors(&d.join("model.safetensors"), &mb);
+
+    build_pylate_modernbert(&cass, &tok_json, root);
+}
+
+/// A PyLate directory's `0_Transformer/`, `1_Dense/` and `modules.json` naming them.
+fn pylate_skeleton(d: &Path) {
+    std::fs::create_dir_all(d.join("0_Transformer")).unwrap();
+    std::fs::create_dir_all(d.join("1_Dense")).unwrap();
+    write_json(
+        &d.join("modules.json"),
+        &json!([
+            {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}
+        ]),
+    );
+}
+
+/// The first 64 columns of each row of an f32 `[rows, cols]` tensor, as bytes.
+fn first_64_columns(t: &Owned) -> Vec<u8> {
+    let (rows, cols) = (t.shape[0], t.shape[1]);
+    (0..rows).flat_map(|r| &t.data[r * cols * 4..(r * cols + 64) * 4]).copied().collect()
+}
+
+/// The tokenizer with PyLate's `"[Q] "` and `"[D] "` added as ids `first_id`, `first_id + 1`.
+fn with_added_tokens(tok_json: &Value, first_id: usize) -> Value {
+    let mut tj = tok_json.clone();
+    for (i, content) in ["[Q] ", "[D] "].iter().enumerate() {
+        tj["added_tokens"].as_array_mut().unwrap().push(json!({
+            "id": first_id + i, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": false}));
+    }
+    tj
+}
+
+/// `make_encoder_fixtures.py::build_pylate_modernbert`: GTE-ModernColBERT's layout (PyLate, a
+/// ModernBERT backbone whose config.json uses the published key names, a projection without
+/// bias) around the sharp tiny ModernBERT of `extra_modern.safetensors`.
+fn build_pylate_modernbert(cass: &Path, tok_json: &Value, root: &Path) {
+    let mut extra = read_tensors(&data_dir().join("extra_modern.safetensors"));
+    let d = root.join("pylate_modernbert");
+    pylate_skeleton(&d);
+    let cass_t = read_tensors(&cass.join("model.safetensors"));
+    let we = &cass_t["bert.embeddings.word_embeddings.weight"];
+    let (rows, mut data) = (we.shape[0], first_64_columns(we));
+    data.extend_from_slice(&take(&mut extra, "extra_embeddings").data);
+    let mut backbone: HashMap<String, Owned> = HashMap::new();
+    backbone.insert(
+        "embeddings.tok_embeddings.weight".into(),
+        Owned { dtype: Dtype::F32, shape: vec![rows + 2, 64], data },
+    );
+    let dense = take(&mut extra, "dense.weight");
+    backbone.extend(
+        extra.drain().filter_map(|(k, v)| k.strip_prefix("backbone.").map(|rest| (rest.to_string(), v))),
+    );
+    write_tensors(&d.join("0_Transformer/model.safetensors"), &backbone);
+    std::fs::copy(data_dir().join("pylate_modernbert_config.json"), d.join("0_Transformer/config.json"))
+        .unwrap();
+    write_json(&d.join("0_Transformer/tokenizer.json"), &with_added_tokens(tok_json, rows));
+    write_json(
+        &d.join("1_Dense/config.json"),
+        &json!({"in_features": 64, "out_features": 16, "bias": false,
+                "activation_function": "torch.nn.modules.linear.Identity"}),
+    );
+    write_tensors(
+        &d.join("1_Dense/model.safetensors"),
+        &HashMap::from([("linear.weight".to_string(), dense)]),
+    );
+    let skiplist: Vec<String> = PUNCT.chars().map(String::from).collect();
+    write_json(
+        &d.join("config_sentence_transformers.json"),
+        &json!({"query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": 20,
+                "document_length": 48, "attend_to_expansion_tokens": false,
+                "skiplist_words": skiplist, "do_query_expansion": true}),
+    );
 }
 
 /// Layout directories built once per test binary run.
@@ -275,7 +331,7 @@ fn check_against_reference(name: &str, layout: Layout) -> Option<f32> {
             }
         }
     }
-    eprintln!("{name}: max |candle - pytorch| = {worst:.2e}");
+    eprintln!("{name}: max |ours - pytorch| = {worst:.2e}");
     assert!(worst < TOLERANCE, "{name}: max abs difference {worst} exceeds {TOLERANCE}");
     Some(worst)
 }
@@ -298,6 +354,11 @@ fn plain_vocab_txt_matches_pytorch() {
 #[test]
 fn plain_modernbert_matches_pytorch() {
     check_against_reference("modernbert", Layout::Plain);
+}
+
+#[test]
+fn pylate_modernbert_matches_pytorch() {
+    check_against_reference("pylate_modernbert", Layout::Pylate);
 }
 
 #[test]

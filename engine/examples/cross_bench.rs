@@ -57,7 +57,7 @@ fn main() {
         checksum = scores.iter().map(|&s| f64::from(s)).sum();
     }
     println!(
-        "candle ({:?}): {n} pairs ({tokens} tokens, max_length {}), batch {batch}, {} threads: {:.1} pairs/s \
+        "ours ({:?}): {n} pairs ({tokens} tokens, max_length {}), batch {batch}, {} threads: {:.1} pairs/s \
          ({:.0} tokens/s), best of {repeats}: {:.3}s; sum of logits {checksum:.4}",
         precision.effective(),
         ce.max_length(),

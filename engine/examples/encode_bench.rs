@@ -88,7 +88,7 @@ fn main() {
         println!("bf16 vs f32 embeddings: cosine mean {mean:.6}, min {min:.6} over {} tokens", cosines.len());
     }
     println!(
-        "candle ({:?}, {}): {} docs, {tokens} tokens ({kept} kept), batch {batch}, {} threads: {best:.3} s, {:.0} tokens/s",
+        "ours ({:?}, {}): {} docs, {tokens} tokens ({kept} kept), batch {batch}, {} threads: {best:.3} s, {:.0} tokens/s",
         precision.effective(),
         enc.kernel(),
         docs.len(),

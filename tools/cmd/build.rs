@@ -42,7 +42,7 @@ pub struct BuildArgs {
     /// load: AMD Zen 4 yes, about 1.75x; Intel Sapphire Rapids no) and in f32 elsewhere; `bf16`
     /// forces it wherever AVX-512 BF16 exists; `f32` matches PyTorch within 1e-4 everywhere. On
     /// all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9998 to the f32 ones.
-    /// Queries are always encoded in f32. BERT backbones only.
+    /// Queries are always encoded in f32. BERT and ModernBERT backbones alike.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,
     /// Directory to write the index to. It is built in a temporary sibling directory and renamed

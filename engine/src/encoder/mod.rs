@@ -20,7 +20,9 @@ pub(crate) mod amx;
 mod bert;
 pub(crate) mod bf16;
 pub mod config;
+mod layers;
 pub(crate) mod model;
+mod modernbert;
 pub(crate) mod ops;
 pub(crate) mod packed;
 #[cfg(target_arch = "x86_64")]
@@ -53,11 +55,12 @@ pub struct EncoderOptions {
     pub query_maxlen: Option<usize>,
     /// Overrides the model's document length.
     pub doc_maxlen: Option<usize>,
-    /// Arithmetic of the BERT matrix products (see [`Precision`]).
+    /// Arithmetic of the backbone's matrix products (see [`Precision`]).
     pub precision: Precision,
 }
 
-/// The arithmetic of the matrix products (dense layers and attention) of a BERT backbone.
+/// The arithmetic of the matrix products (dense layers and attention) of the backbone (BERT or
+/// ModernBERT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -281,7 +284,7 @@ impl Encoder {
     }
 
     /// What runs the model's matrix products on this CPU, in words: `"bf16 (AMX tiles)"`,
-    /// `"bf16 (AVX-512 BF16)"`, `"f32 (AVX-512 panels)"`, `"f32 (gemm)"` or `"f32 (candle)"`.
+    /// `"bf16 (AVX-512 BF16)"`, `"f32 (AVX-512 panels)"` or `"f32 (gemm)"`.
     pub fn kernel(&self) -> &'static str {
         self.backbone.kernel_name()
     }
@@ -307,8 +310,8 @@ impl Encoder {
             batches.push(&order[start..end]);
             start = end;
         }
-        // Batches run concurrently: candle's element-wise ops, softmax and layer norm are
-        // single-threaded, so one batch at a time leaves cores idle outside the matmuls.
+        // Batches run concurrently, each on one thread from start to finish (the forward passes
+        // do not split a batch's work across threads).
         let results: Vec<Vec<Vec<f32>>> = batches
             .par_iter()
             .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect()))

@@ -1,13 +1,12 @@
-//! The transformer backbones (candle-transformers' BERT and ModernBERT) and the projection layers.
+//! The transformer backbones (our BERT and ModernBERT forward passes) and the projection layers.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
-use candle_nn::VarBuilder;
-use candle_transformers::models::modernbert;
+use candle_core::{DType, Tensor, D};
 
 use super::bert::Bert;
+use super::modernbert::ModernBert;
 use serde_json::Value;
 
 use super::config::{model_error, read_json, Activation, DenseSpec};
@@ -26,7 +25,7 @@ pub enum Architecture {
 /// A loaded backbone.
 pub(crate) enum Backbone {
     Bert(Bert),
-    ModernBert(modernbert::ModernBert),
+    ModernBert(ModernBert),
 }
 
 /// The backbone's shape facts read from `config.json`.
@@ -93,22 +92,6 @@ fn strip_prefix(tensors: HashMap<String, Tensor>, probe: &str, prefixes: &[&str]
     tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(String::from).unwrap_or(k), v)).collect()
 }
 
-/// Transformers 5 writes the RoPE bases under `rope_parameters.{full,sliding}_attention.rope_theta`;
-/// earlier versions (and candle) use `global_rope_theta` / `local_rope_theta`. Fills the latter
-/// from the former when missing.
-fn modernbert_rope_keys(mut raw: Value) -> Value {
-    let theta = |kind: &str| raw.pointer(&format!("/rope_parameters/{kind}/rope_theta")).cloned();
-    let (global, local) = (theta("full_attention"), theta("sliding_attention"));
-    if let Some(obj) = raw.as_object_mut() {
-        for (key, value) in [("global_rope_theta", global), ("local_rope_theta", local)] {
-            if let (false, Some(v)) = (obj.contains_key(key), value) {
-                obj.insert(key.to_string(), v);
-            }
-        }
-    }
-    raw
-}
-
 impl Backbone {
     /// Builds the backbone from its parsed config and its tensors.
     pub(crate) fn load(
@@ -119,10 +102,7 @@ impl Backbone {
         tensors: HashMap<String, Tensor>,
         precision: super::Precision,
     ) -> Result<Self> {
-        let dev = Device::Cpu;
-        let weights_error = |e: candle_core::Error| {
-            model_error(weights_path, format!("weights do not match config.json: {e}"))
-        };
+        let use_bf16 = precision == super::Precision::Bf16;
         match info.architecture {
             Architecture::Bert => {
                 let tensors = strip_prefix(
@@ -130,28 +110,20 @@ impl Backbone {
                     "embeddings.word_embeddings.weight",
                     &["bert.", "model.", "encoder."],
                 );
-                Ok(Backbone::Bert(Bert::load(
+                Ok(Backbone::Bert(Bert::load(config_path, &raw, weights_path, &tensors, use_bf16)?))
+            }
+            Architecture::ModernBert => {
+                // `ModernBertForMaskedLM` keeps the backbone under `model.`; a bare
+                // `ModernBertModel` (what sentence-transformers saves) has no prefix.
+                let tensors =
+                    strip_prefix(tensors, "embeddings.tok_embeddings.weight", &["model.", "modernbert."]);
+                Ok(Backbone::ModernBert(ModernBert::load(
                     config_path,
                     &raw,
                     weights_path,
                     &tensors,
-                    precision == super::Precision::Bf16,
+                    use_bf16,
                 )?))
-            }
-            Architecture::ModernBert => {
-                let raw = modernbert_rope_keys(raw);
-                let cfg: modernbert::Config = serde_json::from_value(raw)
-                    .map_err(|e| model_error(config_path, format!("not a ModernBERT config: {e}")))?;
-                // candle expects the `model.` prefix of `ModernBertForMaskedLM`; a bare
-                // `ModernBertModel` (what sentence-transformers saves) has none.
-                let probe = "model.embeddings.tok_embeddings.weight";
-                let tensors = if tensors.contains_key(probe) {
-                    tensors
-                } else {
-                    tensors.into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect()
-                };
-                let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-                Ok(Backbone::ModernBert(modernbert::ModernBert::load(vb, &cfg).map_err(weights_error)?))
             }
         }
     }
@@ -160,7 +132,7 @@ impl Backbone {
     pub(crate) fn kernel_name(&self) -> &'static str {
         match self {
             Backbone::Bert(b) => b.kernel_name(),
-            Backbone::ModernBert(_) => "f32 (candle)",
+            Backbone::ModernBert(m) => m.kernel_name(),
         }
     }
 
@@ -177,17 +149,19 @@ impl Backbone {
         type_ids: Option<&Tensor>,
         attention: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        let (n, len) = ids.dims2()?;
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
+        let msg = |e: crate::error::EngineError| candle_core::Error::Msg(e.to_string());
         match self {
             Backbone::Bert(m) => {
-                let (n, len) = ids.dims2()?;
-                let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
                 let types = type_ids.map(flat).transpose()?;
-                let out = m
-                    .forward(&flat(ids)?, types.as_deref(), &flat(attention)?, n, len)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let out = m.forward(&flat(ids)?, types.as_deref(), &flat(attention)?, n, len).map_err(msg)?;
                 Tensor::from_vec(out, (n, len, m.hidden()), ids.device())
             }
-            Backbone::ModernBert(m) => m.forward(ids, attention),
+            Backbone::ModernBert(m) => {
+                let out = m.forward(&flat(ids)?, &flat(attention)?, n, len).map_err(msg)?;
+                Tensor::from_vec(out, (n, len, m.hidden()), ids.device())
+            }
         }
     }
 }

@@ -122,6 +122,7 @@ pub(crate) enum Act {
 #[derive(Clone, Copy)]
 struct Kernels {
     bias_act: fn(&mut [f32], &[f32], Act),
+    gated_act: fn(&mut [f32], usize, Act),
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
     softmax: fn(&mut [f32], &[u32]),
     argmax: fn(&[f32], &[f32]) -> (usize, f32),
@@ -140,6 +141,7 @@ fn kernel_builds() -> Vec<(&'static str, Kernels)> {
                 "avx512",
                 Kernels {
                     bias_act: avx512::bias_act,
+                    gated_act: avx512::gated_act,
                     layer_norm: avx512::layer_norm,
                     softmax: avx512::softmax,
                     argmax: avx2::argmax_shifted,
@@ -151,6 +153,7 @@ fn kernel_builds() -> Vec<(&'static str, Kernels)> {
             "avx2",
             Kernels {
                 bias_act: avx2::bias_act,
+                gated_act: avx2::gated_act,
                 layer_norm: avx2::layer_norm,
                 softmax: avx2::softmax,
                 argmax: avx2::argmax_shifted,
@@ -162,6 +165,7 @@ fn kernel_builds() -> Vec<(&'static str, Kernels)> {
         "generic",
         Kernels {
             bias_act: generic::bias_act,
+            gated_act: generic::gated_act,
             layer_norm: generic::layer_norm,
             softmax: generic::softmax,
             argmax: generic::argmax_shifted,
@@ -188,6 +192,12 @@ pub(crate) fn bias_act(rows: &mut [f32], bias: &[f32], act: Option<Act>) {
         Some(act) => (kernels().bias_act)(rows, bias, act),
         None => generic::add_bias(rows, bias),
     }
+}
+
+/// The gated activation of a GLU feed-forward: each row of `rows` is `[input | gate]`, both
+/// `width` wide; `input` becomes `act(input) · gate` (the gate half is left as it was).
+pub(crate) fn gated_act(rows: &mut [f32], width: usize, act: Act) {
+    (kernels().gated_act)(rows, width, act)
 }
 
 /// Layer norm of every row of `rows` (width `gamma.len()`), in place, biased variance.
@@ -229,6 +239,17 @@ macro_rules! elementwise_build {
         #[target_feature(enable = $features)]
         fn bias_act_impl(rows: &mut [f32], bias: &[f32], act: Act) {
             generic::bias_act_inline(rows, bias, act)
+        }
+
+        /// Gated activation, this build.
+        pub fn gated_act(rows: &mut [f32], width: usize, act: Act) {
+            // SAFETY: chosen only after this build's target features were detected at run time.
+            unsafe { gated_act_impl(rows, width, act) }
+        }
+
+        #[target_feature(enable = $features)]
+        fn gated_act_impl(rows: &mut [f32], width: usize, act: Act) {
+            generic::gated_act_inline(rows, width, act)
         }
 
         /// Layer norm, this build.
@@ -429,6 +450,37 @@ pub(crate) mod generic {
     /// Scalar build of bias + activation.
     pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Act) {
         bias_act_inline(rows, bias, act)
+    }
+
+    #[inline(always)]
+    pub fn gated_act_inline(rows: &mut [f32], width: usize, act: Act) {
+        for row in rows.chunks_exact_mut(2 * width) {
+            let (input, gate) = row.split_at_mut(width);
+            let gate = &gate[..width];
+            match act {
+                // One loop per activation, as in `bias_act_inline`.
+                Act::GeluErf => {
+                    for i in 0..width {
+                        input[i] = act_one(input[i], Act::GeluErf) * gate[i];
+                    }
+                }
+                Act::GeluTanh => {
+                    for i in 0..width {
+                        input[i] = act_one(input[i], Act::GeluTanh) * gate[i];
+                    }
+                }
+                Act::Relu => {
+                    for i in 0..width {
+                        input[i] = act_one(input[i], Act::Relu) * gate[i];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Scalar build of the gated activation.
+    pub fn gated_act(rows: &mut [f32], width: usize, act: Act) {
+        gated_act_inline(rows, width, act)
     }
 
     /// Sum in `LANES` independent partial sums (vectorisable; the order is fixed).

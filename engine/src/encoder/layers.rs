@@ -1,0 +1,373 @@
+//! The pieces our transformer forward passes ([`super::bert`], [`super::modernbert`]) share: dense
+//! layers stored in the form their kernel reads, layer norms, checkpoint loading with shape checks,
+//! multi-head self-attention over one sequence, and per-thread scratch buffers.
+//!
+//! Weights are converted to f32 once at load and stored input-major (`[in, out]`), then packed for
+//! the kernel chosen at load ([`Kernel`]).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+
+use super::bf16::{self, PackedB};
+use super::config::model_error;
+use super::ops::{self, grow, Mat};
+use super::packed::{self, PackedMat};
+use crate::error::Result;
+
+/// A dense layer, `y = x·W + b` (`b` empty when the layer has no bias).
+pub(super) struct Linear {
+    w: Dense,
+    pub b: Vec<f32>,
+    pub inp: usize,
+    pub out: usize,
+}
+
+impl Linear {
+    /// Adds the bias (if any) to `rows` rows of output, `out` wide.
+    pub fn add_bias(&self, ys: &mut [f32]) {
+        if !self.b.is_empty() {
+            ops::bias_act(ys, &self.b, None);
+        }
+    }
+}
+
+/// A dense layer's `W` (`[in, out]`) in the form its kernel reads.
+enum Dense {
+    /// Row-major, for the general f32 product (CPUs without AVX-512).
+    Plain(Vec<f32>),
+    /// Panels for the AVX-512 f32 kernel.
+    F32(PackedMat),
+    /// bf16 pairs for the AVX-512 BF16 kernel, when the encoder runs in bf16.
+    Bf16(PackedB),
+}
+
+/// Which kernels the encoder's products run on, chosen once at load.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Kernel {
+    /// The general f32 product (`gemm`).
+    General,
+    /// The packed AVX-512 f32 kernel.
+    F32,
+    /// The packed AVX-512 BF16 kernel.
+    Bf16,
+}
+
+impl Kernel {
+    /// bf16 when asked for and the CPU has it, else the packed f32 kernel where AVX-512 is
+    /// there (unless `COLBERT_F32_KERNEL=general`), else the general product.
+    pub fn choose(use_bf16: bool) -> Kernel {
+        if use_bf16 && bf16::available() {
+            Kernel::Bf16
+        } else if packed::use_avx512() && std::env::var("COLBERT_F32_KERNEL").as_deref() != Ok("general") {
+            Kernel::F32
+        } else {
+            Kernel::General
+        }
+    }
+
+    /// What runs the products, in words.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::General => "f32 (gemm)",
+            Kernel::F32 => "f32 (AVX-512 panels)",
+            Kernel::Bf16 => bf16::kernel_name(),
+        }
+    }
+}
+
+/// Layer-norm parameters (`beta` all zeros for norms saved without a bias).
+pub(super) struct Norm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl Norm {
+    /// Normalises every row of `rows` in place.
+    pub fn apply(&self, rows: &mut [f32], eps: f32) {
+        ops::layer_norm(rows, &self.gamma, &self.beta, eps);
+    }
+}
+
+/// Takes tensors out of the checkpoint by name, converting to f32 and checking shapes.
+pub(super) struct Weights<'a> {
+    pub tensors: &'a HashMap<String, Tensor>,
+    pub path: &'a Path,
+    pub kernel: Kernel,
+}
+
+impl Weights<'_> {
+    /// The tensor `name`, which must have `shape`, as f32.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            model_error(self.path, format!("weights do not match config.json: missing tensor {name:?}"))
+        })?;
+        if t.dims() != shape {
+            return Err(model_error(
+                self.path,
+                format!(
+                    "weights do not match config.json: tensor {name:?} has shape {:?}, expected {shape:?}",
+                    t.dims()
+                ),
+            ));
+        }
+        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    }
+
+    /// A layer norm saved as `weight`/`bias` or, in older checkpoints, `gamma`/`beta`; with
+    /// `bias` false, only a `weight` (the bias is zero).
+    pub fn norm(&self, prefix: &str, width: usize, bias: bool) -> Result<Norm> {
+        let (g, b) = if self.tensors.contains_key(&format!("{prefix}.gamma")) {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        Ok(Norm {
+            gamma: self.get(&format!("{prefix}.{g}"), &[width])?,
+            beta: if bias { self.get(&format!("{prefix}.{b}"), &[width])? } else { vec![0.0; width] },
+        })
+    }
+
+    /// Linear layers saved `[out, in]` (PyTorch), concatenated along `out` and transposed; with
+    /// `bias` false they have no bias tensors.
+    pub fn linear(&self, prefixes: &[String], inp: usize, out_each: usize, bias: bool) -> Result<Linear> {
+        let out = out_each * prefixes.len();
+        let mut w = vec![0f32; inp * out];
+        let mut b = Vec::with_capacity(if bias { out } else { 0 });
+        for (p, prefix) in prefixes.iter().enumerate() {
+            let wp = self.get(&format!("{prefix}.weight"), &[out_each, inp])?;
+            for o in 0..out_each {
+                for i in 0..inp {
+                    w[i * out + p * out_each + o] = wp[o * inp + i];
+                }
+            }
+            if bias {
+                b.extend(self.get(&format!("{prefix}.bias"), &[out_each])?);
+            }
+        }
+        let w = match self.kernel {
+            Kernel::General => Dense::Plain(w),
+            Kernel::F32 => {
+                let mut packed = PackedMat::default();
+                packed.repack_panels(inp, out, |r, c| w[r * out + c]);
+                Dense::F32(packed)
+            }
+            Kernel::Bf16 => Dense::Bf16(PackedB::pack(&w, inp, out)),
+        };
+        Ok(Linear { w, b, inp, out })
+    }
+}
+
+/// `out (+)= xs · W` for `rows` rows (bias not added); row `i` of `xs` starts at `xs[i * lda]`.
+pub(super) fn linear_strided(
+    l: &Linear,
+    xs: &[f32],
+    lda: usize,
+    out: &mut [f32],
+    rows: usize,
+    accumulate: bool,
+) {
+    if rows == 0 {
+        return;
+    }
+    let xs = &xs[..(rows - 1) * lda + l.inp];
+    let out = &mut out[..rows * l.out];
+    match &l.w {
+        Dense::Bf16(p) => bf16::matmul_strided(xs, lda, rows, p, out, l.out, accumulate),
+        Dense::F32(p) => packed::matmul_panels(xs, lda, rows, p, out, l.out, accumulate),
+        Dense::Plain(w) => ops::matmul(
+            Mat::view(xs, 0, rows, l.inp, lda, 1),
+            Mat::dense(w, l.inp, l.out),
+            out,
+            l.out,
+            accumulate,
+            1.0,
+        ),
+    }
+}
+
+/// `out (+)= xs · W` for `rows` dense rows (bias not added).
+pub(super) fn linear(l: &Linear, xs: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
+    linear_strided(l, xs, l.inp, out, rows, accumulate)
+}
+
+/// Checks a forward pass's input: `n` sequences of `len` tokens (`ids`, `mask` and any
+/// `type_ids` `n × len`), ids inside `vocab`, token types inside `type_vocab`, `len` within
+/// `max_positions`.
+pub(super) fn check_input(
+    model: &str,
+    (ids, type_ids, mask): (&[u32], Option<&[u32]>, &[u32]),
+    (n, len): (usize, usize),
+    (vocab, type_vocab, max_positions): (usize, usize, usize),
+) -> Result<()> {
+    let tokens = n * len;
+    let invalid = |msg: String| Err(crate::error::EngineError::InvalidArgument(msg));
+    if ids.len() != tokens || mask.len() != tokens || type_ids.is_some_and(|t| t.len() != tokens) {
+        return invalid(format!(
+            "{model} input of {n} × {len} tokens with {} ids, {} mask entries",
+            ids.len(),
+            mask.len()
+        ));
+    }
+    if len > max_positions {
+        return invalid(format!("sequence of {len} tokens exceeds the model's {max_positions} positions"));
+    }
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return invalid(format!("token id {bad} outside the vocabulary of {vocab}"));
+    }
+    if let Some(&bad) = type_ids.and_then(|t| t.iter().find(|&&t| t as usize >= type_vocab)) {
+        return invalid(format!("token type {bad} outside the model's {type_vocab} types"));
+    }
+    Ok(())
+}
+
+/// Which keys each query of a sequence sees, besides the padding mask.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Span {
+    /// Every key (global attention).
+    All,
+    /// Keys within this distance of the query, both sides included (ModernBERT's local layers).
+    Window(usize),
+}
+
+/// Buffers one attention call reuses: the scores and one head's packed `Kᵀ` and `V`.
+#[derive(Default)]
+pub(super) struct AttentionScratch {
+    scores: Vec<f32>,
+    /// One head's `Kᵀ` (scaled) and `V`, packed for the bf16 kernel...
+    kt16: PackedB,
+    vp16: PackedB,
+    /// ... or for the f32 one.
+    kt32: PackedMat,
+    vp32: PackedMat,
+}
+
+/// Multi-head self-attention over one sequence of `len` tokens: `qkv` holds `Q | K | V` per
+/// token (`[len, 3h]`, heads contiguous within each), `ctx` (`[len, h]`) receives every head's
+/// `softmax(Q·Kᵀ·scale) · V`. Keys whose `mask` is 0 get probability exactly 0, so keys after the
+/// last unmasked one (the batch's padding) are skipped; a row with every key masked stays uniform
+/// over all of them (what PyTorch's additive mask gives). The two products run on `kernel`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn attention(
+    kernel: Kernel,
+    s: &mut AttentionScratch,
+    qkv: &[f32],
+    ctx: &mut [f32],
+    mask: &[u32],
+    len: usize,
+    h: usize,
+    heads: usize,
+    span: Span,
+) {
+    let head_dim = h / heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let AttentionScratch { scores, kt16, vp16, kt32, vp32 } = s;
+    let mut keys = mask.iter().rposition(|&m| m != 0).map_or(len, |i| i + 1);
+    if let Span::Window(w) = span {
+        if has_blind_row(mask, w) {
+            // Such a row attends uniformly to every key, padding included (see below).
+            keys = len;
+        }
+    }
+    let key_mask = &mask[..keys];
+    let scores = grow(scores, len * keys);
+    let softmax = |scores: &mut [f32]| match span {
+        Span::All => ops::masked_softmax(scores, key_mask),
+        Span::Window(w) => windowed_softmax(scores, key_mask, w),
+    };
+    for head in 0..heads {
+        let (qo, ko, vo) = (head * head_dim, h + head * head_dim, 2 * h + head * head_dim);
+        let out = &mut ctx[head * head_dim..];
+        let k_at = |r: usize, c: usize| qkv[ko + c * 3 * h + r] * scale;
+        let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
+        match kernel {
+            Kernel::Bf16 => {
+                kt16.repack_transposed(&qkv[ko..], 3 * h, keys, head_dim, scale);
+                bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
+                softmax(scores);
+                vp16.repack_rows(&qkv[vo..], 3 * h, keys, head_dim);
+                bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
+            }
+            Kernel::F32 => {
+                kt32.repack_panels(head_dim, keys, k_at);
+                packed::matmul_panels(&qkv[qo..], 3 * h, len, kt32, scores, keys, false);
+                softmax(scores);
+                vp32.repack_panels(keys, head_dim, v_at);
+                packed::matmul_panels(scores, keys, len, vp32, out, h, false);
+            }
+            Kernel::General => {
+                let q = Mat::view(qkv, qo, len, head_dim, 3 * h, 1);
+                let k = Mat::view(qkv, ko, keys, head_dim, 3 * h, 1);
+                let v = Mat::view(qkv, vo, keys, head_dim, 3 * h, 1);
+                ops::matmul(q, k.t(), scores, keys, false, scale);
+                softmax(scores);
+                ops::matmul(Mat::dense(scores, len, keys), v, out, h, false, 1.0);
+            }
+        }
+    }
+}
+
+/// Whether some query of a sequence with this `mask` has no unmasked key within `window` (an
+/// unattended `[MASK]` expansion token more than `window` past a short query's last token).
+fn has_blind_row(mask: &[u32], window: usize) -> bool {
+    let mut seen = vec![0usize; mask.len() + 1];
+    for (i, &m) in mask.iter().enumerate() {
+        seen[i + 1] = seen[i] + usize::from(m != 0);
+    }
+    (0..mask.len()).any(|q| {
+        let (lo, hi) = (q.saturating_sub(window), (q + window + 1).min(mask.len()));
+        seen[hi] == seen[lo]
+    })
+}
+
+/// [`ops::masked_softmax`] of each row `q` of `scores` (width `key_mask.len()`) over the keys
+/// within `window` of `q`; every other key gets 0. A row whose window holds no unmasked key gets
+/// a uniform row over every key, which is what PyTorch's additive mask gives (every score then
+/// rounds to the same `f32::MIN`).
+fn windowed_softmax(scores: &mut [f32], key_mask: &[u32], window: usize) {
+    let keys = key_mask.len();
+    for (q, row) in scores.chunks_exact_mut(keys).enumerate() {
+        let lo = q.saturating_sub(window).min(keys);
+        let hi = (q + window + 1).min(keys);
+        if !key_mask[lo..hi].iter().any(|&m| m != 0) {
+            row.fill(1.0 / keys as f32);
+            continue;
+        }
+        row[..lo].fill(0.0);
+        row[hi..].fill(0.0);
+        ops::masked_softmax(&mut row[lo..hi], &key_mask[lo..hi]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_softmax_sees_only_the_window() {
+        let keys = 7usize;
+        let mask = [1, 1, 0, 1, 1, 1, 1];
+        let scores: Vec<f32> = (0..keys * keys).map(|i| ((i * 37 % 11) as f32) * 0.3 - 1.0).collect();
+        let mut got = scores.clone();
+        windowed_softmax(&mut got, &mask, 2);
+        for q in 0..keys {
+            // The definition: softmax over keys with |q - k| <= 2 and mask 1, in f64.
+            let seen: Vec<usize> = (0..keys).filter(|&k| q.abs_diff(k) <= 2 && mask[k] == 1).collect();
+            let max = seen.iter().map(|&k| scores[q * keys + k] as f64).fold(f64::MIN, f64::max);
+            let sum: f64 = seen.iter().map(|&k| (scores[q * keys + k] as f64 - max).exp()).sum();
+            for k in 0..keys {
+                let want =
+                    if seen.contains(&k) { (scores[q * keys + k] as f64 - max).exp() / sum } else { 0.0 };
+                assert!((got[q * keys + k] as f64 - want).abs() < 1e-6, "row {q} key {k}");
+            }
+        }
+        // A query whose window holds only masked keys attends to every key alike.
+        let mut blind = vec![0.5f32; 6 * 6];
+        let mask = [1, 0, 0, 0, 0, 0];
+        windowed_softmax(&mut blind, &mask, 2);
+        assert!(blind[5 * 6..].iter().all(|&p| p == 1.0 / 6.0));
+        assert_eq!(blind[..6], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+        assert!(has_blind_row(&mask, 2) && !has_blind_row(&mask, 5) && !has_blind_row(&[1, 0, 0, 1], 2));
+    }
+}
