@@ -386,7 +386,16 @@ fn batching_does_not_change_results() {
 
 #[test]
 fn bf16_dense_layers_stay_close_to_f32() {
-    let Some(dir) = model_dir("minilm") else { return };
+    bf16_stays_close_to_f32("minilm");
+}
+
+#[test]
+fn bf16_modernbert_stays_close_to_f32() {
+    bf16_stays_close_to_f32("pylate_modernbert");
+}
+
+fn bf16_stays_close_to_f32(name: &str) {
+    let Some(dir) = model_dir(name) else { return };
     let f32_enc = Encoder::load(&dir, EncoderOptions::default()).unwrap();
     let bf16_enc =
         Encoder::load(&dir, EncoderOptions { precision: Precision::Bf16, ..Default::default() }).unwrap();
@@ -408,10 +417,10 @@ fn bf16_dense_layers_stay_close_to_f32() {
     }
     match bf16_enc.precision() {
         Precision::Bf16 => {
-            assert!(worst > 0.999, "bf16 token embedding cosine {worst} to f32");
-            assert!(worst < 1.0 - 1e-7, "bf16 path gave f32 results: was it run at all?");
+            assert!(worst > 0.999, "{name}: bf16 token embedding cosine {worst} to f32");
+            assert!(worst < 1.0 - 1e-7, "{name}: bf16 path gave f32 results: was it run at all?");
         }
-        _ => assert!(worst > 1.0 - 1e-6, "fallback must be f32: cosine {worst}"),
+        _ => assert!(worst > 1.0 - 1e-6, "{name}: fallback must be f32: cosine {worst}"),
     }
 }
 

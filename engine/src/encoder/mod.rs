@@ -178,24 +178,13 @@ impl Encoder {
             width = layer.out_features();
             dense.push(layer);
         }
-        let backbone = Backbone::load(
-            &info,
-            raw,
-            &files.config,
-            &files.weights,
-            tensors,
-            options.precision.effective(),
-        )?;
+        let precision = options.precision.effective();
+        let backbone = Backbone::load(&info, raw, &files.config, &files.weights, tensors, precision)?;
         let name = dir
             .canonicalize()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| dir.display().to_string());
-        // Only the BERT backbone has a bf16 path.
-        let precision = match info.architecture {
-            Architecture::Bert => options.precision.effective(),
-            Architecture::ModernBert => Precision::F32,
-        };
         Ok(Encoder {
             layout: files.layout,
             architecture: info.architecture,
