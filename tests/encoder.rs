@@ -189,7 +189,7 @@ fn build_layouts(cache: &Path, root: &Path) {
     );
     write_tensors(&d.join("model.safetensors"), &mb);
 
-    build_pylate_modernbert(&cass, &tok_json, root);
+    build_pylate_modernbert(&cass, root);
 }
 
 /// A PyLate directory's `0_Transformer/`, `1_Dense/` and `modules.json` naming them.
@@ -224,8 +224,10 @@ fn with_added_tokens(tok_json: &Value, first_id: usize) -> Value {
 
 /// `make_encoder_fixtures.py::build_pylate_modernbert`: GTE-ModernColBERT's layout (PyLate, a
 /// ModernBERT backbone whose config.json uses the published key names, a projection without
-/// bias) around the sharp tiny ModernBERT of `extra_modern.safetensors`.
-fn build_pylate_modernbert(cass: &Path, tok_json: &Value, root: &Path) {
+/// bias, a byte-level BPE tokenizer in the form of ModernBERT's) around the sharp tiny ModernBERT
+/// of `extra_modern.safetensors`.
+fn build_pylate_modernbert(cass: &Path, root: &Path) {
+    let tok_json = read_json(&data_dir().join("bpe_tokenizer.json"));
     let mut extra = read_tensors(&data_dir().join("extra_modern.safetensors"));
     let d = root.join("pylate_modernbert");
     pylate_skeleton(&d);
@@ -245,7 +247,9 @@ fn build_pylate_modernbert(cass: &Path, tok_json: &Value, root: &Path) {
     write_tensors(&d.join("0_Transformer/model.safetensors"), &backbone);
     std::fs::copy(data_dir().join("pylate_modernbert_config.json"), d.join("0_Transformer/config.json"))
         .unwrap();
-    write_json(&d.join("0_Transformer/tokenizer.json"), &with_added_tokens(tok_json, rows));
+    let first =
+        tok_json["added_tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap()).max().unwrap();
+    write_json(&d.join("0_Transformer/tokenizer.json"), &with_added_tokens(&tok_json, first as usize + 1));
     write_json(
         &d.join("1_Dense/config.json"),
         &json!({"in_features": 64, "out_features": 16, "bias": false,
