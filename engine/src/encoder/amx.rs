@@ -60,17 +60,37 @@ pub(crate) fn row_block<T: Tiles>(
     out_stride: usize,
     accumulate: bool,
 ) {
+    row_block_panels(t, ablock, mc, b, 0..b.n.div_ceil(NR), out, out_stride, accumulate)
+}
+
+/// [`row_block`] on `b`'s panels `panels` only: column 0 of `out` is the first column of panel
+/// `panels.start`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_block_panels<T: Tiles>(
+    t: &mut T,
+    ablock: &[u32],
+    mc: usize,
+    b: &PackedB,
+    panels: std::ops::Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
     let (ks, n) = (b.ks, b.n);
+    let first = panels.start;
+    let cols = n.min(panels.end * NR).saturating_sub(first * NR);
     assert!(ks % TILE == 0 && ablock.len() >= mc.div_ceil(TILE) * TILE * ks, "amx: row block shape");
-    assert!(mc == 0 || (mc - 1) * out_stride + n <= out.len(), "amx: output out of bounds");
+    assert!(mc == 0 || (mc - 1) * out_stride + cols <= out.len(), "amx: output out of bounds");
     // The four accumulators of a 32 × 32 block, stored side by side.
     let mut c = [0f32; 4 * TILE * TILE];
     const W: usize = 2 * TILE;
     t.start();
-    for (p, panel) in b.data.chunks_exact(ks * NR).enumerate() {
+    for (p, panel) in b.data.chunks_exact(ks * NR).enumerate().take(panels.end).skip(first) {
         let n0 = p * NR;
         let width = NR.min(n - n0);
         let wide = width > TILE;
+        // Where the panel's columns land in `out`.
+        let c0 = n0 - first * NR;
         for r0 in (0..mc).step_by(2 * TILE) {
             let rows = (2 * TILE).min(mc - r0);
             let tall = rows > TILE;
@@ -100,7 +120,7 @@ pub(crate) fn row_block<T: Tiles>(
             if !accumulate && rows == 2 * TILE && width == NR {
                 // A whole block, not added to `out`: the tiles are stored straight into it.
                 for ci in 0..4 {
-                    let at = (r0 + (ci / 2) * TILE) * out_stride + n0 + (ci % 2) * TILE;
+                    let at = (r0 + (ci / 2) * TILE) * out_stride + c0 + (ci % 2) * TILE;
                     t.store(ci, &mut out[at..], out_stride);
                 }
                 continue;
@@ -111,7 +131,7 @@ pub(crate) fn row_block<T: Tiles>(
             }
             for r in 0..rows {
                 let src = &c[r * W..][..width];
-                let dst = &mut out[(r0 + r) * out_stride + n0..][..width];
+                let dst = &mut out[(r0 + r) * out_stride + c0..][..width];
                 if accumulate {
                     dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
                 } else {

@@ -20,7 +20,7 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::model_error;
-use super::layers::{self, linear, AttentionScratch, Kernel, Linear, Norm, Span, Weights};
+use super::layers::{self, linear, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights};
 use super::ops::{self, grow, Act};
 use crate::error::Result;
 
@@ -161,7 +161,8 @@ impl Bert {
 
     /// Runs the encoder on `n` sequences of `len` tokens (`ids`, `type_ids` and `mask` are
     /// `n × len` row-major; `type_ids` `None` means all 0) on the calling thread and returns the
-    /// last hidden states, `n × len × hidden`.
+    /// last hidden states, `n × len × hidden`. With [`Threads::Two`] the large products are
+    /// split with one more thread.
     pub(crate) fn forward(
         &self,
         ids: &[u32],
@@ -169,15 +170,19 @@ impl Bert {
         mask: &[u32],
         n: usize,
         len: usize,
+        threads: Threads,
     ) -> Result<Vec<f32>> {
         let limits = (self.vocab, self.type_vocab, self.max_positions);
         layers::check_input("BERT", (ids, type_ids, mask), (n, len), limits)?;
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            Ok(self.run(&mut s, ids, type_ids, mask, n, len))
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => Ok(self.run(&mut s, ids, type_ids, mask, n, len, threads)),
+            // Re-entered on this thread (rayon ran another forward pass here while this one waited
+            // on a split product): fresh buffers.
+            Err(_) => Ok(self.run(&mut Scratch::default(), ids, type_ids, mask, n, len, threads)),
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         s: &mut Scratch,
@@ -186,6 +191,7 @@ impl Bert {
         mask: &[u32],
         n: usize,
         len: usize,
+        threads: Threads,
     ) -> Vec<f32> {
         let h = self.hidden;
         let tokens = n * len;
@@ -206,19 +212,27 @@ impl Bert {
         // are tens of MB. Rows are independent in every step, so the result is the same.
         for layer in &self.layers {
             for (xs, m) in x.chunks_exact_mut(len * h).zip(mask.chunks_exact(len)) {
-                self.layer(layer, s, xs, m, len);
+                self.layer(layer, s, xs, m, len, threads);
             }
         }
         x
     }
 
     /// One layer over one sequence of `len` tokens (`x`: `[len, h]`, `mask`: `[len]`).
-    fn layer(&self, layer: &Layer, s: &mut Scratch, x: &mut [f32], mask: &[u32], len: usize) {
+    fn layer(
+        &self,
+        layer: &Layer,
+        s: &mut Scratch,
+        x: &mut [f32],
+        mask: &[u32],
+        len: usize,
+        threads: Threads,
+    ) {
         let h = self.hidden;
         let Scratch { qkv, ctx, inter, attention } = s;
         // Q | K | V for every token: [len, 3h].
         let qkv = grow(qkv, len * 3 * h);
-        linear(&layer.qkv, x, qkv, len, false);
+        linear(&layer.qkv, x, qkv, len, false, threads);
         layer.qkv.add_bias(qkv);
 
         // Attention per head, written into ctx: [len, h].
@@ -226,15 +240,15 @@ impl Bert {
         layers::attention(self.kernel, attention, qkv, ctx, mask, len, h, self.heads, Span::All);
 
         // x = LayerNorm(x + ctx·Wo + bo)
-        linear(&layer.attn_out, ctx, x, len, true);
+        linear(&layer.attn_out, ctx, x, len, true, threads);
         layer.attn_out.add_bias(x);
         layer.attn_norm.apply(x, self.eps);
 
         // x = LayerNorm(x + act(x·Wi + bi)·Wo2 + bo2)
         let inter = grow(inter, len * layer.ffn_in.out);
-        linear(&layer.ffn_in, x, inter, len, false);
+        linear(&layer.ffn_in, x, inter, len, false, threads);
         ops::bias_act(inter, &layer.ffn_in.b, Some(self.act));
-        linear(&layer.ffn_out, inter, x, len, true);
+        linear(&layer.ffn_out, inter, x, len, true, threads);
         layer.ffn_out.add_bias(x);
         layer.ffn_norm.apply(x, self.eps);
     }

@@ -13,6 +13,8 @@
 //! encoder uses this path only when asked (`Precision::Bf16`), and the f32 path stays the
 //! reference the fixtures check.
 
+use std::ops::Range;
+
 use super::amx;
 
 /// Output columns per packed panel (two 16-lane vectors).
@@ -122,7 +124,7 @@ fn measured_speedup(kernel: Kernel) -> f64 {
         matmul_packed(&a, m, &f32_b, &mut out);
         f32_best = f32_best.min(t.elapsed().as_secs_f64());
         let t = std::time::Instant::now();
-        matmul_with(kernel, &a, k, m, &bf16_b, &mut out, n, false);
+        matmul_with(kernel, &a, k, m, &bf16_b, 0..n.div_ceil(NR), &mut out, n, false);
         bf16_best = bf16_best.min(t.elapsed().as_secs_f64());
     }
     f32_best / bf16_best.max(1e-9)
@@ -256,10 +258,26 @@ pub(crate) fn matmul_strided(
     out_stride: usize,
     accumulate: bool,
 ) {
-    matmul_with(kernel(), a, a_stride, m, b, out, out_stride, accumulate);
+    matmul_with(kernel(), a, a_stride, m, b, 0..b.n.div_ceil(NR), out, out_stride, accumulate);
 }
 
-/// [`matmul_strided`] with the given kernel.
+/// [`matmul_strided`] on the columns of `b`'s panels `panels` only (`NR` columns each, the last
+/// one possibly narrower): column `panels.start * NR` of `b` lands in column 0 of `out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_panel_range(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedB,
+    panels: Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
+    matmul_with(kernel(), a, a_stride, m, b, panels, out, out_stride, accumulate);
+}
+
+/// [`matmul_panel_range`] with the given kernel.
 #[allow(clippy::too_many_arguments)]
 fn matmul_with(
     kernel: Kernel,
@@ -267,33 +285,38 @@ fn matmul_with(
     a_stride: usize,
     m: usize,
     b: &PackedB,
+    panels: Range<usize>,
     out: &mut [f32],
     out_stride: usize,
     accumulate: bool,
 ) {
     assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
-    assert!(a_stride >= b.k && out_stride >= b.n, "bf16 matmul: stride below the width");
-    if m == 0 {
+    assert!(panels.end <= b.n.div_ceil(NR), "bf16 matmul: panel range out of bounds");
+    let cols = b.n.min(panels.end * NR).saturating_sub(panels.start * NR);
+    assert!(a_stride >= b.k && out_stride >= cols, "bf16 matmul: stride below the width");
+    if m == 0 || cols == 0 {
         return;
     }
     assert!((m - 1) * a_stride + b.k <= a.len(), "bf16 matmul: lhs out of bounds");
-    assert!((m - 1) * out_stride + b.n <= out.len(), "bf16 matmul: output out of bounds");
+    assert!((m - 1) * out_stride + cols <= out.len(), "bf16 matmul: output out of bounds");
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
-        Kernel::Avx512 => unsafe { x86::matmul(a, a_stride, m, b, out, out_stride, accumulate) },
-        Kernel::Amx => matmul_amx(a, a_stride, m, b, out, out_stride, accumulate),
+        Kernel::Avx512 => unsafe { x86::matmul(a, a_stride, m, b, panels, out, out_stride, accumulate) },
+        Kernel::Amx => matmul_amx(a, a_stride, m, b, panels, out, out_stride, accumulate),
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx512 => unreachable!("AVX-512 BF16 reported on a non-x86 target"),
     }
 }
 
 /// [`matmul_with`] on the AMX tiles: row blocks of [`MC`] rounded and padded to whole tiles.
+#[allow(clippy::too_many_arguments)]
 fn matmul_amx(
     a: &[f32],
     a_stride: usize,
     m: usize,
     b: &PackedB,
+    panels: Range<usize>,
     out: &mut [f32],
     out_stride: usize,
     accumulate: bool,
@@ -303,7 +326,8 @@ fn matmul_amx(
     for m0 in (0..m).step_by(MC) {
         let mc = MC.min(m - m0);
         pack_padded(&a[m0 * a_stride..], a_stride, mc, b.k, b.ks, &mut ablock);
-        amx::row_block(&mut hw, &ablock, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
+        let out = &mut out[m0 * out_stride..];
+        amx::row_block_panels(&mut hw, &ablock, mc, b, panels.clone(), out, out_stride, accumulate);
     }
     ABLOCK.set(ablock);
 }
@@ -415,7 +439,7 @@ fn pack_rows_portable(a: &[f32], stride: usize, k: usize, width: usize, scale: f
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{PackedB, PackedRows, KC, MC, MR, NR};
+    use super::{PackedB, PackedRows, Range, KC, MC, MR, NR};
     use crate::encoder::tile::Dst;
 
     /// [`super::pack_rows_portable`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values
@@ -455,11 +479,13 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn matmul(
         a: &[f32],
         a_stride: usize,
         m: usize,
         b: &PackedB,
+        panels: Range<usize>,
         out: &mut [f32],
         out_stride: usize,
         accumulate: bool,
@@ -469,7 +495,8 @@ mod x86 {
         for m0 in (0..m).step_by(MC) {
             let mc = MC.min(m - m0);
             super::pack_rows(&a[m0 * a_stride..], a_stride, mc, k, kp, 1.0, &mut ablock);
-            row_block(&ablock, kp, mc, b, &mut out[m0 * out_stride..], out_stride, accumulate);
+            let out = &mut out[m0 * out_stride..];
+            row_block(&ablock, kp, mc, b, panels.clone(), out, out_stride, accumulate);
         }
         super::ABLOCK.set(ablock);
     }
@@ -480,34 +507,40 @@ mod x86 {
         let (n, ks) = (b.n, b.ks);
         for m0 in (0..a.rows).step_by(MC) {
             let mc = MC.min(a.rows - m0);
-            row_block(&a.data[m0 * ks..(m0 + mc) * ks], ks, mc, b, &mut out[m0 * n..], n, false);
+            let all = 0..n.div_ceil(NR);
+            row_block(&a.data[m0 * ks..(m0 + mc) * ks], ks, mc, b, all, &mut out[m0 * n..], n, false);
         }
     }
 
     /// `out (+)= ablock · b` for one block of `mc` rounded rows (`b.kp` pairs each, row `i` at
-    /// `ablock[i * a_stride]`); row `i` of `out` at `out[i * out_stride]`.
+    /// `ablock[i * a_stride]`) and `b`'s panels `panels`; row `i` of `out` at
+    /// `out[i * out_stride]`, its column 0 the first column of panel `panels.start`.
     #[target_feature(enable = "avx512f,avx512bf16")]
+    #[allow(clippy::too_many_arguments)]
     fn row_block(
         ablock: &[u32],
         a_stride: usize,
         mc: usize,
         b: &PackedB,
+        panels: Range<usize>,
         out: &mut [f32],
         out_stride: usize,
         accumulate: bool,
     ) {
         let (n, kp) = (b.n, b.kp);
+        let first = panels.start;
         // `KC` pairs at a time, so that a panel's slice stays in L1 across the row blocks.
         for k0 in (0..kp).step_by(KC) {
             let kc = KC.min(kp - k0);
             let add = accumulate || k0 > 0;
-            for (p, panel) in b.data.chunks_exact(b.ks * NR).enumerate() {
+            for (p, panel) in b.data.chunks_exact(b.ks * NR).enumerate().take(panels.end).skip(first) {
                 let n0 = p * NR;
                 let width = NR.min(n - n0);
                 let panel = &panel[k0 * NR..(k0 + kc) * NR];
+                let c0 = n0 - first * NR;
                 for r0 in (0..mc).step_by(MR) {
                     let rows = MR.min(mc - r0);
-                    let dst = Dst::new(&mut out[r0 * out_stride + n0..], out_stride, rows, width, add);
+                    let dst = Dst::new(&mut out[r0 * out_stride + c0..], out_stride, rows, width, add);
                     kernel(&ablock[r0 * a_stride + k0..], a_stride, rows, kc, panel, dst);
                 }
             }
@@ -637,7 +670,7 @@ mod tests {
             let (rows, b) = (PackedRows::pack(&a, m, k), PackedB::pack(&w, k, n));
             let (mut tiles, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
             amx::row_block(&mut amx::Model::default(), &rows.data, m, &b, &mut tiles, n, false);
-            matmul_with(Kernel::Avx512, &a, k, m, &b, &mut want, n, false);
+            matmul_with(Kernel::Avx512, &a, k, m, &b, 0..n.div_ceil(NR), &mut want, n, false);
             for (i, (t, w)) in tiles.iter().zip(&want).enumerate() {
                 assert!((t - w).abs() <= 1e-5 * k as f32, "({m},{k},{n}) #{i}: {t} vs {w}");
             }

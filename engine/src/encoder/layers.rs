@@ -159,7 +159,28 @@ impl Weights<'_> {
     }
 }
 
+/// Output columns per packed panel, the unit the products' columns are split in (the same for
+/// the f32 and bf16 kernels).
+const PANEL: usize = 32;
+const _: () = assert!(PANEL == packed::NR && PANEL == bf16::NR);
+
+/// Products smaller than this many multiply-adds are not split across threads (a split costs a
+/// few microseconds).
+const SPLIT_MIN: usize = 1 << 20;
+
+/// How a forward pass runs its dense products.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Threads {
+    /// On the calling thread (batches run side by side, one per thread).
+    One,
+    /// Each large product's output columns split between the calling thread and one more (a lone
+    /// batch: one query searched interactively).
+    Two,
+}
+
 /// `out (+)= xs · W` for `rows` rows (bias not added); row `i` of `xs` starts at `xs[i * lda]`.
+/// With [`Threads::Two`], the second half of the columns is computed on another thread in a
+/// buffer of its own and copied into `out`: the same values, bit for bit.
 pub(super) fn linear_strided(
     l: &Linear,
     xs: &[f32],
@@ -167,29 +188,84 @@ pub(super) fn linear_strided(
     out: &mut [f32],
     rows: usize,
     accumulate: bool,
+    threads: Threads,
 ) {
     if rows == 0 {
         return;
     }
     let xs = &xs[..(rows - 1) * lda + l.inp];
     let out = &mut out[..rows * l.out];
+    let panels = l.out.div_ceil(PANEL);
+    if threads == Threads::One || panels < 2 || rows * l.inp * l.out < SPLIT_MIN {
+        return product(l, xs, lda, rows, 0..panels, out, l.out, accumulate);
+    }
+    let mid = panels / 2;
+    let (c0, width) = (mid * PANEL, l.out - mid * PANEL);
+    let mut other = SPLIT.take();
+    other.clear();
+    if accumulate {
+        // The columns' current values, so that the products add to them in the same order as
+        // unsplit (an add afterwards would round differently where `k` runs in several passes).
+        other.extend(out.chunks_exact(l.out).flat_map(|row| &row[c0..]));
+    } else {
+        other.resize(rows * width, 0.0);
+    }
+    rayon::join(
+        || product(l, xs, lda, rows, 0..mid, out, l.out, accumulate),
+        || product(l, xs, lda, rows, mid..panels, &mut other, width, accumulate),
+    );
+    for (dst, src) in out.chunks_exact_mut(l.out).zip(other.chunks_exact(width)) {
+        dst[c0..].copy_from_slice(src);
+    }
+    SPLIT.set(other);
+}
+
+thread_local! {
+    /// The second thread's columns of a split product, reused.
+    static SPLIT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// `out (+)= xs · W[:, panels]` on the calling thread: the columns of `W`'s panels `panels`
+/// ([`PANEL`] each), written from column 0 of `out` (row stride `ldo`).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    l: &Linear,
+    xs: &[f32],
+    lda: usize,
+    rows: usize,
+    panels: std::ops::Range<usize>,
+    out: &mut [f32],
+    ldo: usize,
+    accumulate: bool,
+) {
     match &l.w {
-        Dense::Bf16(p) => bf16::matmul_strided(xs, lda, rows, p, out, l.out, accumulate),
-        Dense::F32(p) => packed::matmul_panels(xs, lda, rows, p, out, l.out, accumulate),
-        Dense::Plain(w) => ops::matmul(
-            Mat::view(xs, 0, rows, l.inp, lda, 1),
-            Mat::dense(w, l.inp, l.out),
-            out,
-            l.out,
-            accumulate,
-            1.0,
-        ),
+        Dense::Bf16(p) => bf16::matmul_panel_range(xs, lda, rows, p, panels, out, ldo, accumulate),
+        Dense::F32(p) => packed::matmul_panel_range(xs, lda, rows, p, panels, out, ldo, accumulate),
+        Dense::Plain(w) => {
+            let c0 = panels.start * PANEL;
+            let cols = l.out.min(panels.end * PANEL) - c0;
+            ops::matmul(
+                Mat::view(xs, 0, rows, l.inp, lda, 1),
+                Mat::view(w, c0, l.inp, cols, l.out, 1),
+                out,
+                ldo,
+                accumulate,
+                1.0,
+            )
+        }
     }
 }
 
 /// `out (+)= xs · W` for `rows` dense rows (bias not added).
-pub(super) fn linear(l: &Linear, xs: &[f32], out: &mut [f32], rows: usize, accumulate: bool) {
-    linear_strided(l, xs, l.inp, out, rows, accumulate)
+pub(super) fn linear(
+    l: &Linear,
+    xs: &[f32],
+    out: &mut [f32],
+    rows: usize,
+    accumulate: bool,
+    threads: Threads,
+) {
+    linear_strided(l, xs, l.inp, out, rows, accumulate, threads)
 }
 
 /// Checks a forward pass's input: `n` sequences of `len` tokens (`ids`, `mask` and any
@@ -369,5 +445,50 @@ mod tests {
         assert!(blind[5 * 6..].iter().all(|&p| p == 1.0 / 6.0));
         assert_eq!(blind[..6], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert!(has_blind_row(&mask, 2) && !has_blind_row(&mask, 5) && !has_blind_row(&[1, 0, 0, 1], 2));
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    /// A `Linear` of `inp × out` deterministic weights for `kernel`, with a bias.
+    fn layer(inp: usize, out: usize, kernel: Kernel) -> Linear {
+        let w: Vec<f32> = (0..out * inp).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
+        let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01).collect();
+        let tensors = HashMap::from([
+            ("l.weight".to_string(), Tensor::from_vec(w, (out, inp), &candle_core::Device::Cpu).unwrap()),
+            ("l.bias".to_string(), Tensor::from_vec(b, out, &candle_core::Device::Cpu).unwrap()),
+        ]);
+        let weights = Weights { tensors: &tensors, path: Path::new("test"), kernel };
+        weights.linear(&["l".to_string()], inp, out, true).unwrap()
+    }
+
+    #[test]
+    fn split_products_equal_whole_ones() {
+        let mut kernels = vec![Kernel::General];
+        if packed::use_avx512() {
+            kernels.push(Kernel::F32);
+        }
+        if bf16::available() {
+            kernels.push(Kernel::Bf16);
+        }
+        // Widths of whole and partial panels, an odd panel count, strided input rows.
+        for &(rows, inp, out, lda) in &[(20, 384, 1152, 384), (13, 200, 1000, 230), (7, 768, 2310, 800)] {
+            assert!(rows * inp * out >= SPLIT_MIN, "the shape must be large enough to split");
+            let xs: Vec<f32> = (0..rows * lda).map(|i| ((i * 31 % 97) as f32 / 97.0) - 0.5).collect();
+            for &kernel in &kernels {
+                let l = layer(inp, out, kernel);
+                for accumulate in [false, true] {
+                    let start: Vec<f32> = (0..rows * out).map(|i| (i % 5) as f32).collect();
+                    let (mut one, mut two) = (start.clone(), start);
+                    linear_strided(&l, &xs, lda, &mut one, rows, accumulate, Threads::One);
+                    rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
+                        linear_strided(&l, &xs, lda, &mut two, rows, accumulate, Threads::Two)
+                    });
+                    assert!(one == two, "{kernel:?} {rows}x{inp}x{out} accumulate {accumulate}");
+                }
+            }
+        }
     }
 }

@@ -299,11 +299,17 @@ impl Encoder {
             batches.push(&order[start..end]);
             start = end;
         }
-        // Batches run concurrently, each on one thread from start to finish (the forward passes
-        // do not split a batch's work across threads).
+        // Batches run concurrently, each on one thread from start to finish; a batch that runs
+        // alone (one query searched interactively) splits its large products with a second
+        // thread instead.
+        let threads = if batches.len() == 1 && rayon::current_num_threads() > 1 {
+            model::Threads::Two
+        } else {
+            model::Threads::One
+        };
         let results: Vec<Vec<Vec<f32>>> = batches
             .par_iter()
-            .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect()))
+            .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect(), threads))
             .collect::<Result<_>>()?;
         let mut out: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
         for (batch, rows) in batches.iter().zip(results) {
@@ -314,7 +320,7 @@ impl Encoder {
         Ok(out)
     }
 
-    fn run_batch(&self, batch: Vec<&TokenizedText>) -> Result<Vec<Vec<f32>>> {
+    fn run_batch(&self, batch: Vec<&TokenizedText>, threads: model::Threads) -> Result<Vec<Vec<f32>>> {
         let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0);
         let n = batch.len();
         let mut ids = vec![0u32; n * len];
@@ -326,7 +332,7 @@ impl Encoder {
         let dev = Device::Cpu;
         let ids = Tensor::from_vec(ids, (n, len), &dev)?;
         let attention = Tensor::from_vec(attention, (n, len), &dev)?;
-        let mut xs = self.backbone.forward(&ids, &attention)?;
+        let mut xs = self.backbone.forward(&ids, &attention, threads)?;
         for layer in &self.dense {
             xs = layer.forward(&xs)?;
         }

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor, D};
 
 use super::bert::Bert;
+pub(crate) use super::layers::Threads;
 use super::modernbert::ModernBert;
 use serde_json::Value;
 
@@ -137,8 +138,15 @@ impl Backbone {
     }
 
     /// Runs the backbone: `ids` and `attention` are `[batch, len]` u32; returns `[batch, len, hidden]`.
-    pub(crate) fn forward(&self, ids: &Tensor, attention: &Tensor) -> candle_core::Result<Tensor> {
-        self.forward_with_types(ids, None, attention)
+    /// With [`Threads::Two`] the large products are split with one more thread (for a batch that
+    /// runs alone).
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        attention: &Tensor,
+        threads: Threads,
+    ) -> candle_core::Result<Tensor> {
+        self.forward_with_types(ids, None, attention, threads)
     }
 
     /// As [`Backbone::forward`], with BERT token type (segment) ids, `[batch, len]` u32, for
@@ -148,6 +156,7 @@ impl Backbone {
         ids: &Tensor,
         type_ids: Option<&Tensor>,
         attention: &Tensor,
+        threads: Threads,
     ) -> candle_core::Result<Tensor> {
         let (n, len) = ids.dims2()?;
         let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<u32>();
@@ -155,11 +164,13 @@ impl Backbone {
         match self {
             Backbone::Bert(m) => {
                 let types = type_ids.map(flat).transpose()?;
-                let out = m.forward(&flat(ids)?, types.as_deref(), &flat(attention)?, n, len).map_err(msg)?;
+                let out = m
+                    .forward(&flat(ids)?, types.as_deref(), &flat(attention)?, n, len, threads)
+                    .map_err(msg)?;
                 Tensor::from_vec(out, (n, len, m.hidden()), ids.device())
             }
             Backbone::ModernBert(m) => {
-                let out = m.forward(&flat(ids)?, &flat(attention)?, n, len).map_err(msg)?;
+                let out = m.forward(&flat(ids)?, &flat(attention)?, n, len, threads).map_err(msg)?;
                 Tensor::from_vec(out, (n, len, m.hidden()), ids.device())
             }
         }

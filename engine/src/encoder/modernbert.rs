@@ -18,7 +18,9 @@ use candle_core::Tensor;
 use serde_json::Value;
 
 use super::config::model_error;
-use super::layers::{self, linear, linear_strided, AttentionScratch, Kernel, Linear, Norm, Span, Weights};
+use super::layers::{
+    self, linear, linear_strided, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights,
+};
 use super::ops::{self, grow, Act};
 use crate::error::Result;
 
@@ -262,7 +264,15 @@ impl ModernBert {
 
     /// Runs the encoder on `n` sequences of `len` tokens (`ids` and `mask` are `n × len`
     /// row-major) on the calling thread and returns the last hidden states, `n × len × hidden`.
-    pub(crate) fn forward(&self, ids: &[u32], mask: &[u32], n: usize, len: usize) -> Result<Vec<f32>> {
+    /// With [`Threads::Two`] the large products are split with one more thread.
+    pub(crate) fn forward(
+        &self,
+        ids: &[u32],
+        mask: &[u32],
+        n: usize,
+        len: usize,
+        threads: Threads,
+    ) -> Result<Vec<f32>> {
         let limits = (self.vocab, 1, self.max_positions);
         layers::check_input("ModernBERT", (ids, None, mask), (n, len), limits)?;
         let h = self.hidden;
@@ -271,22 +281,35 @@ impl ModernBert {
             row.copy_from_slice(&self.word[id as usize * h..][..h]);
         }
         self.emb_norm.apply(&mut x, self.eps);
-        SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
+        let mut run = |s: &mut Scratch| {
             // Each layer one sequence at a time, as in BERT: a sequence's intermediates stay in
             // cache between the steps.
             for layer in &self.layers {
                 for (xs, m) in x.chunks_exact_mut(len * h).zip(mask.chunks_exact(len)) {
-                    self.layer(layer, &mut s, xs, m, len);
+                    self.layer(layer, s, xs, m, len, threads);
                 }
             }
+        };
+        SCRATCH.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => run(&mut s),
+            // Re-entered on this thread (rayon ran another forward pass here while this one waited
+            // on a split product): fresh buffers.
+            Err(_) => run(&mut Scratch::default()),
         });
         self.final_norm.apply(&mut x, self.eps);
         Ok(x)
     }
 
     /// One layer over one sequence of `len` tokens (`x`: `[len, h]`, `mask`: `[len]`).
-    fn layer(&self, layer: &Layer, s: &mut Scratch, x: &mut [f32], mask: &[u32], len: usize) {
+    fn layer(
+        &self,
+        layer: &Layer,
+        s: &mut Scratch,
+        x: &mut [f32],
+        mask: &[u32],
+        len: usize,
+        threads: Threads,
+    ) {
         let h = self.hidden;
         let Scratch { normed, qkv, ctx, inter, attention } = s;
         let normed = grow(normed, len * h);
@@ -297,9 +320,9 @@ impl ModernBert {
             Some(norm) => {
                 normed.copy_from_slice(x);
                 norm.apply(normed, self.eps);
-                linear(&layer.qkv, normed, qkv, len, false);
+                linear(&layer.qkv, normed, qkv, len, false, threads);
             }
-            None => linear(&layer.qkv, x, qkv, len, false),
+            None => linear(&layer.qkv, x, qkv, len, false, threads),
         }
         layer.qkv.add_bias(qkv);
         let rope = &self.ropes[layer.rope];
@@ -312,17 +335,17 @@ impl ModernBert {
         }
         let ctx = grow(ctx, len * h);
         layers::attention(self.kernel, attention, qkv, ctx, mask, len, h, self.heads, layer.span);
-        linear(&layer.attn_out, ctx, x, len, true);
+        linear(&layer.attn_out, ctx, x, len, true, threads);
         layer.attn_out.add_bias(x);
 
         // x += Wo · (act(input) · gate), [input | gate] = Wi · norm(x)
         normed.copy_from_slice(x);
         layer.mlp_norm.apply(normed, self.eps);
         let inter = grow(inter, len * layer.wi.out);
-        linear(&layer.wi, normed, inter, len, false);
+        linear(&layer.wi, normed, inter, len, false, threads);
         layer.wi.add_bias(inter);
         ops::gated_act(inter, layer.wo.inp, self.act);
-        linear_strided(&layer.wo, inter, layer.wi.out, x, len, true);
+        linear_strided(&layer.wo, inter, layer.wi.out, x, len, true, threads);
         layer.wo.add_bias(x);
     }
 }

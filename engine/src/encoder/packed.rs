@@ -11,7 +11,7 @@
 use super::ops::{matmul, Mat};
 
 /// Output columns per panel (two 16-lane vectors).
-const NR: usize = 32;
+pub(crate) const NR: usize = 32;
 /// Rows per micro-kernel call.
 const MR: usize = 12;
 
@@ -98,21 +98,39 @@ pub(crate) fn matmul_panels(
     out_stride: usize,
     accumulate: bool,
 ) {
+    matmul_panel_range(a, a_stride, m, b, 0..b.n.div_ceil(NR), out, out_stride, accumulate)
+}
+
+/// [`matmul_panels`] on the columns of `b`'s panels `panels` only (`NR` columns each, the last
+/// one possibly narrower): column `panels.start * NR` of `b` lands in column 0 of `out`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_panel_range(
+    a: &[f32],
+    a_stride: usize,
+    m: usize,
+    b: &PackedMat,
+    panels: std::ops::Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+    accumulate: bool,
+) {
     assert!(!b.panels.is_empty() || b.k * b.n == 0, "matmul_panels: operand not packed in panels");
-    assert!(a_stride >= b.k && out_stride >= b.n, "matmul_panels: stride below the width");
-    if m == 0 || b.n == 0 {
+    let cols = b.n.min(panels.end * NR).saturating_sub(panels.start * NR);
+    assert!(panels.end <= b.n.div_ceil(NR), "matmul_panels: panel range out of bounds");
+    assert!(a_stride >= b.k && out_stride >= cols, "matmul_panels: stride below the width");
+    if m == 0 || cols == 0 {
         return;
     }
     assert!((m - 1) * a_stride + b.k <= a.len(), "matmul_panels: lhs out of bounds");
-    assert!((m - 1) * out_stride + b.n <= out.len(), "matmul_panels: output out of bounds");
+    assert!((m - 1) * out_stride + cols <= out.len(), "matmul_panels: output out of bounds");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: panels are only built after AVX-512F was detected at run time (asserted non-empty
     // above; an empty `k` leaves nothing for the kernel to read).
     unsafe {
-        x86::matmul(a, a_stride, m, b, out, out_stride, accumulate)
+        x86::matmul(a, a_stride, m, b, panels, out, out_stride, accumulate)
     };
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (a, out, accumulate);
+    let _ = (a, out, accumulate, panels);
 }
 
 /// `out = a · b` on the calling thread: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]`
@@ -135,22 +153,27 @@ mod x86 {
     use crate::encoder::tile::Dst;
 
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn matmul(
         a: &[f32],
         a_stride: usize,
         m: usize,
         b: &PackedMat,
+        panels: std::ops::Range<usize>,
         out: &mut [f32],
         out_stride: usize,
         accumulate: bool,
     ) {
         let (k, n) = (b.k, b.n);
-        for (p, panel) in b.panels.chunks_exact(k * NR).enumerate() {
+        let first = panels.start;
+        for (p, panel) in b.panels.chunks_exact(k * NR).enumerate().take(panels.end).skip(first) {
             let n0 = p * NR;
             let width = NR.min(n - n0);
+            // Where the panel's columns land in `out`.
+            let c0 = n0 - first * NR;
             for r0 in (0..m).step_by(MR) {
                 let rows = MR.min(m - r0);
-                let dst = Dst::new(&mut out[r0 * out_stride + n0..], out_stride, rows, width, accumulate);
+                let dst = Dst::new(&mut out[r0 * out_stride + c0..], out_stride, rows, width, accumulate);
                 kernel(&a[r0 * a_stride..], a_stride, rows, k, panel, dst);
             }
         }

@@ -26,7 +26,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use super::{Candidate, Reranker, Scored};
 use crate::encoder::config::{load_tensors, model_error, read_json};
-use crate::encoder::model::{backbone_info, Architecture, Backbone};
+use crate::encoder::model::{backbone_info, Architecture, Backbone, Threads};
 use crate::encoder::Precision;
 use crate::error::{EngineError, Result};
 
@@ -310,7 +310,7 @@ impl CrossEncoder {
         let ids = Tensor::from_vec(ids, (n, len), &dev)?;
         let types = Tensor::from_vec(types, (n, len), &dev)?;
         let attention = Tensor::from_vec(attention, (n, len), &dev)?;
-        let hidden = self.backbone.forward_with_types(&ids, Some(&types), &attention)?;
+        let hidden = self.backbone.forward_with_types(&ids, Some(&types), &attention, Threads::One)?;
         let cls = hidden.i((.., 0, ..))?.contiguous()?;
         let pooled = self.pooler.forward(&cls)?.tanh()?;
         let logits = self.classifier.forward(&pooled)?;
