@@ -516,4 +516,31 @@ fn broken_models_give_typed_errors() {
         Encoder::load(&tmp.path().join("absent"), EncoderOptions::default()),
         Err(EngineError::Model { .. })
     ));
+
+    // ModernBERT configurations our forward pass cannot honour are refused, naming the key.
+    let Some(src) = model_dir("modernbert") else { return };
+    let cfg = read_json(&src.join("config.json"));
+    for (name, key, value, words) in [
+        ("mb-act", "hidden_activation", json!("swish"), vec!["hidden_activation", "swish"]),
+        ("mb-types", "layer_types", json!(["full_attention"]), vec!["layer_types", "num_hidden_layers"]),
+        ("mb-kind", "layer_types", json!(["full_attention", "chunked", "full_attention"]), vec!["chunked"]),
+        (
+            "mb-rope",
+            "rope_parameters",
+            json!({"full_attention": {"rope_type": "yarn", "rope_theta": 1.0}}),
+            vec!["rope_type", "yarn"],
+        ),
+        ("mb-heads", "num_attention_heads", json!(3), vec!["num_attention_heads"]),
+    ] {
+        let d = tmp.path().join(name);
+        copy_dir(&src, &d);
+        write_json(&d.join("config.json"), &with(cfg.clone(), key, value));
+        expect_model_error(&d, "config.json", &words);
+    }
+    let d = tmp.path().join("mb-missing");
+    copy_dir(&src, &d);
+    let mut t = read_tensors(&d.join("model.safetensors"));
+    t.remove("layers.1.mlp.Wi.weight").unwrap();
+    write_tensors(&d.join("model.safetensors"), &t);
+    expect_model_error(&d, "model.safetensors", &["layers.1.mlp.Wi.weight"]);
 }

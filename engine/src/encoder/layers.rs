@@ -483,9 +483,11 @@ mod split_tests {
                     let start: Vec<f32> = (0..rows * out).map(|i| (i % 5) as f32).collect();
                     let (mut one, mut two) = (start.clone(), start);
                     linear_strided(&l, &xs, lda, &mut one, rows, accumulate, Threads::One);
-                    rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap().install(|| {
-                        linear_strided(&l, &xs, lda, &mut two, rows, accumulate, Threads::Two)
-                    });
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(2)
+                        .build()
+                        .unwrap()
+                        .install(|| linear_strided(&l, &xs, lda, &mut two, rows, accumulate, Threads::Two));
                     assert!(one == two, "{kernel:?} {rows}x{inp}x{out} accumulate {accumulate}");
                 }
             }
