@@ -144,7 +144,7 @@ fn kernel_builds() -> Vec<(&'static str, Kernels)> {
                     gated_act: avx512::gated_act,
                     layer_norm: avx512::layer_norm,
                     softmax: avx512::softmax,
-                    argmax: avx2::argmax_shifted,
+                    argmax: avx512::argmax_shifted,
                     combine: avx512::combine_rows,
                 },
             ));
@@ -291,6 +291,53 @@ macro_rules! elementwise_build {
 #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
 mod avx512 {
     elementwise_build!("avx512f,avx2,fma");
+
+    /// AVX-512 build of [`generic::argmax_shifted`]: 64 values per step in four running maxima
+    /// (one would wait on its own latency every step).
+    pub fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        // SAFETY: chosen only after `avx512f` was detected at run time.
+        unsafe { argmax_impl(row, shift) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    fn argmax_impl(row: &[f32], shift: &[f32]) -> (usize, f32) {
+        use std::arch::x86_64::*;
+        let n = row.len().min(shift.len());
+        let (rp, sp) = (row.as_ptr(), shift.as_ptr());
+        // SAFETY (both loads): callers pass `i + 16 <= n`, inside both slices.
+        let at = |i: usize| unsafe { _mm512_sub_ps(_mm512_loadu_ps(rp.add(i)), _mm512_loadu_ps(sp.add(i))) };
+        let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (a, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_max_ps(*acc, at(i + 16 * a));
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            acc[0] = _mm512_max_ps(acc[0], at(i));
+            i += 16;
+        }
+        let full = i;
+        let both = _mm512_max_ps(_mm512_max_ps(acc[0], acc[1]), _mm512_max_ps(acc[2], acc[3]));
+        let mut max = _mm512_reduce_max_ps(both);
+        for j in full..n {
+            max = max.max(row[j] - shift[j]);
+        }
+        if max == f32::NEG_INFINITY {
+            return (0, max);
+        }
+        let target = _mm512_set1_ps(max);
+        let mut i = 0;
+        while i < full {
+            let hits = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(at(i), target);
+            if hits != 0 {
+                return (i + hits.trailing_zeros() as usize, max);
+            }
+            i += 16;
+        }
+        (full..n).find(|&j| row[j] - shift[j] == max).map_or((0, max), |j| (j, max))
+    }
 }
 
 /// AVX2 + FMA builds (8 lanes) of the element-wise kernels, and the shifted argmax.
@@ -804,7 +851,7 @@ mod tests {
 
     #[test]
     fn argmax_takes_the_first_maximum() {
-        for n in [1usize, 5, 16, 17, 40, 100] {
+        for n in [1usize, 5, 16, 17, 40, 100, 256, 300] {
             let shift: Vec<f32> = (0..n).map(|j| (j % 3) as f32 * 0.5).collect();
             for t in 0..n {
                 // A plateau of equal maxima from t on: the first one must win.
