@@ -299,10 +299,10 @@ impl Encoder {
             batches.push(&order[start..end]);
             start = end;
         }
-        // Batches run concurrently, each on one thread from start to finish; a batch that runs
-        // alone (one query searched interactively) splits its large products with a second
-        // thread instead.
-        let threads = if batches.len() == 1 && rayon::current_num_threads() > 1 {
+        // Batches run concurrently, each on one thread from start to finish; with fewer batches
+        // than threads (one query searched interactively) each splits its large products with a
+        // second thread instead.
+        let threads = if batches.len() < rayon::current_num_threads() {
             model::Threads::Two
         } else {
             model::Threads::One

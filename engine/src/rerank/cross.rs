@@ -276,9 +276,12 @@ impl CrossEncoder {
             batches.push(&order[start..end]);
             start = end;
         }
+        // Fewer batches than threads (a short rerank list): each batch splits its large products
+        // with a second thread, as the encoder does for a lone query.
+        let threads = if batches.len() < rayon::current_num_threads() { Threads::Two } else { Threads::One };
         let results: Vec<Vec<f32>> = batches
             .par_iter()
-            .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect()))
+            .map(|batch| self.run_batch(batch.iter().map(|&i| &tokenized[i]).collect(), threads))
             .collect::<Result<_>>()?;
         let mut out = vec![0f32; pairs.len()];
         for (batch, scores) in batches.iter().zip(results) {
@@ -295,7 +298,7 @@ impl CrossEncoder {
         self.score_pairs(&pairs)
     }
 
-    fn run_batch(&self, batch: Vec<&(Vec<u32>, Vec<u32>)>) -> Result<Vec<f32>> {
+    fn run_batch(&self, batch: Vec<&(Vec<u32>, Vec<u32>)>, threads: Threads) -> Result<Vec<f32>> {
         let len = batch.iter().map(|t| t.0.len()).max().unwrap_or(0);
         let n = batch.len();
         let mut ids = vec![0u32; n * len];
@@ -310,7 +313,7 @@ impl CrossEncoder {
         let ids = Tensor::from_vec(ids, (n, len), &dev)?;
         let types = Tensor::from_vec(types, (n, len), &dev)?;
         let attention = Tensor::from_vec(attention, (n, len), &dev)?;
-        let hidden = self.backbone.forward_with_types(&ids, Some(&types), &attention, Threads::One)?;
+        let hidden = self.backbone.forward_with_types(&ids, Some(&types), &attention, threads)?;
         let cls = hidden.i((.., 0, ..))?.contiguous()?;
         let pooled = self.pooler.forward(&cls)?.tanh()?;
         let logits = self.classifier.forward(&pooled)?;
