@@ -389,6 +389,28 @@ fn batching_does_not_change_results() {
 }
 
 #[test]
+fn lone_queries_encoded_concurrently_match_sequential_ones() {
+    // Each call makes one batch, so its products split across threads, while other calls run on
+    // the same two threads (and, when a thread steals one while waiting on a split, inside it).
+    // Results must not depend on any of that.
+    use rayon::prelude::*;
+    let Some(dir) = model_dir("minilm") else { return };
+    let enc = Encoder::load(&dir, EncoderOptions::default()).unwrap();
+    let queries: Vec<String> = (0..12)
+        .map(|i| format!("query {i}: shock waves on a {} wing at mach {i}", ["swept", "delta"][i % 2]))
+        .collect();
+    let sequential: Vec<Vec<f32>> =
+        queries.iter().map(|q| enc.encode_queries(&[q.as_str()]).unwrap().remove(0)).collect();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for _ in 0..3 {
+        let concurrent: Vec<Vec<f32>> = pool.install(|| {
+            queries.par_iter().map(|q| enc.encode_queries(&[q.as_str()]).unwrap().remove(0)).collect()
+        });
+        assert!(concurrent == sequential, "concurrent lone queries differ from sequential ones");
+    }
+}
+
+#[test]
 fn bf16_dense_layers_stay_close_to_f32() {
     bf16_stays_close_to_f32("minilm");
 }
