@@ -130,30 +130,47 @@ impl Weights<'_> {
     }
 
     /// Linear layers saved `[out, in]` (PyTorch), concatenated along `out` and transposed; with
-    /// `bias` false they have no bias tensors.
+    /// `bias` false they have no bias tensors. The packed kernels' layouts are written straight
+    /// from the saved tensors (no transposed copy of a whole layer).
     pub fn linear(&self, prefixes: &[String], inp: usize, out_each: usize, bias: bool) -> Result<Linear> {
         let out = out_each * prefixes.len();
-        let mut w = vec![0f32; inp * out];
+        let mut parts = Vec::with_capacity(prefixes.len());
         let mut b = Vec::with_capacity(if bias { out } else { 0 });
-        for (p, prefix) in prefixes.iter().enumerate() {
-            let wp = self.get(&format!("{prefix}.weight"), &[out_each, inp])?;
-            for o in 0..out_each {
-                for i in 0..inp {
-                    w[i * out + p * out_each + o] = wp[o * inp + i];
-                }
-            }
+        for prefix in prefixes {
+            parts.push(self.get(&format!("{prefix}.weight"), &[out_each, inp])?);
             if bias {
                 b.extend(self.get(&format!("{prefix}.bias"), &[out_each])?);
             }
         }
+        // Element (row `i` of the input, column `c` of the output) of the transposed layer.
+        let at = |i: usize, c: usize| parts[c / out_each][(c % out_each) * inp + i];
         let w = match self.kernel {
-            Kernel::General => Dense::Plain(w),
+            Kernel::General => {
+                // In 32 × 32 blocks: element by element, every read of a large layer would land
+                // on another cache line.
+                const B: usize = 32;
+                let mut w = vec![0f32; inp * out];
+                for c0 in (0..out).step_by(B) {
+                    for i0 in (0..inp).step_by(B) {
+                        for c in c0..(c0 + B).min(out) {
+                            for i in i0..(i0 + B).min(inp) {
+                                w[i * out + c] = at(i, c);
+                            }
+                        }
+                    }
+                }
+                Dense::Plain(w)
+            }
             Kernel::F32 => {
                 let mut packed = PackedMat::default();
-                packed.repack_panels(inp, out, |r, c| w[r * out + c]);
+                packed.repack_panels(inp, out, at);
                 Dense::F32(packed)
             }
-            Kernel::Bf16 => Dense::Bf16(PackedB::pack(&w, inp, out)),
+            Kernel::Bf16 => {
+                let mut packed = PackedB::default();
+                packed.repack(inp, out, at);
+                Dense::Bf16(packed)
+            }
         };
         Ok(Linear { w, b, inp, out })
     }
