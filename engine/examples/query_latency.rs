@@ -18,14 +18,10 @@ fn main() {
         std::process::exit(2);
     }
     let model = PathBuf::from(&args[1]);
-    let text = std::fs::read_to_string(&args[2]).expect("read queries");
-    let queries: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
-            Ok(v) => v["text"].as_str().unwrap_or_default().to_string(),
-            Err(_) => l.split_once('\t').map_or(l, |(_, t)| t).to_string(),
-        })
+    let queries: Vec<String> = engine::corpus::read_queries(std::path::Path::new(&args[2]))
+        .expect("read queries")
+        .into_iter()
+        .map(|r| r.text)
         .collect();
     let n: usize = args.get(3).map_or(queries.len(), |s| s.parse().expect("N"));
     let precision = match args.get(4).map(String::as_str) {

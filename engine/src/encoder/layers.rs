@@ -25,7 +25,7 @@ pub(super) struct Linear {
 }
 
 impl Linear {
-    /// Adds the bias (if any) to `rows` rows of output, `out` wide.
+    /// Adds the bias (if any) to every row of `ys` (rows `out` wide).
     pub fn add_bias(&self, ys: &mut [f32]) {
         if !self.b.is_empty() {
             ops::bias_act(ys, &self.b, None);
@@ -402,16 +402,22 @@ pub(super) fn attention(
 }
 
 /// Whether some query of a sequence with this `mask` has no unmasked key within `window` (an
-/// unattended `[MASK]` expansion token more than `window` past a short query's last token).
+/// unattended `[MASK]` expansion token more than `window` past a short query's last token): the
+/// first unmasked key lies past `window`, the last one more than `window` before the end, or two
+/// consecutive ones leave a query more than `window` from both.
 fn has_blind_row(mask: &[u32], window: usize) -> bool {
-    let mut seen = vec![0usize; mask.len() + 1];
-    for (i, &m) in mask.iter().enumerate() {
-        seen[i + 1] = seen[i] + usize::from(m != 0);
+    let mut prev: Option<usize> = None;
+    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m != 0) {
+        let blind = match prev {
+            None => i > window,
+            Some(p) => i - p > 2 * window + 1,
+        };
+        if blind {
+            return true;
+        }
+        prev = Some(i);
     }
-    (0..mask.len()).any(|q| {
-        let (lo, hi) = (q.saturating_sub(window), (q + window + 1).min(mask.len()));
-        seen[hi] == seen[lo]
-    })
+    prev.is_none_or(|p| mask.len() - 1 - p > window)
 }
 
 /// [`ops::masked_softmax`] of each row `q` of `scores` (width `key_mask.len()`) over the keys
@@ -462,6 +468,15 @@ mod tests {
         assert!(blind[5 * 6..].iter().all(|&p| p == 1.0 / 6.0));
         assert_eq!(blind[..6], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         assert!(has_blind_row(&mask, 2) && !has_blind_row(&mask, 5) && !has_blind_row(&[1, 0, 0, 1], 2));
+        // Against the definition, on every mask of 9 keys and windows 0..4.
+        for bits in 0u32..512 {
+            let mask: Vec<u32> = (0..9).map(|i| (bits >> i) & 1).collect();
+            for w in 0..4usize {
+                let want =
+                    (0..9usize).any(|q| (q.saturating_sub(w)..(q + w + 1).min(9)).all(|k| mask[k] == 0));
+                assert_eq!(has_blind_row(&mask, w), want, "mask {mask:?} window {w}");
+            }
+        }
     }
 }
 
