@@ -450,6 +450,80 @@ fn bf16_stays_close_to_f32(name: &str) {
     }
 }
 
+/// Every f32 tensor of every weights file under `dir` rewritten by `convert`, which returns the
+/// new dtype and bytes.
+fn rewrite_weights(dir: &Path, convert: &dyn Fn(f32) -> (Dtype, Vec<u8>)) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rewrite_weights(&path, convert);
+        } else if path.extension().is_some_and(|e| e == "safetensors") {
+            let mut tensors = read_tensors(&path);
+            for t in tensors.values_mut().filter(|t| t.dtype == Dtype::F32) {
+                let mut data = Vec::with_capacity(t.data.len());
+                for b in t.data.chunks_exact(4) {
+                    let (dtype, bytes) = convert(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    t.dtype = dtype;
+                    data.extend_from_slice(&bytes);
+                }
+                t.data = data;
+            }
+            write_tensors(&path, &tensors);
+        }
+    }
+}
+
+/// Checkpoints saved in f16 or bf16 (as many published ones are) load with their values widened
+/// exactly: they encode bit for bit like the same values saved as f32, in every layout (the
+/// projection in the backbone's file, in `1_Dense/`, and ModernBERT).
+#[test]
+fn half_precision_checkpoints_load_exactly() {
+    use half::{bf16, f16};
+    let texts = ["the boundary layer on a flat plate", "heat transfer to a blunt body in hypersonic flow"];
+    for name in ["stanford", "pylate", "pylate_modernbert"] {
+        let Some(dir) = model_dir(name) else { return };
+        let original =
+            Encoder::load(&dir, EncoderOptions::default()).unwrap().encode_documents(&texts).unwrap();
+        type Conversion = (&'static str, fn(f32) -> (Dtype, Vec<u8>), fn(f32) -> (Dtype, Vec<u8>));
+        let conversions: [Conversion; 2] = [
+            (
+                "f16",
+                |v| (Dtype::F16, f16::from_f32(v).to_le_bytes().to_vec()),
+                |v| (Dtype::F32, f16::from_f32(v).to_f32().to_le_bytes().to_vec()),
+            ),
+            (
+                "bf16",
+                |v| (Dtype::BF16, bf16::from_f32(v).to_le_bytes().to_vec()),
+                |v| (Dtype::F32, bf16::from_f32(v).to_f32().to_le_bytes().to_vec()),
+            ),
+        ];
+        for (what, stored, rounded) in conversions {
+            let tmp = tempfile::tempdir().unwrap();
+            let (half_dir, f32_dir) = (tmp.path().join("half"), tmp.path().join("rounded"));
+            copy_dir(&dir, &half_dir);
+            copy_dir(&dir, &f32_dir);
+            rewrite_weights(&half_dir, &stored);
+            rewrite_weights(&f32_dir, &rounded);
+            let encode = |d: &Path| {
+                Encoder::load(d, EncoderOptions::default()).unwrap().encode_documents(&texts).unwrap()
+            };
+            let (from_half, from_f32) = (encode(&half_dir), encode(&f32_dir));
+            assert_eq!(
+                from_half, from_f32,
+                "{name} saved in {what}: differs from the same values saved as f32"
+            );
+            // And the rounding moved the embeddings only a little (the model was really read).
+            let worst = original
+                .iter()
+                .flatten()
+                .zip(from_half.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst > 0.0 && worst < 0.05, "{name} saved in {what}: max difference {worst} to f32");
+        }
+    }
+}
+
 #[test]
 fn identity_round_trips_and_detects_changes() {
     let Some(dir) = model_dir("stanford") else { return };

@@ -13,12 +13,11 @@
 //! Weights are converted to f32 once at load and stored input-major (`[in, out]`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Tensor;
 use serde_json::Value;
 
+use super::checkpoint::Checkpoint;
 use super::config::model_error;
 use super::layers::{self, linear, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights};
 use super::ops::{self, grow, Act};
@@ -115,13 +114,12 @@ impl Bert {
     pub(crate) fn load(
         config_path: &Path,
         raw: &Value,
-        weights_path: &Path,
-        tensors: &HashMap<String, Tensor>,
+        checkpoint: &Checkpoint,
         use_bf16: bool,
     ) -> Result<Bert> {
         let d = dims(config_path, raw)?;
         let kernel = Kernel::choose(use_bf16);
-        let w = Weights { tensors, path: weights_path, kernel };
+        let w = Weights { checkpoint, kernel };
         let h = d.hidden;
         let mut layers = Vec::with_capacity(d.layers);
         for l in 0..d.layers {
@@ -138,9 +136,9 @@ impl Bert {
             });
         }
         Ok(Bert {
-            word: w.get("embeddings.word_embeddings.weight", &[d.vocab, h])?,
-            position: w.get("embeddings.position_embeddings.weight", &[d.max_positions, h])?,
-            token_type: w.get("embeddings.token_type_embeddings.weight", &[d.type_vocab, h])?,
+            word: w.get("embeddings.word_embeddings.weight", &[d.vocab, h])?.into_owned(),
+            position: w.get("embeddings.position_embeddings.weight", &[d.max_positions, h])?.into_owned(),
+            token_type: w.get("embeddings.token_type_embeddings.weight", &[d.type_vocab, h])?.into_owned(),
             emb_norm: w.norm("embeddings.LayerNorm", h, true)?,
             layers,
             hidden: h,

@@ -13,7 +13,6 @@
 //! 3. **Plain**: any BERT or ModernBERT checkpoint, including a sentence-transformers model whose
 //!    `modules.json` only pools; no projection, no markers, no query expansion.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -385,30 +384,4 @@ fn detect_pylate(dir: &Path, modules_path: &Path, st_config: &Path, cfg: PylateC
         dense,
         settings,
     })
-}
-
-/// Loads every tensor of a weights file onto the CPU, with the CRC-32 of the file's bytes: safetensors
-/// are read whole and parsed (no memory map, so no `unsafe`); a PyTorch pickle goes through candle's
-/// pickle reader.
-pub(crate) fn load_tensors(path: &Path) -> Result<(HashMap<String, candle_core::Tensor>, u32)> {
-    let dev = candle_core::Device::Cpu;
-    let bytes = std::fs::read(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
-    let crc = crc32fast::hash(&bytes);
-    if path.extension().is_some_and(|e| e == "safetensors") {
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &dev)
-            .map_err(|e| model_error(path, format!("not a readable safetensors file: {e}")))?;
-        Ok((tensors, crc))
-    } else {
-        drop(bytes);
-        let tensors = candle_core::pickle::read_all(path).map_err(|e| {
-            model_error(
-                path,
-                format!(
-                    "cannot read this PyTorch checkpoint ({e}); convert it to model.safetensors, e.g. with \
-                     `safetensors.torch.save_file(torch.load(path), 'model.safetensors')`"
-                ),
-            )
-        })?;
-        Ok((tensors.into_iter().collect(), crc))
-    }
 }

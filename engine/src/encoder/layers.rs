@@ -5,12 +5,10 @@
 //! Weights are converted to f32 once at load and stored input-major (`[in, out]`), then packed for
 //! the kernel chosen at load ([`Kernel`]).
 
-use std::collections::HashMap;
-use std::path::Path;
-
-use candle_core::{DType, Tensor};
+use std::borrow::Cow;
 
 use super::bf16::{self, PackedB};
+use super::checkpoint::Checkpoint;
 use super::config::model_error;
 use super::ops::{self, grow, Mat};
 use super::packed::{self, PackedMat};
@@ -92,40 +90,41 @@ impl Norm {
 
 /// Takes tensors out of the checkpoint by name, converting to f32 and checking shapes.
 pub(super) struct Weights<'a> {
-    pub tensors: &'a HashMap<String, Tensor>,
-    pub path: &'a Path,
+    pub checkpoint: &'a Checkpoint,
     pub kernel: Kernel,
 }
 
-impl Weights<'_> {
+impl<'a> Weights<'a> {
     /// The tensor `name`, which must have `shape`, as f32.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        let t = self.tensors.get(name).ok_or_else(|| {
-            model_error(self.path, format!("weights do not match config.json: missing tensor {name:?}"))
-        })?;
-        if t.dims() != shape {
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Cow<'a, [f32]>> {
+        let path = self.checkpoint.path();
+        let missing =
+            || model_error(path, format!("weights do not match config.json: missing tensor {name:?}"));
+        let found = self.checkpoint.shape(name).ok_or_else(missing)?;
+        if found != shape {
             return Err(model_error(
-                self.path,
-                format!(
-                    "weights do not match config.json: tensor {name:?} has shape {:?}, expected {shape:?}",
-                    t.dims()
-                ),
+                path,
+                format!("weights do not match config.json: tensor {name:?} has shape {found:?}, expected {shape:?}"),
             ));
         }
-        Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        self.checkpoint.f32(name)?.ok_or_else(missing)
     }
 
     /// A layer norm saved as `weight`/`bias` or, in older checkpoints, `gamma`/`beta`; with
     /// `bias` false, only a `weight` (the bias is zero).
     pub fn norm(&self, prefix: &str, width: usize, bias: bool) -> Result<Norm> {
-        let (g, b) = if self.tensors.contains_key(&format!("{prefix}.gamma")) {
+        let (g, b) = if self.checkpoint.contains(&format!("{prefix}.gamma")) {
             ("gamma", "beta")
         } else {
             ("weight", "bias")
         };
         Ok(Norm {
-            gamma: self.get(&format!("{prefix}.{g}"), &[width])?,
-            beta: if bias { self.get(&format!("{prefix}.{b}"), &[width])? } else { vec![0.0; width] },
+            gamma: self.get(&format!("{prefix}.{g}"), &[width])?.into_owned(),
+            beta: if bias {
+                self.get(&format!("{prefix}.{b}"), &[width])?.into_owned()
+            } else {
+                vec![0.0; width]
+            },
         })
     }
 
@@ -139,7 +138,7 @@ impl Weights<'_> {
         for prefix in prefixes {
             parts.push(self.get(&format!("{prefix}.weight"), &[out_each, inp])?);
             if bias {
-                b.extend(self.get(&format!("{prefix}.bias"), &[out_each])?);
+                b.extend_from_slice(&self.get(&format!("{prefix}.bias"), &[out_each])?);
             }
         }
         // Element (row `i` of the input, column `c` of the output) of the transposed layer.
@@ -488,11 +487,13 @@ mod split_tests {
     fn layer(inp: usize, out: usize, kernel: Kernel) -> Linear {
         let w: Vec<f32> = (0..out * inp).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
         let b: Vec<f32> = (0..out).map(|i| i as f32 * 0.01).collect();
-        let tensors = HashMap::from([
-            ("l.weight".to_string(), Tensor::from_vec(w, (out, inp), &candle_core::Device::Cpu).unwrap()),
-            ("l.bias".to_string(), Tensor::from_vec(b, out, &candle_core::Device::Cpu).unwrap()),
+        let dev = candle_core::Device::Cpu;
+        let tensors = std::collections::HashMap::from([
+            ("l.weight".to_string(), candle_core::Tensor::from_vec(w, (out, inp), &dev).unwrap()),
+            ("l.bias".to_string(), candle_core::Tensor::from_vec(b, out, &dev).unwrap()),
         ]);
-        let weights = Weights { tensors: &tensors, path: Path::new("test"), kernel };
+        let checkpoint = Checkpoint::from_tensors(std::path::Path::new("test"), tensors);
+        let weights = Weights { checkpoint: &checkpoint, kernel };
         weights.linear(&["l".to_string()], inp, out, true).unwrap()
     }
 

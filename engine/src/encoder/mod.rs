@@ -19,6 +19,7 @@
 pub(crate) mod amx;
 mod bert;
 pub(crate) mod bf16;
+pub(crate) mod checkpoint;
 pub mod config;
 mod layers;
 pub(crate) mod model;
@@ -40,6 +41,7 @@ pub use model::Architecture;
 pub use tokenize::{ColbertTokenizer, TextKind, TokenizedText};
 
 use crate::error::{EngineError, Result};
+use checkpoint::Checkpoint;
 use config::model_error;
 use model::{Backbone, Dense};
 
@@ -160,26 +162,24 @@ impl Encoder {
             &files.settings,
             info.vocab_size,
         )?;
-        let (mut tensors, crc) = config::load_tensors(&files.weights)?;
-        let mut weights_crc32 = vec![crc];
-        // Projections stored with the backbone (Stanford) are taken out before the backbone loads.
+        let checkpoint = Checkpoint::open(&files.weights)?;
+        let mut weights_crc32 = vec![checkpoint.crc32()];
+        // Projections stored with the backbone (Stanford) are read from the same file.
         let mut dense = Vec::with_capacity(files.dense.len());
         let mut width = info.hidden;
         for spec in &files.dense {
             let layer = if spec.weights == files.weights {
-                let layer = Dense::from_tensors(spec, &tensors, width)?;
-                tensors.retain(|k, _| !k.starts_with(&format!("{}.", spec.prefix)));
-                layer
+                Dense::from_checkpoint(spec, &checkpoint, width)?
             } else {
-                let (own, crc) = config::load_tensors(&spec.weights)?;
-                weights_crc32.push(crc);
-                Dense::from_tensors(spec, &own, width)?
+                let own = Checkpoint::open(&spec.weights)?;
+                weights_crc32.push(own.crc32());
+                Dense::from_checkpoint(spec, &own, width)?
             };
             width = layer.out_features();
             dense.push(layer);
         }
         let precision = options.precision.effective();
-        let backbone = Backbone::load(&info, raw, &files.config, &files.weights, tensors, precision)?;
+        let backbone = Backbone::load(&info, raw, &files.config, checkpoint, precision)?;
         let name = dir
             .canonicalize()
             .ok()

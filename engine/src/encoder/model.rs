@@ -1,11 +1,11 @@
 //! The transformer backbones (our BERT and ModernBERT forward passes) and the projection layers.
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{Tensor, D};
 
 use super::bert::Bert;
+use super::checkpoint::Checkpoint;
 pub(crate) use super::layers::Threads;
 use super::modernbert::ModernBert;
 use serde_json::Value;
@@ -81,50 +81,27 @@ pub(crate) fn backbone_info(config_path: &Path) -> Result<(BackboneInfo, Value)>
     Ok((info, raw))
 }
 
-/// Moves every tensor named `prefix.rest` to `rest` when the backbone's embeddings sit under
-/// `prefix` (`bert.` in HF_ColBERT checkpoints, the model type in `*ForMaskedLM` ones).
-fn strip_prefix(tensors: HashMap<String, Tensor>, probe: &str, prefixes: &[&str]) -> HashMap<String, Tensor> {
-    if tensors.contains_key(probe) {
-        return tensors;
-    }
-    let Some(prefix) = prefixes.iter().find(|p| tensors.contains_key(&format!("{p}{probe}"))) else {
-        return tensors;
-    };
-    tensors.into_iter().map(|(k, v)| (k.strip_prefix(prefix).map(String::from).unwrap_or(k), v)).collect()
-}
-
 impl Backbone {
     /// Builds the backbone from its parsed config and its tensors.
     pub(crate) fn load(
         info: &BackboneInfo,
         raw: Value,
         config_path: &Path,
-        weights_path: &Path,
-        tensors: HashMap<String, Tensor>,
+        mut checkpoint: Checkpoint,
         precision: super::Precision,
     ) -> Result<Self> {
         let use_bf16 = precision == super::Precision::Bf16;
         match info.architecture {
             Architecture::Bert => {
-                let tensors = strip_prefix(
-                    tensors,
-                    "embeddings.word_embeddings.weight",
-                    &["bert.", "model.", "encoder."],
-                );
-                Ok(Backbone::Bert(Bert::load(config_path, &raw, weights_path, &tensors, use_bf16)?))
+                checkpoint
+                    .strip_prefix("embeddings.word_embeddings.weight", &["bert.", "model.", "encoder."]);
+                Ok(Backbone::Bert(Bert::load(config_path, &raw, &checkpoint, use_bf16)?))
             }
             Architecture::ModernBert => {
                 // `ModernBertForMaskedLM` keeps the backbone under `model.`; a bare
                 // `ModernBertModel` (what sentence-transformers saves) has no prefix.
-                let tensors =
-                    strip_prefix(tensors, "embeddings.tok_embeddings.weight", &["model.", "modernbert."]);
-                Ok(Backbone::ModernBert(ModernBert::load(
-                    config_path,
-                    &raw,
-                    weights_path,
-                    &tensors,
-                    use_bf16,
-                )?))
+                checkpoint.strip_prefix("embeddings.tok_embeddings.weight", &["model.", "modernbert."]);
+                Ok(Backbone::ModernBert(ModernBert::load(config_path, &raw, &checkpoint, use_bf16)?))
             }
         }
     }
@@ -185,16 +162,16 @@ pub(crate) struct Dense {
 }
 
 impl Dense {
-    /// Takes the layer's tensors out of a loaded weights file and checks their shapes.
-    pub(crate) fn from_tensors(
+    /// Takes the layer's tensors out of a weights file and checks their shapes.
+    pub(crate) fn from_checkpoint(
         spec: &DenseSpec,
-        tensors: &HashMap<String, Tensor>,
+        checkpoint: &Checkpoint,
         in_features: usize,
     ) -> Result<Self> {
         let path = spec.weights.as_path();
         let wname = format!("{}.weight", spec.prefix);
-        let weight = tensors
-            .get(&wname)
+        let weight = checkpoint
+            .tensor(&wname)?
             .ok_or_else(|| model_error(path, format!("no projection tensor {wname:?}")))?;
         let (out, inp) = weight
             .dims2()
@@ -213,8 +190,8 @@ impl Dense {
         }
         let bias = if spec.bias {
             let bname = format!("{}.bias", spec.prefix);
-            let b = tensors
-                .get(&bname)
+            let b = checkpoint
+                .tensor(&bname)?
                 .ok_or_else(|| model_error(path, format!("no projection bias {bname:?}")))?;
             if b.dims() != [out] {
                 return Err(model_error(
@@ -222,15 +199,11 @@ impl Dense {
                     format!("{bname:?} has shape {:?}, expected [{out}]", b.shape()),
                 ));
             }
-            Some(b.to_dtype(DType::F32)?)
+            Some(b)
         } else {
             None
         };
-        Ok(Dense {
-            weight_t: weight.to_dtype(DType::F32)?.t()?.contiguous()?,
-            bias,
-            activation: spec.activation,
-        })
+        Ok(Dense { weight_t: weight.t()?.contiguous()?, bias, activation: spec.activation })
     }
 
     /// Output width.

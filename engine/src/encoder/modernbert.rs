@@ -11,12 +11,11 @@
 //! key gets probability 0, which is what unpadding gives.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::Tensor;
 use serde_json::Value;
 
+use super::checkpoint::Checkpoint;
 use super::config::model_error;
 use super::layers::{
     self, linear, linear_strided, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights,
@@ -218,13 +217,12 @@ impl ModernBert {
     pub(crate) fn load(
         config_path: &Path,
         raw: &Value,
-        weights_path: &Path,
-        tensors: &HashMap<String, Tensor>,
+        checkpoint: &Checkpoint,
         use_bf16: bool,
     ) -> Result<ModernBert> {
         let d = dims(config_path, raw)?;
         let kernel = Kernel::choose(use_bf16);
-        let w = Weights { tensors, path: weights_path, kernel };
+        let w = Weights { checkpoint, kernel };
         let h = d.hidden;
         let mut layers = Vec::with_capacity(d.layers);
         for (l, &global) in d.global.iter().enumerate() {
@@ -244,7 +242,7 @@ impl ModernBert {
         }
         let head_dim = h / d.heads;
         Ok(ModernBert {
-            word: w.get("embeddings.tok_embeddings.weight", &[d.vocab, h])?,
+            word: w.get("embeddings.tok_embeddings.weight", &[d.vocab, h])?.into_owned(),
             emb_norm: w.norm("embeddings.norm", h, d.norm_bias)?,
             layers,
             final_norm: w.norm("final_norm", h, d.norm_bias)?,

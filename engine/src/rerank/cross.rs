@@ -16,16 +16,16 @@
 //! Other architectures (e.g. `XLMRobertaForSequenceClassification`, bge-reranker-base) are refused
 //! with an error naming them.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{Device, IndexOp, Tensor};
 use rayon::prelude::*;
 use serde_json::Value;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::{Candidate, Reranker, Scored};
-use crate::encoder::config::{load_tensors, model_error, read_json};
+use crate::encoder::checkpoint::Checkpoint;
+use crate::encoder::config::{model_error, read_json};
 use crate::encoder::model::{backbone_info, Architecture, Backbone, Threads};
 use crate::encoder::Precision;
 use crate::error::{EngineError, Result};
@@ -66,22 +66,19 @@ struct Linear {
 }
 
 impl Linear {
-    fn take(
-        tensors: &mut HashMap<String, Tensor>,
-        prefix: &str,
-        shape: (usize, usize),
-        path: &Path,
-    ) -> Result<Self> {
-        let mut get = |name: &str, want: &[usize]| -> Result<Tensor> {
+    fn read(checkpoint: &Checkpoint, prefix: &str, shape: (usize, usize)) -> Result<Self> {
+        let path = checkpoint.path();
+        let get = |name: &str, want: &[usize]| -> Result<Tensor> {
             let key = format!("{prefix}.{name}");
-            let t = tensors.remove(&key).ok_or_else(|| model_error(path, format!("no tensor {key:?}")))?;
+            let t =
+                checkpoint.tensor(&key)?.ok_or_else(|| model_error(path, format!("no tensor {key:?}")))?;
             if t.dims() != want {
                 return Err(model_error(
                     path,
                     format!("{key:?} has shape {:?}, expected {want:?}", t.dims()),
                 ));
             }
-            Ok(t.to_dtype(DType::F32)?)
+            Ok(t)
         };
         let weight = get("weight", &[shape.0, shape.1])?;
         let bias = get("bias", &[shape.0])?;
@@ -192,12 +189,11 @@ impl CrossEncoder {
             .map(|f| dir.join(f))
             .find(|p| p.is_file())
             .ok_or_else(|| model_error(dir, "no model.safetensors or pytorch_model.bin"))?;
-        let (mut tensors, _) = load_tensors(&weights)?;
+        let checkpoint = Checkpoint::open(&weights)?;
         let h = info.hidden;
-        let pooler = Linear::take(&mut tensors, "bert.pooler.dense", (h, h), &weights)?;
-        let classifier = Linear::take(&mut tensors, "classifier", (1, h), &weights)?;
-        let backbone =
-            Backbone::load(&info, raw, &config_path, &weights, tensors, options.precision.effective())?;
+        let pooler = Linear::read(&checkpoint, "bert.pooler.dense", (h, h))?;
+        let classifier = Linear::read(&checkpoint, "classifier", (1, h))?;
+        let backbone = Backbone::load(&info, raw, &config_path, checkpoint, options.precision.effective())?;
 
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
