@@ -91,6 +91,58 @@ fn plaid_recall_against_the_decompressed_oracle() {
 /// results down to the most cut-sensitive settings, and final scores that do not depend on
 /// stage 1. (This synthetic data has few near ties, so it would pass without the f32 re-scoring
 /// of the picked cells too; `refined_cells_match_the_f32_selection` in plaid.rs guards that.)
+/// A training sample bounded in memory keeps a fixed number of tokens, and when it had to leave
+/// some out, the default centroid count is capped at one per 32 fit tokens (an explicit count is
+/// kept); a sample that kept everything trains exactly like the plain `train`.
+#[test]
+fn bounded_training_sample_caps_centroids() {
+    use engine::index::{TrainingSample, MIN_POINTS_PER_CENTROID};
+    let c = corpus(1500, 32, 11);
+    let all = c.generate_all();
+    let n = all.tokens.len() / 32;
+    let build_with = |capacity: usize, n_centroids: Option<usize>| {
+        let dir = TempDir::new().unwrap();
+        let params = CompressedParams { n_centroids, ..CompressedParams::new(2) };
+        let mut b =
+            CompressedBuilder::create(&dir.path().join("i"), 32, params, BuildOptions::default()).unwrap();
+        let mut sample = TrainingSample::new(32, capacity, 5);
+        let mut off = 0;
+        for &l in &all.doclens {
+            sample.add(&all.tokens[off..off + l as usize * 32]);
+            off += l as usize * 32;
+        }
+        assert_eq!(sample.seen(), n as u64);
+        assert_eq!(sample.len(), capacity.min(n));
+        b.train_sample(sample, n as u64).unwrap();
+        b.n_centroids().unwrap()
+    };
+    let default_k = engine::kmeans::default_num_centroids(n);
+    assert!(default_k >= 1024, "{default_k}");
+    // 4000 kept, 3800 fit after the held-out 5%: 118 per 32 -> 64.
+    assert_eq!(build_with(4000, None), 64);
+    assert_eq!(3800 / MIN_POINTS_PER_CENTROID, 118);
+    assert_eq!(build_with(4000, Some(100)), 100);
+    assert_eq!(build_with(n, None), default_k);
+    // Kept everything: the same index as `train` on all tokens.
+    let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (a, b) = (a.path().join("i"), b.path().join("i"));
+    build(&a, &c, CompressedParams::new(2));
+    let params = CompressedParams::new(2);
+    let mut builder = CompressedBuilder::create(&b, 32, params, BuildOptions::default()).unwrap();
+    let mut sample = TrainingSample::new(32, n, 0);
+    sample.add(&all.tokens);
+    builder.train_sample(sample, n as u64).unwrap();
+    let mut off = 0;
+    for (i, &l) in all.doclens.iter().enumerate() {
+        builder.add(&format!("d{i}"), &all.tokens[off..off + l as usize * 32]).unwrap();
+        off += l as usize * 32;
+    }
+    builder.finish().unwrap();
+    for f in ["centroids.f16", "codes.rice", "residuals.u8", "ivf.rice"] {
+        assert_eq!(fs::read(a.join(f)).unwrap(), fs::read(b.join(f)).unwrap(), "{f}");
+    }
+}
+
 #[test]
 fn bf16_centroid_scores_agree_with_f32() {
     let dir = TempDir::new().unwrap();

@@ -157,3 +157,51 @@ fn query_model_must_match_the_index() {
         &["does not match", "encoder mismatch"],
     );
 }
+
+/// A compressed build encodes the training sample's documents once and reads them back for the
+/// main pass (from a file in the index's temporary directory, removed before publishing): with
+/// only some documents sampled, the stored exact embeddings equal those of an uncompressed build,
+/// which encodes every document in one pass (each document's tokens are stored in centroid order
+/// by the compressed kind, so rows are compared as a sorted whole).
+#[test]
+fn sample_documents_are_encoded_once_and_kept_exactly() {
+    let Some(model) = tiny_model() else { return };
+    let dir = TempDir::new().unwrap();
+    let coll = dir.path().join("docs.tsv");
+    let mut docs = String::new();
+    for i in 0..60 {
+        docs.push_str(&format!("d{i}\tflow number {i} over a plate at mach {} with heat {}\n", i % 7, i * 3));
+    }
+    fs::write(&coll, docs).unwrap();
+    let (plain, compressed) = (dir.path().join("plain"), dir.path().join("compressed"));
+    let m = s(&model);
+    cli_ok(&["build", "--collection", s(&coll), "--model", m, "--index", s(&plain), "--nbits", "16"]);
+    cli_ok(&[
+        "build",
+        "--collection",
+        s(&coll),
+        "--model",
+        m,
+        "--index",
+        s(&compressed),
+        "--store-f16",
+        "--sample-docs",
+        "17",
+    ]);
+    let leftovers: Vec<_> = fs::read_dir(&compressed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files published: {leftovers:?}");
+    let info: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["info", "--index", s(&plain), "--json"])).unwrap();
+    let (n, dim) = (info["n_tokens"].as_u64().unwrap() as usize, info["dim"].as_u64().unwrap() as usize);
+    let rows = |idx: &std::path::Path| {
+        let bytes = fs::read(idx.join("embeddings.f16")).unwrap();
+        let mut rows: Vec<&[u8]> = bytes[..n * dim * 2].chunks_exact(dim * 2).collect();
+        rows.sort_unstable();
+        rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&plain), rows(&compressed));
+}

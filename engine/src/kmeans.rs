@@ -74,6 +74,15 @@ pub fn default_num_centroids(n_tokens: usize) -> usize {
     1usize << (x.log2().floor() as u32)
 }
 
+/// The largest power of two at most `n` (1 for 0).
+pub fn floor_pow2(n: usize) -> usize {
+    if n <= 1 {
+        1
+    } else {
+        1usize << n.ilog2()
+    }
+}
+
 /// Number of documents whose tokens k-means should be trained on for an index of `n_docs`
 /// documents: `min(n_docs, ceil(16·sqrt(120·n_docs)))`.
 pub fn default_sample_docs(n_docs: usize) -> usize {

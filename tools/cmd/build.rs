@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::codec::CodecConfig;
 use engine::embeddings::DocEmbeddingsFile;
-use engine::index::{read_doc_ids, sample_docs};
+use engine::index::{read_doc_ids, sample_docs, TrainingSample};
 use engine::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder};
 
 /// Arguments of `build`.
@@ -69,6 +69,12 @@ pub struct BuildArgs {
     /// 16·sqrt(120·docs), at most all).
     #[arg(long, value_name = "N")]
     pub sample_docs: Option<usize>,
+    /// Compressed index: most memory, in MiB, that the k-means training sample may take (f32
+    /// values). Past it, a uniform random subset of the sample documents' tokens is kept (seeded),
+    /// and the default number of centroids is capped at one per 32 training tokens, so build
+    /// memory stops growing with the collection.
+    #[arg(long, default_value_t = engine::index::DEFAULT_TRAIN_MEMORY >> 20, value_name = "MIB")]
+    pub train_memory: usize,
     /// Compressed index: k-means iterations.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub kmeans_iters: usize,
@@ -114,6 +120,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             precision: args.precision.into(),
             compressed: (args.nbits != 16).then(|| compressed_params(args)),
             sample_docs: args.sample_docs,
+            train_memory: args.train_memory << 20,
             seed: args.seed,
             build_params: serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() }),
             bm25: args.bm25,
@@ -239,15 +246,14 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         }))
         .collect();
     let picked = sample_docs(input.n_docs(), args.sample_docs, args.seed);
-    let sample_tokens: u64 = picked.iter().map(|&d| lens[d]).sum();
-    let mut sample = Vec::with_capacity(sample_tokens as usize * input.dim());
+    let mut sample = TrainingSample::with_memory(input.dim(), args.train_memory << 20, args.seed);
     let mut buf = Vec::new();
     for d in picked {
         input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
-        sample.extend_from_slice(&buf);
+        sample.add(&buf);
     }
     input.release_all();
-    builder.train_owned(sample, input.n_tokens()).context("training centroids and codec")?;
+    builder.train_sample(sample, input.n_tokens()).context("training centroids and codec")?;
     let trained = start.elapsed();
     let pb = crate::output::progress(input.n_tokens(), "tokens");
     pb.set_message("encoding");

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use engine::corpus::{CorpusReader, Record};
 use engine::encoder::{Encoder, EncoderOptions, Precision};
-use engine::index::{sample_docs, CompressedBuilder, CompressedParams};
+use engine::index::{sample_docs, CompressedBuilder, CompressedParams, TrainingSample};
 use engine::rerank::bm25::{Bm25Builder, BM25_DIR};
 use engine::{BuildOptions, Index, IndexBuilder};
 use half::f16;
@@ -62,6 +62,8 @@ pub struct TextBuild<'a> {
     pub compressed: Option<CompressedParams>,
     /// Documents encoded to train centroids and codec (compressed only; default by size).
     pub sample_docs: Option<usize>,
+    /// Most bytes of f32 values the k-means training sample may hold.
+    pub train_memory: usize,
     /// Seed of the sample.
     pub seed: u64,
     /// Build parameters recorded in the metadata.
@@ -133,35 +135,80 @@ fn encode_pass(
     Ok(reader.skipped_empty())
 }
 
-/// Encoded training-sample documents kept (as f16) for the main pass, so that a collection
-/// whose sample is most of it is not encoded twice. Bounded: past [`SAMPLE_CACHE_BYTES`] the
-/// cache is dropped and the main pass encodes those documents again.
-#[derive(Default)]
-struct SampleCache {
-    docs: std::collections::HashMap<usize, Vec<f16>>,
-    bytes: usize,
-    full: bool,
+/// Encoded training-sample documents kept (as f16) for the main pass, so that no document is
+/// encoded twice. They are written to a file in the index's temporary directory as the sample
+/// pass encodes them and read back in order by the main pass (both visit documents in collection
+/// order): they take disk (2 bytes per value), not memory, and the file is removed before the
+/// index is published (an interrupted build's directory is removed whole).
+struct SampleSpill {
+    path: PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    /// Ordinal and number of values of each document written, in order.
+    docs: std::collections::VecDeque<(usize, usize)>,
+    bytes: Vec<u8>,
 }
 
-/// Most bytes of encoded sample documents kept between the two passes.
-const SAMPLE_CACHE_BYTES: usize = 256 << 20;
+/// Name of the spill file inside the index's temporary directory.
+const SPILL_FILE: &str = "sample-embeddings.f16.tmp";
 
-impl SampleCache {
-    fn keep(&mut self, ordinal: usize, emb: &[f32]) {
-        if self.full {
-            return;
-        }
-        self.bytes += emb.len() * 2;
-        if self.bytes > SAMPLE_CACHE_BYTES {
-            self.full = true;
-            self.docs = Default::default();
-            return;
-        }
-        self.docs.insert(ordinal, emb.iter().map(|&v| f16::from_f32(v)).collect());
+impl SampleSpill {
+    fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join(SPILL_FILE);
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(SampleSpill {
+            writer: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            reader: None,
+            path,
+            docs: Default::default(),
+            bytes: Vec::new(),
+        })
     }
 
-    fn take(&mut self, ordinal: usize) -> Vec<f32> {
-        self.docs.remove(&ordinal).map(|v| v.iter().map(|x| x.to_f32()).collect()).unwrap_or_default()
+    fn keep(&mut self, ordinal: usize, emb: &[f32]) -> Result<()> {
+        use std::io::Write;
+        let writer = self.writer.as_mut().expect("spill written before it is read");
+        self.bytes.clear();
+        self.bytes.extend(emb.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()));
+        writer.write_all(&self.bytes).with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.docs.push_back((ordinal, emb.len()));
+        Ok(())
+    }
+
+    /// The ordinals written, for the main pass to skip encoding.
+    fn ordinals(&self) -> std::collections::HashSet<usize> {
+        self.docs.iter().map(|&(i, _)| i).collect()
+    }
+
+    /// Ends writing; reading starts at the first document.
+    fn rewind(&mut self) -> Result<()> {
+        use std::io::Write;
+        if let Some(mut w) = self.writer.take() {
+            w.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
+        }
+        let file = std::fs::File::open(&self.path)
+            .with_context(|| format!("cannot read {}", self.path.display()))?;
+        self.reader = Some(std::io::BufReader::with_capacity(1 << 20, file));
+        Ok(())
+    }
+
+    /// The embeddings of document `ordinal`, which must be the next one written.
+    fn take(&mut self, ordinal: usize) -> Result<Vec<f32>> {
+        use std::io::Read;
+        let (next, n) = self.docs.pop_front().unwrap_or((usize::MAX, 0));
+        if next != ordinal {
+            bail!("{}: internal error: document {ordinal} read back out of order", self.path.display());
+        }
+        let reader = self.reader.as_mut().expect("spill rewound before it is read");
+        self.bytes.resize(n * 2, 0);
+        reader.read_exact(&mut self.bytes).with_context(|| format!("cannot read {}", self.path.display()))?;
+        Ok(self.bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect())
+    }
+
+    fn remove(self) -> Result<()> {
+        drop((self.writer, self.reader));
+        std::fs::remove_file(&self.path).with_context(|| format!("cannot remove {}", self.path.display()))
     }
 }
 
@@ -180,7 +227,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         build_params,
     };
     let dim = encoder.dim();
-    let mut cache = SampleCache::default();
+    let mut spill: Option<SampleSpill> = None;
     let create = |what: &Path| format!("cannot create index {}", what.display());
     let mut sink = match job.compressed {
         None => Sink::Plain(Box::new(
@@ -189,22 +236,26 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         Some(params) => {
             let mut builder = CompressedBuilder::create(job.index, dim, params, options)
                 .with_context(|| create(job.index))?;
+            let kept = spill.insert(SampleSpill::create(builder.temp_dir())?);
             // Train centroids and codec on a seeded sample of documents, encoded first.
             let picked: std::collections::HashSet<usize> =
                 sample_docs(total as usize, job.sample_docs, job.seed).into_iter().collect();
             let pb = crate::output::progress(picked.len() as u64, "docs");
             pb.set_message("encoding the training sample");
-            let mut sample: Vec<f32> = Vec::new();
+            let mut sample = TrainingSample::with_memory(dim, job.train_memory, job.seed);
             let mut sampled = 0usize;
+            let mut rounded: Vec<f32> = Vec::new();
             encode_pass(
                 job.collection,
                 &encoder,
                 |i| picked.contains(&i),
                 |i, _, emb| {
                     let Some(emb) = emb else { return Ok(()) };
-                    sample.extend(emb.iter().map(|&v| f16::from_f32(v).to_f32()));
+                    rounded.clear();
+                    rounded.extend(emb.iter().map(|&v| f16::from_f32(v).to_f32()));
+                    sample.add(&rounded);
                     sampled += usize::from(!emb.is_empty());
-                    cache.keep(i, emb);
+                    kept.keep(i, emb)?;
                     pb.inc(1);
                     Ok(())
                 },
@@ -213,10 +264,9 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
             if sample.is_empty() {
                 bail!("{}: no document with text to train on", job.collection.display());
             }
-            let est_tokens = (sample.len() / dim) as u64 * total / sampled.max(1) as u64;
-            builder
-                .train_owned(std::mem::take(&mut sample), est_tokens.max(1))
-                .context("training centroids and codec")?;
+            let est_tokens = sample.seen() * total / sampled.max(1) as u64;
+            builder.train_sample(sample, est_tokens.max(1)).context("training centroids and codec")?;
+            kept.rewind()?;
             Sink::Compressed(Box::new(builder))
         }
     };
@@ -231,7 +281,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let mut tokens = 0u64;
     let mut no_tokens = 0usize;
     let collection = job.collection;
-    let cached: std::collections::HashSet<usize> = cache.docs.keys().copied().collect();
+    let cached = spill.as_ref().map(SampleSpill::ordinals).unwrap_or_default();
     let skipped = encode_pass(
         collection,
         &encoder,
@@ -239,7 +289,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         |i, r, emb| {
             let emb: Vec<f32> = match emb {
                 Some(e) => e.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
-                None => cache.take(i),
+                None => spill.as_mut().expect("only spilled documents are not encoded").take(i)?,
             };
             if emb.is_empty() {
                 no_tokens += 1;
@@ -257,6 +307,9 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
             Ok(())
         },
     )?;
+    if let Some(spill) = spill {
+        spill.remove()?;
+    }
     let bm25_docs = bm25.map(Bm25Builder::finish).transpose()?;
     let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();

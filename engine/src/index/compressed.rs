@@ -4,7 +4,8 @@
 //! The build runs in three steps:
 //!
 //! 1. [`CompressedBuilder::train`] runs k-means on a sample of token embeddings (the caller picks
-//!    the sample, e.g. with [`sample_docs`]), rounds the centroids to f16 (what is stored), and
+//!    the sample, e.g. with [`sample_docs`], bounded in memory by a [`TrainingSample`] and given
+//!    to [`CompressedBuilder::train_sample`]), rounds the centroids to f16 (what is stored), and
 //!    trains the residual codec on the residuals of a held-out part of the sample.
 //! 2. [`CompressedBuilder::add`] buffers documents, and every [`FLUSH_TOKENS`] tokens assigns them
 //!    to their nearest centroid and quantises their residuals, streaming codes (bit-packed),
@@ -33,6 +34,7 @@ use index_format::{
 
 use super::build::{check_doc, BuildOptions};
 use super::decode_scale::{self, DecodeScale};
+use super::sample::TrainingSample;
 use crate::codec::{residuals, Codec, CodecConfig};
 use crate::error::{EngineError, Result};
 use crate::kmeans::{self, KMeansConfig};
@@ -41,6 +43,11 @@ use crate::kmeans::{self, KMeansConfig};
 pub const FLUSH_TOKENS: usize = 1 << 14;
 /// Most IVF entries (u32 document ids) held in memory at once while building the inverted file.
 pub const IVF_BLOCK_ENTRIES: usize = 1 << 24;
+
+/// Fewest k-means points per centroid when a bounded training sample caps the default number
+/// of centroids (see [`CompressedBuilder::train_sample`]); faiss, which Stanford ColBERT trains
+/// with, warns below 39.
+pub const MIN_POINTS_PER_CENTROID: usize = 32;
 
 /// Parameters of a compressed build.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,6 +266,23 @@ impl CompressedBuilder {
     /// # Errors
     /// As [`CompressedBuilder::train`].
     pub fn train_owned(&mut self, sample: Vec<f32>, corpus_tokens: u64) -> Result<()> {
+        self.train_rows(sample, corpus_tokens, false)
+    }
+
+    /// [`CompressedBuilder::train`] on a bounded [`TrainingSample`]. When the sample had to leave
+    /// tokens out (it filled), the default number of centroids is also capped so that k-means
+    /// has at least [`MIN_POINTS_PER_CENTROID`] points per centroid: the power of two at or below
+    /// `fit tokens / MIN_POINTS_PER_CENTROID`. An explicit [`CompressedParams::n_centroids`] is
+    /// kept.
+    ///
+    /// # Errors
+    /// As [`CompressedBuilder::train`].
+    pub fn train_sample(&mut self, sample: TrainingSample, corpus_tokens: u64) -> Result<()> {
+        let capped = sample.is_subsampled();
+        self.train_rows(sample.into_rows(), corpus_tokens, capped)
+    }
+
+    fn train_rows(&mut self, sample: Vec<f32>, corpus_tokens: u64, cap_centroids: bool) -> Result<()> {
         if self.trained.is_some() {
             return Err(EngineError::InvalidArgument("the compressed builder is already trained".into()));
         }
@@ -291,10 +315,13 @@ impl CompressedBuilder {
         } else {
             (sample.clone(), sample)
         };
-        let wanted = self
-            .params
-            .n_centroids
-            .unwrap_or_else(|| kmeans::default_num_centroids(corpus_tokens.max(n as u64) as usize));
+        let wanted = self.params.n_centroids.unwrap_or_else(|| {
+            let k = kmeans::default_num_centroids(corpus_tokens.max(n as u64) as usize);
+            match cap_centroids {
+                true => k.min(kmeans::floor_pow2((fit.len() / dim / MIN_POINTS_PER_CENTROID).max(1))),
+                false => k,
+            }
+        });
         let k = wanted.min(fit.len() / dim).max(1);
         let config = KMeansConfig {
             k,

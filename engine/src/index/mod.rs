@@ -3,9 +3,14 @@
 mod build;
 mod compressed;
 mod decode_scale;
+mod sample;
 
 pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
-pub use compressed::{sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES};
+pub use compressed::{
+    sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES,
+    MIN_POINTS_PER_CENTROID,
+};
+pub use sample::{TrainingSample, DEFAULT_TRAIN_MEMORY};
 
 use std::path::Path;
 
