@@ -121,20 +121,21 @@ impl Bert {
         let kernel = Kernel::choose(use_bf16);
         let w = Weights { checkpoint, kernel };
         let h = d.hidden;
-        let mut layers = Vec::with_capacity(d.layers);
-        for l in 0..d.layers {
+        // Layers are packed in parallel (most of a load); the first bad one, in order, is reported.
+        let layer = |l: usize| -> Result<Layer> {
             let p = format!("encoder.layer.{l}");
             let qkv_names: Vec<String> =
                 ["query", "key", "value"].iter().map(|n| format!("{p}.attention.self.{n}")).collect();
-            layers.push(Layer {
+            Ok(Layer {
                 qkv: w.linear(&qkv_names, h, h, true)?,
                 attn_out: w.linear(&[format!("{p}.attention.output.dense")], h, h, true)?,
                 attn_norm: w.norm(&format!("{p}.attention.output.LayerNorm"), h, true)?,
                 ffn_in: w.linear(&[format!("{p}.intermediate.dense")], h, d.intermediate, true)?,
                 ffn_out: w.linear(&[format!("{p}.output.dense")], d.intermediate, h, true)?,
                 ffn_norm: w.norm(&format!("{p}.output.LayerNorm"), h, true)?,
-            });
-        }
+            })
+        };
+        let layers = layers::load_in_parallel(d.layers, layer)?;
         Ok(Bert {
             word: w.get("embeddings.word_embeddings.weight", &[d.vocab, h])?.into_owned(),
             position: w.get("embeddings.position_embeddings.weight", &[d.max_positions, h])?.into_owned(),

@@ -175,6 +175,17 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// Builds layers `0..n` with `layer`, on every thread of the pool; on failure, the error of the
+/// first failing layer in order.
+pub(super) fn load_in_parallel<L: Send>(
+    n: usize,
+    layer: impl Fn(usize) -> Result<L> + Sync,
+) -> Result<Vec<L>> {
+    use rayon::prelude::*;
+    let built: Vec<Result<L>> = (0..n).into_par_iter().map(&layer).collect();
+    built.into_iter().collect()
+}
+
 /// Output columns per packed panel, the unit the products' columns are split in (the same for
 /// the f32 and bf16 kernels).
 const PANEL: usize = 32;
@@ -476,6 +487,23 @@ mod tests {
                 assert_eq!(has_blind_row(&mask, w), want, "mask {mask:?} window {w}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+    use crate::error::EngineError;
+
+    #[test]
+    fn parallel_load_keeps_order_and_reports_the_first_failure() {
+        assert_eq!(load_in_parallel(40, |l| Ok(l * 2)).unwrap(), (0..40).map(|l| l * 2).collect::<Vec<_>>());
+        let err = load_in_parallel(40, |l| match l {
+            7 | 31 => Err(EngineError::InvalidArgument(format!("layer {l}"))),
+            _ => Ok(l),
+        })
+        .unwrap_err();
+        assert_eq!(err.to_string(), EngineError::InvalidArgument("layer 7".into()).to_string());
     }
 }
 

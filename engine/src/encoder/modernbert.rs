@@ -224,12 +224,12 @@ impl ModernBert {
         let kernel = Kernel::choose(use_bf16);
         let w = Weights { checkpoint, kernel };
         let h = d.hidden;
-        let mut layers = Vec::with_capacity(d.layers);
-        for (l, &global) in d.global.iter().enumerate() {
-            let p = format!("layers.{l}");
+        // Layers are packed in parallel (most of a load); the first bad one, in order, is reported.
+        let layer = |l: usize| -> Result<Layer> {
+            let (p, global) = (format!("layers.{l}"), d.global[l]);
             let attn_norm =
                 if l == 0 { None } else { Some(w.norm(&format!("{p}.attn_norm"), h, d.norm_bias)?) };
-            layers.push(Layer {
+            Ok(Layer {
                 attn_norm,
                 qkv: w.linear(&[format!("{p}.attn.Wqkv")], h, 3 * h, d.attention_bias)?,
                 attn_out: w.linear(&[format!("{p}.attn.Wo")], h, h, d.attention_bias)?,
@@ -238,8 +238,9 @@ impl ModernBert {
                 wo: w.linear(&[format!("{p}.mlp.Wo")], d.intermediate, h, d.mlp_bias)?,
                 span: if global { Span::All } else { Span::Window(d.window) },
                 rope: usize::from(!global),
-            });
-        }
+            })
+        };
+        let layers = layers::load_in_parallel(d.layers, layer)?;
         let head_dim = h / d.heads;
         Ok(ModernBert {
             word: w.get("embeddings.tok_embeddings.weight", &[d.vocab, h])?.into_owned(),
