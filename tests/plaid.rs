@@ -92,7 +92,7 @@ fn plaid_recall_against_the_decompressed_oracle() {
 /// stage 1. (This synthetic data has few near ties, so it would pass without the f32 re-scoring
 /// of the picked cells too; `refined_cells_match_the_f32_selection` in plaid.rs guards that.)
 /// A training sample bounded in memory keeps a fixed number of tokens, and when it had to leave
-/// some out, the default centroid count is capped at one per 32 fit tokens (an explicit count is
+/// some out, the default centroid count is capped at one per 8 fit tokens (an explicit count is
 /// kept); a sample that kept everything trains exactly like the plain `train`.
 #[test]
 fn bounded_training_sample_caps_centroids() {
@@ -118,9 +118,9 @@ fn bounded_training_sample_caps_centroids() {
     };
     let default_k = engine::kmeans::default_num_centroids(n);
     assert!(default_k >= 1024, "{default_k}");
-    // 4000 kept, 3800 fit after the held-out 5%: 118 per 32 -> 64.
-    assert_eq!(build_with(4000, None), 64);
-    assert_eq!(3800 / MIN_POINTS_PER_CENTROID, 118);
+    // 4000 kept, 3800 fit after the held-out 5%: 475 per 8 -> 256.
+    assert_eq!(build_with(4000, None), 256);
+    assert_eq!(3800 / MIN_POINTS_PER_CENTROID, 475);
     assert_eq!(build_with(4000, Some(100)), 100);
     assert_eq!(build_with(n, None), default_k);
     // Kept everything: the same index as `train` on all tokens.

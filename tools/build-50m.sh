@@ -9,9 +9,11 @@
 #
 # Environment: TOKENS_DOCS (default 1562500), CENTROIDS (default 4096), SAMPLE_DOCS (default
 # 20000), NBITS (default 2). The centroid count and sample are lowered from the defaults for
-# this corpus size (65536 centroids on a 7-million-token sample) only to keep the CPU time of the
-# demo to about half an hour on 2 cores: assignment costs tokens × centroids × dim, while memory
-# depends on the sample (sample tokens × dim × 4 bytes) and the centroids (C × dim × 4 bytes).
+# this corpus size (65536 centroids trained on 1M tokens: the sample documents hold 7M, and the
+# training sample keeps at most --train-memory, 512 MiB) only to keep the CPU time of the demo to
+# about half an hour on 2 cores: assignment costs tokens × centroids × dim, while memory depends
+# on the sample (sample tokens × dim × 4 bytes, at most --train-memory) and the centroids
+# (C × dim × 4 bytes).
 # Needs about 15 GB of free disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."

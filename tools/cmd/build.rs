@@ -71,7 +71,7 @@ pub struct BuildArgs {
     pub sample_docs: Option<usize>,
     /// Compressed index: most memory, in MiB, that the k-means training sample may take (f32
     /// values). Past it, a uniform random subset of the sample documents' tokens is kept (seeded),
-    /// and the default number of centroids is capped at one per 32 training tokens, so build
+    /// and the default number of centroids is capped at one per 8 training tokens, so build
     /// memory stops growing with the collection.
     #[arg(long, default_value_t = engine::index::DEFAULT_TRAIN_MEMORY >> 20, value_name = "MIB")]
     pub train_memory: usize,

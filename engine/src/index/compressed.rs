@@ -45,9 +45,11 @@ pub const FLUSH_TOKENS: usize = 1 << 14;
 pub const IVF_BLOCK_ENTRIES: usize = 1 << 24;
 
 /// Fewest k-means points per centroid when a bounded training sample caps the default number
-/// of centroids (see [`CompressedBuilder::train_sample`]); faiss, which Stanford ColBERT trains
-/// with, warns below 39.
-pub const MIN_POINTS_PER_CENTROID: usize = 32;
+/// of centroids (see [`CompressedBuilder::train_sample`]). Low on purpose: on NPL with
+/// all-MiniLM-L6-v2, 8192 centroids trained on 10 points each gave higher recall against
+/// exhaustive search (0.952 at 10, 0.953 at 100) than 2048 centroids on 40 points each (0.950,
+/// 0.934): more cells prune more finely, even when each is placed less precisely.
+pub const MIN_POINTS_PER_CENTROID: usize = 8;
 
 /// Parameters of a compressed build.
 #[derive(Debug, Clone, PartialEq)]
