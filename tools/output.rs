@@ -14,3 +14,13 @@ pub fn progress(len: u64, unit: &str) -> ProgressBar {
     );
     pb
 }
+
+/// A spinner on stderr with a message and the elapsed time, for steps without a known length
+/// (hidden when stderr is not a terminal).
+pub fn spinner(msg: String) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    pb.set_message(msg);
+    pb.enable_steady_tick(std::time::Duration::from_millis(120));
+    pb
+}

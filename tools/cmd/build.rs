@@ -253,7 +253,9 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         sample.add(&buf);
     }
     input.release_all();
+    let spin = crate::output::spinner(format!("training centroids and codec on {} tokens", sample.len()));
     builder.train_sample(sample, input.n_tokens()).context("training centroids and codec")?;
+    spin.finish_and_clear();
     let trained = start.elapsed();
     let pb = crate::output::progress(input.n_tokens(), "tokens");
     pb.set_message("encoding");

@@ -265,7 +265,22 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 bail!("{}: no document with text to train on", job.collection.display());
             }
             let est_tokens = sample.seen() * total / sampled.max(1) as u64;
+            let (train_tokens, seen) = (sample.len(), sample.seen());
+            let training = Instant::now();
+            let spin =
+                crate::output::spinner(format!("training centroids and codec on {train_tokens} tokens"));
             builder.train_sample(sample, est_tokens.max(1)).context("training centroids and codec")?;
+            spin.finish_and_clear();
+            eprintln!(
+                "trained {} centroids on a sample of {train_tokens} tokens{} in {:.1?}",
+                builder.n_centroids().unwrap_or(0),
+                if seen > train_tokens as u64 {
+                    format!(" (a uniform subset of the sample's {seen}; --train-memory bounds it)")
+                } else {
+                    String::new()
+                },
+                training.elapsed()
+            );
             kept.rewind()?;
             Sink::Compressed(Box::new(builder))
         }
