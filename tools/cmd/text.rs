@@ -228,6 +228,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     };
     let dim = encoder.dim();
     let mut spill: Option<SampleSpill> = None;
+    let mut trained = String::new();
     let create = |what: &Path| format!("cannot create index {}", what.display());
     let mut sink = match job.compressed {
         None => Sink::Plain(Box::new(
@@ -271,11 +272,12 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 crate::output::spinner(format!("training centroids and codec on {train_tokens} tokens"));
             builder.train_sample(sample, est_tokens.max(1)).context("training centroids and codec")?;
             spin.finish_and_clear();
-            eprintln!(
-                "trained {} centroids on a sample of {train_tokens} tokens{} in {:.1?}",
+            // Reported with the summary line, so that a failed build still prints one line.
+            trained = format!(
+                "; {} centroids trained on {train_tokens} tokens{} in {:.1?}",
                 builder.n_centroids().unwrap_or(0),
                 if seen > train_tokens as u64 {
-                    format!(" (a uniform subset of the sample's {seen}; --train-memory bounds it)")
+                    format!(" (a uniform subset of the sample's {seen}, bounded by --train-memory)")
                 } else {
                     String::new()
                 },
@@ -329,7 +331,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let meta = sink.finish().with_context(|| format!("{}: no documents with text", collection.display()))?;
     pb.finish_and_clear();
     eprintln!(
-        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s, {}){}",
+        "indexed {} documents ({} tokens, dim {}, nbits {}) from {} in {:.1?} ({:.0} tokens/s, {}){trained}{}",
         meta.n_docs,
         meta.n_tokens,
         meta.dim,
