@@ -57,8 +57,9 @@ pub struct CompressedParams {
     /// Bits per dimension of the quantised residual: 1, 2 or 4.
     pub nbits: u32,
     /// Number of centroids; `None` uses [`kmeans::default_num_centroids`] of the corpus token
-    /// count. Clamped to the number of sample tokens (k-means cannot place more centroids than
-    /// it has points).
+    /// count (capped by [`CompressedBuilder::train_sample`] when its sample left tokens out).
+    /// Clamped to the number of sample tokens (k-means cannot place more centroids than it has
+    /// points).
     pub n_centroids: Option<usize>,
     /// k-means iterations (at most; it stops early when assignments settle).
     pub kmeans_iters: usize,
