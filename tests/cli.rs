@@ -176,6 +176,22 @@ fn bad_embedding_files_are_rejected_naming_the_file() {
         ],
     );
     cli_err(&["build", "--embeddings", &path("dim.safetensors"), "--index", &idx], &["multiple of 8"]);
+    cli_err(
+        &["build", "--embeddings", &path("docs.safetensors"), "--index", &idx, "--train-memory", "0"],
+        &["--train-memory 0", "at least 1"],
+    );
+    cli_err(
+        &[
+            "build",
+            "--embeddings",
+            &path("docs.safetensors"),
+            "--index",
+            &idx,
+            "--train-memory",
+            "17592186044416",
+        ],
+        &["--train-memory", "too large"],
+    );
     assert!(!f.dir.path().join("idx").exists(), "a failed build must leave nothing behind");
     let leftovers: Vec<_> = fs::read_dir(f.dir.path())
         .unwrap()

@@ -107,6 +107,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     if !matches!(args.nbits, 1 | 2 | 4 | 16) {
         bail!("--nbits {}: use 1, 2 or 4 (compressed) or 16 (uncompressed f16)", args.nbits);
     }
+    train_memory_bytes(args)?;
     for leftover in index_format::remove_stale_siblings(&args.index) {
         eprintln!("note: removed {}, left behind by an interrupted build", leftover.display());
     }
@@ -120,7 +121,7 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             precision: args.precision.into(),
             compressed: (args.nbits != 16).then(|| compressed_params(args)),
             sample_docs: args.sample_docs,
-            train_memory: args.train_memory << 20,
+            train_memory: train_memory_bytes(args)?,
             seed: args.seed,
             build_params: serde_json::json!({ "nbits": args.nbits, "model": model.display().to_string() }),
             bm25: args.bm25,
@@ -203,6 +204,15 @@ fn stream_docs(
     Ok(())
 }
 
+/// `--train-memory` in bytes: at least 1 MiB, and a size this machine can address.
+fn train_memory_bytes(args: &BuildArgs) -> Result<usize> {
+    match args.train_memory.checked_mul(1 << 20) {
+        Some(0) => bail!("--train-memory 0: give a size in MiB, at least 1"),
+        Some(bytes) => Ok(bytes),
+        None => bail!("--train-memory {}: too large for this machine's address space", args.train_memory),
+    }
+}
+
 /// The compressed index's parameters selected by the flags.
 fn compressed_params(args: &BuildArgs) -> CompressedParams {
     CompressedParams {
@@ -246,7 +256,7 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         }))
         .collect();
     let picked = sample_docs(input.n_docs(), args.sample_docs, args.seed);
-    let mut sample = TrainingSample::with_memory(input.dim(), args.train_memory << 20, args.seed);
+    let mut sample = TrainingSample::with_memory(input.dim(), train_memory_bytes(args)?, args.seed);
     let mut buf = Vec::new();
     for d in picked {
         input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
