@@ -263,7 +263,8 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         sample.add(&buf);
     }
     input.release_all();
-    let spin = crate::output::spinner(format!("training centroids and codec on {} tokens", sample.len()));
+    let (train_tokens, seen) = (sample.len(), sample.seen());
+    let spin = crate::output::spinner(format!("training centroids and codec on {train_tokens} tokens"));
     builder.train_sample(sample, input.n_tokens()).context("training centroids and codec")?;
     spin.finish_and_clear();
     let trained = start.elapsed();
@@ -273,7 +274,7 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
     let meta = builder.finish()?;
     pb.finish_and_clear();
     eprintln!(
-        "indexed {} documents, {} tokens, dim {}, nbits {}, {} centroids into {} in {:.2?} (training {:.2?})",
+        "indexed {} documents, {} tokens, dim {}, nbits {}, {} centroids into {} in {:.2?} (training {:.2?}{})",
         meta.n_docs,
         meta.n_tokens,
         meta.dim,
@@ -281,7 +282,12 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
         meta.residual.map_or(0, |r| r.n_centroids),
         args.index.display(),
         start.elapsed(),
-        trained
+        trained,
+        if seen > train_tokens as u64 {
+            format!(" on {train_tokens} of the sample's {seen} tokens, bounded by --train-memory")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }
