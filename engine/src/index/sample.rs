@@ -54,7 +54,7 @@ impl TrainingSample {
         let dim = self.dim;
         assert!(tokens.len().is_multiple_of(dim), "{} values are not whole {dim}-d tokens", tokens.len());
         for row in tokens.chunks_exact(dim) {
-            if self.rows.len() < self.capacity * dim {
+            if self.rows.len() / dim < self.capacity {
                 self.rows.extend_from_slice(row);
             } else {
                 let j = self.rng.below(self.seen as usize + 1);
@@ -103,6 +103,10 @@ mod tests {
         s.add(&[5.0, 6.0]);
         assert_eq!((s.len(), s.seen(), s.is_subsampled()), (3, 3, false));
         assert_eq!(s.into_rows(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        // An unbounded capacity does not overflow.
+        let mut s = TrainingSample::new(384, usize::MAX, 0);
+        s.add(&[0.25; 384 * 3]);
+        assert_eq!((s.len(), s.is_subsampled()), (3, false));
     }
 
     #[test]
