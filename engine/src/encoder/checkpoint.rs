@@ -35,7 +35,8 @@ enum Source {
 pub(crate) struct Checkpoint {
     path: PathBuf,
     source: Source,
-    crc32: u32,
+    /// CRC-32 of the file, when it was read whole (a pickle); a mapped file is hashed on demand.
+    crc32: Option<u32>,
     /// Put before every name looked up when the tensor exists under it (`bert.`, `model.`): see
     /// [`Checkpoint::strip_prefix`].
     prefix: String,
@@ -43,8 +44,8 @@ pub(crate) struct Checkpoint {
 
 impl Checkpoint {
     /// Opens a weights file: `*.safetensors` is mapped and its header checked, anything else is
-    /// read as a PyTorch pickle. Also computes the CRC-32 of the file's bytes (the weights'
-    /// identity recorded in an index).
+    /// read as a PyTorch pickle (whose bytes are hashed while they are read; a mapped file is
+    /// hashed only if [`Checkpoint::crc32`] is asked for, which the cross-encoder never does).
     pub(crate) fn open(path: &Path) -> Result<Self> {
         let io = |source| EngineError::Io { path: path.to_path_buf(), source };
         if path.extension().is_none_or(|e| e != "safetensors") {
@@ -59,7 +60,7 @@ impl Checkpoint {
                 )
             })?;
             let mut checkpoint = Self::from_tensors(path, tensors.into_iter().collect());
-            checkpoint.crc32 = crc32;
+            checkpoint.crc32 = Some(crc32);
             return Ok(checkpoint);
         }
         let file = File::open(path).map_err(io)?;
@@ -76,7 +77,7 @@ impl Checkpoint {
         let tensors = metadata.tensors().into_iter().map(|(name, info)| (name, info.clone())).collect();
         Ok(Checkpoint {
             path: path.to_path_buf(),
-            crc32: crc32fast::hash(&bytes),
+            crc32: None,
             source: Source::Mapped { bytes, tensors, data_start: 8 + header },
             prefix: String::new(),
         })
@@ -87,7 +88,7 @@ impl Checkpoint {
         Checkpoint {
             path: path.to_path_buf(),
             source: Source::Loaded(tensors),
-            crc32: 0,
+            crc32: Some(0),
             prefix: String::new(),
         }
     }
@@ -97,9 +98,13 @@ impl Checkpoint {
         &self.path
     }
 
-    /// CRC-32 of the file's bytes.
+    /// CRC-32 of the file's bytes (the weights' identity recorded in an index).
     pub(crate) fn crc32(&self) -> u32 {
-        self.crc32
+        match (&self.source, self.crc32) {
+            (_, Some(crc)) => crc,
+            (Source::Mapped { bytes, .. }, None) => crc32fast::hash(bytes),
+            (Source::Loaded(_), None) => 0,
+        }
     }
 
     /// The stored name of `name`: under the prefix when it exists there.
