@@ -48,6 +48,13 @@ pub enum Component {
     /// `code_offsets.packed`: `n_docs + 1` bit offsets into [`Component::CodesRice`], packed at
     /// [`crate::runs::offset_bits`] bits each (v4).
     CodeOffsets,
+    /// `doc_ids.hash`: an open-addressed hash table from external id to document number (v5):
+    /// u32 slots, a power of two of them (at least `n_docs + 1`), `u32::MAX` marking an empty
+    /// slot; see [`crate::idhash`].
+    DocIdHash,
+    /// `manifest.bin`: the live segments and their deleted documents of an updated index (v5),
+    /// at the index's root; see [`crate::manifest`]. Not part of a segment.
+    Manifest,
 }
 
 /// What a file's bytes pay for, as `colbert-index info` splits an index's size.
@@ -104,8 +111,12 @@ impl Component {
             | Component::CodeOffsets => SizeClass::Codes,
             Component::IvfDocs | Component::IvfRice => SizeClass::Ivf,
             Component::Embeddings => SizeClass::Embeddings,
-            Component::DocOffsets | Component::DocIdOffsets | Component::DocIdBytes => SizeClass::PerDocument,
-            Component::Meta
+            Component::DocOffsets
+            | Component::DocIdOffsets
+            | Component::DocIdBytes
+            | Component::DocIdHash => SizeClass::PerDocument,
+            Component::Manifest
+            | Component::Meta
             | Component::Centroids
             | Component::Buckets
             | Component::IvfOffsets
@@ -124,7 +135,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 18] = [
+    pub const EVERY: [Component; 20] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -143,6 +154,8 @@ impl Component {
         Component::IvfRice,
         Component::CodesRice,
         Component::CodeOffsets,
+        Component::DocIdHash,
+        Component::Manifest,
     ];
 
     /// The file name inside the index directory.
@@ -166,6 +179,8 @@ impl Component {
             Component::IvfRice => "ivf.rice",
             Component::CodesRice => "codes.rice",
             Component::CodeOffsets => "code_offsets.packed",
+            Component::DocIdHash => "doc_ids.hash",
+            Component::Manifest => "manifest.bin",
         }
     }
 
@@ -190,15 +205,21 @@ impl Component {
             Component::IvfRice => 16,
             Component::CodesRice => 17,
             Component::CodeOffsets => 18,
+            Component::DocIdHash => 19,
+            Component::Manifest => 20,
         }
     }
 
     /// Size in bytes of one element of the payload array.
     pub fn element_size(self) -> usize {
         match self {
-            Component::Meta | Component::DocIdBytes | Component::Residuals | Component::IvfRiceK => 1,
+            Component::Meta
+            | Component::DocIdBytes
+            | Component::Residuals
+            | Component::IvfRiceK
+            | Component::Manifest => 1,
             Component::Embeddings | Component::Centroids | Component::Codes16 => 2,
-            Component::Buckets | Component::Codes32 | Component::IvfDocs => 4,
+            Component::Buckets | Component::Codes32 | Component::IvfDocs | Component::DocIdHash => 4,
             Component::DocOffsets
             | Component::DocIdOffsets
             | Component::IvfOffsets

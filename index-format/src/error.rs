@@ -75,6 +75,22 @@ pub enum FormatError {
         /// What is inconsistent.
         detail: String,
     },
+    /// Another process is changing the index (it holds the index's write lock).
+    #[error("{path}: index busy: {holder} is changing it; retry when it has finished")]
+    Busy {
+        /// The index.
+        path: PathBuf,
+        /// Who holds the lock, as it recorded itself.
+        holder: String,
+    },
+    /// Something that is not an index of this format is where an index would be replaced.
+    #[error("{path}: not a colbert-index index ({detail}); refusing to replace it")]
+    NotAnIndex {
+        /// The path.
+        path: PathBuf,
+        /// What was found there.
+        detail: String,
+    },
     /// A directory already exists where an index would be written.
     #[error("{path}: already exists (pass overwrite to replace it)")]
     AlreadyExists {

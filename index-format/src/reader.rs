@@ -322,6 +322,14 @@ impl IndexReader {
     /// depend on the version: u16 or u32 codes (by the centroid count) and a plain IVF in v2,
     /// packed codes and a Rice-coded IVF from v3.
     pub fn components_of(meta: &IndexMeta) -> Vec<Component> {
+        let mut v = Self::kind_components(meta);
+        if meta.format_version >= 5 {
+            v.push(Component::DocIdHash);
+        }
+        v
+    }
+
+    fn kind_components(meta: &IndexMeta) -> Vec<Component> {
         match (meta.kind, meta.residual) {
             (IndexKind::Residual { .. }, Some(r)) => {
                 let mut v = vec![
@@ -421,6 +429,63 @@ impl IndexReader {
                 ),
             ));
         }
+        if let Some(slots) = self.doc_id_table() {
+            let n_docs = usize::try_from(m.n_docs).ok();
+            if n_docs.and_then(crate::idhash::table_len) != Some(slots.len()) {
+                return Err(FormatError::corrupt(
+                    self.path(Component::DocIdHash),
+                    format!(
+                        "{} slots, {} documents need {:?}",
+                        slots.len(),
+                        m.n_docs,
+                        n_docs.and_then(crate::idhash::table_len)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The id lookup table (`doc_ids.hash`, v5 and later; see [`crate::idhash`]), checked at open
+    /// to have the length its document count implies.
+    pub fn doc_id_table(&self) -> Option<&[u32]> {
+        self.files.get(&Component::DocIdHash).and_then(|m| m.payload.typed::<u32>())
+    }
+
+    /// The id bytes of document `doc`, `None` past the last document or for corrupt offsets.
+    pub fn doc_id_bytes(&self, doc: usize) -> Option<&[u8]> {
+        let o = self.typed::<u64>(Component::DocIdOffsets).ok()?;
+        let bytes = &self.files[&Component::DocIdBytes].payload;
+        let (a, b) = (*o.get(doc)?, *o.get(doc.checked_add(1)?)?);
+        let (a, b) = (usize::try_from(a).ok()?, usize::try_from(b).ok()?);
+        bytes.get(a..b)
+    }
+
+    /// The document whose external id is `id`, through the id table where the index has one
+    /// (v5), else `None` (see [`crate::idhash::build`] to make one in memory).
+    pub fn find_doc(&self, id: &str) -> Option<u32> {
+        crate::idhash::lookup(self.doc_id_table()?, id.as_bytes(), |d| self.doc_id_bytes(d as usize))
+    }
+
+    /// Checks that the id table finds every document and holds nothing else.
+    fn verify_id_table(&self) -> Result<()> {
+        let Some(slots) = self.doc_id_table() else { return Ok(()) };
+        let path = self.path(Component::DocIdHash);
+        let n_docs = self.meta.n_docs;
+        let filled = slots.iter().filter(|&&s| s != crate::idhash::EMPTY).count() as u64;
+        if filled != n_docs {
+            return Err(FormatError::corrupt(path, format!("{filled} filled slots for {n_docs} documents")));
+        }
+        for doc in 0..n_docs as usize {
+            let id = self.doc_id_bytes(doc).unwrap_or_default();
+            let found = crate::idhash::lookup(slots, id, |d| self.doc_id_bytes(d as usize));
+            if found != Some(doc as u32) {
+                return Err(FormatError::corrupt(
+                    path,
+                    format!("document {doc} is not found under its id (found {found:?})"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -456,6 +521,7 @@ impl IndexReader {
                 format!("invalid UTF-8: {e}"),
             ));
         }
+        self.verify_id_table()?;
         if let Some(r) = self.meta.residual {
             self.verify_residual(&r)?;
         }

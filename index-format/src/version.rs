@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -18,6 +18,9 @@ pub enum FormatVersion {
     /// Version 4: the residual kind's tokens ordered by centroid within each document and its
     /// codes run-coded per document.
     V4 = 4,
+    /// Version 5: updatable indexes: added segments and deleted documents named by a manifest
+    /// (`manifest.bin`), and an id lookup table (`doc_ids.hash`) in every segment.
+    V5 = 5,
 }
 
 impl FormatVersion {
@@ -28,6 +31,7 @@ impl FormatVersion {
             2 => Some(Self::V2),
             3 => Some(Self::V3),
             4 => Some(Self::V4),
+            5 => Some(Self::V5),
             _ => None,
         }
     }

@@ -46,6 +46,17 @@ impl IndexBuilder {
             )));
         }
         let writer = IndexWriter::create(dest, options.overwrite)?;
+        Self::create_in(writer, dim, options)
+    }
+
+    /// [`IndexBuilder::create`] into a writer the caller made (e.g. a new segment of an index,
+    /// [`IndexWriter::create_segment`]).
+    pub fn create_in(writer: IndexWriter, dim: usize, options: BuildOptions) -> Result<Self> {
+        if dim == 0 || !dim.is_multiple_of(8) {
+            return Err(EngineError::InvalidArgument(format!(
+                "embedding dimension {dim} is not supported: it must be a positive multiple of 8"
+            )));
+        }
         let embeddings = writer.component(Component::Embeddings)?;
         Ok(Self {
             writer,
@@ -97,6 +108,7 @@ impl IndexBuilder {
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
         writer.write_component(Component::DocIdBytes, &ids)?;
+        write_id_table(&writer, &ids, &id_offsets)?;
         let meta = IndexMeta {
             format_version: FORMAT_VERSION,
             kind: IndexKind::Uncompressed,
@@ -111,6 +123,19 @@ impl IndexBuilder {
         writer.commit(&meta)?;
         Ok(meta)
     }
+}
+
+/// Writes `doc_ids.hash`, the id lookup table of the documents whose ids are `ids` split at
+/// `id_offsets` (see [`index_format::idhash`]).
+pub(crate) fn write_id_table(writer: &IndexWriter, ids: &[u8], id_offsets: &[u64]) -> Result<()> {
+    let n_docs = id_offsets.len() - 1;
+    let slots =
+        index_format::idhash::build(n_docs, |d| &ids[id_offsets[d] as usize..id_offsets[d + 1] as usize])
+            .ok_or_else(|| {
+                EngineError::InvalidArgument(format!("{n_docs} documents are more than one index holds"))
+            })?;
+    writer.write_component(Component::DocIdHash, as_bytes(&slots))?;
+    Ok(())
 }
 
 /// Checks one document before it is added: tokens present and of the index dimension, id

@@ -132,6 +132,31 @@ struct Trained {
     residuals: ComponentWriter,
     /// Number of documents listing each centroid (IVF list lengths).
     list_lens: Vec<u64>,
+    /// Set when the codebook came from an existing index ([`CompressedBuilder::with_codebook`]).
+    stored: Option<StoredCodebook>,
+}
+
+/// What a segment encoded with an existing index's codebook stores as that index does.
+struct StoredCodebook {
+    buckets: Vec<f32>,
+    unit_norm: bool,
+    build: serde_json::Value,
+}
+
+/// A trained codebook taken from an existing compressed index, to encode new documents the way
+/// its own were encoded (a new segment of it; see [`CompressedBuilder::with_codebook`]).
+#[derive(Debug, Clone)]
+pub struct Codebook {
+    /// The index's centroids (its stored f16 values, in f32), row-major `C × dim`.
+    pub centroids: Vec<f32>,
+    /// The codec that encodes residuals (the trained, unscaled tables).
+    pub codec: Codec,
+    /// `buckets.f32` exactly as the index stores it (decoding tables possibly scaled).
+    pub stored_buckets: Vec<f32>,
+    /// Whether the index's tokens are unit-norm (decoding renormalises): new documents must be.
+    pub unit_norm: bool,
+    /// The index's build record, copied into the new segment's.
+    pub build: serde_json::Value,
 }
 
 /// Streams documents into a new residual-compressed index. Call [`CompressedBuilder::train`]
@@ -161,6 +186,10 @@ pub struct CompressedBuilder {
     sorted: Vec<f32>,
     /// Whether a token added so far has an L2 norm off 1 by more than [`UNIT_NORM_TOLERANCE`].
     not_unit_norm: bool,
+    /// Sum over the tokens encoded from f32 of their dot product with their centroid, and their
+    /// number: the mean is the `token_fit` recorded in the metadata.
+    fit_sum: f64,
+    fit_tokens: u64,
 }
 
 /// How far from 1 a token's L2 norm may be for the index to count its tokens as unit-norm
@@ -211,6 +240,26 @@ impl CompressedBuilder {
             return Err(EngineError::InvalidArgument("the number of centroids must be positive".into()));
         }
         let writer = IndexWriter::create(dest, options.overwrite)?;
+        Self::create_in(writer, dim, params, options)
+    }
+
+    /// [`CompressedBuilder::create`] into a writer the caller made (e.g. a new segment of an
+    /// index, [`IndexWriter::create_segment`]).
+    ///
+    /// # Errors
+    /// As [`CompressedBuilder::create`].
+    pub fn create_in(
+        writer: IndexWriter,
+        dim: usize,
+        params: CompressedParams,
+        options: BuildOptions,
+    ) -> Result<Self> {
+        if dim == 0 || !dim.is_multiple_of(8) || !matches!(params.nbits, 1 | 2 | 4) {
+            return Err(EngineError::InvalidArgument(format!(
+                "dimension {dim} and nbits {} do not make a compressed index",
+                params.nbits
+            )));
+        }
         let embeddings = if params.store_f16 { Some(writer.component(Component::Embeddings)?) } else { None };
         Ok(Self {
             writer,
@@ -231,6 +280,8 @@ impl CompressedBuilder {
             packed: Vec::new(),
             sorted: Vec::new(),
             not_unit_norm: false,
+            fit_sum: 0.0,
+            fit_tokens: 0,
         })
     }
 
@@ -363,7 +414,121 @@ impl CompressedBuilder {
             code_offsets: vec![0],
             residuals,
             list_lens: vec![0; c],
+            stored: None,
         });
+        Ok(())
+    }
+
+    /// Uses an existing index's `codebook` instead of training one: new documents are assigned
+    /// to its centroids and encoded with its codec, and the segment stores its centroids and
+    /// decoding tables unchanged, so that it decodes exactly as the index does.
+    ///
+    /// # Errors
+    /// If called after training, or the codebook does not have this builder's dimension.
+    pub fn with_codebook(&mut self, codebook: Codebook) -> Result<()> {
+        if self.trained.is_some() {
+            return Err(EngineError::InvalidArgument("the compressed builder is already trained".into()));
+        }
+        let dim = self.dim;
+        if codebook.centroids.is_empty()
+            || !codebook.centroids.len().is_multiple_of(dim)
+            || codebook.codec.dim() != dim
+        {
+            return Err(EngineError::DimMismatch {
+                what: "the codebook".into(),
+                expected: dim,
+                got: codebook.codec.dim(),
+            });
+        }
+        let c = codebook.centroids.len() / dim;
+        let codes = BitWriter::new(self.writer.component(Component::CodesRice)?);
+        let residuals = self.writer.component(Component::Residuals)?;
+        self.trained = Some(Trained {
+            centroids: codebook.centroids,
+            codec: codebook.codec,
+            decode_scale: DecodeScale { energy: 1.0, recall_unscaled: 0.0, recall_scaled: 0.0 },
+            codes,
+            code_offsets: vec![0],
+            residuals,
+            list_lens: vec![0; c],
+            stored: Some(StoredCodebook {
+                buckets: codebook.stored_buckets,
+                unit_norm: codebook.unit_norm,
+                build: codebook.build,
+            }),
+        });
+        Ok(())
+    }
+
+    /// Adds one document already encoded with this builder's codebook (compaction copies
+    /// documents between segments this way): its centroid `codes`, its packed residual rows
+    /// (`codes.len() × packed_len` bytes, token `i`'s row for `codes[i]`), and its exact f16
+    /// tokens when the builder keeps them. Tokens are stored ordered by centroid, as [`add`]
+    /// stores them.
+    ///
+    /// [`add`]: CompressedBuilder::add
+    ///
+    /// # Errors
+    /// As [`CompressedBuilder::add`], and if a code is not a centroid or the sizes disagree.
+    pub fn add_encoded(
+        &mut self,
+        id: &str,
+        codes: &[u32],
+        residuals: &[u8],
+        exact: Option<&[f16]>,
+    ) -> Result<()> {
+        self.flush()?;
+        let dim = self.dim;
+        let Some(t) = self.trained.as_ref() else {
+            return Err(EngineError::InvalidArgument("the compressed builder has no codebook".into()));
+        };
+        let (pl, c) = (t.codec.packed_len(), t.list_lens.len());
+        if codes.is_empty() || residuals.len() != codes.len() * pl || codes.iter().any(|&x| x as usize >= c) {
+            return Err(EngineError::InvalidArgument(format!(
+                "document `{id}`: {} codes and {} residual bytes do not fit the codebook",
+                codes.len(),
+                residuals.len()
+            )));
+        }
+        if self.embeddings.is_some() != exact.is_some() || exact.is_some_and(|e| e.len() != codes.len() * dim)
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "document `{id}`: exact embeddings are required exactly when the segment keeps them"
+            )));
+        }
+        let placeholder = vec![0f32; dim];
+        check_doc(id, &placeholder, dim, self.n_docs(), &mut self.seen_ids)?;
+        let mut order: Vec<usize> = (0..codes.len()).collect();
+        order.sort_by_key(|&i| codes[i]);
+        let sorted_codes: Vec<u32> = order.iter().map(|&i| codes[i]).collect();
+        self.packed.clear();
+        for &i in &order {
+            self.packed.extend_from_slice(&residuals[i * pl..(i + 1) * pl]);
+        }
+        let t = self.trained.as_mut().expect("checked above");
+        let k = doc_rice_param(c as u64, sorted_codes.len() as u64);
+        if let Err(e) = put_doc_runs(&mut t.codes, &sorted_codes, k) {
+            return Err(io_err(t.codes.get_ref().path())(e));
+        }
+        t.code_offsets.push(t.codes.bits());
+        let mut prev = None;
+        for &x in &sorted_codes {
+            if prev != Some(x) {
+                t.list_lens[x as usize] += 1;
+                prev = Some(x);
+            }
+        }
+        t.residuals.write_all(&self.packed).map_err(io_err(t.residuals.path()))?;
+        if let (Some(e), Some(exact)) = (self.embeddings.as_mut(), exact) {
+            let rows: Vec<f16> =
+                order.iter().flat_map(|&i| exact[i * dim..(i + 1) * dim].iter().copied()).collect();
+            e.write_all(as_bytes(&rows)).map_err(io_err(e.path()))?;
+        }
+        let last = *self.doc_offsets.last().expect("non-empty");
+        self.doc_offsets.push(last + codes.len() as u64);
+        self.ids.extend_from_slice(id.as_bytes());
+        self.id_offsets.push(self.ids.len() as u64);
+        self.pending_first_doc = self.n_docs();
         Ok(())
     }
 
@@ -408,6 +573,11 @@ impl CompressedBuilder {
         let dim = self.dim;
         let t = self.trained.as_mut().expect("trained");
         let codes = kmeans::assign(&self.pending, &t.centroids, dim)?;
+        for (tok, &c) in self.pending.chunks_exact(dim).zip(&codes) {
+            self.fit_sum +=
+                f64::from(crate::codec::dot(tok, &t.centroids[c as usize * dim..(c as usize + 1) * dim]));
+        }
+        self.fit_tokens += codes.len() as u64;
         let n_centroids = t.list_lens.len() as u64;
         // Each document's tokens in the order of their centroids (ties in their original
         // order): its codes are then runs, and every stored array follows that order.
@@ -478,10 +648,19 @@ impl CompressedBuilder {
             id_offsets,
             centroid_fit,
             not_unit_norm,
+            fit_sum,
+            fit_tokens,
             ..
         } = self;
-        let Trained { centroids, codec, decode_scale, codes, code_offsets, residuals, list_lens } =
+        let Trained { centroids, codec, decode_scale, codes, code_offsets, residuals, list_lens, stored } =
             trained.expect("trained");
+        if stored.as_ref().is_some_and(|s| s.unit_norm) && not_unit_norm {
+            return Err(EngineError::InvalidArgument(
+                "the index's tokens have unit norm and decoding renormalises them, but some new tokens \
+                 do not: normalise the embeddings as the index's were"
+                    .into(),
+            ));
+        }
         let n_centroids = list_lens.len();
         let codes_path = codes.get_ref().path().to_path_buf();
         let total_bits = codes.bits();
@@ -504,26 +683,47 @@ impl CompressedBuilder {
         // Tokens were encoded against the trained tables; decoding reads the stored ones, scaled
         // to the residuals' energy when search renormalises decoded tokens and the held-out check
         // found it ranks neighbours better (decode_scale.rs).
-        let unit_norm = !not_unit_norm;
-        let scale = if unit_norm { decode_scale.chosen() } else { 1.0 };
-        let mut buckets = codec.cutoffs().to_vec();
-        buckets.extend(codec.scaled_weights(scale));
+        let (unit_norm, scale, buckets) = match &stored {
+            Some(s) => (s.unit_norm, 1.0, s.buckets.clone()),
+            None => {
+                let unit_norm = !not_unit_norm;
+                let scale = if unit_norm { decode_scale.chosen() } else { 1.0 };
+                let mut buckets = codec.cutoffs().to_vec();
+                buckets.extend(codec.scaled_weights(scale));
+                (unit_norm, scale, buckets)
+            }
+        };
         writer.write_component(Component::Buckets, as_bytes(&buckets))?;
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
         writer.write_component(Component::DocIdBytes, &ids)?;
-        let mut build = options.build_params;
-        if !build.is_object() {
-            build = serde_json::json!({});
-        }
-        build["nbits"] = params.nbits.into();
-        build["n_centroids"] = n_centroids.into();
-        build["kmeans_iters"] = params.kmeans_iters.into();
-        build["seed"] = params.seed.into();
-        build["codec"] = format!("{:?}", params.codec).into();
-        build["centroid_fit"] = centroid_fit.into();
-        build["residual_scale"] = scale.into();
-        build["decode_scale"] = decode_scale.to_json();
+        super::build::write_id_table(&writer, &ids, &id_offsets)?;
+        let token_fit = (fit_tokens > 0).then(|| fit_sum / fit_tokens as f64);
+        let build = match stored {
+            Some(s) => {
+                // The index's record, with what this segment measured and was made from.
+                let mut build = if s.build.is_object() { s.build } else { serde_json::json!({}) };
+                build["segment"] = options.build_params;
+                build["token_fit"] = token_fit.into();
+                build
+            }
+            None => {
+                let mut build = options.build_params;
+                if !build.is_object() {
+                    build = serde_json::json!({});
+                }
+                build["nbits"] = params.nbits.into();
+                build["n_centroids"] = n_centroids.into();
+                build["kmeans_iters"] = params.kmeans_iters.into();
+                build["seed"] = params.seed.into();
+                build["codec"] = format!("{:?}", params.codec).into();
+                build["centroid_fit"] = centroid_fit.into();
+                build["residual_scale"] = scale.into();
+                build["decode_scale"] = decode_scale.to_json();
+                build["token_fit"] = token_fit.into();
+                build
+            }
+        };
         let meta = IndexMeta {
             format_version: FORMAT_VERSION,
             kind: IndexKind::Residual { nbits: params.nbits },

@@ -7,7 +7,7 @@ mod sample;
 
 pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{
-    sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES,
+    sample_docs, Codebook, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES,
     MIN_POINTS_PER_CENTROID,
 };
 pub use sample::{TrainingSample, DEFAULT_TRAIN_MEMORY};
