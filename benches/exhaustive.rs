@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use engine::{BuildOptions, Index, IndexBuilder};
+use engine::{BuildOptions, IndexBuilder, Segment};
 use half::f16;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
@@ -81,7 +81,7 @@ fn main() {
         b.add(&i.to_string(), doc).unwrap();
     }
     b.finish().unwrap();
-    let index = Index::open(&index_dir).unwrap();
+    let index = Segment::open(&index_dir).unwrap();
     let queries: Vec<Vec<f32>> = queries_flat.chunks_exact(qlen * dim).map(<[f32]>::to_vec).collect();
     let flops_per_query = 2.0 * (qlen * n_docs * doc_len * dim) as f64;
     println!(

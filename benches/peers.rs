@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use engine::index::sample_docs;
 use engine::synth::{SynthCorpus, SynthSpec};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, Index, IndexBuilder, SearchParams};
+use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, IndexBuilder, SearchParams, Segment};
 use ndarray::Array2;
 use serde_json::{json, Value};
 
@@ -124,7 +124,7 @@ fn truth(set_dir: &Path, corpus: &SynthCorpus, qs: &[Vec<f32>]) -> Vec<Vec<u32>>
         b.add(&i.to_string(), d).unwrap();
     }
     b.finish().unwrap();
-    let hits = Index::open(&dest).unwrap().search_exhaustive(qs, K).unwrap();
+    let hits = Segment::open(&dest).unwrap().search_exhaustive(qs, K).unwrap();
     let t: Vec<Vec<u32>> = hits.iter().map(|h| h.iter().map(|x| x.doc).collect()).collect();
     std::fs::write(&path, serde_json::to_string(&t).unwrap()).unwrap();
     let _ = std::fs::remove_dir_all(&dest);
@@ -199,7 +199,7 @@ fn child(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
         }
         ("search", "colbert-index" | "colbert-index+f16") => {
             let qs = queries(&corpus, n_queries);
-            let index = Index::open(&index_dir).unwrap();
+            let index = Segment::open(&index_dir).unwrap();
             let mut params = SearchParams::for_k(K);
             // Knob overrides, to find our speed at a peer's recall (equal-recall comparisons).
             let knob = |name: &str| std::env::var(name).ok().map(|v| v.parse::<f64>().expect(name));

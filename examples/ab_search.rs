@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use engine::embeddings::QueryEmbeddings;
 use engine::search::StageTimes;
-use engine::{Index, SearchParams};
+use engine::{SearchParams, Segment};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -26,8 +26,8 @@ fn main() {
         std::process::exit(2);
     }
     let rounds: usize = args.get(4).and_then(|r| r.parse().ok()).unwrap_or(20);
-    let a = Index::open(args[1].as_ref()).expect("open A");
-    let b = Index::open(args[2].as_ref()).expect("open B");
+    let a = Segment::open(args[1].as_ref()).expect("open A");
+    let b = Segment::open(args[2].as_ref()).expect("open B");
     let queries = QueryEmbeddings::open(args[3].as_ref()).expect("queries").queries;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let params = SearchParams::for_k(10);

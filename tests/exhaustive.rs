@@ -1,4 +1,4 @@
-use engine::{BuildOptions, Index, IndexBuilder};
+use engine::{BuildOptions, IndexBuilder, Segment};
 use tempfile::TempDir;
 
 use crate::common::*;
@@ -17,7 +17,7 @@ fn exhaustive_matches_naive_maxsim() {
             off += n;
         }
         b.finish().unwrap();
-        let index = Index::open(&dir.path().join("i")).unwrap();
+        let index = Segment::open(&dir.path().join("i")).unwrap();
         index.verify().unwrap();
         let queries: Vec<Vec<f32>> =
             (0..4).map(|s| unit_vectors(&mut Rng::new(1000 + s), qlen, dim)).collect();
@@ -67,7 +67,7 @@ fn empty_and_mismatched_queries_are_errors() {
     assert!(b.add("b", &[]).is_err());
     assert!(b.add("c", &[0.5; 12]).is_err());
     b.finish().unwrap();
-    let index = Index::open(&dir.path().join("i")).unwrap();
+    let index = Segment::open(&dir.path().join("i")).unwrap();
     assert!(index.search_exhaustive(&[vec![]], 10).unwrap_err().to_string().contains("empty query"));
     assert!(index.search_exhaustive(&[vec![0.1; 12]], 10).is_err());
     assert!(index.search_exhaustive(&[vec![f32::NAN; 8]], 10).is_err());

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use engine::embeddings::QueryEmbeddings;
-use engine::{Index, SearchParams};
+use engine::{SearchParams, Segment};
 use index_format::{Codes, Component, Ivf};
 use safetensors::Dtype;
 use tempfile::TempDir;
@@ -20,7 +20,7 @@ fn golden_dir(version: u32) -> PathBuf {
 
 /// The run of `queries` at k = 5: exhaustive search (over the decompressed vectors for a
 /// compressed index, so that the answer does not depend on the PLAID defaults).
-fn run_text(index: &Index, queries: &QueryEmbeddings) -> String {
+fn run_text(index: &Segment, queries: &QueryEmbeddings) -> String {
     let results = if index.is_compressed() {
         index.search_decompressed(&queries.queries, 5).unwrap()
     } else {
@@ -70,15 +70,15 @@ fn create_golden(f: &Fixture) {
     args.extend(["--index", s(&index)]);
     args.extend(f.build_flags);
     cli_ok(&args);
-    let index = Index::open(&index).unwrap();
+    let index = Segment::open(&index).unwrap();
     let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
     fs::write(dir.join("expected.run"), run_text(&index, &queries)).unwrap();
 }
 
 /// Opens and verifies the golden index of `version`, checks that it answers its run, returns it.
-fn check_golden(version: u32) -> Index {
+fn check_golden(version: u32) -> Segment {
     let dir = golden_dir(version);
-    let index = Index::open(&dir.join("index")).expect("golden index opens");
+    let index = Segment::open(&dir.join("index")).expect("golden index opens");
     index.verify().expect("golden index verifies");
     assert_eq!(index.meta().format_version, version);
     let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
@@ -199,7 +199,7 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
         &[&["build", "--embeddings", s(&emb), "--index", s(&v3), "--codec", "per-dim"][..], V2.build_flags]
             .concat(),
     );
-    let (a, b) = (Index::open(&v2.join("index")).unwrap(), Index::open(&v3).unwrap());
+    let (a, b) = (Segment::open(&v2.join("index")).unwrap(), Segment::open(&v3).unwrap());
     b.verify().unwrap();
     assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
     for c in [Component::Centroids, Component::DocOffsets, Component::DocIdOffsets, Component::DocIdBytes] {
@@ -258,7 +258,7 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
     meta["residual"]["unit_norm"] = false.into();
     rewrite(Component::Meta, &serde_json::to_vec_pretty(&meta).unwrap());
     rewrite(Component::Buckets, &payload(&v2.join("index/buckets.f32")));
-    let b = Index::open(&v3).unwrap();
+    let b = Segment::open(&v3).unwrap();
     assert!(!b.meta().residual.unwrap().unit_norm);
     let queries = QueryEmbeddings::open(&v2.join("queries.safetensors")).unwrap();
     assert_eq!(run_text(&a, &queries), run_text(&b, &queries));

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use engine::codec::CodecConfig;
 use engine::synth::{SynthCorpus, SynthSpec, TokensPerDoc};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, EngineError, Index, SearchParams};
+use engine::{BuildOptions, CompressedBuilder, CompressedParams, EngineError, SearchParams, Segment};
 use index_format::footer::FooterWriter;
 use index_format::packed::{best_rice_param, put_rice_list, BitWriter};
 use index_format::{Codes, Component, FormatError, IndexKind, IndexMeta};
@@ -66,7 +66,7 @@ fn plaid_recall_against_the_decompressed_oracle() {
     let c = corpus(1500, 64, 11);
     let meta = build(&dir.path().join("i"), &c, CompressedParams::new(2));
     assert_eq!(meta.kind, IndexKind::Residual { nbits: 2 });
-    let index = Index::open(&dir.path().join("i")).unwrap();
+    let index = Segment::open(&dir.path().join("i")).unwrap();
     index.verify().unwrap();
     let qs = queries(&c, 30, 16);
     let oracle = index.search_decompressed(&qs, 10).unwrap();
@@ -148,7 +148,7 @@ fn bf16_centroid_scores_agree_with_f32() {
     let dir = TempDir::new().unwrap();
     let c = corpus(1500, 64, 5);
     build(&dir.path().join("i"), &c, CompressedParams::new(2));
-    let index = Index::open(&dir.path().join("i")).unwrap();
+    let index = Segment::open(&dir.path().join("i")).unwrap();
     let qs = queries(&c, 40, 16);
     if !engine::search::bf16_centroid_scores_available() {
         eprintln!("bf16 centroid scores not used on this CPU: both runs below are f32");
@@ -176,7 +176,7 @@ fn exact_tier_scores_with_the_f16_embeddings() {
     let c = corpus(400, 32, 12);
     let params = CompressedParams { store_f16: true, ..CompressedParams::new(2) };
     build(&dir.path().join("i"), &c, params);
-    let index = Index::open(&dir.path().join("i")).unwrap();
+    let index = Segment::open(&dir.path().join("i")).unwrap();
     index.verify().unwrap();
     assert!(index.reader().has_embeddings());
     let qs = queries(&c, 10, 8);
@@ -227,7 +227,7 @@ fn every_nbits_round_trips_within_its_error_bound() {
         let dir = TempDir::new().unwrap();
         let meta = build(&dir.path().join("i"), &c, CompressedParams::new(nbits));
         assert_eq!(meta.kind.nbits(), nbits);
-        let index = Index::open(&dir.path().join("i")).unwrap();
+        let index = Segment::open(&dir.path().join("i")).unwrap();
         index.verify().unwrap();
         let size = index.reader().size_bytes();
         let view = index.compressed().unwrap();
@@ -284,7 +284,7 @@ fn unit_norm_inputs_decode_to_unit_vectors() {
         assert!(check["energy_scale"].as_f64().unwrap() > 1.0, "{name}: {check}");
         let expected = if scale == 1.0 { check["applied"].as_f64().unwrap() } else { 1.0 };
         assert_eq!(residual_scale, expected, "{name}: {check}");
-        let index = Index::open(&path).unwrap();
+        let index = Segment::open(&path).unwrap();
         let view = index.compressed().unwrap();
         let mut buf = Vec::new();
         let norms: Vec<f32> = (0..all.doclens.len() as u32)
@@ -326,16 +326,16 @@ fn copy_index(from: &Path, to: &Path) -> PathBuf {
 }
 
 fn verify_err(dir: &Path) -> String {
-    Index::open(dir).unwrap().verify().unwrap_err().to_string()
+    Segment::open(dir).unwrap().verify().unwrap_err().to_string()
 }
 
 fn open_err(dir: &Path) -> String {
-    Index::open(dir).unwrap_err().to_string()
+    Segment::open(dir).unwrap_err().to_string()
 }
 
 /// The inverted file of a v3 or v4 index, decoded: one list per centroid.
 fn ivf_lists(dir: &Path) -> Vec<Vec<u32>> {
-    let index = Index::open(dir).unwrap();
+    let index = Segment::open(dir).unwrap();
     let ivf = index.reader().ivf().unwrap();
     (0..ivf.n_lists())
         .map(|c| {
@@ -383,7 +383,7 @@ fn edit_u64s(bytes: &mut Vec<u8>, edit: impl FnOnce(&mut Vec<u64>)) {
 
 /// The codes of every document of the index in `dir`, in stored order.
 fn doc_codes(dir: &Path) -> Vec<Vec<u32>> {
-    let index = Index::open(dir).unwrap();
+    let index = Segment::open(dir).unwrap();
     let (codes, offsets) = (index.reader().codes().unwrap(), index.reader().doc_offsets());
     (0..offsets.len() - 1)
         .map(|d| {
@@ -419,7 +419,7 @@ fn verify_catches_corrupt_v3_codes() {
         "{e}"
     );
     // Searching it is an error naming the file, not a panic.
-    let index = Index::open(&d).unwrap();
+    let index = Segment::open(&d).unwrap();
     let probe_all =
         SearchParams { ncells: 24, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
     let q = vec![vec![0.25f32; 16 * 2]];
@@ -472,7 +472,7 @@ fn verify_catches_corrupt_v4_files() {
     );
     // Searching it is an error naming the file, not a panic: PLAID probing every list, and the
     // exhaustive search over decompressed vectors.
-    let index = Index::open(&d).unwrap();
+    let index = Segment::open(&d).unwrap();
     let probe_all =
         SearchParams { ncells: 48, min_centroid_fit: f32::NEG_INFINITY, ..SearchParams::for_k(3) };
     let q = queries(&c, 1, 4);
@@ -493,7 +493,7 @@ fn verify_catches_corrupt_v4_files() {
     write_doc_codes(&d, &docs, 48);
     let e = verify_err(&d);
     assert!(e.contains("codes.rice") && e.contains("document 7 does not decode"), "{e}");
-    assert!(Index::open(&d)
+    assert!(Segment::open(&d)
         .unwrap()
         .search_decompressed(&q, 3)
         .unwrap_err()
@@ -576,7 +576,7 @@ fn verify_catches_corrupt_v4_files() {
         e.contains("ivf.rice") && e.contains("lists document 1000000, but there are 200 documents"),
         "{e}"
     );
-    let index = Index::open(&d).unwrap();
+    let index = Segment::open(&d).unwrap();
     let e = index.search(&q, &probe_all).unwrap_err().to_string();
     assert!(e.contains("ivf.rice") && e.contains("document 1000000"), "{e}");
     // Nonzero padding after the last list.
@@ -592,7 +592,10 @@ fn verify_catches_corrupt_v4_files() {
     // Swapped files: the footer's component id.
     let d = copy("swapped");
     fs::copy(d.join("ivf_bit_offsets.u64"), d.join("doc_offsets.u64")).unwrap();
-    assert!(matches!(Index::open(&d).unwrap_err(), EngineError::Format(FormatError::WrongComponent { .. })));
+    assert!(matches!(
+        Segment::open(&d).unwrap_err(),
+        EngineError::Format(FormatError::WrongComponent { .. })
+    ));
 }
 
 /// Format v2 checks, on copies of the committed golden v2 index (16 centroids, 30 documents).
@@ -633,7 +636,7 @@ fn verify_catches_corrupt_v2_files() {
 /// and metadata; every other payload unchanged.
 fn transcode_to_v2(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    let index = Index::open(from).unwrap();
+    let index = Segment::open(from).unwrap();
     let r = index.reader();
     let put = |c: Component, payload: &[u8]| {
         let mut w = FooterWriter::new(Vec::new(), c.id());
@@ -681,7 +684,7 @@ fn v4_and_v2_forms_of_one_index_answer_identically() {
     let v2 = dir.path().join("v2");
     build(&v4, &c, CompressedParams { n_centroids: Some(700), ..CompressedParams::new(2) });
     transcode_to_v2(&v4, &v2);
-    let (a, b) = (Index::open(&v2).unwrap(), Index::open(&v4).unwrap());
+    let (a, b) = (Segment::open(&v2).unwrap(), Segment::open(&v4).unwrap());
     a.verify().unwrap();
     b.verify().unwrap();
     assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
@@ -719,7 +722,7 @@ proptest! {
             off += l * dim;
         }
         let meta = b.finish().unwrap();
-        let index = Index::open(&dir.path().join("i")).unwrap();
+        let index = Segment::open(&dir.path().join("i")).unwrap();
         index.verify().unwrap();
         let c = meta.residual.unwrap().n_centroids as usize;
         prop_assert!(matches!(index.reader().codes().unwrap(), Codes::Runs(_)));
@@ -777,7 +780,7 @@ fn bad_inputs_to_the_compressed_builder() {
     b.add("only", &doc).unwrap();
     let meta = b.finish().unwrap();
     assert_eq!(meta.residual.unwrap().n_centroids, 5);
-    let index = Index::open(&p("one")).unwrap();
+    let index = Segment::open(&p("one")).unwrap();
     index.verify().unwrap();
     let hits = index.search(&[doc[..8].to_vec()], &SearchParams::for_k(10)).unwrap();
     assert_eq!(hits[0].len(), 1);
@@ -790,7 +793,7 @@ fn bad_inputs_to_the_compressed_builder() {
         b.add(&format!("d{i}"), &same[..32]).unwrap();
     }
     b.finish().unwrap();
-    let index = Index::open(&p("dup")).unwrap();
+    let index = Segment::open(&p("dup")).unwrap();
     index.verify().unwrap();
     let hits = index.search(std::slice::from_ref(&v), &SearchParams::for_k(3)).unwrap();
     assert_eq!(hits[0].len(), 3);

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use engine::index::sample_docs;
 use engine::synth::{SynthCorpus, SynthSpec};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, Index, SearchParams};
+use engine::{BuildOptions, CompressedBuilder, CompressedParams, Hit, SearchParams, Segment};
 
 struct Args {
     docs: usize,
@@ -68,7 +68,7 @@ fn recall(got: &[Vec<Hit>], truth: &[Vec<Hit>]) -> f64 {
 }
 
 /// Runs every query alone; returns the results, p50 latency (ms) and QPS.
-fn timed(index: &Index, queries: &[Vec<f32>], params: &SearchParams) -> (Vec<Vec<Hit>>, f64, f64) {
+fn timed(index: &Segment, queries: &[Vec<f32>], params: &SearchParams) -> (Vec<Vec<Hit>>, f64, f64) {
     // Warm-up (page cache, lazily initialised state).
     for q in queries.iter().take(5) {
         index.search(std::slice::from_ref(q), params).unwrap();
@@ -185,7 +185,7 @@ fn main() {
     for &nbits in &args.nbits {
         let dir = args.dir.join(format!("nbits{nbits}"));
         let build_s = build_compressed(&dir, &corpus, nbits);
-        let index = Index::open(&dir).unwrap();
+        let index = Segment::open(&dir).unwrap();
         let emb_bytes = std::fs::metadata(dir.join("embeddings.f16")).map(|m| m.len()).unwrap_or(0);
         let total = index.reader().size_bytes();
         let bpt = (total - emb_bytes) as f64 / n_tokens;

@@ -5,9 +5,24 @@ use std::path::PathBuf;
 /// Errors raised by the engine.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The on-disk index is unreadable or inconsistent.
+    /// The on-disk index is unreadable or inconsistent (a corrupt or missing file, named in the
+    /// error; `colbert-index verify` checks every file).
     #[error(transparent)]
-    Format(#[from] index_format::FormatError),
+    Format(index_format::FormatError),
+    /// Another process is changing the index (it holds the write lock): retry later.
+    #[error("{path}: index busy: {holder} is changing it; retry when it has finished")]
+    Busy {
+        /// The index.
+        path: PathBuf,
+        /// Who holds the lock, as it recorded itself.
+        holder: String,
+    },
+    /// A document id that is already in the index was added without asking to replace it.
+    #[error("document id `{id}` is already in the index (pass replace to replace it)")]
+    DuplicateId {
+        /// The id.
+        id: String,
+    },
     /// An input file is malformed.
     #[error("{path}: {problem}")]
     BadInput {
@@ -72,6 +87,15 @@ pub enum EngineError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+impl From<index_format::FormatError> for EngineError {
+    fn from(e: index_format::FormatError) -> Self {
+        match e {
+            index_format::FormatError::Busy { path, holder } => EngineError::Busy { path, holder },
+            e => EngineError::Format(e),
+        }
+    }
 }
 
 /// The engine's result type.

@@ -16,8 +16,10 @@ pub mod kmeans;
 pub mod maxsim;
 pub mod rerank;
 pub mod search;
+pub mod store;
 pub mod synth;
 
 pub use error::{EngineError, Result};
-pub use index::{BuildOptions, CompressedBuilder, CompressedParams, Index, IndexBuilder};
+pub use index::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder, Segment};
 pub use search::{Hit, SearchParams};
+pub use store::{Index, Query, Reranked, ScoredDoc, Writer};

@@ -196,6 +196,22 @@ impl IndexWriter {
         })
     }
 
+    /// Starts an index that will replace the index at `dest`, whose write lock the caller
+    /// holds (compaction): published as [`IndexWriter::create`] with `overwrite` publishes.
+    pub fn create_replacement(dest: &Path, lock: &WriteLock) -> Result<Self> {
+        if lock.path() != WriteLock::path_for(dest) {
+            return Err(FormatError::Busy { path: dest.to_path_buf(), holder: "another lock".into() });
+        }
+        check_replaceable(dest)?;
+        let tmp = sibling(dest, "tmp");
+        fs::create_dir(&tmp).map_err(|e| FormatError::io(&tmp, e))?;
+        Ok(Self {
+            target: Target::Index { dest: dest.to_path_buf(), overwrite: true, _lock: None },
+            tmp,
+            committed: false,
+        })
+    }
+
     /// Starts a new segment `name` (see [`crate::Manifest::segment_name`]) of the index at
     /// `index`, written in a temporary subdirectory and renamed to `index/name` on commit. The
     /// caller must hold the index's [`WriteLock`] and publish a manifest naming the segment

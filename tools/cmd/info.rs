@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use engine::Index;
+use engine::Segment;
 use index_format::SizeClass;
 
 /// Arguments of `info`.
@@ -22,7 +22,7 @@ pub struct InfoArgs {
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let index = Index::open(&args.index)?;
+    let index = Segment::open(&args.index)?;
     let meta = index.meta();
     let bytes = index.reader().size_bytes();
     let tokens = meta.n_tokens.max(1) as f64;

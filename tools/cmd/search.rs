@@ -13,7 +13,7 @@ use engine::rerank::pipeline::{FirstStage, DEFAULT_RERANK_TOP};
 use engine::rerank::{
     ColbertRetriever, CrossEncoderOptions, DocTexts, PipelineSpec, Retriever, Rrf, StageTiming, TailSpec,
 };
-use engine::{Hit, Index, SearchParams};
+use engine::{Hit, SearchParams, Segment};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,7 +172,7 @@ fn query_texts(args: &SearchArgs) -> Result<(Vec<String>, Vec<String>)> {
 }
 
 /// Loads the queries named by the arguments: (ids, row-major token matrices).
-fn load_queries(args: &SearchArgs, index: &Index) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
+fn load_queries(args: &SearchArgs, index: &Segment) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
     let dim = index.meta().dim;
     if let Some(path) = &args.query_embeddings {
         let q = QueryEmbeddings::open(path)?;
@@ -226,7 +226,7 @@ struct Results {
 }
 
 /// Plain ColBERT search (text or precomputed query embeddings).
-fn colbert_search(args: &SearchArgs, index: &Index) -> Result<Results> {
+fn colbert_search(args: &SearchArgs, index: &Segment) -> Result<Results> {
     let (qids, queries) = load_queries(args, index)?;
     let results: Vec<Vec<Hit>> = index.search(&queries, &args.params()).context("search failed")?;
     Ok(Results { qids, hits: results.iter().map(|h| index.resolve(h)).collect(), timings: None })
@@ -244,7 +244,7 @@ fn collection_texts(path: &std::path::Path) -> Result<HashMap<String, String>> {
 }
 
 /// Runs every query through the pipeline `spec` describes.
-fn pipeline_search(args: &SearchArgs, index: &Index, spec: &PipelineSpec) -> Result<Results> {
+fn pipeline_search(args: &SearchArgs, index: &Segment, spec: &PipelineSpec) -> Result<Results> {
     let (qids, texts) = query_texts(args)?;
     let encoder = if spec.uses_colbert() {
         Some(super::text::query_encoder(index, &args.index, args.model.as_ref())?)
@@ -290,7 +290,7 @@ fn timing_summary(description: &str, timings: &[Vec<StageTiming>]) -> String {
 
 /// Runs `search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
-    let index = Index::open(&args.index)?;
+    let index = Segment::open(&args.index)?;
     let results = match args.pipeline_spec()? {
         None => colbert_search(args, &index)?,
         Some(spec) => pipeline_search(args, &index, &spec)?,

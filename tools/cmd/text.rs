@@ -8,7 +8,7 @@ use engine::corpus::{CorpusReader, Record};
 use engine::encoder::{Encoder, EncoderOptions, Precision};
 use engine::index::{sample_docs, CompressedBuilder, CompressedParams, TrainingSample};
 use engine::rerank::bm25::{Bm25Builder, BM25_DIR};
-use engine::{BuildOptions, Index, IndexBuilder};
+use engine::{BuildOptions, IndexBuilder, Segment};
 use half::f16;
 
 /// Documents read and encoded per step: bounds memory by the batch, not the collection.
@@ -354,7 +354,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
 
 /// The model to encode queries with: `--model` if given, else the one recorded in the index.
 /// Either way the model must match the index's recorded identity.
-pub fn query_encoder(index: &Index, index_dir: &Path, model: Option<&PathBuf>) -> Result<Encoder> {
+pub fn query_encoder(index: &Segment, index_dir: &Path, model: Option<&PathBuf>) -> Result<Encoder> {
     let Some(recorded) = &index.meta().encoder else {
         bail!(
             "{}: the index was built from precomputed embeddings, so it cannot encode text queries; \

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use engine::Index;
+use engine::Segment;
 
 /// Arguments of `verify`.
 #[derive(Args, Debug)]
@@ -18,7 +18,7 @@ pub struct VerifyArgs {
 /// Runs `verify`: opens the index, recomputes every CRC32 and checks every offset.
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let index = Index::open(&args.index)?;
+    let index = Segment::open(&args.index)?;
     index.verify()?;
     let meta = index.meta();
     writeln!(

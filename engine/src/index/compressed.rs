@@ -704,7 +704,9 @@ impl CompressedBuilder {
                 // The index's record, with what this segment measured and was made from.
                 let mut build = if s.build.is_object() { s.build } else { serde_json::json!({}) };
                 build["segment"] = options.build_params;
-                build["token_fit"] = token_fit.into();
+                if let Some(fit) = token_fit {
+                    build["segment_token_fit"] = fit.into();
+                }
                 build
             }
             None => {

@@ -24,12 +24,12 @@ use rayon::prelude::*;
 
 /// An open index: memory-mapped files plus the searchers over them.
 #[derive(Debug)]
-pub struct Index {
+pub struct Segment {
     reader: IndexReader,
     compressed: Option<CompressedState>,
 }
 
-impl Index {
+impl Segment {
     /// Opens the index in `dir` (cheap checks only; see [`Index::verify`]).
     pub fn open(dir: &Path) -> Result<Self> {
         let reader = IndexReader::open(dir)?;
@@ -97,6 +97,11 @@ impl Index {
     /// Whether the index is compressed (residual kind).
     pub fn is_compressed(&self) -> bool {
         self.compressed.is_some()
+    }
+
+    /// The in-memory state of a compressed index (centroids, codec), if it is compressed.
+    pub fn compressed_state(&self) -> Option<&CompressedState> {
+        self.compressed.as_ref()
     }
 
     /// The compressed view of the index, if it is compressed.

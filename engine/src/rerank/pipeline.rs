@@ -16,7 +16,7 @@ use super::rrf::Rrf;
 use super::{Candidate, DocTexts, Reranker, Retriever, Scored};
 use crate::encoder::Encoder;
 use crate::error::{EngineError, Result};
-use crate::index::Index;
+use crate::index::Segment;
 use crate::search::SearchParams;
 
 /// Default number of candidates a tail stage reranks.
@@ -169,7 +169,7 @@ impl PipelineSpec {
 
 /// The ColBERT first stage: encodes the query text and searches the index.
 pub struct ColbertRetriever<'a> {
-    index: &'a Index,
+    index: &'a Segment,
     encoder: &'a Encoder,
     params: Box<dyn Fn(usize) -> SearchParams + Sync + 'a>,
 }
@@ -177,7 +177,7 @@ pub struct ColbertRetriever<'a> {
 impl<'a> ColbertRetriever<'a> {
     /// Searches `index` with queries encoded by `encoder` (which must be the index's model),
     /// with [`SearchParams::for_k`] of the requested depth.
-    pub fn new(index: &'a Index, encoder: &'a Encoder) -> Self {
+    pub fn new(index: &'a Segment, encoder: &'a Encoder) -> Self {
         ColbertRetriever { index, encoder, params: Box::new(SearchParams::for_k) }
     }
 

@@ -125,6 +125,21 @@ fn refine_cells(
     *cells = kept;
 }
 
+/// Removes from the strictly increasing `docs` every document of the strictly increasing
+/// `deleted`, in one merge pass.
+pub(crate) fn remove_sorted(docs: &mut Vec<u32>, deleted: &[u32]) {
+    if deleted.is_empty() {
+        return;
+    }
+    let mut j = 0;
+    docs.retain(|&d| {
+        while j < deleted.len() && deleted[j] < d {
+            j += 1;
+        }
+        !(j < deleted.len() && deleted[j] == d)
+    });
+}
+
 /// What a compressed index needs in memory to be searched: centroids in f32 and the codec
 /// rebuilt from its stored parameters. Built once when the index is opened.
 #[derive(Debug)]
@@ -319,13 +334,26 @@ impl<'a> Compressed<'a> {
         params: &SearchParams,
         times: Option<&mut StageTimes>,
     ) -> Result<Vec<Hit>> {
+        self.search_excluding(query, params, times, &[])
+    }
+
+    /// [`Compressed::search_timed`] never returning the documents of `deleted` (strictly
+    /// increasing document numbers): they are removed from the candidates before any scoring,
+    /// so the `k` results are the best live documents.
+    pub fn search_excluding(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        times: Option<&mut StageTimes>,
+        deleted: &[u32],
+    ) -> Result<Vec<Hit>> {
         if params.k == 0 {
             return Ok(Vec::new());
         }
         let mut laps = Laps::start(times);
         let poor_fit = self.state.centroid_fit.is_some_and(|f| f < params.min_centroid_fit);
         if params.exhaustive || poor_fit {
-            return self.exhaustive_one(query, params, &mut laps);
+            return self.exhaustive_one(query, params, &mut laps, deleted);
         }
         let nq = query.len();
         let c = self.state.n_centroids;
@@ -377,6 +405,7 @@ impl<'a> Compressed<'a> {
         if let Some(&d) = candidates.last().filter(|&&d| d as usize >= self.n_docs()) {
             return Err(self.corrupt_ivf(format!("it lists document {d}, but there are {}", self.n_docs())));
         }
+        remove_sorted(&mut candidates, deleted);
         laps.lap(Stage::Candidates);
         // A count rather than `any`: no early exit, so it vectorises (most centroids have no
         // score above the threshold, and an early-exit scan of all 8192 × 32 took a tenth of
@@ -444,6 +473,35 @@ impl<'a> Compressed<'a> {
             )?
         };
         Ok(top.into_sorted())
+    }
+
+    /// The best `k` of `docs` (document numbers below the document count, each once) by exact
+    /// MaxSim against `query`: from the exact f16 embeddings when the index keeps them, else from
+    /// the decompressed residuals. What reranking a first stage's candidates runs.
+    ///
+    /// # Errors
+    /// If a document's codes are corrupt, or a number is not a document.
+    pub fn score_candidates(&self, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
+        if let Some(&d) = docs.iter().find(|&&d| d as usize >= self.n_docs()) {
+            return Err(EngineError::InvalidArgument(format!(
+                "document number {d} is past the last document"
+            )));
+        }
+        let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
+        self.score_docs(&qt, docs, k, self.embeddings.is_some())
+    }
+
+    /// Document `doc` as stored: the centroid code of each of its tokens (into `codes`), its
+    /// packed residual rows, and its exact f16 tokens when the index keeps them, all in stored
+    /// order. What compaction copies between segments.
+    ///
+    /// # Errors
+    /// If the document's codes are corrupt.
+    pub fn encoded_doc(&self, doc: u32, codes: &mut Vec<u32>) -> Result<(&'a [u8], Option<&'a [f16]>)> {
+        self.doc_codes(doc, codes)?;
+        let range = self.tokens(doc);
+        let pl = self.state.codec.packed_len();
+        Ok((&self.residuals[range.start * pl..range.end * pl], self.exact(doc)))
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
@@ -569,8 +627,10 @@ impl<'a> Compressed<'a> {
         query: &PreparedQuery,
         params: &SearchParams,
         laps: &mut Laps<'_>,
+        deleted: &[u32],
     ) -> Result<Vec<Hit>> {
-        let all: Vec<u32> = (0..self.n_docs() as u32).collect();
+        let mut all: Vec<u32> = (0..self.n_docs() as u32).collect();
+        remove_sorted(&mut all, deleted);
         let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
         self.final_scores(&qt, &all, params, laps)
     }

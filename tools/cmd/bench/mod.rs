@@ -15,7 +15,7 @@ use clap::Args;
 use engine::corpus::read_queries;
 use engine::embeddings::QueryEmbeddings;
 use engine::search::StageTimes;
-use engine::{Hit, Index, SearchParams};
+use engine::{Hit, SearchParams, Segment};
 use serde_json::{json, Value};
 
 use self::stats::{clock_cost, decimal, drop_page_cache, mean_recall, peak_rss, percentiles};
@@ -74,7 +74,7 @@ struct Queries {
     source: String,
 }
 
-fn load_queries(args: &BenchArgs, index: &Index) -> Result<Queries> {
+fn load_queries(args: &BenchArgs, index: &Segment) -> Result<Queries> {
     let dim = index.meta().dim;
     if let Some(path) = &args.query_embeddings {
         let q = QueryEmbeddings::open(path)?;
@@ -118,7 +118,7 @@ struct Pass {
     batch: Duration,
 }
 
-fn measure(index: &Index, qs: &[Vec<f32>], params: &SearchParams, warmup: usize) -> Result<Pass> {
+fn measure(index: &Segment, qs: &[Vec<f32>], params: &SearchParams, warmup: usize) -> Result<Pass> {
     for q in qs.iter().cycle().take(warmup) {
         index.search_one(q, params, None)?;
     }
@@ -168,7 +168,7 @@ const STAGES: [&str; 7] = ["encode", "candidates", "pruning", "maxsim", "tail", 
 
 /// The harness's own cost: every query searched with stage timing on and off, plus the clock
 /// cost the timing adds per query.
-fn overhead(index: &Index, qs: &[Vec<f32>], params: &SearchParams, rounds: usize) -> Result<Value> {
+fn overhead(index: &Segment, qs: &[Vec<f32>], params: &SearchParams, rounds: usize) -> Result<Value> {
     let mut on = Duration::ZERO;
     let mut off = Duration::ZERO;
     let mut ratios = Vec::with_capacity(rounds);
@@ -230,7 +230,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.k == 0 {
         bail!("-k must be positive");
     }
-    let index = Index::open(&args.index)?;
+    let index = Segment::open(&args.index)?;
     let queries = load_queries(args, &index)?;
     let qs = &queries.tokens;
     // The oracle: exact MaxSim over every document (over the decompressed vectors for a

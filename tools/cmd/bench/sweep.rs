@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::{Hit, Index, SearchParams};
+use engine::{Hit, SearchParams, Segment};
 
 use super::stats::{decimal, mean_recall, percentiles};
 
@@ -59,7 +59,7 @@ impl Point {
 /// Measures every setting of the grid (other parameters from `base`) on `queries`, one query
 /// per call, and marks the Pareto frontier.
 pub fn run(
-    index: &Index,
+    index: &Segment,
     queries: &[Vec<f32>],
     truth: &[Vec<Hit>],
     base: &SearchParams,

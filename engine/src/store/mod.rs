@@ -1,0 +1,567 @@
+//! The embedded ranker: an index a long-running service opens once and queries from many
+//! threads, that reranks a first stage's candidates by their external ids, and that can be
+//! updated in place (documents added and deleted) while it is being searched.
+//!
+//! ```no_run
+//! use engine::store::{Index, Query};
+//! use engine::SearchParams;
+//!
+//! # fn main() -> engine::Result<()> {
+//! let index = Index::open("my-index".as_ref())?; // memory-mapped; cheap to clone
+//! let query = vec![0.1f32; 32 * 128];             // 32 tokens of dimension 128
+//! let q = Query::tokens(&query, 128)?;
+//! let top = index.search(q, 10, &SearchParams::for_k(10))?;
+//! let reranked = index.rerank(q, &["doc-7", "doc-3", "doc-9"], 10)?;
+//! for hit in &reranked.hits {
+//!     println!("{} {:.3}", hit.id, hit.score);
+//! }
+//! println!("unknown ids: {:?}", reranked.missing);
+//! # let _ = top;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An index is a base segment plus the segments and deletions named by its manifest
+//! ([`index_format::manifest`]). [`Index`] is one consistent snapshot of them: updates published
+//! after it was opened are seen by [`Index::reload`], never half-way.
+
+mod update;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use index_format::{IndexMeta, Manifest};
+use rayon::prelude::*;
+
+pub use update::{AddOptions, AddReport, Compacted, DeleteReport, Writer};
+
+use crate::error::{EngineError, Result};
+use crate::index::Segment;
+use crate::maxsim::{PreparedQuery, Scorer};
+use crate::search::{Hit, SearchParams, TopK};
+
+/// How many times [`Index::open`] retries when the index directory was replaced (compacted or
+/// rebuilt with overwrite) while it was being opened.
+const OPEN_ATTEMPTS: usize = 5;
+
+/// A query: text, encoded with the index's model, or token embeddings.
+#[derive(Debug, Clone, Copy)]
+pub enum Query<'a> {
+    /// Text, encoded with the model recorded in the index (loaded once, on first use).
+    Text(&'a str),
+    /// Row-major `[len × dim]` token embeddings.
+    Tokens(Tokens<'a>),
+}
+
+/// A borrowed row-major `[len × dim]` f32 matrix of query token embeddings.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens<'a> {
+    data: &'a [f32],
+    dim: usize,
+}
+
+impl<'a> Tokens<'a> {
+    /// Views `data` as `data.len() / dim` tokens.
+    ///
+    /// # Errors
+    /// If `dim` is 0, `data` is empty or not a whole number of tokens, or holds NaN or infinity.
+    pub fn new(data: &'a [f32], dim: usize) -> Result<Self> {
+        if dim == 0 || data.is_empty() || !data.len().is_multiple_of(dim) {
+            return Err(EngineError::InvalidArgument(format!(
+                "a query of {} values is not a whole, non-zero number of {dim}-dimensional tokens",
+                data.len()
+            )));
+        }
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NonFinite { what: "the query".into(), row: i / dim, col: i % dim });
+        }
+        Ok(Tokens { data, dim })
+    }
+
+    /// The values, row-major.
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// The dimension.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dim
+    }
+
+    /// Whether there are no tokens (never, for a checked matrix).
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl<'a> Query<'a> {
+    /// A query of token embeddings (see [`Tokens::new`]).
+    ///
+    /// # Errors
+    /// As [`Tokens::new`].
+    pub fn tokens(data: &'a [f32], dim: usize) -> Result<Self> {
+        Tokens::new(data, dim).map(Query::Tokens)
+    }
+}
+
+impl<'a> From<&'a str> for Query<'a> {
+    fn from(text: &'a str) -> Self {
+        Query::Text(text)
+    }
+}
+
+impl<'a> From<Tokens<'a>> for Query<'a> {
+    fn from(tokens: Tokens<'a>) -> Self {
+        Query::Tokens(tokens)
+    }
+}
+
+/// A result: a document's external id and its MaxSim score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredDoc {
+    /// The external document id.
+    pub id: String,
+    /// MaxSim score.
+    pub score: f32,
+}
+
+/// What [`Index::rerank`] returns.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Reranked {
+    /// The best `k` candidates, best first (ties by id).
+    pub hits: Vec<ScoredDoc>,
+    /// The candidate ids that are not in the index (never added, or deleted), in the order
+    /// given, each once.
+    pub missing: Vec<String>,
+}
+
+/// One segment of a snapshot: immutable once published, so shared between snapshots.
+#[derive(Debug)]
+pub(crate) struct Part {
+    name: String,
+    seg: Segment,
+    /// The id table built in memory, for segments written before format v5.
+    ids: OnceLock<Vec<u32>>,
+}
+
+impl Part {
+    fn open(dir: &Path, name: &str) -> Result<Self> {
+        let path = if name == index_format::manifest::BASE { dir.to_path_buf() } else { dir.join(name) };
+        Ok(Part { name: name.to_string(), seg: Segment::open(&path)?, ids: OnceLock::new() })
+    }
+
+    /// The document with external id `id`.
+    fn find(&self, id: &str) -> Option<u32> {
+        let reader = self.seg.reader();
+        if reader.doc_id_table().is_some() {
+            return reader.find_doc(id);
+        }
+        let slots = self.ids.get_or_init(|| {
+            let n = self.seg.n_docs();
+            index_format::idhash::build(n, |d| reader.doc_id_bytes(d).unwrap_or_default()).unwrap_or_default()
+        });
+        index_format::idhash::lookup(slots, id.as_bytes(), |d| reader.doc_id_bytes(d as usize))
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    dir: PathBuf,
+    /// The directory's inode when opened: a replaced directory (compaction, overwrite) has
+    /// another.
+    dir_id: u64,
+    manifest: Manifest,
+    parts: Vec<Arc<Part>>,
+    encoder: OnceLock<std::result::Result<Arc<crate::encoder::Encoder>, String>>,
+}
+
+/// An open index: one consistent snapshot of its segments and deletions, memory-mapped.
+/// `Send + Sync` and cheap to clone (one reference count): open it once and share it between
+/// threads.
+#[derive(Debug, Clone)]
+pub struct Index {
+    inner: Arc<Snapshot>,
+}
+
+#[cfg(unix)]
+fn dir_id(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir).map(|m| m.ino()).unwrap_or(0)
+}
+
+#[cfg(not(unix))]
+fn dir_id(_dir: &Path) -> u64 {
+    0
+}
+
+impl Index {
+    /// Opens the index in `dir`: its manifest (if it was ever updated) and every live segment,
+    /// memory-mapped with the cheap checks of [`Segment::open`]. If the directory is replaced
+    /// while it is being opened (a compaction or a rebuild finishing), it opens the new one.
+    ///
+    /// # Errors
+    /// If a file is missing or corrupt (named in the error), or the segments disagree.
+    pub fn open(dir: &Path) -> Result<Index> {
+        Self::open_reusing(dir, None)
+    }
+
+    /// A snapshot of the index's current state: `self` again if nothing was published since it
+    /// was opened, else the new state (segments unchanged since are shared, not reopened).
+    ///
+    /// # Errors
+    /// As [`Index::open`].
+    pub fn reload(&self) -> Result<Index> {
+        let s = &self.inner;
+        if dir_id(&s.dir) == s.dir_id {
+            let current = Manifest::read(&s.dir)?;
+            let same = match &current {
+                Some(m) => m.generation == s.manifest.generation && s.manifest.generation > 0,
+                None => s.manifest.generation == 0,
+            };
+            if same {
+                return Ok(self.clone());
+            }
+        }
+        Self::open_reusing(&s.dir, Some(s))
+    }
+
+    fn open_reusing(dir: &Path, previous: Option<&Snapshot>) -> Result<Index> {
+        let mut last_err = None;
+        for _ in 0..OPEN_ATTEMPTS {
+            let id = dir_id(dir);
+            match Self::try_open(dir, id, previous.filter(|p| p.dir_id == id)) {
+                Ok(index) if dir_id(dir) == id => return Ok(index),
+                Ok(_) => {}
+                Err(e) if dir_id(dir) != id => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| {
+            EngineError::InvalidArgument(format!(
+                "{}: the index kept being replaced while opening it",
+                dir.display()
+            ))
+        }))
+    }
+
+    fn try_open(dir: &Path, dir_id: u64, previous: Option<&Snapshot>) -> Result<Index> {
+        let manifest = Manifest::read(dir)?;
+        let base = match previous.and_then(|p| p.parts.first()) {
+            Some(p) => p.clone(),
+            None => Arc::new(Part::open(dir, index_format::manifest::BASE)?),
+        };
+        let manifest = manifest.unwrap_or_else(|| Manifest::base_only(base.seg.n_docs() as u64));
+        let manifest_path = dir.join(index_format::Component::Manifest.file_name());
+        let mut parts = vec![base];
+        for entry in &manifest.segments[1..] {
+            let reused = previous.and_then(|p| p.parts.iter().find(|x| x.name == entry.name)).cloned();
+            let part = match reused {
+                Some(p) => p,
+                None => Arc::new(Part::open(dir, &entry.name)?),
+            };
+            parts.push(part);
+        }
+        let base_meta = parts[0].seg.meta();
+        for (part, entry) in parts.iter().zip(&manifest.segments) {
+            let meta = part.seg.meta();
+            if meta.n_docs != entry.n_docs {
+                return Err(index_format::FormatError::corrupt(
+                    &manifest_path,
+                    format!(
+                        "segment {} has {} documents, the manifest says {}",
+                        entry.name, meta.n_docs, entry.n_docs
+                    ),
+                )
+                .into());
+            }
+            if meta.dim != base_meta.dim || meta.kind != base_meta.kind {
+                return Err(index_format::FormatError::corrupt(
+                    &manifest_path,
+                    format!("segment {} differs from the base segment in dimension or kind", entry.name),
+                )
+                .into());
+            }
+        }
+        Ok(Index {
+            inner: Arc::new(Snapshot {
+                dir: dir.to_path_buf(),
+                dir_id,
+                manifest,
+                parts,
+                encoder: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The base segment's metadata (dimension, kind, model, build parameters).
+    pub fn meta(&self) -> &IndexMeta {
+        self.inner.parts[0].seg.meta()
+    }
+
+    /// The embedding dimension.
+    pub fn dim(&self) -> usize {
+        self.meta().dim
+    }
+
+    /// Number of live documents (added and not deleted).
+    pub fn n_docs(&self) -> u64 {
+        self.inner.manifest.live_docs()
+    }
+
+    /// The manifest of this snapshot (for an index never updated, its base segment alone).
+    pub fn manifest(&self) -> &Manifest {
+        &self.inner.manifest
+    }
+
+    /// The live segments, oldest (the base) first.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.inner.parts.iter().map(|p| &p.seg)
+    }
+
+    /// The deleted documents of segment `i` (strictly increasing).
+    fn deleted(&self, i: usize) -> &[u32] {
+        &self.inner.manifest.segments[i].deleted
+    }
+
+    /// Checks every checksum and offset of every segment, and the manifest against them.
+    ///
+    /// # Errors
+    /// The first problem found, naming the file.
+    pub fn verify(&self) -> Result<()> {
+        self.inner.parts.iter().try_for_each(|p| p.seg.verify())
+    }
+
+    /// The external id of every live document, segment by segment (for tests and tools).
+    pub fn live_ids(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, part) in self.inner.parts.iter().enumerate() {
+            let mut deleted = self.deleted(i).iter().peekable();
+            for d in 0..part.seg.n_docs() as u32 {
+                if deleted.peek() == Some(&&d) {
+                    deleted.next();
+                    continue;
+                }
+                out.push(part.seg.doc_id(d).into_owned());
+            }
+        }
+        out
+    }
+
+    /// Where the live document `id` is: (segment position, document number).
+    pub(crate) fn locate(&self, id: &str) -> Option<(usize, u32)> {
+        // Newest first: an id replaced in a later segment is deleted in the earlier one anyway.
+        for (i, part) in self.inner.parts.iter().enumerate().rev() {
+            if let Some(d) = part.find(id) {
+                if self.deleted(i).binary_search(&d).is_err() {
+                    return Some((i, d));
+                }
+            }
+        }
+        None
+    }
+
+    /// The query's token embeddings, encoding text with the index's model (loaded on first use
+    /// and kept).
+    fn query_tokens<'q>(&self, query: Query<'q>) -> Result<std::borrow::Cow<'q, [f32]>> {
+        let dim = self.dim();
+        match query {
+            Query::Tokens(t) => {
+                if t.dim() != dim {
+                    return Err(EngineError::DimMismatch {
+                        what: "the query".into(),
+                        expected: dim,
+                        got: t.dim(),
+                    });
+                }
+                Ok(std::borrow::Cow::Borrowed(t.data()))
+            }
+            Query::Text(text) => {
+                let encoder = self.encoder()?;
+                let mut encoded = encoder.encode_queries(&[text])?;
+                let tokens = encoded.pop().unwrap_or_default();
+                if tokens.is_empty() {
+                    return Err(EngineError::InvalidArgument(format!("query {text:?} has no tokens")));
+                }
+                Ok(std::borrow::Cow::Owned(tokens))
+            }
+        }
+    }
+
+    /// The model recorded in the index, loaded once.
+    pub fn encoder(&self) -> Result<Arc<crate::encoder::Encoder>> {
+        let loaded = self.inner.encoder.get_or_init(|| load_recorded_encoder(self.meta(), self.dir()));
+        loaded.clone().map_err(|problem| EngineError::Model { path: self.dir().to_path_buf(), problem })
+    }
+
+    /// The `k` best live documents for `query`: PLAID search on each segment of a compressed
+    /// index (deleted documents removed before scoring), exact exhaustive MaxSim on an
+    /// uncompressed one; results best first, ties by id.
+    ///
+    /// # Errors
+    /// If the query's dimension differs from the index's, its text cannot be encoded, or a file
+    /// is corrupt.
+    pub fn search(&self, query: Query<'_>, k: usize, params: &SearchParams) -> Result<Vec<ScoredDoc>> {
+        let tokens = self.query_tokens(query)?;
+        let params = SearchParams { k, ..params.clone() };
+        let mut all = Vec::new();
+        for (i, part) in self.inner.parts.iter().enumerate() {
+            let deleted = self.deleted(i);
+            let hits = match part.seg.compressed() {
+                Some(view) => {
+                    let prepared = PreparedQuery::new(&tokens, self.dim());
+                    view.search_excluding(&prepared, &params, None, deleted)?
+                }
+                None => {
+                    let deep = SearchParams { k: k.saturating_add(deleted.len()), ..params.clone() };
+                    let mut hits = part.seg.search_one(&tokens, &deep, None)?;
+                    hits.retain(|h| deleted.binary_search(&h.doc).is_err());
+                    hits.truncate(k);
+                    hits
+                }
+            };
+            all.extend(
+                hits.into_iter()
+                    .map(|h| ScoredDoc { id: part.seg.doc_id(h.doc).into_owned(), score: h.score }),
+            );
+        }
+        Ok(best_first(all, k))
+    }
+
+    /// [`Index::search`] for several queries, in parallel.
+    ///
+    /// # Errors
+    /// The first query's error.
+    pub fn search_batch(
+        &self,
+        queries: &[Query<'_>],
+        k: usize,
+        params: &SearchParams,
+    ) -> Result<Vec<Vec<ScoredDoc>>> {
+        queries.par_iter().map(|q| self.search(*q, k, params)).collect()
+    }
+
+    /// Scores exactly the documents named by `candidates` (external ids, e.g. a first stage's
+    /// results) by MaxSim against `query`, and returns the best `k`, best first (ties by id).
+    /// Scores come from the exact f16 embeddings when the index keeps them, else from the
+    /// decompressed residuals. An id given twice is scored once; ids not in the index (never
+    /// added, or deleted) are listed in [`Reranked::missing`].
+    ///
+    /// # Errors
+    /// As [`Index::search`].
+    pub fn rerank<S: AsRef<str>>(&self, query: Query<'_>, candidates: &[S], k: usize) -> Result<Reranked> {
+        let tokens = self.query_tokens(query)?;
+        let mut seen = HashSet::with_capacity(candidates.len());
+        let mut missing = Vec::new();
+        let mut by_part: Vec<Vec<u32>> = vec![Vec::new(); self.inner.parts.len()];
+        for id in candidates {
+            let id = id.as_ref();
+            if !seen.insert(id) {
+                continue;
+            }
+            match self.locate(id) {
+                Some((i, d)) => by_part[i].push(d),
+                None => missing.push(id.to_string()),
+            }
+        }
+        let prepared = PreparedQuery::new(&tokens, self.dim());
+        let mut all = Vec::new();
+        for (part, docs) in self.inner.parts.iter().zip(&mut by_part) {
+            if docs.is_empty() {
+                continue;
+            }
+            docs.sort_unstable();
+            let hits = match part.seg.compressed() {
+                Some(view) => view.score_candidates(&prepared, docs, k)?,
+                None => score_exact(&part.seg, &prepared, docs, k),
+            };
+            all.extend(
+                hits.into_iter()
+                    .map(|h| ScoredDoc { id: part.seg.doc_id(h.doc).into_owned(), score: h.score }),
+            );
+        }
+        Ok(Reranked { hits: best_first(all, k), missing })
+    }
+}
+
+/// Exact MaxSim of `docs` of an uncompressed segment, the best `k`.
+fn score_exact(seg: &Segment, query: &PreparedQuery, docs: &[u32], k: usize) -> Vec<Hit> {
+    let reader = seg.reader();
+    let (offsets, emb, dim) = (reader.doc_offsets(), reader.embeddings(), reader.meta().dim);
+    let top = docs
+        .par_chunks(256)
+        .map(|chunk| {
+            let mut scorer = Scorer::new(query);
+            let mut top = TopK::new(k);
+            for &d in chunk {
+                let (a, b) = (offsets[d as usize] as usize, offsets[d as usize + 1] as usize);
+                top.push(d, scorer.score_f16(&emb[a * dim..b * dim]));
+            }
+            top
+        })
+        .reduce(
+            || TopK::new(k),
+            |mut a, b| {
+                a.merge(b);
+                a
+            },
+        );
+    top.into_sorted()
+}
+
+/// The best `k` of `all`: higher score first, ties by id.
+fn best_first(mut all: Vec<ScoredDoc>, k: usize) -> Vec<ScoredDoc> {
+    all.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    all.truncate(k);
+    all
+}
+
+/// Loads the model an index records (its directory, checked against the recorded identity).
+fn load_recorded_encoder(
+    meta: &IndexMeta,
+    dir: &Path,
+) -> std::result::Result<Arc<crate::encoder::Encoder>, String> {
+    let Some(recorded) = &meta.encoder else {
+        return Err("the index was built from precomputed embeddings: query it with token embeddings".into());
+    };
+    let Some(model) = recorded["model_dir"].as_str() else {
+        return Err("the index does not record its model directory".into());
+    };
+    let options = crate::encoder::EncoderOptions {
+        precision: crate::encoder::Precision::F32,
+        ..crate::encoder::EncoderOptions::default()
+    };
+    let encoder = crate::encoder::Encoder::load(Path::new(model), options).map_err(|e| e.to_string())?;
+    encoder
+        .check_identity(recorded)
+        .map_err(|e| format!("the model in {model} is not the one {} was built with: {e}", dir.display()))?;
+    Ok(Arc::new(encoder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<Index>();
+    }
+
+    #[test]
+    fn results_are_ordered_by_score_then_id() {
+        let d = |id: &str, score| ScoredDoc { id: id.into(), score };
+        let got = best_first(vec![d("b", 1.0), d("a", 1.0), d("c", 2.0), d("d", 0.5)], 3);
+        assert_eq!(got, vec![d("c", 2.0), d("a", 1.0), d("b", 1.0)]);
+    }
+}
