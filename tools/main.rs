@@ -26,6 +26,14 @@ enum Command {
     Build(cmd::build::BuildArgs),
     /// Search an index and print a TREC run (or JSON lines).
     Search(cmd::search::SearchArgs),
+    /// Score a first stage's candidates (a TREC run or qid<TAB>docid lines) exactly by MaxSim.
+    Rerank(cmd::rerank::RerankArgs),
+    /// Add documents to an index as a new segment (encoded against its centroids).
+    Add(cmd::update::AddArgs),
+    /// Delete documents from an index by external id (never returned again).
+    Delete(cmd::update::DeleteArgs),
+    /// Merge an index's segments into one and drop its deleted documents.
+    Compact(cmd::update::CompactArgs),
     /// Print an index's metadata and sizes.
     Info(cmd::info::InfoArgs),
     /// Check every checksum and offset of an index.
@@ -39,10 +47,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // For the crash-safety tests: die (SIGKILL) just before the N-th durable step of a write.
+    if let Some(n) = std::env::var("COLBERT_TEST_CRASH_AT_STEP").ok().and_then(|v| v.parse().ok()) {
+        index_format::fsx::set_crash_point(n);
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Build(a) => cmd::build::run(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Rerank(a) => cmd::rerank::run(a),
+        Command::Add(a) => cmd::update::run_add(a),
+        Command::Delete(a) => cmd::update::run_delete(a),
+        Command::Compact(a) => cmd::update::run_compact(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Verify(a) => cmd::verify::run(a),
         Command::Bench(a) => cmd::bench::run(a),

@@ -174,7 +174,7 @@ fn open_input(
 /// Streams every document of `input` to `add` (external id, row-major f32 tokens), converting
 /// runs of whole documents of about [`CHUNK_TOKENS`] tokens at a time; `progress` gets the
 /// number of token rows done.
-fn stream_docs(
+pub(crate) fn stream_docs(
     input: &DocEmbeddingsFile,
     ids: Option<&[String]>,
     mut add: impl FnMut(&str, &[f32]) -> engine::Result<()>,

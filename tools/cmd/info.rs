@@ -22,6 +22,8 @@ pub struct InfoArgs {
 /// Runs `info`.
 pub fn run(args: &InfoArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
+    let live = engine::Index::open(&args.index)?;
+    let segments = segment_lines(&live);
     let index = Segment::open(&args.index)?;
     let meta = index.meta();
     let bytes = index.reader().size_bytes();
@@ -67,6 +69,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         v["ivf_bits_per_entry"] = ivf_bits.into();
         v["nbits"] = meta.kind.nbits().into();
         v["n_centroids"] = meta.residual.map_or(0, |r| r.n_centroids).into();
+        v["live_docs"] = live.n_docs().into();
+        v["segments"] = segments.iter().map(|s| s.json.clone()).collect::<Vec<_>>().into();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         writeln!(out, "index          {}", args.index.display())?;
@@ -95,6 +99,20 @@ pub fn run(args: &InfoArgs) -> Result<()> {
             }
         }
         writeln!(out, "documents      {}", meta.n_docs)?;
+        if segments.len() > 1 || live.n_docs() != meta.n_docs {
+            writeln!(
+                out,
+                "live documents {} in {} segments (the figures around are the base segment's)",
+                live.n_docs(),
+                segments.len()
+            )?;
+            for s in &segments {
+                writeln!(out, "  {}", s.text)?;
+            }
+            if let Some(advice) = rebuild_advice(&live) {
+                writeln!(out, "advice         {advice}")?;
+            }
+        }
         writeln!(
             out,
             "tokens         {} ({:.1} per document)",
@@ -121,4 +139,85 @@ pub fn run(args: &InfoArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One segment of an updated index, for `info`.
+struct SegmentLine {
+    text: String,
+    json: serde_json::Value,
+}
+
+/// How well a segment's tokens fit the centroids: the mean dot product of a token with its
+/// centroid (recorded at build, or when the segment was added).
+fn token_fit(meta: &index_format::IndexMeta, added: bool) -> Option<f64> {
+    let key = if added { "segment_token_fit" } else { "token_fit" };
+    meta.build
+        .get(key)
+        .and_then(|v| v.as_f64())
+        .or_else(|| (!added).then(|| meta.build.get("centroid_fit").and_then(|v| v.as_f64())).flatten())
+}
+
+/// The drift below which (added segments' token fit over the base's) a rebuild is advised.
+const DRIFT_REBUILD: f64 = 0.9;
+
+fn segment_lines(index: &engine::Index) -> Vec<SegmentLine> {
+    let base_fit = token_fit(index.meta(), false);
+    index
+        .manifest()
+        .segments
+        .iter()
+        .zip(index.segments())
+        .enumerate()
+        .map(|(i, (entry, seg))| {
+            let fit = token_fit(seg.meta(), i > 0);
+            let drift = match (i > 0, fit, base_fit) {
+                (true, Some(f), Some(b)) if b > 0.0 => Some(f / b),
+                _ => None,
+            };
+            let text = format!(
+                "{:<12} {} documents, {} deleted, {} tokens{}",
+                if i == 0 { "base" } else { entry.name.as_str() },
+                entry.n_docs,
+                entry.deleted.len(),
+                seg.meta().n_tokens,
+                drift.map_or(String::new(), |d| format!(", token fit {d:.3}x the base's"))
+            );
+            let json = serde_json::json!({
+                "name": entry.name,
+                "n_docs": entry.n_docs,
+                "deleted": entry.deleted.len(),
+                "n_tokens": seg.meta().n_tokens,
+                "token_fit": fit,
+                "fit_drift": drift,
+            });
+            SegmentLine { text, json }
+        })
+        .collect()
+}
+
+/// When a full rebuild (new centroids) is advised: added documents outnumber the base's live
+/// ones, or an added segment's tokens fit the centroids markedly worse than the base's did.
+fn rebuild_advice(index: &engine::Index) -> Option<String> {
+    let m = index.manifest();
+    let base_live = m.segments[0].n_docs - m.segments[0].deleted.len() as u64;
+    let added: u64 = m.segments[1..].iter().map(|s| s.n_docs - s.deleted.len() as u64).sum();
+    let base_fit = token_fit(index.meta(), false)?;
+    let worst = index
+        .segments()
+        .skip(1)
+        .filter_map(|s| token_fit(s.meta(), true))
+        .map(|f| f / base_fit)
+        .fold(f64::INFINITY, f64::min);
+    if worst < DRIFT_REBUILD {
+        return Some(format!(
+            "rebuild: added tokens fit the centroids {worst:.3}x as well as the base's (below {DRIFT_REBUILD}): the collection has drifted from what the centroids were trained on"
+        ));
+    }
+    if added > base_live {
+        return Some(format!("rebuild: {added} added documents outnumber the base's {base_live}; new centroids would fit them better"));
+    }
+    if m.segments.len() > 8 || m.segments.iter().any(|s| s.deleted.len() as u64 * 10 > s.n_docs) {
+        return Some("compact: many segments or deleted documents slow search down".into());
+    }
+    None
 }

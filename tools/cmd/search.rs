@@ -13,7 +13,7 @@ use engine::rerank::pipeline::{FirstStage, DEFAULT_RERANK_TOP};
 use engine::rerank::{
     ColbertRetriever, CrossEncoderOptions, DocTexts, PipelineSpec, Retriever, Rrf, StageTiming, TailSpec,
 };
-use engine::{Hit, SearchParams, Segment};
+use engine::{Query, SearchParams, Segment};
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -225,11 +225,18 @@ struct Results {
     timings: Option<Vec<Vec<StageTiming>>>,
 }
 
-/// Plain ColBERT search (text or precomputed query embeddings).
-fn colbert_search(args: &SearchArgs, index: &Segment) -> Result<Results> {
-    let (qids, queries) = load_queries(args, index)?;
-    let results: Vec<Vec<Hit>> = index.search(&queries, &args.params()).context("search failed")?;
-    Ok(Results { qids, hits: results.iter().map(|h| index.resolve(h)).collect(), timings: None })
+/// Plain ColBERT search (text or precomputed query embeddings) over every live segment.
+fn colbert_search(args: &SearchArgs, base: &Segment, index: &engine::Index) -> Result<Results> {
+    let (qids, queries) = load_queries(args, base)?;
+    let dim = index.dim();
+    let batch: Vec<Query<'_>> = queries
+        .iter()
+        .map(|q| Query::tokens(q, dim))
+        .collect::<engine::Result<_>>()
+        .context("search failed")?;
+    let results = index.search_batch(&batch, args.k, &args.params()).context("search failed")?;
+    let hits = results.into_iter().map(|r| r.into_iter().map(|h| (h.id, h.score)).collect()).collect();
+    Ok(Results { qids, hits, timings: None })
 }
 
 /// The whole collection's texts, by id, for rerankers.
@@ -290,10 +297,21 @@ fn timing_summary(description: &str, timings: &[Vec<StageTiming>]) -> String {
 
 /// Runs `search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
+    let live = engine::Index::open(&args.index)?;
     let index = Segment::open(&args.index)?;
     let results = match args.pipeline_spec()? {
-        None => colbert_search(args, &index)?,
-        Some(spec) => pipeline_search(args, &index, &spec)?,
+        None => colbert_search(args, &index, &live)?,
+        Some(spec) => {
+            let m = live.manifest();
+            if m.segments.len() > 1 || m.segments.iter().any(|s| !s.deleted.is_empty()) {
+                bail!(
+                    "{}: the index has added or deleted documents; --bm25, --hybrid, --rerank and --llm \
+                     need it compacted and rebuilt with --bm25 (plain ColBERT search works as it is)",
+                    args.index.display()
+                );
+            }
+            pipeline_search(args, &index, &spec)?
+        }
     };
     let format = if args.json {
         Format::Json

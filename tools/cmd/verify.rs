@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use engine::Segment;
+use engine::Index;
 
 /// Arguments of `verify`.
 #[derive(Args, Debug)]
@@ -15,19 +15,26 @@ pub struct VerifyArgs {
     pub index: PathBuf,
 }
 
-/// Runs `verify`: opens the index, recomputes every CRC32 and checks every offset.
+/// Runs `verify`: opens the index (every live segment), recomputes every CRC32 and checks every
+/// offset.
 pub fn run(args: &VerifyArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    let index = Segment::open(&args.index)?;
+    let index = Index::open(&args.index)?;
     index.verify()?;
-    let meta = index.meta();
+    let (mut tokens, mut bytes) = (0u64, 0u64);
+    for seg in index.segments() {
+        tokens += seg.meta().n_tokens;
+        bytes += seg.reader().size_bytes();
+    }
+    let segments = index.manifest().segments.len();
     writeln!(
         out,
-        "ok: {} ({} documents, {} tokens, {} bytes checked)",
+        "ok: {} ({} live documents, {} tokens{}, {} bytes checked)",
         args.index.display(),
-        meta.n_docs,
-        meta.n_tokens,
-        index.reader().size_bytes()
+        index.n_docs(),
+        tokens,
+        if segments > 1 { format!(" in {segments} segments") } else { String::new() },
+        bytes
     )?;
     Ok(())
 }
