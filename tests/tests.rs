@@ -24,5 +24,8 @@ mod plaid;
 /// Hybrid search and the rerank tail: BM25, RRF, the cross-encoder against PyTorch, the
 /// pipeline flags of `search`.
 mod rerank;
+/// The embedded ranker: updates (add, delete, compact) with stable ids, rerank by id, snapshots,
+/// the writer lock, and a writer killed at every durable step.
+mod store;
 /// The text path of the CLI: collections, text queries, model checks.
 mod text;

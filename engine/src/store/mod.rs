@@ -413,6 +413,8 @@ impl Index {
     /// is corrupt.
     pub fn search(&self, query: Query<'_>, k: usize, params: &SearchParams) -> Result<Vec<ScoredDoc>> {
         let tokens = self.query_tokens(query)?;
+        let stored: u64 = self.inner.manifest.segments.iter().map(|s| s.n_docs).sum();
+        let k = k.min(usize::try_from(stored).unwrap_or(usize::MAX));
         let params = SearchParams { k, ..params.clone() };
         let mut all = Vec::new();
         for (i, part) in self.inner.parts.iter().enumerate() {
@@ -475,6 +477,7 @@ impl Index {
             }
         }
         let prepared = PreparedQuery::new(&tokens, self.dim());
+        let k = k.min(seen.len());
         let mut all = Vec::new();
         for (part, docs) in self.inner.parts.iter().zip(&mut by_part) {
             if docs.is_empty() {
