@@ -179,6 +179,89 @@ fn golden_v4_opens_verifies_and_answers_the_same() {
     assert!(index.meta().residual.unwrap().unit_norm);
 }
 
+/// Version 5: an updated index. The v4-like base (with its id table) plus one added segment and
+/// two deleted documents, named by `manifest.bin`.
+const V5: Fixture = Fixture {
+    version: 5,
+    docs: (2028, 40, 20),
+    queries: (4052, 3, 5),
+    ids: true,
+    build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "17"],
+};
+
+/// The v5 run: the exact top 5 of every live document (rerank of all of them), through the
+/// embedded ranker.
+fn run_text_v5(index: &engine::Index, queries: &QueryEmbeddings) -> String {
+    let ids = index.live_ids();
+    let mut out = String::new();
+    for (q, tokens) in queries.queries.iter().enumerate() {
+        let r = index.rerank(engine::Query::tokens(tokens, 16).unwrap(), &ids, 5).unwrap();
+        for (rank, h) in r.hits.iter().enumerate() {
+            out += &format!("{q} Q0 {} {} {:.6} golden\n", h.id, rank + 1, h.score);
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v5() {
+    create_golden(&V5);
+    let dir = golden_dir(5);
+    let (emb, lens) = random_docs(2029, 10, 20, 16);
+    write_embeddings(&dir.join("added.safetensors"), &emb, 16, &lens, Dtype::F16);
+    let ids: String = (0..10).map(|i| format!("added-{i:02}\n")).collect();
+    fs::write(dir.join("added_ids.txt"), ids).unwrap();
+    fs::write(dir.join("deleted_ids.txt"), "golden-03\nadded-02\n").unwrap();
+    let index = dir.join("index");
+    cli_ok(&[
+        "add",
+        "--index",
+        s(&index),
+        "--embeddings",
+        s(&dir.join("added.safetensors")),
+        "--ids",
+        s(&dir.join("added_ids.txt")),
+    ]);
+    cli_ok(&["delete", "--index", s(&index), "--ids", s(&dir.join("deleted_ids.txt"))]);
+    let _ = fs::remove_file(index.with_file_name(".index.lock"));
+    let live = engine::Index::open(&index).unwrap();
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    fs::write(dir.join("expected.run"), run_text_v5(&live, &queries)).unwrap();
+}
+
+#[test]
+fn golden_v5_opens_verifies_and_answers_the_same() {
+    let dir = golden_dir(5);
+    let index = engine::Index::open(&dir.join("index")).expect("golden index opens");
+    index.verify().expect("golden index verifies");
+    assert_eq!(index.meta().format_version, 5);
+    assert_eq!(index.manifest().segments.len(), 2);
+    assert_eq!(index.n_docs(), 48);
+    assert!(index.segments().all(|s| s.reader().doc_id_table().is_some()));
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    let expected = fs::read_to_string(dir.join("expected.run")).unwrap();
+    compare_runs(&run_text_v5(&index, &queries), &expected);
+    let r = index
+        .rerank(engine::Query::tokens(&queries.queries[0], 16).unwrap(), &["golden-03", "added-05"], 5)
+        .unwrap();
+    assert_eq!(r.missing, ["golden-03"]);
+}
+
+/// Indexes of versions 1 to 4 (no id table, no manifest) rerank by id through the embedded
+/// ranker, as exactly as search scores them.
+#[test]
+fn older_versions_rerank_by_id() {
+    for version in 1..=4 {
+        let dir = golden_dir(version);
+        let index = engine::Index::open(&dir.join("index")).unwrap();
+        assert!(index.segments().all(|s| s.reader().doc_id_table().is_none()));
+        let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+        let expected = fs::read_to_string(dir.join("expected.run")).unwrap();
+        compare_runs(&run_text_v5(&index, &queries), &expected);
+    }
+}
+
 /// A file's payload (without its footer).
 fn payload(path: &Path) -> Vec<u8> {
     let b = fs::read(path).unwrap();
@@ -201,7 +284,7 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
     );
     let (a, b) = (Segment::open(&v2.join("index")).unwrap(), Segment::open(&v3).unwrap());
     b.verify().unwrap();
-    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, index_format::FORMAT_VERSION));
     for c in [Component::Centroids, Component::DocOffsets, Component::DocIdOffsets, Component::DocIdBytes] {
         let name = c.file_name();
         assert!(payload(&v2.join("index").join(name)) == payload(&v3.join(name)), "{name} differs");

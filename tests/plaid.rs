@@ -447,7 +447,7 @@ fn verify_catches_corrupt_v4_files() {
     // 48 centroids: 6-bit codes, so a code can be out of range.
     let meta = build(&good, &c, CompressedParams { n_centroids: Some(48), ..CompressedParams::new(2) });
     assert_eq!(meta.residual.unwrap().n_centroids, 48);
-    assert_eq!(meta.format_version, 4);
+    assert_eq!(meta.format_version, index_format::FORMAT_VERSION);
     let copy = |name: &str| copy_index(&good, &dir.path().join(name));
     let edited = |name: &str, comp: Component, edit: &dyn Fn(&mut Vec<u8>)| {
         edited_copy(&good, &dir.path().join(name), comp, edit)
@@ -687,7 +687,7 @@ fn v4_and_v2_forms_of_one_index_answer_identically() {
     let (a, b) = (Segment::open(&v2).unwrap(), Segment::open(&v4).unwrap());
     a.verify().unwrap();
     b.verify().unwrap();
-    assert_eq!((a.meta().format_version, b.meta().format_version), (2, 4));
+    assert_eq!((a.meta().format_version, b.meta().format_version), (2, index_format::FORMAT_VERSION));
     assert!(a.reader().size_bytes() > b.reader().size_bytes());
     let qs = queries(&c, 12, 16);
     for (ncells, ndocs, threshold) in [(1, 64, 0.45), (4, 256, 0.45), (8, 1024, 0.3), (16, 32, -1.0)] {
@@ -821,7 +821,7 @@ fn cli_builds_searches_and_describes_compressed_indexes() {
         serde_json::from_str(&cli_ok(&["info", "--index", s(&idx), "--json"])).unwrap();
     assert_eq!(info["nbits"], 4);
     assert_eq!(info["n_centroids"], 128);
-    assert_eq!(info["format_version"], 4);
+    assert_eq!(info["format_version"], index_format::FORMAT_VERSION);
     assert_eq!(info["n_centroids"], 128);
     let parts = &info["bytes_per_token_by_part"];
     assert!((parts["residuals"].as_f64().unwrap() - 16.0).abs() < 0.01, "{parts}");

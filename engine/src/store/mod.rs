@@ -7,7 +7,7 @@
 //! use engine::SearchParams;
 //!
 //! # fn main() -> engine::Result<()> {
-//! let index = Index::open("my-index".as_ref())?; // memory-mapped; cheap to clone
+//! let index = Index::open("my-index")?; // memory-mapped; cheap to clone
 //! let query = vec![0.1f32; 32 * 128];             // 32 tokens of dimension 128
 //! let q = Query::tokens(&query, 128)?;
 //! let top = index.search(q, 10, &SearchParams::for_k(10))?;
@@ -207,8 +207,8 @@ impl Index {
     ///
     /// # Errors
     /// If a file is missing or corrupt (named in the error), or the segments disagree.
-    pub fn open(dir: &Path) -> Result<Index> {
-        Self::open_reusing(dir, None)
+    pub fn open(dir: impl AsRef<Path>) -> Result<Index> {
+        Self::open_reusing(dir.as_ref(), None)
     }
 
     /// A snapshot of the index's current state: `self` again if nothing was published since it

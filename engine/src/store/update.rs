@@ -75,7 +75,8 @@ impl Writer {
     /// # Errors
     /// [`EngineError::Busy`] naming the holder if another process is changing the index; as
     /// [`Index::open`] otherwise.
-    pub fn open(dir: &Path, what: &str) -> Result<Writer> {
+    pub fn open(dir: impl AsRef<Path>, what: &str) -> Result<Writer> {
+        let dir = dir.as_ref();
         let lock = WriteLock::acquire(dir, what)?;
         let index = Index::open(dir)?;
         let leftovers = index_format::manifest::unused_entries(dir, Some(index.manifest()));

@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// The pruning-knob sweep.
     #[command(flatten)]
     pub sweep: sweep::SweepArgs,
+    /// Also measure `rerank` (the embedded ranker's second stage): each query scores N
+    /// candidates (distinct documents drawn at random, seeded) exactly, at every --threads count;
+    /// reports p50/p95 latency. 0 skips it.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub rerank: usize,
     /// Print JSON instead of a table.
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
@@ -276,6 +281,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         }
         first_pool.get_or_insert(pool);
     }
+    let rerank = if args.rerank > 0 { Some(measure_rerank(args, qs)?) } else { None };
     let pool = first_pool.expect("at least one thread count");
     let overhead = if args.overhead_rounds > 0 {
         Some(pool.install(|| overhead(&index, qs, &params, args.overhead_rounds))?)
@@ -326,6 +332,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "peak_rss_bytes": peak_rss(),
         "runs": runs,
         "harness_overhead": overhead,
+        "rerank": rerank,
         "sweep": sweep.as_ref().map(|p| json!({"svg": args.sweep.svg.display().to_string(), "points": p})),
     });
     // A closed pipe (`bench ... | head`) ends the output quietly (see main.rs).
@@ -345,6 +352,55 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Latency of reranking `--rerank` random candidates per query, at each thread count.
+fn measure_rerank(args: &BenchArgs, qs: &[Vec<f32>]) -> Result<Value> {
+    let index = engine::Index::open(&args.index)?;
+    let ids = index.live_ids();
+    let n = args.rerank.min(ids.len());
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    // Each query's candidates: a partial shuffle of all ids.
+    let candidates: Vec<Vec<&str>> = qs
+        .iter()
+        .map(|_| {
+            let mut order: Vec<usize> = (0..ids.len()).collect();
+            for i in 0..n {
+                let j = i + (next() % (ids.len() - i) as u64) as usize;
+                order.swap(i, j);
+            }
+            order[..n].iter().map(|&i| ids[i].as_str()).collect()
+        })
+        .collect();
+    let dim = index.dim();
+    let mut out = Vec::new();
+    for &threads in &args.threads {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().context("thread pool")?;
+        let times = pool.install(|| -> Result<Vec<Duration>> {
+            let mut times = Vec::with_capacity(qs.len());
+            for round in 0..2 {
+                for (q, c) in qs.iter().zip(&candidates) {
+                    let query = engine::Query::tokens(q, dim)?;
+                    let t = std::time::Instant::now();
+                    let r = index.rerank(query, c, args.k)?;
+                    if round == 1 {
+                        times.push(t.elapsed());
+                    }
+                    debug_assert!(r.missing.is_empty());
+                }
+            }
+            Ok(times)
+        })?;
+        let p = stats::percentiles(&times);
+        out.push(json!({"threads": threads, "candidates": n, "p50_ms": p.p50_ms, "p95_ms": p.p95_ms}));
+    }
+    Ok(Value::Array(out))
 }
 
 fn f(v: &Value) -> f64 {
@@ -438,6 +494,19 @@ fn print_report(
             f(&o["clock_read_ns"]),
             100.0 * f(&o["clock_fraction"]),
         )?;
+    }
+    if let Some(runs) = report["rerank"].as_array() {
+        writeln!(out)?;
+        for r in runs {
+            writeln!(
+                out,
+                "rerank {} candidates, {} thread(s): p50 {:.3} ms, p95 {:.3} ms",
+                r["candidates"],
+                r["threads"],
+                f(&r["p50_ms"]),
+                f(&r["p95_ms"])
+            )?;
+        }
     }
     if let Some(rss) = report["peak_rss_bytes"].as_u64() {
         writeln!(out, "peak RSS {:.1} MiB", rss as f64 / (1 << 20) as f64)?;
