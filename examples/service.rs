@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                     // Every 10,000 requests, pick up updates published by a writer (cheap when
                     // there are none: the manifest's generation is compared).
-                    if n % 10_000 == 0 {
+                    if n.is_multiple_of(10_000) {
                         index = index.reload().expect("reload");
                     }
                     let q = &queries.queries[n % queries.queries.len()];

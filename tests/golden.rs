@@ -233,7 +233,7 @@ fn create_golden_v5() {
 #[test]
 fn golden_v5_opens_verifies_and_answers_the_same() {
     let dir = golden_dir(5);
-    let index = engine::Index::open(&dir.join("index")).expect("golden index opens");
+    let index = engine::Index::open(dir.join("index")).expect("golden index opens");
     index.verify().expect("golden index verifies");
     assert_eq!(index.meta().format_version, 5);
     assert_eq!(index.manifest().segments.len(), 2);
@@ -254,7 +254,7 @@ fn golden_v5_opens_verifies_and_answers_the_same() {
 fn older_versions_rerank_by_id() {
     for version in 1..=4 {
         let dir = golden_dir(version);
-        let index = engine::Index::open(&dir.join("index")).unwrap();
+        let index = engine::Index::open(dir.join("index")).unwrap();
         assert!(index.segments().all(|s| s.reader().doc_id_table().is_none()));
         let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
         let expected = fs::read_to_string(dir.join("expected.run")).unwrap();

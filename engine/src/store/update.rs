@@ -116,7 +116,9 @@ impl Writer {
                 b.with_codebook(cb)?;
                 SegmentBuilder::Compressed(Box::new(b))
             }
-            None => SegmentBuilder::Plain(IndexBuilder::create_in(writer, meta.dim, build_options)?),
+            None => {
+                SegmentBuilder::Plain(Box::new(IndexBuilder::create_in(writer, meta.dim, build_options)?))
+            }
         };
         Ok(Adding {
             writer: self,
@@ -279,7 +281,7 @@ fn codebook(seg: &Segment) -> Result<Option<Codebook>> {
 
 enum SegmentBuilder {
     Compressed(Box<CompressedBuilder>),
-    Plain(IndexBuilder),
+    Plain(Box<IndexBuilder>),
 }
 
 /// Documents being added as one new segment; nothing is visible until [`Adding::commit`], and
