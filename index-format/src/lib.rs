@@ -29,6 +29,6 @@ pub use bytes::{Bytes, Plain};
 pub use component::{Component, SizeClass};
 pub use error::{FormatError, Result};
 pub use meta::{IndexKind, IndexMeta, ResidualMeta};
-pub use reader::{Codes, IndexReader, Ivf, IvfCursor};
+pub use reader::{doc_range, Codes, IndexReader, Ivf, IvfCursor};
 pub use version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 pub use writer::{remove_stale_siblings, ComponentWriter, IndexWriter};
