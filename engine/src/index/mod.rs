@@ -91,7 +91,7 @@ impl Index {
         if !self.reader.has_embeddings() {
             return self.search_decompressed(queries, k);
         }
-        Ok(exhaustive::search(&self.reader, queries, k))
+        Ok(exhaustive::search(&self.reader, queries, k)?)
     }
 
     /// Whether the index is compressed (residual kind).
@@ -124,7 +124,7 @@ impl Index {
             self.check_query(q)?;
         }
         let Some(view) = self.compressed() else {
-            return Ok(exhaustive::search(&self.reader, queries, params.k));
+            return Ok(exhaustive::search(&self.reader, queries, params.k)?);
         };
         self.check_params(params)?;
         let dim = self.meta().dim;
@@ -145,7 +145,7 @@ impl Index {
         let Some(view) = self.compressed() else {
             let owned = [query.to_vec()];
             let start = times.as_ref().map(|_| std::time::Instant::now());
-            let hits = exhaustive::search(&self.reader, &owned, params.k);
+            let hits = exhaustive::search(&self.reader, &owned, params.k)?;
             if let (Some(t), Some(start)) = (times, start) {
                 t.maxsim += start.elapsed();
             }
