@@ -26,6 +26,9 @@ pub enum Format {
     Pretty,
 }
 
+/// The longest `--llm-timeout`: a day.
+const MAX_LLM_TIMEOUT: u64 = 86_400;
+
 /// Arguments of `search`.
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -106,6 +109,10 @@ pub struct SearchArgs {
     /// How many of the best documents --llm reorders; the rest follow in their previous order.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub llm_top: usize,
+    /// Limit on one request to an --llm openai:URL server, sending it and reading the whole
+    /// answer (1 to 86400 seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub llm_timeout: u64,
 }
 
 impl SearchArgs {
@@ -140,6 +147,9 @@ impl SearchArgs {
             if self.llm_top == 0 {
                 bail!("--llm-top must be positive");
             }
+            if !(1..=MAX_LLM_TIMEOUT).contains(&self.llm_timeout) {
+                bail!("--llm-timeout {}: give 1 to {MAX_LLM_TIMEOUT} seconds", self.llm_timeout);
+            }
             let kind = format!("llm:{spec}").parse().context("--llm")?;
             tail.push(TailSpec { kind, top: self.llm_top });
         }
@@ -153,6 +163,7 @@ impl SearchArgs {
                 precision: self.rerank_precision.into(),
                 ..Default::default()
             },
+            llm_timeout: Some(std::time::Duration::from_secs(self.llm_timeout)),
         }))
     }
 }
