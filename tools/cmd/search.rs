@@ -221,6 +221,7 @@ fn lookup_texts(path: &std::path::Path, wanted: &[String]) -> Result<HashMap<Str
 
 fn snippet(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = printable(&flat).into_owned();
     if flat.chars().count() <= max {
         flat
     } else {
@@ -299,8 +300,25 @@ fn timing_summary(description: &str, timings: &[Vec<StageTiming>]) -> String {
     format!("pipeline {description}; mean ms per query over {} queries: {}", timings.len(), parts.join(", "))
 }
 
+/// `s` with its control characters escaped (`\u{1b}`), for the text outputs: ids are checked
+/// at build, but an index written before that check may still hold them.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Runs `search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
+    if args.tag.is_empty() || args.tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "--tag \"{}\": a run tag is one field of the TREC run, so it must be non-empty and hold no \
+             whitespace or control characters",
+            args.tag.escape_debug()
+        );
+    }
     let index = Index::open(&args.index)?;
     let results = match args.pipeline_spec()? {
         None => colbert_search(args, &index)?,
@@ -337,6 +355,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
             }
             Format::Trec => {
                 for (r, (id, score)) in hits.iter().enumerate() {
+                    let id = printable(id);
                     writeln!(out, "{qid} Q0 {id} {} {score:.6} {}", r + 1, args.tag)?;
                 }
             }
@@ -344,7 +363,8 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                 let label = args.query.get(qi).map_or_else(|| qid.clone(), |t| format!("{t:?}"));
                 writeln!(out, "query {label}")?;
                 for (r, (id, score)) in hits.iter().enumerate() {
-                    match texts.get(id) {
+                    let (texts, id) = (texts.get(id), printable(id));
+                    match texts {
                         Some((title, text)) if !title.is_empty() => {
                             writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, score, snippet(title, 90))?;
                             writeln!(out, "                 {}", snippet(text, 100))?;

@@ -5,7 +5,7 @@ mod compressed;
 mod decode_scale;
 mod sample;
 
-pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
+pub use build::{check_values, read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{
     sample_docs, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES,
     MIN_POINTS_PER_CENTROID,
