@@ -22,6 +22,8 @@ enum Reply {
     Status(u16, &'static str),
     /// Reads the request and never answers (until the client hangs up).
     Hang,
+    /// Sends these bytes, then keeps the connection open until the client hangs up.
+    Raw(&'static [u8]),
 }
 
 /// A chat completion whose answer is `text`.
@@ -78,6 +80,11 @@ fn serve(replies: Vec<Reply>) -> (String, JoinHandle<Vec<String>>) {
                     stream.write_all(resp.as_bytes()).unwrap();
                 }
                 Reply::Hang => {
+                    let mut sink = Vec::new();
+                    let _ = stream.read_to_end(&mut sink);
+                }
+                Reply::Raw(bytes) => {
+                    stream.write_all(bytes).unwrap();
                     let mut sink = Vec::new();
                     let _ = stream.read_to_end(&mut sink);
                 }
@@ -179,6 +186,35 @@ fn openai_timeout_fails_within_the_limit() {
     assert!(err.contains("no complete answer within 0.3 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     assert_eq!(server.join().unwrap().len(), 1, "a timeout is not retried");
+}
+
+/// Issue 20 D1: a chunk size of 2^64 - 1 from the server panicked the client (`size + 2`
+/// wrapped). Now an error naming the endpoint, at once (not after the timeout), not retried.
+#[test]
+fn openai_absurd_chunk_size_is_an_error_not_a_panic() {
+    let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc\r\n";
+    let (url, server) = serve(vec![Reply::Raw(raw)]);
+    let started = Instant::now();
+    let err = ask(&mut OpenAiChat::new(fast_options(&url)).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("malformed HTTP response") && err.contains("chunk") && err.contains(&url), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(server.join().unwrap().len(), 1, "a malformed answer is not retried");
+}
+
+/// `search --llm-timeout SECS` reaches the client through the pipeline's LLM stage.
+#[test]
+fn llm_tail_uses_the_given_timeout() {
+    use engine::rerank::llm_tail::LlmTail;
+    use engine::rerank::{Candidate, Reranker};
+    let (url, server) = serve(vec![Reply::Hang]);
+    let tail = LlmTail::open(&format!("openai:{url}"), Some(Duration::from_secs(1))).unwrap();
+    let candidates: Vec<Candidate> =
+        (0..3).map(|i| Candidate { id: format!("d{i}"), score: 1.0, text: format!("passage {i}") }).collect();
+    let started = Instant::now();
+    let err = tail.rerank("q", &candidates).unwrap_err().to_string();
+    assert!(err.contains("no complete answer within 1.0 s"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(server.join().unwrap().len(), 1);
 }
 
 #[test]

@@ -13,6 +13,9 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
+/// Issue 20's hardening: corrupt indexes, hostile inputs and absurd sizes end in one-line
+/// errors naming the file, never a panic, an abort or a hang.
+mod hardening;
 /// The benchmark harness: `synth`, `bench` stages and sweep, reproducibility run to run.
 mod harness;
 /// The listwise LLM reranker: the OpenAI-compatible client against a loopback server, and the

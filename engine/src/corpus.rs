@@ -54,6 +54,24 @@ impl Record {
     }
 }
 
+/// Why `id` cannot be an external id (of a document, a query or a run), or `None` when it can.
+/// Ids are single fields of whitespace-separated TREC runs and qrels and are printed to
+/// terminals: an id must be non-empty and hold no Unicode whitespace (space, tab, vertical tab,
+/// no-break space, line separator, ...) and no control character. The text names the first
+/// offending character by its code point.
+pub fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("the id is empty".into());
+    }
+    let c = id.chars().find(|c| c.is_whitespace() || c.is_control())?;
+    let kind = if c.is_whitespace() { "whitespace" } else { "a control character" };
+    Some(format!(
+        "id \"{}\" holds {kind} (U+{:04X}): ids may not contain whitespace or control characters",
+        id.escape_debug(),
+        c as u32
+    ))
+}
+
 /// A streaming reader of a collection or query file.
 #[derive(Debug)]
 pub struct CorpusReader {
@@ -128,8 +146,8 @@ impl CorpusReader {
         if id.is_empty() {
             return Err(self.bad("missing id"));
         }
-        if id.contains(['\t', '\n', '\r']) {
-            return Err(self.bad("id contains a tab or newline"));
+        if let Some(problem) = id_problem(&id) {
+            return Err(self.bad(problem));
         }
         if body.trim().is_empty() && title.trim().is_empty() {
             self.skipped_empty += 1;

@@ -38,6 +38,13 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Result<Self> {
+        // A FIFO would block the open (and cannot be mapped): only regular files are read.
+        match std::fs::metadata(path) {
+            Ok(m) if !m.is_file() => {
+                return Err(bad(path, "not a regular file, expected a safetensors file"))
+            }
+            _ => {}
+        }
         let file = File::open(path).map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
         let len = file.metadata().map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?.len();
         if len == 0 {
@@ -160,7 +167,9 @@ impl DocEmbeddingsFile {
                 ));
             }
             let doclens: Vec<u64> = doclens.into_iter().map(|l| l as u64).collect();
-            let total: u64 = doclens.iter().sum();
+            let total = doclens.iter().try_fold(0u64, |sum, &l| sum.checked_add(l)).ok_or_else(|| {
+                bad(path, format!("doclens sum past 2^64 tokens but `embeddings` has {rows} rows"))
+            })?;
             if total != rows as u64 {
                 return Err(bad(
                     path,

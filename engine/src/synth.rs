@@ -66,6 +66,13 @@ impl Rng {
     }
 }
 
+/// The largest dimension [`SynthCorpus::new`] accepts.
+pub const MAX_SYNTH_DIM: usize = 1 << 16;
+
+/// The most tokens per document [`SynthCorpus::new`] accepts (documents are generated whole, so
+/// one must fit in memory: at the largest dimension, 16 GiB of f32).
+pub const MAX_SYNTH_TOKENS_PER_DOC: usize = 1 << 16;
+
 /// How many tokens each document has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokensPerDoc {
@@ -162,25 +169,50 @@ impl SynthCorpus {
     /// Validates `spec` and draws the cluster centres.
     ///
     /// # Errors
-    /// [`EngineError::InvalidArgument`] if `dim` is zero, a document could have zero tokens, the
-    /// token range is empty, or `noise` is negative or not finite.
+    /// [`EngineError::InvalidArgument`] if `dim` is zero or above [`MAX_SYNTH_DIM`], a document
+    /// could have zero tokens or more than [`MAX_SYNTH_TOKENS_PER_DOC`], the token range is
+    /// empty, `noise` is negative or not finite, the corpus's size in bytes overflows 64 bits,
+    /// or the cluster centres cannot be allocated.
     pub fn new(spec: SynthSpec) -> Result<Self> {
-        let bad = |m: &str| Err(EngineError::InvalidArgument(format!("synthetic spec: {m}")));
-        if spec.dim == 0 {
-            return bad("dim must be positive");
+        let bad = |m: String| Err(EngineError::InvalidArgument(format!("synthetic spec: {m}")));
+        if spec.dim == 0 || spec.dim > MAX_SYNTH_DIM {
+            return bad(format!("dim {} must be between 1 and {MAX_SYNTH_DIM}", spec.dim));
         }
-        match spec.tokens_per_doc {
-            TokensPerDoc::Fixed(0) => return bad("tokens_per_doc must be positive"),
+        let max_len = match spec.tokens_per_doc {
+            TokensPerDoc::Fixed(0) => return bad("tokens_per_doc must be positive".into()),
             TokensPerDoc::Range { min, max } if min == 0 || min > max => {
-                return bad("tokens_per_doc range must satisfy 0 < min <= max")
+                return bad("tokens_per_doc range must satisfy 0 < min <= max".into())
             }
-            _ => {}
+            TokensPerDoc::Fixed(n) | TokensPerDoc::Range { max: n, .. } => n,
+        };
+        if max_len > MAX_SYNTH_TOKENS_PER_DOC {
+            return bad(format!(
+                "{max_len} tokens per document, above the limit of {MAX_SYNTH_TOKENS_PER_DOC}"
+            ));
+        }
+        let bytes = (spec.n_docs as u64)
+            .checked_mul(max_len as u64)
+            .and_then(|t| t.checked_mul(spec.dim as u64))
+            .and_then(|v| v.checked_mul(2));
+        if bytes.is_none() {
+            return bad(format!(
+                "{} documents of up to {max_len} tokens of dimension {} overflow 64 bits of f16 bytes",
+                spec.n_docs, spec.dim
+            ));
         }
         if !spec.noise.is_finite() || spec.noise < 0.0 {
-            return bad("noise must be finite and non-negative");
+            return bad("noise must be finite and non-negative".into());
         }
         let mut rng = Rng::derive(spec.seed, STREAM_CENTRES);
-        let mut centres = vec![0f32; spec.n_clusters * spec.dim];
+        let n_values = spec.n_clusters.checked_mul(spec.dim).filter(|&n| n <= isize::MAX as usize / 4);
+        let mut centres: Vec<f32> = Vec::new();
+        if n_values.is_none_or(|n| centres.try_reserve_exact(n).is_err()) {
+            return bad(format!(
+                "{} cluster centres of dimension {} do not fit in memory",
+                spec.n_clusters, spec.dim
+            ));
+        }
+        centres.resize(n_values.unwrap_or(0), 0.0);
         for c in centres.chunks_exact_mut(spec.dim) {
             random_unit(&mut rng, c);
         }

@@ -46,7 +46,8 @@ impl Footer {
         out
     }
 
-    /// Splits a whole file into payload and footer, checking magic, version, component and length.
+    /// Splits a whole file into payload and footer, checking magic, version, component, length
+    /// and that the reserved bytes are zero.
     pub fn split<'a>(path: &Path, file: &'a [u8], component: u32) -> Result<(&'a [u8], Footer)> {
         if file.len() < FOOTER_LEN {
             return Err(FormatError::Truncated {
@@ -79,6 +80,12 @@ impl Footer {
                 expected: component,
                 found: footer.component,
             });
+        }
+        if raw[28..32] != [0; 4] {
+            return Err(FormatError::corrupt(
+                path,
+                format!("the footer's reserved bytes are {:02x?}, expected zero", &raw[28..32]),
+            ));
         }
         if footer.payload_len != payload.len() as u64 {
             return Err(FormatError::Truncated {
@@ -188,6 +195,11 @@ mod tests {
         newer[n - FOOTER_LEN + 8] = (FORMAT_VERSION + 1) as u8;
         let err = Footer::split(p, &newer, 3).unwrap_err();
         assert!(err.to_string().contains("newer"), "{err}");
+        let mut reserved = f.clone();
+        reserved[n - 1] = 1;
+        let err = Footer::split(p, &reserved, 3).unwrap_err();
+        assert!(matches!(err, FormatError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("reserved"), "{err}");
         let mut flipped = f.clone();
         flipped[2] ^= 0x10;
         let (payload, footer) = Footer::split(p, &flipped, 3).unwrap();

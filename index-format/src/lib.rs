@@ -34,6 +34,6 @@ pub use error::{FormatError, Result};
 pub use fsx::WriteLock;
 pub use manifest::{Manifest, SegmentEntry};
 pub use meta::{IndexKind, IndexMeta, ResidualMeta};
-pub use reader::{Codes, IndexReader, Ivf, IvfCursor};
+pub use reader::{doc_range, Codes, IndexReader, Ivf, IvfCursor};
 pub use version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
 pub use writer::{remove_stale_siblings, ComponentWriter, IndexWriter};

@@ -54,6 +54,17 @@ pub struct ResidualMeta {
 }
 
 impl ResidualMeta {
+    /// [`ResidualMeta::bucket_counts`], or `None` when a count overflows `usize` (a corrupt
+    /// dimension).
+    pub fn checked_bucket_counts(&self, nbits: u32, dim: usize) -> Option<(usize, usize)> {
+        if self.joint_codebooks {
+            return Some((0, dim.checked_mul(256)?));
+        }
+        let b = 1usize << nbits.min(16);
+        let per = if self.per_dim_buckets { dim } else { 1 };
+        Some((per.checked_mul(b - 1)?, per.checked_mul(b)?))
+    }
+
     /// Number of cutoffs and of weights in `buckets.f32` for `nbits` and `dim`.
     pub fn bucket_counts(&self, nbits: u32, dim: usize) -> (usize, usize) {
         if self.joint_codebooks {

@@ -1,4 +1,8 @@
 //! Opening (cheap checks) and verifying (every checksum) an index.
+//!
+//! Every size here is computed from file contents, so arithmetic is checked (the lint below
+//! refuses an unchecked `+`, `-`, `*` or `/`): a corrupt count is an error, never a wrap.
+#![deny(clippy::arithmetic_side_effects)]
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -37,13 +41,60 @@ impl std::fmt::Debug for IndexReader {
     }
 }
 
+/// Opens `path` for reading only if it is a regular file (symbolic links followed): opening a
+/// FIFO blocks until a writer appears, and reading a device may never end.
+fn open_regular(path: &Path) -> Result<File> {
+    let not_regular = |kind: &str| FormatError::corrupt(path, format!("not a regular file ({kind})"));
+    let kind = |t: std::fs::FileType| if t.is_dir() { "a directory" } else { "a FIFO, socket or device" };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(not_regular(kind(m.file_type()))),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FormatError::Missing { path: path.to_path_buf() })
+        }
+        Err(e) => return Err(FormatError::io(path, e)),
+    }
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FormatError::Missing { path: path.to_path_buf() })
+        }
+        Err(e) => return Err(FormatError::io(path, e)),
+    };
+    // The path may have been replaced between the two calls: check what was opened.
+    let meta = file.metadata().map_err(|e| FormatError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(not_regular(kind(meta.file_type())));
+    }
+    Ok(file)
+}
+
+/// The tokens `offsets[doc]..offsets[doc + 1]` of document `doc`, if both offsets exist, do not
+/// decrease and are at most `n_tokens`: the check every use of an offset array makes, since
+/// opening an index checks only its first and last entries.
+pub fn doc_range(offsets: &[u64], doc: usize, n_tokens: u64) -> Option<Range<usize>> {
+    let start = *offsets.get(doc)?;
+    let end = *offsets.get(doc.checked_add(1)?)?;
+    if start > end || end > n_tokens {
+        return None;
+    }
+    Some(usize::try_from(start).ok()?..usize::try_from(end).ok()?)
+}
+
+/// The first and last entries of an offset array (0 for an empty one, which the length checks
+/// refuse first).
+fn ends(offsets: &[u64]) -> (u64, u64) {
+    (offsets.first().copied().unwrap_or(0), offsets.last().copied().unwrap_or(0))
+}
+
+/// `a × b`, or `None` when it does not fit a `u64`.
+fn mul(a: impl TryInto<u64>, b: impl TryInto<u64>) -> Option<u64> {
+    a.try_into().ok()?.checked_mul(b.try_into().ok()?)
+}
+
 fn map_component(dir: &Path, component: Component) -> Result<Mapped> {
     let path = dir.join(component.file_name());
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(FormatError::Missing { path }),
-        Err(e) => return Err(FormatError::io(&path, e)),
-    };
+    let file = open_regular(&path)?;
     let len = file.metadata().map_err(|e| FormatError::io(&path, e))?.len();
     if len == 0 {
         return Err(FormatError::Truncated { path, detail: "empty file".into() });
@@ -54,7 +105,7 @@ fn map_component(dir: &Path, component: Component) -> Result<Mapped> {
         (payload.len(), footer)
     };
     let payload = bytes.slice(0..payload_len).expect("payload is a prefix of the file");
-    if payload_len % component.element_size() != 0 {
+    if !payload_len.is_multiple_of(component.element_size()) {
         return Err(FormatError::corrupt(
             &path,
             format!(
@@ -121,7 +172,7 @@ impl Codes<'_> {
             _ => {
                 out.clear();
                 out.resize(tokens.len(), 0);
-                self.fixed_into(tokens.start, out);
+                self.fixed_into(tokens, out);
                 Ok(())
             }
         }
@@ -144,14 +195,13 @@ impl Codes<'_> {
         }
     }
 
-    /// Fixed-width codes of tokens `start .. start + out.len()`.
+    /// Fixed-width codes of tokens `tokens` into `out` (of `tokens.len()` codes).
     #[inline]
-    fn fixed_into(&self, start: usize, out: &mut [u32]) {
-        let n = out.len();
+    fn fixed_into(&self, tokens: Range<usize>, out: &mut [u32]) {
         match self {
-            Codes::Packed(c) => c.decode_into(start, out),
-            Codes::U16(c) => out.iter_mut().zip(&c[start..start + n]).for_each(|(o, &v)| *o = v as u32),
-            Codes::U32(c) => out.copy_from_slice(&c[start..start + n]),
+            Codes::Packed(c) => c.decode_into(tokens.start, out),
+            Codes::U16(c) => out.iter_mut().zip(&c[tokens]).for_each(|(o, &v)| *o = v as u32),
+            Codes::U32(c) => out.copy_from_slice(&c[tokens]),
             Codes::Runs(_) => unreachable!("run-coded codes are read per document"),
         }
     }
@@ -193,7 +243,7 @@ impl Ivf<'_> {
     /// Number of lists (centroids).
     pub fn n_lists(&self) -> usize {
         match self {
-            Ivf::Plain { offsets, .. } => offsets.len() - 1,
+            Ivf::Plain { offsets, .. } => offsets.len().saturating_sub(1),
             Ivf::Rice(r) => r.n_lists(),
         }
     }
@@ -203,7 +253,9 @@ impl Ivf<'_> {
     pub fn append_list(&self, c: usize, out: &mut Vec<u32>) -> Result<(), ListError> {
         match self {
             Ivf::Plain { offsets, docs } => {
-                out.extend_from_slice(&docs[offsets[c] as usize..offsets[c + 1] as usize]);
+                // (Checked at open: the offsets do not decrease and end at the list's length.)
+                let list = doc_range(offsets, c, docs.len() as u64).ok_or(ListError::Overrun)?;
+                out.extend_from_slice(&docs[list]);
                 Ok(())
             }
             Ivf::Rice(r) => r.decode_into(c, out),
@@ -216,11 +268,11 @@ impl Ivf<'_> {
             Ivf::Plain { docs, .. } => Ok(docs.len() as u64),
             Ivf::Rice(r) => {
                 let mut buf = Vec::new();
-                let mut n = 0;
+                let mut n = 0u64;
                 for c in 0..r.n_lists() {
                     buf.clear();
                     r.decode_into(c, &mut buf)?;
-                    n += buf.len() as u64;
+                    n = n.saturating_add(buf.len() as u64);
                 }
                 Ok(n)
             }
@@ -230,7 +282,10 @@ impl Ivf<'_> {
     /// A cursor at the start of centroid `c`'s list.
     pub fn cursor(&self, c: usize) -> IvfCursor {
         match self {
-            Ivf::Plain { offsets, .. } => IvfCursor::Plain(offsets[c] as usize, offsets[c + 1] as usize),
+            Ivf::Plain { offsets, docs } => {
+                let list = doc_range(offsets, c, docs.len() as u64).unwrap_or(0..0);
+                IvfCursor::Plain(list.start, list.end)
+            }
             Ivf::Rice(r) => IvfCursor::Rice(r.cursor(c)),
         }
     }
@@ -239,8 +294,9 @@ impl Ivf<'_> {
     pub fn advance(&self, cur: &mut IvfCursor) -> Option<Result<u32, ListError>> {
         match (self, cur) {
             (Ivf::Plain { docs, .. }, IvfCursor::Plain(i, end)) => (*i < *end).then(|| {
-                *i += 1;
-                Ok(docs[*i - 1])
+                let d = docs[*i];
+                *i = i.saturating_add(1);
+                Ok(d)
             }),
             (Ivf::Rice(r), IvfCursor::Rice(c)) => r.advance(c),
             _ => panic!("a cursor of another inverted file"),
@@ -381,6 +437,16 @@ impl IndexReader {
         m.payload.typed::<T>().ok_or_else(|| FormatError::corrupt(self.path(c), "payload is misaligned"))
     }
 
+    /// A size computed from the metadata, or the error naming `meta.json` when it overflows.
+    fn size(&self, size: Option<u64>, what: &str) -> Result<u64> {
+        size.ok_or_else(|| {
+            FormatError::corrupt(
+                self.path(Component::Meta),
+                format!("{what} overflows 64 bits (dim {}, {} tokens)", self.meta.dim, self.meta.n_tokens),
+            )
+        })
+    }
+
     fn check_len(&self, c: Component, got: usize, expected: u64) -> Result<()> {
         if got as u64 != expected {
             return Err(FormatError::corrupt(
@@ -397,36 +463,34 @@ impl IndexReader {
         if m.dim == 0 {
             return Err(FormatError::corrupt(meta_path, "dimension is 0"));
         }
+        let n_offsets = m.n_docs.checked_add(1).ok_or_else(|| {
+            FormatError::corrupt(&meta_path, format!("{} documents is more than can be stored", m.n_docs))
+        })?;
         let offsets = self.typed::<u64>(Component::DocOffsets)?;
-        self.check_len(Component::DocOffsets, offsets.len(), m.n_docs + 1)?;
-        if offsets[0] != 0 || offsets[offsets.len() - 1] != m.n_tokens {
+        self.check_len(Component::DocOffsets, offsets.len(), n_offsets)?;
+        let (first, last) = ends(offsets);
+        if first != 0 || last != m.n_tokens {
             return Err(FormatError::corrupt(
                 self.path(Component::DocOffsets),
-                format!(
-                    "offsets run from {} to {}, expected 0 to {}",
-                    offsets[0],
-                    offsets[offsets.len() - 1],
-                    m.n_tokens
-                ),
+                format!("offsets run from {first} to {last}, expected 0 to {}", m.n_tokens),
             ));
         }
         if self.files.contains_key(&Component::Embeddings) {
             let emb = self.typed::<f16>(Component::Embeddings)?;
-            self.check_len(Component::Embeddings, emb.len(), m.n_tokens * m.dim as u64)?;
+            let want = self.size(mul(m.n_tokens, m.dim), "n_tokens × dim")?;
+            self.check_len(Component::Embeddings, emb.len(), want)?;
         }
         if let Some(r) = m.residual {
             self.check_residual_shapes(&r)?;
         }
         let id_offsets = self.typed::<u64>(Component::DocIdOffsets)?;
-        self.check_len(Component::DocIdOffsets, id_offsets.len(), m.n_docs + 1)?;
+        self.check_len(Component::DocIdOffsets, id_offsets.len(), n_offsets)?;
         let id_bytes = self.files[&Component::DocIdBytes].payload.len() as u64;
-        if id_offsets[0] != 0 || id_offsets[id_offsets.len() - 1] != id_bytes {
+        let (first, last) = ends(id_offsets);
+        if first != 0 || last != id_bytes {
             return Err(FormatError::corrupt(
                 self.path(Component::DocIdOffsets),
-                format!(
-                    "id offsets end at {}, the id file holds {id_bytes} bytes",
-                    id_offsets[id_offsets.len() - 1]
-                ),
+                format!("id offsets run from {first} to {last}, the id file holds {id_bytes} bytes"),
             ));
         }
         if let Some(slots) = self.doc_id_table() {
@@ -533,16 +597,16 @@ impl IndexReader {
         let nbits = m.kind.nbits();
         let c = r.n_centroids;
         let centroids = self.typed::<f16>(Component::Centroids)?;
-        self.check_len(Component::Centroids, centroids.len(), c * m.dim as u64)?;
-        let (nc, nw) = r.bucket_counts(nbits, m.dim);
+        self.check_len(Component::Centroids, centroids.len(), self.size(mul(c, m.dim), "C × dim")?)?;
+        let n_buckets =
+            r.checked_bucket_counts(nbits, m.dim).and_then(|(nc, nw)| mul(nc.checked_add(nw)?, 1));
         let buckets = self.typed::<f32>(Component::Buckets)?;
-        self.check_len(Component::Buckets, buckets.len(), (nc + nw) as u64)?;
+        self.check_len(Component::Buckets, buckets.len(), self.size(n_buckets, "the bucket count")?)?;
         let residuals = self.typed::<u8>(Component::Residuals)?;
-        self.check_len(
-            Component::Residuals,
-            residuals.len(),
-            m.n_tokens * (m.dim as u64 * nbits as u64 / 8),
-        )?;
+        // (dim is a multiple of 8, checked with the metadata.)
+        let row = mul(m.dim, nbits).and_then(|b| b.checked_div(8));
+        let want = self.size(row.and_then(|row| mul(m.n_tokens, row)), "n_tokens × dim · nbits / 8")?;
+        self.check_len(Component::Residuals, residuals.len(), want)?;
         if self.files.contains_key(&Component::CodesPacked) {
             self.packed_codes()?;
             self.rice_lists()?;
@@ -556,15 +620,14 @@ impl IndexReader {
         let codes = self.codes().expect("residual kind");
         self.check_len(Component::codes_for(c), codes.len(), m.n_tokens)?;
         let ivf_offsets = self.typed::<u64>(Component::IvfOffsets)?;
-        self.check_len(Component::IvfOffsets, ivf_offsets.len(), c + 1)?;
+        self.check_len(Component::IvfOffsets, ivf_offsets.len(), self.size(c.checked_add(1), "C + 1")?)?;
         let ivf_len = self.typed::<u32>(Component::IvfDocs)?.len() as u64;
-        if ivf_offsets[0] != 0 || ivf_offsets[ivf_offsets.len() - 1] != ivf_len {
+        let (first, last) = ends(ivf_offsets);
+        if first != 0 || last != ivf_len {
             return Err(FormatError::corrupt(
                 self.path(Component::IvfOffsets),
                 format!(
-                    "IVF offsets run from {} to {}, expected 0 to {ivf_len} (the size of {})",
-                    ivf_offsets[0],
-                    ivf_offsets[ivf_offsets.len() - 1],
+                    "IVF offsets run from {first} to {last}, expected 0 to {ivf_len} (the size of {})",
                     Component::IvfDocs.file_name()
                 ),
             ));
@@ -584,7 +647,8 @@ impl IndexReader {
         let c = m.residual.map_or(1, |r| r.n_centroids);
         let bits = code_bits(c);
         let payload = &self.files[&Component::CodesPacked].payload;
-        PackedCodes::new(payload, bits, m.n_tokens as usize).ok_or_else(|| {
+        let n_tokens = usize::try_from(m.n_tokens).ok();
+        n_tokens.and_then(|n| PackedCodes::new(payload, bits, n)).ok_or_else(|| {
             FormatError::corrupt(
                 self.path(Component::CodesPacked),
                 format!(
@@ -592,7 +656,7 @@ impl IndexReader {
                      (with the padding word)",
                     payload.len(),
                     m.n_tokens,
-                    m.n_tokens.checked_mul(bits as u64).map_or(u64::MAX, |b| 8 * packed_words(b)),
+                    mul(m.n_tokens, bits).map_or(u64::MAX, |b| packed_words(b).saturating_mul(8)),
                 ),
             )
         })
@@ -605,7 +669,10 @@ impl IndexReader {
         let c = m.residual.map_or(1, |r| r.n_centroids);
         let bytes = &self.files[&Component::CodesRice].payload;
         let offsets = &self.files[&Component::CodeOffsets].payload;
-        DocCodes::new(bytes, offsets, m.n_docs as usize, m.n_tokens as usize, c).map_err(|e| match e {
+        let too_many = || FormatError::corrupt(self.path(Component::Meta), "too many documents or tokens");
+        let n_docs = usize::try_from(m.n_docs).map_err(|_| too_many())?;
+        let n_tokens = usize::try_from(m.n_tokens).map_err(|_| too_many())?;
+        DocCodes::new(bytes, offsets, n_docs, n_tokens, c).map_err(|e| match e {
             RunsShapeError::OffsetsLength { bytes, expected } => FormatError::corrupt(
                 self.path(Component::CodeOffsets),
                 format!(
@@ -631,7 +698,7 @@ impl IndexReader {
     fn rice_lists(&self) -> Result<RiceLists<'_>> {
         let c = self.meta.residual.map_or(1, |r| r.n_centroids);
         let offsets = self.typed::<u64>(Component::IvfBitOffsets)?;
-        self.check_len(Component::IvfBitOffsets, offsets.len(), c + 1)?;
+        self.check_len(Component::IvfBitOffsets, offsets.len(), self.size(c.checked_add(1), "C + 1")?)?;
         let params = self.typed::<u8>(Component::IvfRiceK)?;
         self.check_len(Component::IvfRiceK, params.len(), c)?;
         let bytes = &self.files[&Component::IvfRice].payload;
@@ -641,7 +708,7 @@ impl IndexReader {
                 self.path(Component::IvfBitOffsets),
                 format!("bit offsets do not start at 0 or decrease at centroid {i}"),
             ),
-            RiceShapeError::Length { bytes, bits } if bits > 8 * bytes => FormatError::corrupt(
+            RiceShapeError::Length { bytes, bits } if bits > bytes.saturating_mul(8) => FormatError::corrupt(
                 self.path(Component::IvfBitOffsets),
                 format!(
                     "the last list ends at bit {bits}, past the end of {} ({bytes} bytes)",
@@ -654,7 +721,7 @@ impl IndexReader {
                     "holds {bytes} bytes, but the lists end at bit {bits} ({}), which needs {} bytes \
                      with the padding word",
                     Component::IvfBitOffsets.file_name(),
-                    8 * packed_words(bits)
+                    packed_words(bits).saturating_mul(8)
                 ),
             ),
             RiceShapeError::Param(i, k) => FormatError::corrupt(
@@ -670,23 +737,23 @@ impl IndexReader {
         if let Some(i) = self.centroids().unwrap_or_default().iter().position(|v| !v.is_finite()) {
             return Err(FormatError::corrupt(
                 self.path(Component::Centroids),
-                format!("non-finite value in centroid {}", i / m.dim),
+                format!("non-finite value in centroid {}", i.checked_div(m.dim).unwrap_or(0)),
             ));
         }
         let (cutoffs, weights) = self.buckets().expect("residual kind");
         if cutoffs.iter().chain(weights).any(|v| !v.is_finite()) {
             return Err(FormatError::corrupt(self.path(Component::Buckets), "non-finite bucket parameter"));
         }
-        let per = (1usize << m.kind.nbits()) - 1;
+        let per = (1usize << m.kind.nbits()).saturating_sub(1);
         if cutoffs.chunks_exact(per).any(|c| c.windows(2).any(|w| w[0] > w[1])) {
             return Err(FormatError::corrupt(self.path(Component::Buckets), "bucket cutoffs are not sorted"));
         }
         let codes = self.codes().expect("residual kind");
         let codes_path = self.path(codes.component());
-        let offsets = self.doc_offsets();
+        let n_docs = self.doc_offsets().len().saturating_sub(1);
         let mut seen: Vec<u32> = Vec::new();
-        for doc in 0..m.n_docs as usize {
-            let tokens = offsets[doc] as usize..offsets[doc + 1] as usize;
+        for doc in 0..n_docs {
+            let tokens = self.doc_tokens(doc)?;
             let first = tokens.start;
             if let Err(e) = codes.doc_tokens_into(doc, tokens, &mut seen) {
                 return Err(FormatError::corrupt(codes_path, format!("document {doc} does not decode: {e}")));
@@ -694,19 +761,24 @@ impl IndexReader {
             if let Some(i) = seen.iter().position(|&v| v as u64 >= c) {
                 return Err(FormatError::corrupt(
                     codes_path,
-                    format!("token {} has code {}, but there are {c} centroids", first + i, seen[i]),
+                    format!(
+                        "token {} has code {}, but there are {c} centroids",
+                        first.saturating_add(i),
+                        seen[i]
+                    ),
                 ));
             }
         }
         match codes {
-            Codes::Packed(p) if !padding_is_zero(p.bytes(), p.len() as u64 * p.bits() as u64) => {
+            Codes::Packed(p) if !padding_is_zero(p.bytes(), mul(p.len(), p.bits()).unwrap_or(u64::MAX)) => {
                 return Err(FormatError::corrupt(codes_path, "nonzero bits after the last code"));
             }
             Codes::Runs(r) => {
                 if !padding_is_zero(r.bytes(), r.total_bits()) {
                     return Err(FormatError::corrupt(codes_path, "nonzero bits after the last document"));
                 }
-                if !padding_is_zero(r.offset_bytes(), (m.n_docs + 1) * r.offset_bits() as u64) {
+                let used = m.n_docs.checked_add(1).and_then(|n| mul(n, r.offset_bits()));
+                if !padding_is_zero(r.offset_bytes(), used.unwrap_or(u64::MAX)) {
                     return Err(FormatError::corrupt(
                         self.path(Component::CodeOffsets),
                         "nonzero bits after the last offset",
@@ -760,8 +832,8 @@ impl IndexReader {
                 format!("centroid {cent} lists document {doc}, which has no token assigned to it"),
             )
         };
-        for doc in 0..m.n_docs as usize {
-            let tokens = offsets[doc] as usize..offsets[doc + 1] as usize;
+        for doc in 0..n_docs {
+            let tokens = self.doc_tokens(doc)?;
             codes.doc_centroids_into(doc, tokens, &mut seen).expect("decoded above");
             seen.sort_unstable();
             seen.dedup();
@@ -794,6 +866,44 @@ impl IndexReader {
     /// Token offsets: document `i` owns tokens `offsets[i]..offsets[i + 1]`.
     pub fn doc_offsets(&self) -> &[u64] {
         self.typed::<u64>(Component::DocOffsets).expect("checked at open")
+    }
+
+    /// The tokens of document `doc`, `offsets[doc]..offsets[doc + 1]`, checked: opening an index
+    /// checks only the first and last offsets, so every use of a document's range goes through
+    /// this (or [`doc_range`]).
+    ///
+    /// # Errors
+    /// The corruption of `doc_offsets.u64` when the offsets decrease or pass `n_tokens`, or
+    /// `doc` is not a document.
+    pub fn doc_tokens(&self, doc: usize) -> Result<Range<usize>> {
+        doc_range(self.doc_offsets(), doc, self.meta.n_tokens).ok_or_else(|| self.bad_offsets(doc))
+    }
+
+    /// That every document's offsets are non-decreasing and within `n_tokens` (one pass over
+    /// `doc_offsets.u64`, for a search that is about to read every document).
+    ///
+    /// # Errors
+    /// The corruption of `doc_offsets.u64`, naming the first document at fault.
+    pub fn check_doc_offsets(&self) -> Result<()> {
+        let n = self.meta.n_tokens;
+        match self.doc_offsets().windows(2).position(|w| w[0] > w[1] || w[1] > n) {
+            Some(doc) => Err(self.bad_offsets(doc)),
+            None => Ok(()),
+        }
+    }
+
+    fn bad_offsets(&self, doc: usize) -> FormatError {
+        let o = self.doc_offsets();
+        let at = |i: Option<usize>| i.and_then(|i| o.get(i)).map_or("none".to_string(), |v| v.to_string());
+        FormatError::corrupt(
+            self.path(Component::DocOffsets),
+            format!(
+                "document {doc} owns tokens {} to {}: offsets must not decrease nor pass the {} tokens",
+                at(Some(doc)),
+                at(doc.checked_add(1)),
+                self.meta.n_tokens
+            ),
+        )
     }
 
     /// All token embeddings, row-major `n_tokens × dim`.
@@ -872,21 +982,28 @@ impl IndexReader {
     }
 
     /// The token embeddings of document `doc`, row-major.
-    pub fn doc_embeddings(&self, doc: usize) -> &[f16] {
-        let o = self.doc_offsets();
+    ///
+    /// # Errors
+    /// If the document's offsets are corrupt (see [`IndexReader::doc_tokens`]).
+    ///
+    /// # Panics
+    /// If the index has no `embeddings.f16` (see [`IndexReader::embeddings`]).
+    pub fn doc_embeddings(&self, doc: usize) -> Result<&[f16]> {
+        let tokens = self.doc_tokens(doc)?;
         let dim = self.meta.dim;
-        &self.embeddings()[o[doc] as usize * dim..o[doc + 1] as usize * dim]
+        // Within n_tokens, so within n_tokens × dim, which was checked at open to fit.
+        let rows = tokens.start.checked_mul(dim).zip(tokens.end.checked_mul(dim));
+        rows.and_then(|(a, b)| self.embeddings().get(a..b)).ok_or_else(|| self.bad_offsets(doc))
     }
 
     /// The external id of document `doc` (invalid UTF-8 is replaced; `verify` reports it).
     pub fn doc_id(&self, doc: usize) -> std::borrow::Cow<'_, str> {
         let o = self.typed::<u64>(Component::DocIdOffsets).expect("checked at open");
         let bytes = &self.files[&Component::DocIdBytes].payload;
-        let (a, b) = (o[doc] as usize, o[doc + 1] as usize);
-        if a > b || b > bytes.len() {
-            return std::borrow::Cow::Borrowed("<corrupt id>");
+        match doc_range(o, doc, bytes.len() as u64) {
+            Some(r) => String::from_utf8_lossy(&bytes[r]),
+            None => std::borrow::Cow::Borrowed("<corrupt id>"),
         }
-        String::from_utf8_lossy(&bytes[a..b])
     }
 
     /// Every file of the index with its size in bytes (payload and footer), by component id.
@@ -894,7 +1011,7 @@ impl IndexReader {
         let mut v: Vec<_> = self
             .files
             .iter()
-            .map(|(&c, m)| (c, m.payload.len() as u64 + crate::footer::FOOTER_LEN as u64))
+            .map(|(&c, m)| (c, (m.payload.len() as u64).saturating_add(crate::footer::FOOTER_LEN as u64)))
             .collect();
         v.sort_by_key(|(c, _)| c.id());
         v
@@ -902,6 +1019,44 @@ impl IndexReader {
 
     /// Total size in bytes of the index files.
     pub fn size_bytes(&self) -> u64 {
-        self.files.values().map(|m| m.payload.len() as u64 + crate::footer::FOOTER_LEN as u64).sum()
+        self.file_sizes().iter().fold(0u64, |sum, &(_, n)| sum.saturating_add(n))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::arithmetic_side_effects)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_ranges_are_checked() {
+        let offsets = [0u64, 3, 3, 7];
+        assert_eq!(doc_range(&offsets, 0, 7), Some(0..3));
+        assert_eq!(doc_range(&offsets, 1, 7), Some(3..3));
+        assert_eq!(doc_range(&offsets, 2, 7), Some(3..7));
+        // Past the last document, or past the token count.
+        assert_eq!(doc_range(&offsets, 3, 7), None);
+        assert_eq!(doc_range(&offsets, usize::MAX, 7), None);
+        assert_eq!(doc_range(&offsets, 2, 6), None);
+        // Decreasing, and absurd.
+        assert_eq!(doc_range(&[0, 5, 4, 9], 1, 9), None);
+        assert_eq!(doc_range(&[0, 1 << 24, 9], 0, 9), None);
+        assert_eq!(doc_range(&[0, u64::MAX], 0, u64::MAX), usize::try_from(u64::MAX).ok().map(|e| 0..e));
+    }
+
+    /// D11: a FIFO would block `File::open` until a writer appears; it is refused unopened.
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let err = open_regular(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a regular file (a directory)"), "{err}");
+        assert!(matches!(open_regular(&dir.path().join("absent")), Err(FormatError::Missing { .. })));
+        let fifo = dir.path().join("meta.json");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = open_regular(&fifo).unwrap_err().to_string();
+            assert!(err.contains("meta.json") && err.contains("not a regular file"), "{err}");
+        }
     }
 }

@@ -195,7 +195,7 @@ pub(crate) fn stream_docs(
         for d in first..doc {
             let n = lens[d] as usize * dim;
             let id = ids.map_or_else(|| d.to_string(), |ids| ids[d].clone());
-            add(&id, &buf[offset..offset + n])?;
+            add(&id, &buf[offset..offset + n]).with_context(|| input.path().display().to_string())?;
             offset += n;
         }
         progress(end_row);
@@ -260,6 +260,10 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
     let mut buf = Vec::new();
     for d in picked {
         input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
+        // Named here: the training sample would only say which of its rows is at fault.
+        let id = ids.as_ref().map_or_else(|| d.to_string(), |ids| ids[d].clone());
+        engine::index::check_values(&id, &buf, input.dim())
+            .with_context(|| embeddings.display().to_string())?;
         sample.add(&buf);
     }
     input.release_all();

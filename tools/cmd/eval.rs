@@ -4,7 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use engine::eval::{compare, evaluate, Comparison, Evaluation, Metric, Qrels, Run, DEFAULT_RESAMPLES};
+use engine::eval::{
+    compare, evaluate, Comparison, Evaluation, Metric, Qrels, Run, DEFAULT_RESAMPLES, MAX_RESAMPLES,
+};
 
 /// Score a ranked run against relevance judgments, with trec_eval's conventions.
 ///
@@ -51,7 +53,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
 
-    /// Resamples for the bootstrap and for the randomisation test of --baseline.
+    /// Resamples for the bootstrap and for the randomisation test of --baseline (1 to 1000000).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RESAMPLES, requires = "baseline")]
     pub resamples: usize,
 
@@ -62,6 +64,9 @@ pub struct EvalArgs {
 
 /// Runs the `eval` command.
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    if !(1..=MAX_RESAMPLES).contains(&args.resamples) {
+        anyhow::bail!("--resamples {}: give 1 to {MAX_RESAMPLES}", args.resamples);
+    }
     let qrels = Qrels::from_path(&args.qrels).context("cannot read the qrels")?;
     let run = Run::from_path(&args.run).context("cannot read the run")?;
     if qrels.is_empty() {

@@ -26,6 +26,9 @@ pub enum Format {
     Pretty,
 }
 
+/// The longest `--llm-timeout`: a day.
+const MAX_LLM_TIMEOUT: u64 = 86_400;
+
 /// Arguments of `search`.
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -106,6 +109,10 @@ pub struct SearchArgs {
     /// How many of the best documents --llm reorders; the rest follow in their previous order.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub llm_top: usize,
+    /// Limit on one request to an --llm openai:URL server, sending it and reading the whole
+    /// answer (1 to 86400 seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub llm_timeout: u64,
 }
 
 impl SearchArgs {
@@ -140,6 +147,9 @@ impl SearchArgs {
             if self.llm_top == 0 {
                 bail!("--llm-top must be positive");
             }
+            if !(1..=MAX_LLM_TIMEOUT).contains(&self.llm_timeout) {
+                bail!("--llm-timeout {}: give 1 to {MAX_LLM_TIMEOUT} seconds", self.llm_timeout);
+            }
             let kind = format!("llm:{spec}").parse().context("--llm")?;
             tail.push(TailSpec { kind, top: self.llm_top });
         }
@@ -153,6 +163,7 @@ impl SearchArgs {
                 precision: self.rerank_precision.into(),
                 ..Default::default()
             },
+            llm_timeout: Some(std::time::Duration::from_secs(self.llm_timeout)),
         }))
     }
 }
@@ -210,6 +221,7 @@ fn lookup_texts(path: &std::path::Path, wanted: &[String]) -> Result<HashMap<Str
 
 fn snippet(text: &str, max: usize) -> String {
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = printable(&flat).into_owned();
     if flat.chars().count() <= max {
         flat
     } else {
@@ -295,8 +307,26 @@ fn timing_summary(description: &str, timings: &[Vec<StageTiming>]) -> String {
     format!("pipeline {description}; mean ms per query over {} queries: {}", timings.len(), parts.join(", "))
 }
 
+/// `s` with its control characters escaped (`\u{1b}`), for the text outputs: ids are checked
+/// at build, but an index written before that check may still hold them.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars().map(|c| if c.is_control() { c.escape_debug().to_string() } else { c.to_string() }).collect()
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// Runs `search`.
 pub fn run(args: &SearchArgs) -> Result<()> {
+    if args.tag.is_empty() || args.tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(
+            "--tag \"{}\": a run tag is one field of the TREC run, so it must be non-empty and hold no \
+             whitespace or control characters",
+            args.tag.escape_debug()
+        );
+    }
+
     let live = engine::Index::open(&args.index)?;
     let index = Segment::open(&args.index)?;
     let results = match args.pipeline_spec()? {
@@ -344,6 +374,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
             }
             Format::Trec => {
                 for (r, (id, score)) in hits.iter().enumerate() {
+                    let id = printable(id);
                     writeln!(out, "{qid} Q0 {id} {} {score:.6} {}", r + 1, args.tag)?;
                 }
             }
@@ -351,7 +382,8 @@ pub fn run(args: &SearchArgs) -> Result<()> {
                 let label = args.query.get(qi).map_or_else(|| qid.clone(), |t| format!("{t:?}"));
                 writeln!(out, "query {label}")?;
                 for (r, (id, score)) in hits.iter().enumerate() {
-                    match texts.get(id) {
+                    let (texts, id) = (texts.get(id), printable(id));
+                    match texts {
                         Some((title, text)) if !title.is_empty() => {
                             writeln!(out, "  {:>2}. {:>7.3}  [{id}] {}", r + 1, score, snippet(title, 90))?;
                             writeln!(out, "                 {}", snippet(text, 100))?;

@@ -62,6 +62,12 @@ pub struct SynthArgs {
     pub overwrite: bool,
 }
 
+/// Whether `n` values of `T` can be allocated (the size fits the address space and the
+/// allocator grants it).
+fn fits_in_memory<T>(n: usize) -> bool {
+    Vec::<T>::new().try_reserve_exact(n).is_ok()
+}
+
 /// Documents generated per parallel work unit.
 const DOCS_PER_PIECE: usize = 256;
 
@@ -92,7 +98,22 @@ pub fn run(args: &SynthArgs) -> Result<()> {
         seed: args.seed,
     };
     let corpus = SynthCorpus::new(spec)?;
-    let doclens: Vec<u32> = (0..args.docs).map(|d| corpus.doc_len(d) as u32).collect();
+    // Sizes are checked before anything is allocated: an absurd size is an error, not an abort.
+    let query_values = args.n_queries.checked_mul(args.query_len).and_then(|n| n.checked_mul(args.dim));
+    if args.queries_out.is_some() && query_values.is_none_or(|n| !fits_in_memory::<f32>(n)) {
+        bail!(
+            "--n-queries {} × --query-len {} × --dim {}: the queries do not fit in memory",
+            args.n_queries,
+            args.query_len,
+            args.dim
+        );
+    }
+    let mut doclens: Vec<u32> = Vec::new();
+    if doclens.try_reserve_exact(args.docs).is_err() {
+        bail!("--docs {}: the document lengths alone do not fit in memory", args.docs);
+    }
+    // (SynthCorpus::new bounds a document's length far below 2^32.)
+    doclens.extend((0..args.docs).map(|d| corpus.doc_len(d) as u32));
     let total: u64 = doclens.iter().map(|&l| l as u64).sum();
     let start = Instant::now();
     let mut writer = DocEmbeddingsWriter::create(&args.out, args.dim, &doclens)?;

@@ -250,10 +250,15 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
                 job.collection,
                 &encoder,
                 |i| picked.contains(&i),
-                |i, _, emb| {
+                |i, r, emb| {
                     let Some(emb) = emb else { return Ok(()) };
                     rounded.clear();
                     rounded.extend(emb.iter().map(|&v| f16::from_f32(v).to_f32()));
+                    // A model that yields NaN (or values f16 cannot hold) is stopped here, naming
+                    // the document, before it trains centroids on them.
+                    engine::index::check_values(&r.id, emb, dim).with_context(|| {
+                        format!("{}: line {}: the model's output", job.collection.display(), r.line)
+                    })?;
                     sample.add(&rounded);
                     sampled += usize::from(!emb.is_empty());
                     kept.keep(i, emb)?;
@@ -305,7 +310,13 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
         |i| !cached.contains(&i),
         |i, r, emb| {
             let emb: Vec<f32> = match emb {
-                Some(e) => e.iter().map(|&v| f16::from_f32(v).to_f32()).collect(),
+                Some(e) => {
+                    // Checked before rounding, so the error shows the value the model produced.
+                    engine::index::check_values(&r.id, e, dim).with_context(|| {
+                        format!("{}: line {}: the model's output", collection.display(), r.line)
+                    })?;
+                    e.iter().map(|&v| f16::from_f32(v).to_f32()).collect()
+                }
                 None => spill.as_mut().expect("only spilled documents are not encoded").take(i)?,
             };
             if emb.is_empty() {

@@ -123,7 +123,14 @@ impl DocEmbeddingsWriter {
                     .into(),
             ));
         }
-        let tokens: u64 = doclens.iter().map(|&l| l as u64).sum();
+        let tokens = doclens.iter().try_fold(0u64, |sum, &l| sum.checked_add(l as u64));
+        let bytes = tokens.and_then(|t| t.checked_mul(dim as u64)).and_then(|v| v.checked_mul(2));
+        let (Some(tokens), Some(bytes)) = (tokens, bytes) else {
+            return Err(EngineError::InvalidArgument(format!(
+                "{} documents of dimension {dim} overflow 64 bits of f16 bytes",
+                doclens.len()
+            )));
+        };
         let head = header(&[
             Entry {
                 name: "doclens",
@@ -131,12 +138,7 @@ impl DocEmbeddingsWriter {
                 shape: vec![doclens.len() as u64],
                 bytes: 8 * doclens.len() as u64,
             },
-            Entry {
-                name: "embeddings",
-                dtype: "F16",
-                shape: vec![tokens, dim as u64],
-                bytes: 2 * tokens * dim as u64,
-            },
+            Entry { name: "embeddings", dtype: "F16", shape: vec![tokens, dim as u64], bytes },
         ]);
         let mut file = TempFile::create(path)?;
         file.write(&head)?;

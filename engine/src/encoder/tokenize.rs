@@ -94,6 +94,26 @@ fn wordpiece_from_vocab(vocab: &Path, lowercase: bool) -> Result<Tokenizer> {
     Ok(tok)
 }
 
+/// Characters of text kept per token of the maximum length: a text is cut to `maxlen ×` this
+/// many characters before it is tokenised, since the tokenizer holds about 95 bytes per input
+/// byte and everything past the first `maxlen` tokens is dropped anyway. A token covers at least
+/// one character of normal text (a word piece, a punctuation mark, a CJK character), so the
+/// tokens kept are those of the whole text unless the text has on average more than 32
+/// characters of nothing (whitespace, control characters) per token.
+pub const CHARS_PER_TOKEN: usize = 32;
+
+/// The start of `text` holding at most `max_chars` characters, cut at the last whitespace of
+/// that prefix when there is one in its second half (so that no word is split in two and
+/// tokenised differently), else at a character boundary.
+pub fn cut_text(text: &str, max_chars: usize) -> &str {
+    let Some((end, _)) = text.char_indices().nth(max_chars) else { return text };
+    let head = &text[..end];
+    match head.rfind(char::is_whitespace) {
+        Some(i) if i >= end / 2 => &head[..i],
+        _ => head,
+    }
+}
+
 fn tokenize_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Tokenize { problem: e.to_string() }
 }
@@ -198,13 +218,21 @@ impl ColbertTokenizer {
         v
     }
 
-    /// Tokenises one text under the ColBERT rules for `kind`. Never fails on an empty text.
+    /// Tokenises one text under the ColBERT rules for `kind`. Never fails on an empty text. Only
+    /// the text's first `maxlen ×` [`CHARS_PER_TOKEN`] characters are tokenised (see
+    /// [`cut_text`]).
     pub fn tokenize(&self, text: &str, kind: TextKind) -> Result<TokenizedText> {
-        let content = self.tokenizer.encode(text, false).map_err(tokenize_error)?;
+        self.tokenize_within(text, kind, CHARS_PER_TOKEN)
+    }
+
+    /// [`ColbertTokenizer::tokenize`] reading at most `maxlen × chars_per_token` characters.
+    fn tokenize_within(&self, text: &str, kind: TextKind, chars_per_token: usize) -> Result<TokenizedText> {
         let (marker, maxlen) = match kind {
             TextKind::Query => (self.query_marker, self.settings.query_maxlen),
             TextKind::Document => (self.doc_marker, self.settings.doc_maxlen),
         };
+        let text = cut_text(text, maxlen.saturating_mul(chars_per_token));
+        let content = self.tokenizer.encode(text, false).map_err(tokenize_error)?;
         let budget = maxlen - self.lead.len() - self.trail.len() - usize::from(marker.is_some());
         let content = content.get_ids();
         let content = &content[..content.len().min(budget)];
@@ -226,5 +254,66 @@ impl ColbertTokenizer {
             TextKind::Document => ids.iter().map(|id| !self.skiplist.contains(id)).collect(),
         };
         Ok(TokenizedText { ids, attention, keep })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WordPiece tokenizer over a few words, with the plain settings at `maxlen` tokens.
+    fn tokenizer(dir: &Path, maxlen: usize) -> ColbertTokenizer {
+        let words = "[PAD] [UNK] [CLS] [SEP] [MASK] the quick brown fox jump ##s over lazy dog . ,";
+        let vocab = dir.join("vocab.txt");
+        std::fs::write(&vocab, words.split(' ').collect::<Vec<_>>().join("\n")).unwrap();
+        let settings =
+            ColbertSettings { query_maxlen: maxlen, doc_maxlen: maxlen, ..ColbertSettings::plain() };
+        ColbertTokenizer::load(&vocab, None, &settings, 100).unwrap()
+    }
+
+    #[test]
+    fn texts_are_cut_at_whitespace_within_the_budget() {
+        assert_eq!(cut_text("short", 10), "short");
+        assert_eq!(cut_text("one two three", 9), "one two");
+        assert_eq!(cut_text("abcdefghij", 4), "abcd");
+        // Multi-byte characters are counted as characters and never split.
+        assert_eq!(cut_text("ééééé", 3), "ééé");
+        assert_eq!(cut_text("a\u{2028}bcd", 4), "a\u{2028}bcd".chars().take(4).collect::<String>());
+        let huge = "word ".repeat(1 << 20);
+        assert!(cut_text(&huge, 8192).chars().count() <= 8192);
+    }
+
+    /// Issue 20 D10: the whole text used to be tokenised before truncation (~95 bytes per input
+    /// byte). The cut must not change the tokens kept of a normal text, and must bound a huge one.
+    #[test]
+    fn the_cut_keeps_the_tokens_of_normal_text() {
+        let dir = tempfile::TempDir::new().unwrap();
+        for maxlen in [8, 32, 256] {
+            let tok = tokenizer(dir.path(), maxlen);
+            let sentence = "The quick brown fox jumps over the lazy dog, ";
+            for repeats in [1, 3, 50, 5000] {
+                let text = sentence.repeat(repeats);
+                for kind in [TextKind::Query, TextKind::Document] {
+                    let whole = tok.tokenize_within(&text, kind, usize::MAX).unwrap();
+                    let cut = tok.tokenize(&text, kind).unwrap();
+                    assert_eq!(cut, whole, "maxlen {maxlen}, {repeats} sentences, {kind:?}");
+                    assert!(whole.ids.len() <= maxlen);
+                }
+            }
+            // A 16 MB text is tokenised from its first maxlen × 32 characters only: the same
+            // tokens as that prefix, whatever follows it.
+            let huge = format!("{}{}", sentence.repeat(maxlen), "x".repeat(16 << 20));
+            let prefix = cut_text(&huge, maxlen * CHARS_PER_TOKEN);
+            assert!(prefix.len() <= maxlen * CHARS_PER_TOKEN);
+            assert_eq!(
+                tok.tokenize(&huge, TextKind::Document).unwrap(),
+                tok.tokenize_within(prefix, TextKind::Document, usize::MAX).unwrap()
+            );
+            // What shows the cut: text past the budget is not read, even after nothing but blanks.
+            let late = format!("{}fox", " ".repeat(maxlen * CHARS_PER_TOKEN + 10));
+            let fox = tok.tokenizer.token_to_id("fox").unwrap();
+            assert!(tok.tokenize_within(&late, TextKind::Document, usize::MAX).unwrap().ids.contains(&fox));
+            assert!(!tok.tokenize(&late, TextKind::Document).unwrap().ids.contains(&fox));
+        }
     }
 }

@@ -21,6 +21,10 @@ use crate::synth::Rng;
 /// The default number of bootstrap and randomisation resamples.
 pub const DEFAULT_RESAMPLES: usize = 10_000;
 
+/// The most resamples [`compare`] draws: the bootstrap holds one f64 per resample, and a
+/// million already puts the p-value's resolution at 1e-6.
+pub const MAX_RESAMPLES: usize = 1_000_000;
+
 /// One metric of a [`Comparison`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetricComparison {
@@ -61,10 +65,15 @@ pub struct Comparison {
 ///
 /// Both must be evaluations of the same qrels with the same metrics (as [`super::evaluate`]
 /// gives for two runs scored against one qrels file); anything else is an error, since unpaired
-/// queries cannot be compared this way. `resamples` must be positive.
+/// queries cannot be compared this way. `resamples` must be between 1 and [`MAX_RESAMPLES`].
 pub fn compare(baseline: &Evaluation, run: &Evaluation, resamples: usize, seed: u64) -> Result<Comparison> {
     if resamples == 0 {
         return Err(EngineError::InvalidArgument("the number of resamples must be positive".into()));
+    }
+    if resamples > MAX_RESAMPLES {
+        return Err(EngineError::InvalidArgument(format!(
+            "{resamples} resamples: at most {MAX_RESAMPLES} are drawn"
+        )));
     }
     if baseline.metrics != run.metrics {
         return Err(EngineError::InvalidArgument("the two evaluations have different metrics".into()));

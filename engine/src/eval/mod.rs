@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod qrels;
 pub mod run;
 
-pub use compare::{compare, Comparison, MetricComparison, DEFAULT_RESAMPLES};
+pub use compare::{compare, Comparison, MetricComparison, DEFAULT_RESAMPLES, MAX_RESAMPLES};
 pub use metrics::{evaluate, Evaluation, Metric, DEFAULT_METRICS};
 pub use qrels::{Qrels, QrelsFormat};
 pub use run::{Run, RunEntry};

@@ -157,10 +157,9 @@ pub(crate) fn check_doc(
             got: tokens.len(),
         });
     }
-    if id.is_empty() || id.contains(['\n', '\r', '\t']) {
-        return Err(EngineError::InvalidArgument(format!(
-            "document {n_docs} has an empty id or one with a tab or newline: {id:?}"
-        )));
+    check_values(id, tokens, dim)?;
+    if let Some(problem) = crate::corpus::id_problem(id) {
+        return Err(EngineError::InvalidArgument(format!("document {n_docs}: {problem}")));
     }
     if seen.contains(id) {
         return Err(EngineError::InvalidArgument(format!("duplicate document id `{id}`")));
@@ -169,8 +168,37 @@ pub(crate) fn check_doc(
     Ok(())
 }
 
+/// Checks that every value of document `id`'s tokens (row-major, `dim` per token) is finite and
+/// stays finite in f16, the precision an index stores (its embeddings and centroids): NaN from a
+/// broken model, or a value beyond ±65504 that f16 would turn into an infinity, is refused here
+/// rather than written.
+///
+/// # Errors
+/// [`EngineError::NonFinite`] for NaN or an infinity, [`EngineError::InvalidArgument`] for a
+/// finite value that overflows f16; both name the document, token row and dimension.
+pub fn check_values(id: &str, tokens: &[f32], dim: usize) -> Result<()> {
+    check_values_of(tokens, dim, || format!("document `{id}`"))
+}
+
+/// [`check_values`] for the values of `what` (called only on error).
+pub(crate) fn check_values_of(tokens: &[f32], dim: usize, what: impl Fn() -> String) -> Result<()> {
+    let Some(i) = tokens.iter().position(|&v| !f16::from_f32(v).is_finite()) else { return Ok(()) };
+    let (row, col) = (i.checked_div(dim).unwrap_or(0), i.checked_rem(dim).unwrap_or(i));
+    let v = tokens[i];
+    Err(if v.is_finite() {
+        EngineError::InvalidArgument(format!(
+            "{}: value {v:e} at row {row}, column {col} is beyond the range of f16 (±65504), the \
+             precision the index stores",
+            what()
+        ))
+    } else {
+        EngineError::NonFinite { what: what(), row, col }
+    })
+}
+
 /// Reads external document ids, one per line (surrounding whitespace trimmed), and checks that
-/// there are `expected` of them, none empty and none repeated.
+/// there are `expected` of them, none empty, none repeated, and none holding whitespace or a
+/// control character (see [`crate::corpus::id_problem`]).
 pub fn read_doc_ids(path: &Path, expected: usize) -> Result<Vec<String>> {
     let bad = |problem: String| EngineError::BadInput { path: PathBuf::from(path), problem };
     let raw = std::fs::read(path).map_err(|e| EngineError::Io { path: path.to_path_buf(), source: e })?;
@@ -187,8 +215,8 @@ pub fn read_doc_ids(path: &Path, expected: usize) -> Result<Vec<String>> {
         if id.is_empty() {
             return Err(bad(format!("line {}: empty document id", i + 1)));
         }
-        if id.contains('\t') {
-            return Err(bad(format!("line {}: document id contains a tab", i + 1)));
+        if let Some(problem) = crate::corpus::id_problem(id) {
+            return Err(bad(format!("line {}: {problem}", i + 1)));
         }
         if !seen.insert(id.as_str()) {
             return Err(bad(format!("line {}: duplicate document id `{id}`", i + 1)));

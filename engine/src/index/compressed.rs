@@ -350,6 +350,9 @@ impl CompressedBuilder {
         if let Some((row, col)) = non_finite(&sample, dim) {
             return Err(EngineError::NonFinite { what: "training sample".into(), row, col });
         }
+        // Centroids are stored in f16: a value it cannot hold is refused (documents are checked
+        // the same way when added).
+        super::build::check_values_of(&sample, dim, || "the training sample".into())?;
         let n = sample.len() / dim;
         let (fit, heldout): (Vec<f32>, Vec<f32>) = if n >= 1000 {
             // Every 20th row moves to `held`; the others are compacted to the front in place.

@@ -5,7 +5,7 @@ mod compressed;
 mod decode_scale;
 mod sample;
 
-pub use build::{read_doc_ids, BuildOptions, IndexBuilder};
+pub use build::{check_values, read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{
     sample_docs, Codebook, CompressedBuilder, CompressedParams, FLUSH_TOKENS, IVF_BLOCK_ENTRIES,
     MIN_POINTS_PER_CENTROID,
@@ -21,6 +21,11 @@ use crate::maxsim::PreparedQuery;
 use crate::search::plaid::{Compressed, CompressedState};
 use crate::search::{exhaustive, Hit, SearchParams, SearchResults, StageTimes};
 use rayon::prelude::*;
+
+/// The largest magnitude of a query value [`Index::search`] accepts: with document values at
+/// most 65504 (f16), a score stays far below f32's 3.4e38 for any realistic dimension and query
+/// length (1e18 · 65504 · 4096 dims · 4096 tokens ≈ 1.1e30).
+pub const MAX_QUERY_VALUE: f32 = 1e18;
 
 /// An open index: memory-mapped files plus the searchers over them.
 #[derive(Debug)]
@@ -62,6 +67,19 @@ impl Segment {
         self.reader.doc_id(doc as usize)
     }
 
+    /// `params` with the depths bounded by the corpus: `k`, `ndocs` and `rescore` above the
+    /// number of documents ask for nothing more than all of them (and would otherwise size
+    /// buffers by the request, e.g. `-k 2^40`).
+    fn clamped(&self, params: &SearchParams) -> SearchParams {
+        let n = self.n_docs();
+        SearchParams {
+            k: params.k.min(n),
+            ndocs: params.ndocs.min(n.max(1)),
+            rescore: params.rescore.map(|r| r.min(n)),
+            ..params.clone()
+        }
+    }
+
     fn check_query(&self, query: &[f32]) -> Result<()> {
         let dim = self.meta().dim;
         if query.is_empty() {
@@ -77,6 +95,17 @@ impl Segment {
         if query.iter().any(|v| !v.is_finite()) {
             return Err(EngineError::InvalidArgument("the query holds NaN or infinite values".into()));
         }
+        // A score sums, over query tokens, dot products with f16 document values (at most 65504
+        // each): values this large would overflow f32 and give infinite scores.
+        if let Some(i) = query.iter().position(|v| v.abs() > MAX_QUERY_VALUE) {
+            return Err(EngineError::InvalidArgument(format!(
+                "the query holds {:e} at token {}, dimension {}: query values must be within ±{MAX_QUERY_VALUE:e} \
+                 so that scores stay finite",
+                query[i],
+                i / dim,
+                i % dim
+            )));
+        }
         Ok(())
     }
 
@@ -88,10 +117,11 @@ impl Segment {
         for q in queries {
             self.check_query(q)?;
         }
+        let k = k.min(self.n_docs());
         if !self.reader.has_embeddings() {
             return self.search_decompressed(queries, k);
         }
-        Ok(exhaustive::search(&self.reader, queries, k))
+        Ok(exhaustive::search(&self.reader, queries, k)?)
     }
 
     /// Whether the index is compressed (residual kind).
@@ -112,6 +142,7 @@ impl Segment {
     /// Top-`k` of each query by MaxSim over every document's *decompressed* vectors (compressed
     /// indexes only): the oracle that separates PLAID's pruning error from quantisation error.
     pub fn search_decompressed(&self, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let k = k.min(self.n_docs());
         let params = SearchParams { k, exhaustive: true, rescore: Some(0), ..SearchParams::for_k(k) };
         if self.compressed.is_none() {
             return Err(EngineError::InvalidArgument(
@@ -128,8 +159,9 @@ impl Segment {
         for q in queries {
             self.check_query(q)?;
         }
+        let params = &self.clamped(params);
         let Some(view) = self.compressed() else {
-            return Ok(exhaustive::search(&self.reader, queries, params.k));
+            return Ok(exhaustive::search(&self.reader, queries, params.k)?);
         };
         self.check_params(params)?;
         let dim = self.meta().dim;
@@ -147,10 +179,11 @@ impl Segment {
         times: Option<&mut StageTimes>,
     ) -> Result<Vec<Hit>> {
         self.check_query(query)?;
+        let params = &self.clamped(params);
         let Some(view) = self.compressed() else {
             let owned = [query.to_vec()];
             let start = times.as_ref().map(|_| std::time::Instant::now());
-            let hits = exhaustive::search(&self.reader, &owned, params.k);
+            let hits = exhaustive::search(&self.reader, &owned, params.k)?;
             if let (Some(t), Some(start)) = (times, start) {
                 t.maxsim += start.elapsed();
             }

@@ -175,6 +175,8 @@ impl Bm25Index {
     /// indexable word returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
         let terms = self.query_terms(query)?;
+        // More than the corpus asks for all of it (and tantivy sizes its buffers by the limit).
+        let k = k.min(self.n_docs());
         if terms.is_empty() || k == 0 {
             return Ok(Vec::new());
         }

@@ -13,10 +13,15 @@ pub struct LlmTail {
 }
 
 impl LlmTail {
-    /// Opens the backend `spec` names (`gguf:FILE` or `openai:URL`) with default options.
-    pub fn open(spec: &str) -> Result<Self> {
+    /// Opens the backend `spec` names (`gguf:FILE` or `openai:URL`) with default options, except
+    /// for the limit on one request to an OpenAI-compatible server when `timeout` is given.
+    pub fn open(spec: &str, timeout: Option<std::time::Duration>) -> Result<Self> {
         let spec: LlmSpec = spec.parse()?;
-        let backend = spec.open(GgufOptions::default(), OpenAiOptions::new(""))?;
+        let mut openai = OpenAiOptions::new("");
+        if let Some(t) = timeout {
+            openai.timeout = t;
+        }
+        let backend = spec.open(GgufOptions::default(), openai)?;
         let reranker = ListwiseReranker::new(backend, ListwiseConfig::default())?;
         Ok(LlmTail { inner: Mutex::new(reranker) })
     }

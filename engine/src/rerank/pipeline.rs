@@ -88,6 +88,9 @@ pub struct PipelineSpec {
     /// Options of cross-encoder stages.
     #[serde(skip)]
     pub cross_encoder: CrossEncoderOptions,
+    /// Limit on one request of an `openai:URL` LLM stage (`None`: the client's default, 120 s).
+    #[serde(skip)]
+    pub llm_timeout: Option<std::time::Duration>,
 }
 
 impl Default for PipelineSpec {
@@ -98,6 +101,7 @@ impl Default for PipelineSpec {
             depth: None,
             tail: Vec::new(),
             cross_encoder: CrossEncoderOptions::default(),
+            llm_timeout: None,
         }
     }
 }
@@ -159,7 +163,7 @@ impl PipelineSpec {
         for t in &self.tail {
             let reranker: Box<dyn Reranker + 'a> = match &t.kind {
                 TailKind::CrossEncoder(dir) => Box::new(CrossEncoder::load(dir, self.cross_encoder.clone())?),
-                TailKind::Llm(spec) => Box::new(super::llm_tail::LlmTail::open(spec)?),
+                TailKind::Llm(spec) => Box::new(super::llm_tail::LlmTail::open(spec, self.llm_timeout)?),
             };
             pipeline = pipeline.with_stage(reranker, t.top);
         }

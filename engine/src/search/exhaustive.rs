@@ -5,7 +5,7 @@
 //! query; the per-chunk selections are merged at the end.
 
 use half::f16;
-use index_format::IndexReader;
+use index_format::{FormatError, IndexReader};
 use rayon::prelude::*;
 
 use super::{Hit, TopK};
@@ -16,13 +16,22 @@ const CHUNK_DOCS: usize = 256;
 
 /// Exact top-`k` of each query over all documents of `reader`. Queries are row-major
 /// `[len × dim]` and already validated against the index dimension.
-pub fn search(reader: &IndexReader, queries: &[Vec<f32>], k: usize) -> Vec<Vec<Hit>> {
+///
+/// # Errors
+/// If `doc_offsets.u64` is corrupt between its ends (opening an index checks only those): every
+/// document's offsets are checked first, in one pass.
+pub fn search(reader: &IndexReader, queries: &[Vec<f32>], k: usize) -> Result<Vec<Vec<Hit>>, FormatError> {
+    reader.check_doc_offsets()?;
     let dim = reader.meta().dim;
     let prepared: Vec<PreparedQuery> = queries.iter().map(|q| PreparedQuery::new(q, dim)).collect();
-    search_with(reader.doc_offsets(), reader.embeddings(), dim, &prepared, k)
+    Ok(search_with(reader.doc_offsets(), reader.embeddings(), dim, &prepared, k))
 }
 
 /// Exact top-`k` over documents given as token offsets into a row-major f16 embedding matrix.
+///
+/// # Panics
+/// If the offsets decrease or a document's tokens are past the end of `embeddings` ([`search`]
+/// checks this for an index's files first).
 pub fn search_with(
     doc_offsets: &[u64],
     embeddings: &[f16],

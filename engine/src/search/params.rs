@@ -58,7 +58,7 @@ impl SearchParams {
         } else if k <= 100 {
             (4, 0.45, 1024)
         } else {
-            (8, 0.4, (4 * k).max(4096))
+            (8, 0.4, k.saturating_mul(4).max(4096))
         };
         SearchParams {
             k,

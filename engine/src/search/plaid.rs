@@ -207,6 +207,7 @@ pub struct Compressed<'a> {
     codes: Codes<'a>,
     residuals: &'a [u8],
     doc_offsets: &'a [u64],
+    n_tokens: u64,
     ivf: Ivf<'a>,
     dir: &'a std::path::Path,
     embeddings: Option<&'a [f16]>,
@@ -224,6 +225,7 @@ impl<'a> Compressed<'a> {
             codes: reader.codes().expect("residual index"),
             residuals: reader.residuals().expect("residual index"),
             doc_offsets: reader.doc_offsets(),
+            n_tokens: reader.meta().n_tokens,
             ivf: reader.ivf().expect("residual index"),
             dir: reader.dir(),
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
@@ -231,7 +233,7 @@ impl<'a> Compressed<'a> {
     }
 
     fn n_docs(&self) -> usize {
-        self.doc_offsets.len() - 1
+        self.doc_offsets.len().saturating_sub(1)
     }
 
     /// A corruption of the inverted file found while searching (`verify` reports it too).
@@ -249,7 +251,7 @@ impl<'a> Compressed<'a> {
 
     /// The codes of document `doc`'s tokens into `out`, each checked to be a centroid.
     fn doc_codes(&self, doc: u32, out: &mut Vec<u32>) -> Result<()> {
-        let tokens = self.tokens(doc);
+        let tokens = self.tokens(doc)?;
         self.codes.doc_tokens_into(doc as usize, tokens, out).map_err(|e| self.corrupt_codes(doc, e))?;
         self.check_codes(doc, out)
     }
@@ -266,8 +268,20 @@ impl<'a> Compressed<'a> {
         }
     }
 
-    fn tokens(&self, doc: u32) -> std::ops::Range<usize> {
-        self.doc_offsets[doc as usize] as usize..self.doc_offsets[doc as usize + 1] as usize
+    /// The tokens of document `doc`, checked before anything is sliced or allocated by them:
+    /// opening an index checks only the first and last offsets.
+    fn tokens(&self, doc: u32) -> Result<std::ops::Range<usize>> {
+        index_format::doc_range(self.doc_offsets, doc as usize, self.n_tokens).ok_or_else(|| {
+            let path = self.dir.join(index_format::Component::DocOffsets.file_name());
+            let at = |i: usize| self.doc_offsets.get(i).map_or("none".to_string(), |v| v.to_string());
+            let detail = format!(
+                "document {doc} owns tokens {} to {}: offsets must not decrease nor pass the {} tokens",
+                at(doc as usize),
+                at((doc as usize).saturating_add(1)),
+                self.n_tokens
+            );
+            EngineError::Format(index_format::FormatError::corrupt(path, detail))
+        })
     }
 
     /// Decompresses document `doc` into `out` (f32, row-major `[len × dim]`; cleared first),
@@ -278,7 +292,7 @@ impl<'a> Compressed<'a> {
     /// If the document's codes are corrupt.
     pub fn decompress_into(&self, doc: u32, out: &mut Vec<f32>) -> Result<()> {
         let dim = self.dim;
-        let range = self.tokens(doc);
+        let range = self.tokens(doc)?;
         out.clear();
         out.resize(range.len() * dim, 0.0);
         let mut codes = Vec::with_capacity(range.len());
@@ -294,8 +308,8 @@ impl<'a> Compressed<'a> {
         self.state.codec.decode_rows(packed, codes, &self.state.centroids, self.state.unit_norm, out)
     }
 
-    fn exact(&self, doc: u32) -> Option<&'a [f16]> {
-        let r = self.tokens(doc);
+    /// The exact f16 embeddings of tokens `r` (checked to be within `n_tokens`), if kept.
+    fn exact(&self, r: std::ops::Range<usize>) -> Option<&'a [f16]> {
         self.embeddings.map(|e| &e[r.start * self.dim..r.end * self.dim])
     }
 
@@ -442,7 +456,7 @@ impl<'a> Compressed<'a> {
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
                 best.iter_mut().for_each(|b| *b = floor);
-                let tokens = self.tokens(doc);
+                let tokens = self.tokens(doc)?;
                 if let Err(e) = self.codes.doc_centroids_into(doc as usize, tokens, &mut codes) {
                     return Err(self.corrupt_codes(doc, e));
                 }
@@ -499,9 +513,9 @@ impl<'a> Compressed<'a> {
     /// If the document's codes are corrupt.
     pub fn encoded_doc(&self, doc: u32, codes: &mut Vec<u32>) -> Result<(&'a [u8], Option<&'a [f16]>)> {
         self.doc_codes(doc, codes)?;
-        let range = self.tokens(doc);
+        let range = self.tokens(doc)?;
         let pl = self.state.codec.packed_len();
-        Ok((&self.residuals[range.start * pl..range.end * pl], self.exact(doc)))
+        Ok((&self.residuals[range.start * pl..range.end * pl], self.exact(range)))
     }
 
     /// Stage 4 (and the exact tier) on `docs`.
@@ -580,7 +594,10 @@ impl<'a> Compressed<'a> {
         scores: &mut Vec<f32>,
     ) -> Result<()> {
         let dim = self.dim;
-        let n_tok: usize = docs.iter().map(|&d| self.tokens(d).len()).sum();
+        // Distinct documents with checked offsets: at most n_tokens together.
+        let n_tok = docs
+            .iter()
+            .try_fold(0usize, |n, &d| Ok::<_, EngineError>(n.saturating_add(self.tokens(d)?.len())))?;
         if n_tok == 0 {
             return Ok(());
         }
@@ -588,9 +605,9 @@ impl<'a> Compressed<'a> {
         let mut codes: Vec<u32> = Vec::new();
         let mut row = 0;
         for &doc in docs {
-            let range = self.tokens(doc);
+            let range = self.tokens(doc)?;
             let out = &mut mat[row * dim..(row + range.len()) * dim];
-            match self.exact(doc).filter(|_| exact) {
+            match self.exact(range.clone()).filter(|_| exact) {
                 Some(tokens) => tokens.convert_to_f32_slice(out),
                 None => {
                     self.doc_codes(doc, &mut codes)?;
@@ -607,7 +624,7 @@ impl<'a> Compressed<'a> {
         let mut maxes = vec![f32::NEG_INFINITY; nq];
         let mut start = 0;
         for &doc in docs {
-            let len = self.tokens(doc).len();
+            let len = self.tokens(doc)?.len();
             maxes.fill(f32::NEG_INFINITY);
             for row in scores[start * nq..(start + len) * nq].chunks_exact(nq) {
                 for (m, &s) in maxes.iter_mut().zip(row) {

@@ -42,9 +42,10 @@ pub struct TopK {
 }
 
 impl TopK {
-    /// An empty selection of at most `k` hits.
+    /// An empty selection of at most `k` hits (any `k`: room is reserved for at most 4096 and
+    /// grows with the hits actually offered).
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k + 1) }
+        Self { k, heap: BinaryHeap::with_capacity(k.saturating_add(1).min(4096)) }
     }
 
     /// The score a new hit must beat to enter, once full.

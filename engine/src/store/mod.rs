@@ -486,7 +486,7 @@ impl Index {
             docs.sort_unstable();
             let hits = match part.seg.compressed() {
                 Some(view) => view.score_candidates(&prepared, docs, k)?,
-                None => score_exact(&part.seg, &prepared, docs, k),
+                None => score_exact(&part.seg, &prepared, docs, k)?,
             };
             all.extend(
                 hits.into_iter()
@@ -498,28 +498,26 @@ impl Index {
 }
 
 /// Exact MaxSim of `docs` of an uncompressed segment, the best `k`.
-fn score_exact(seg: &Segment, query: &PreparedQuery, docs: &[u32], k: usize) -> Vec<Hit> {
+fn score_exact(seg: &Segment, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
     let reader = seg.reader();
-    let (offsets, emb, dim) = (reader.doc_offsets(), reader.embeddings(), reader.meta().dim);
     let top = docs
         .par_chunks(256)
-        .map(|chunk| {
+        .map(|chunk| -> Result<TopK> {
             let mut scorer = Scorer::new(query);
             let mut top = TopK::new(k);
             for &d in chunk {
-                let (a, b) = (offsets[d as usize] as usize, offsets[d as usize + 1] as usize);
-                top.push(d, scorer.score_f16(&emb[a * dim..b * dim]));
+                top.push(d, scorer.score_f16(reader.doc_embeddings(d as usize)?));
             }
-            top
+            Ok(top)
         })
-        .reduce(
+        .try_reduce(
             || TopK::new(k),
             |mut a, b| {
                 a.merge(b);
-                a
+                Ok(a)
             },
-        );
-    top.into_sorted()
+        )?;
+    Ok(top.into_sorted())
 }
 
 /// The best `k` of `all`: higher score first, ties by id.

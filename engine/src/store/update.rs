@@ -215,11 +215,10 @@ impl Writer {
                     if reader.residual().is_some() {
                         return Err(mixed_kinds(&part.name));
                     }
-                    let (offsets, emb, dim) = (reader.doc_offsets(), reader.embeddings(), meta.dim);
                     for d in live_docs(i, part) {
-                        let (a, z) = (offsets[d as usize] as usize, offsets[d as usize + 1] as usize);
-                        buf.resize((z - a) * dim, 0.0);
-                        emb[a * dim..z * dim].convert_to_f32_slice(&mut buf);
+                        let tokens = reader.doc_embeddings(d as usize)?;
+                        buf.resize(tokens.len(), 0.0);
+                        tokens.convert_to_f32_slice(&mut buf);
                         b.add(&part.seg.doc_id(d), &buf)?;
                     }
                 }

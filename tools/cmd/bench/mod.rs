@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// Documents per query.
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
-    /// Thread counts to measure, comma separated.
+    /// Thread counts to measure, comma separated (each at most 4 times the available cores).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub threads: Vec<usize>,
     /// Queries run before measuring, to warm caches.
@@ -227,10 +227,21 @@ fn overhead(index: &Segment, qs: &[Vec<f32>], params: &SearchParams, rounds: usi
     }))
 }
 
+/// `--threads` is at most this many times the available cores.
+const MAX_THREADS_PER_CORE: usize = 4;
+
 /// Runs `bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.threads.is_empty() || args.threads.contains(&0) {
         bail!("--threads needs positive thread counts");
+    }
+    // A pool of 100 000 threads measures nothing but the scheduler (and may exhaust memory).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let most = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if let Some(&t) = args.threads.iter().find(|&&t| t > most) {
+        bail!(
+            "--threads {t}: at most {MAX_THREADS_PER_CORE} times the {cores} cores available here ({most})"
+        );
     }
     if args.k == 0 {
         bail!("-k must be positive");

@@ -6,8 +6,9 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-/// Largest response body accepted (a chat completion is a few kilobytes).
-const MAX_BODY: usize = 16 << 20;
+/// Largest response accepted, head and body (a chat completion is a few kilobytes). Every size
+/// a server announces (`Content-Length`, chunk sizes) is checked against it before it is used.
+pub const MAX_BODY: usize = 16 << 20;
 
 /// A parsed `http://host[:port]/path` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +95,8 @@ pub fn post_json(
     timeout: Duration,
 ) -> Result<HttpResponse, HttpError> {
     let mut stream = connect(url, connect_timeout)?;
-    let deadline = Instant::now() + timeout;
+    // (A limit too far away to be represented is no limit.)
+    let deadline = Instant::now().checked_add(timeout);
     let mut head = format!(
         "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\nAccept: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n",
@@ -136,15 +138,19 @@ fn io_error(e: std::io::Error, timeout: Duration) -> HttpError {
 }
 
 /// Reads until the server closes the connection (it was asked to) or the body is complete.
-fn read_all(stream: &mut TcpStream, deadline: Instant, timeout: Duration) -> Result<Vec<u8>, HttpError> {
+fn read_all(
+    stream: &mut TcpStream,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<Vec<u8>, HttpError> {
     let mut raw = Vec::new();
     let mut buf = [0u8; 16 * 1024];
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
             return Err(HttpError::Timeout(timeout));
         }
-        stream.set_read_timeout(Some(left)).map_err(HttpError::Io)?;
+        stream.set_read_timeout(left).map_err(HttpError::Io)?;
         match stream.read(&mut buf) {
             Ok(0) => return Ok(raw),
             Ok(k) => raw.extend_from_slice(&buf[..k]),
@@ -160,12 +166,14 @@ fn read_all(stream: &mut TcpStream, deadline: Instant, timeout: Duration) -> Res
     }
 }
 
-/// True when `raw` holds the full response per its `Content-Length` or final chunk.
+/// True when `raw` holds the full response per its `Content-Length` or final chunk, or when
+/// reading more cannot help (a size above [`MAX_BODY`], a malformed chunk): the parse then says
+/// what is wrong.
 fn body_complete(raw: &[u8]) -> bool {
     let Some((head, body)) = split_head(raw) else { return false };
     match framing(head) {
-        Framing::Length(n) => body.len() >= n,
-        Framing::Chunked => dechunk(body).is_ok(),
+        Framing::Length(n) => n > MAX_BODY || body.len() >= n,
+        Framing::Chunked => !matches!(dechunk(body), Err(Dechunk::Incomplete)),
         Framing::UntilClose => false,
     }
 }
@@ -197,24 +205,42 @@ fn framing(head: &str) -> Framing {
     Framing::UntilClose
 }
 
-/// Decodes a chunked body; `Err` when it is incomplete or malformed.
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+/// Why a chunked body does not decode.
+#[derive(Debug, PartialEq, Eq)]
+enum Dechunk {
+    /// More bytes may complete it.
+    Incomplete,
+    /// It cannot be decoded, whatever follows.
+    Bad(String),
+}
+
+/// Decodes a chunked body. Every chunk size is checked against [`MAX_BODY`] before any
+/// arithmetic, so a size line such as `ffffffffffffffff` is an error, not an overflow.
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, Dechunk> {
     let mut out = Vec::new();
     loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n").ok_or("incomplete chunk size line")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
+        let line_end = body.windows(2).position(|w| w == b"\r\n").ok_or(Dechunk::Incomplete)?;
+        let size_text = std::str::from_utf8(&body[..line_end])
+            .map_err(|_| Dechunk::Bad("the chunk size line is not text".into()))?;
         let size_text = size_text.split(';').next().unwrap_or("").trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        let size = u64::from_str_radix(size_text, 16)
+            .map_err(|_| Dechunk::Bad(format!("bad chunk size {size_text:?}")))?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&s| s <= MAX_BODY.saturating_sub(out.len()))
+            .ok_or_else(|| Dechunk::Bad(format!("chunks of more than {MAX_BODY} bytes in all")))?;
         body = &body[line_end + 2..];
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 {
-            return Err("incomplete chunk".into());
+        // Both at most MAX_BODY: no overflow.
+        let Some((chunk, rest)) = body.split_at_checked(size) else { return Err(Dechunk::Incomplete) };
+        match rest {
+            [b'\r', b'\n', after @ ..] => body = after,
+            [] | [b'\r'] => return Err(Dechunk::Incomplete),
+            _ => return Err(Dechunk::Bad("a chunk is not followed by CRLF".into())),
         }
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
+        out.extend_from_slice(chunk);
     }
 }
 
@@ -231,11 +257,19 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, HttpError> {
         _ => return Err(HttpError::Malformed(format!("bad status line {status_line:?}"))),
     };
     let body = match framing(head) {
+        Framing::Length(n) if n > MAX_BODY => {
+            return Err(HttpError::Malformed(format!("the answer announces {n} bytes, over {MAX_BODY}")));
+        }
         Framing::Length(n) if body.len() >= n => body[..n].to_vec(),
         Framing::Length(n) => {
             return Err(HttpError::Malformed(format!("body has {} of {n} bytes", body.len())));
         }
-        Framing::Chunked => dechunk(body).map_err(HttpError::Malformed)?,
+        Framing::Chunked => dechunk(body).map_err(|e| {
+            HttpError::Malformed(match e {
+                Dechunk::Incomplete => "the chunked body ends early".into(),
+                Dechunk::Bad(why) => why,
+            })
+        })?,
         Framing::UntilClose => body.to_vec(),
     };
     Ok(HttpResponse { status, body })
@@ -287,5 +321,38 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
             Err(HttpError::Malformed(_))
         ));
+    }
+
+    /// Issue 20 D1: a chunk size of 2^64 - 1 made `size + 2` wrap and the slice panic.
+    #[test]
+    fn absurd_sizes_are_errors_not_panics() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for size in
+            ["ffffffffffffffff", "fffffffffffffffe", "7fffffffffffffff", "1000001", "ffffffffffffffffff"]
+        {
+            let raw = [head.clone(), format!("{size}\r\nabc\r\n0\r\n\r\n").into_bytes()].concat();
+            // Reading stops (more bytes cannot help) and the parse says why.
+            assert!(body_complete(&raw), "{size}");
+            let err = parse_response(&raw).unwrap_err().to_string();
+            assert!(err.contains("chunk"), "{size}: {err}");
+        }
+        // Many chunks that together pass the cap.
+        let mut raw = head.clone();
+        for _ in 0..17 {
+            raw.extend_from_slice(b"100000\r\n");
+            raw.extend(std::iter::repeat_n(b'x', 1 << 20));
+            raw.extend_from_slice(b"\r\n");
+        }
+        assert!(parse_response(&raw).unwrap_err().to_string().contains("chunks of more than"));
+        // A chunk not followed by CRLF, and one cut short.
+        let bad = [head.clone(), b"3\r\nabcXY0\r\n\r\n".to_vec()].concat();
+        assert!(body_complete(&bad) && parse_response(&bad).is_err());
+        let short = [head.clone(), b"3\r\nab".to_vec()].concat();
+        assert!(!body_complete(&short));
+        assert!(parse_response(&short).unwrap_err().to_string().contains("ends early"));
+        // A Content-Length over the cap stops reading at once.
+        let long = b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551615\r\n\r\nhi";
+        assert!(body_complete(long));
+        assert!(parse_response(long).unwrap_err().to_string().contains("announces"));
     }
 }
