@@ -501,8 +501,28 @@ impl<'a> Compressed<'a> {
                 "document number {d} is past the last document"
             )));
         }
+        if self.embeddings.is_some() {
+            // The exact tier: the MaxSim kernel straight on the f16 rows (no f32 copy).
+            let block = |chunk: &[u32]| -> Result<TopK> {
+                let mut scorer = crate::maxsim::Scorer::new(query);
+                let mut top = TopK::new(k);
+                for &d in chunk {
+                    let range = self.tokens(d)?;
+                    top.push(d, scorer.score_f16(self.exact(range).unwrap_or_default()));
+                }
+                Ok(top)
+            };
+            let top = docs.par_chunks(DECODE_CHUNK).map(block).try_reduce(
+                || TopK::new(k),
+                |mut a, b| {
+                    a.merge(b);
+                    Ok(a)
+                },
+            )?;
+            return Ok(top.into_sorted());
+        }
         let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
-        self.score_docs(&qt, docs, k, self.embeddings.is_some())
+        self.score_docs(&qt, docs, k, false)
     }
 
     /// Document `doc` as stored: the centroid code of each of its tokens (into `codes`), its

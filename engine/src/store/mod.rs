@@ -2,21 +2,39 @@
 //! threads, that reranks a first stage's candidates by their external ids, and that can be
 //! updated in place (documents added and deleted) while it is being searched.
 //!
-//! ```no_run
-//! use engine::store::{Index, Query};
-//! use engine::SearchParams;
+//! ```
+//! use engine::store::{AddOptions, Index, Query, Writer};
+//! use engine::{BuildOptions, IndexBuilder, SearchParams};
 //!
 //! # fn main() -> engine::Result<()> {
-//! let index = Index::open("my-index")?; // memory-mapped; cheap to clone
-//! let query = vec![0.1f32; 32 * 128];             // 32 tokens of dimension 128
-//! let q = Query::tokens(&query, 128)?;
-//! let top = index.search(q, 10, &SearchParams::for_k(10))?;
-//! let reranked = index.rerank(q, &["doc-7", "doc-3", "doc-9"], 10)?;
-//! for hit in &reranked.hits {
-//!     println!("{} {:.3}", hit.id, hit.score);
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let path = tmp.path().join("my-index");
+//! // An index of three 2-token documents of dimension 8 (usually `colbert-index build`).
+//! let doc = |hot: usize| -> Vec<f32> { (0..16).map(|i| if i % 8 == hot { 1.0 } else { 0.0 }).collect() };
+//! let mut builder = IndexBuilder::create(&path, 8, BuildOptions::default())?;
+//! for (id, hot) in [("doc-1", 1), ("doc-2", 2), ("doc-3", 3)] {
+//!     builder.add(id, &doc(hot))?;
 //! }
-//! println!("unknown ids: {:?}", reranked.missing);
-//! # let _ = top;
+//! builder.finish()?;
+//!
+//! let index = Index::open(&path)?; // memory-mapped; Send + Sync; cheap to clone
+//! let tokens = doc(2);              // a 2-token query, row-major [len × dim]
+//! let q = Query::tokens(&tokens, 8)?;
+//! let top = index.search(q, 2, &SearchParams::for_k(2))?;
+//! assert_eq!(top[0].id, "doc-2");
+//! let reranked = index.rerank(q, &["doc-3", "doc-2", "doc-9"], 10)?;
+//! assert_eq!(reranked.hits[0].id, "doc-2");
+//! assert_eq!(reranked.missing, ["doc-9"]); // unknown ids are reported, not dropped
+//!
+//! // Update in place: one writer at a time; readers see the change after `reload`.
+//! let mut writer = Writer::open(&path, "example")?;
+//! let mut batch = writer.begin_add(AddOptions::default())?;
+//! batch.add("doc-4", &doc(4))?;
+//! batch.commit()?;
+//! writer.delete(&["doc-3"])?;
+//! let index = index.reload()?;
+//! assert_eq!(index.n_docs(), 3);
+//! assert_eq!(index.rerank(q, &["doc-3", "doc-4"], 10)?.missing, ["doc-3"]);
 //! # Ok(())
 //! # }
 //! ```
