@@ -108,13 +108,7 @@ impl Writer {
         };
         let builder = match codebook(base)? {
             Some(cb) => {
-                let params = CompressedParams {
-                    store_f16: base.reader().has_embeddings(),
-                    ..CompressedParams::new(meta.kind.nbits())
-                };
-                let mut b = CompressedBuilder::create_in(writer, meta.dim, params, build_options)?;
-                b.with_codebook(cb)?;
-                SegmentBuilder::Compressed(Box::new(b))
+                SegmentBuilder::Compressed(Box::new(encoding_builder(writer, base, cb, build_options)?))
             }
             None => {
                 SegmentBuilder::Plain(Box::new(IndexBuilder::create_in(writer, meta.dim, build_options)?))
@@ -191,12 +185,7 @@ impl Writer {
         };
         match codebook(base)? {
             Some(cb) => {
-                let params = CompressedParams {
-                    store_f16: base.reader().has_embeddings(),
-                    ..CompressedParams::new(meta.kind.nbits())
-                };
-                let mut b = CompressedBuilder::create_in(writer, meta.dim, params, build_options)?;
-                b.with_codebook(cb)?;
+                let mut b = encoding_builder(writer, base, cb, build_options)?;
                 let mut codes = Vec::new();
                 for (i, part) in parts.iter().enumerate() {
                     let view = part.seg.compressed().ok_or_else(|| mixed_kinds(&part.name))?;
@@ -240,6 +229,23 @@ impl Writer {
         self.index = self.index.reload()?;
         Ok(())
     }
+}
+
+/// A compressed builder writing into `writer` with `base`'s kind, nbits, f16 tier and codebook.
+fn encoding_builder(
+    writer: IndexWriter,
+    base: &Segment,
+    codebook: Codebook,
+    options: BuildOptions,
+) -> Result<CompressedBuilder> {
+    let meta = base.meta();
+    let params = CompressedParams {
+        store_f16: base.reader().has_embeddings(),
+        ..CompressedParams::new(meta.kind.nbits())
+    };
+    let mut b = CompressedBuilder::create_in(writer, meta.dim, params, options)?;
+    b.with_codebook(codebook)?;
+    Ok(b)
 }
 
 fn mixed_kinds(name: &str) -> EngineError {
