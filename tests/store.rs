@@ -202,6 +202,15 @@ fn reranking_scores_exactly_the_given_documents() {
     let q = vec![0.5f32; 2 * 16];
     let err = index.rerank(Query::tokens(&q, 16).unwrap(), &["d1"], 5).unwrap_err();
     assert!(matches!(err, EngineError::DimMismatch { expected: 32, got: 16, .. }), "{err}");
+    // Values so large that scores would overflow are refused by search and rerank alike.
+    let huge = vec![3e38f32; 2 * DIM];
+    let q = Query::tokens(&huge, DIM).unwrap();
+    assert!(index
+        .search(q, 5, &SearchParams::for_k(5))
+        .unwrap_err()
+        .to_string()
+        .contains("scores stay finite"));
+    assert!(index.rerank(q, &["d1"], 5).unwrap_err().to_string().contains("scores stay finite"));
     // Text needs a model the index does not have.
     let err = index.search(Query::Text("hello"), 5, &SearchParams::for_k(5)).unwrap_err();
     assert!(err.to_string().contains("precomputed embeddings"), "{err}");

@@ -27,5 +27,6 @@ mkdir -p "$CG"
 echo $((CAP_MIB * 1048576)) > "$CG/memory.limit_in_bytes"
 sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "(could not drop the page cache: cold figures are warm)"
 bash -c "echo \$\$ > $CG/cgroup.procs; exec target/release/examples/memory_bound '$WORK/idx' '$WORK/q.st' 1000"
-echo "cgroup peak usage $(( $(cat "$CG/memory.max_usage_in_bytes") / 1048576 )) MiB, OOM kills: $(grep -c . "$CG/memory.oom_control" >/dev/null && grep oom_kill "$CG/memory.oom_control" | awk '{print $2}' || echo 0)"
+OOM=$(awk '$1 == "oom_kill" {print $2}' "$CG/memory.oom_control")
+echo "cgroup peak usage $(( $(cat "$CG/memory.max_usage_in_bytes") / 1048576 )) MiB, OOM kills: ${OOM:-0}"
 rmdir "$CG" 2>/dev/null || true

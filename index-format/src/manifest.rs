@@ -178,17 +178,6 @@ impl Manifest {
         fsx::sync_dir(dir).map_err(|e| FormatError::io(dir, e))
     }
 
-    /// Removes `dir/manifest.bin` (the index becomes its base segment alone) and syncs `dir`.
-    pub fn remove(dir: &Path) -> Result<()> {
-        let path = dir.join(Component::Manifest.file_name());
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(FormatError::io(&path, e)),
-        }
-        fsx::sync_dir(dir).map_err(|e| FormatError::io(dir, e))
-    }
-
     /// The paths in `dir` that no live segment uses and no writer is writing: segment
     /// directories the manifest does not name (left by an update killed before it published),
     /// temporary segments and manifests. Only a writer holding the index's lock may remove them.
@@ -247,8 +236,6 @@ mod tests {
         assert_eq!(Manifest::read(dir.path()).unwrap(), Some(next));
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["manifest.bin"], "no temporary file is left");
-        Manifest::remove(dir.path()).unwrap();
-        assert_eq!(Manifest::read(dir.path()).unwrap(), None);
     }
 
     #[test]

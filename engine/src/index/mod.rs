@@ -80,7 +80,7 @@ impl Segment {
         }
     }
 
-    fn check_query(&self, query: &[f32]) -> Result<()> {
+    pub(crate) fn check_query(&self, query: &[f32]) -> Result<()> {
         let dim = self.meta().dim;
         if query.is_empty() {
             return Err(EngineError::InvalidArgument("empty query: it has no tokens".into()));

@@ -392,6 +392,13 @@ impl Index {
     /// The query's token embeddings, encoding text with the index's model (loaded on first use
     /// and kept).
     fn query_tokens<'q>(&self, query: Query<'q>) -> Result<std::borrow::Cow<'q, [f32]>> {
+        let tokens = self.unchecked_query_tokens(query)?;
+        // The segments' own checks: finite, and small enough that scores cannot overflow.
+        self.inner.parts[0].seg.check_query(&tokens)?;
+        Ok(tokens)
+    }
+
+    fn unchecked_query_tokens<'q>(&self, query: Query<'q>) -> Result<std::borrow::Cow<'q, [f32]>> {
         let dim = self.dim();
         match query {
             Query::Tokens(t) => {
@@ -434,14 +441,12 @@ impl Index {
         let stored: u64 = self.inner.manifest.segments.iter().map(|s| s.n_docs).sum();
         let k = k.min(usize::try_from(stored).unwrap_or(usize::MAX));
         let params = SearchParams { k, ..params.clone() };
+        let prepared = PreparedQuery::new(&tokens, self.dim());
         let mut all = Vec::new();
         for (i, part) in self.inner.parts.iter().enumerate() {
             let deleted = self.deleted(i);
             let hits = match part.seg.compressed() {
-                Some(view) => {
-                    let prepared = PreparedQuery::new(&tokens, self.dim());
-                    view.search_excluding(&prepared, &params, None, deleted)?
-                }
+                Some(view) => view.search_excluding(&prepared, &params, None, deleted)?,
                 None => {
                     let deep = SearchParams { k: k.saturating_add(deleted.len()), ..params.clone() };
                     let mut hits = part.seg.search_one(&tokens, &deep, None)?;
