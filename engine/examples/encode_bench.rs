@@ -68,7 +68,8 @@ fn main() {
         best = best.min(t.elapsed().as_secs_f64());
         kept = out.iter().map(|v| v.len() / enc.dim()).sum();
     }
-    if precision.effective() != Precision::F32 && std::env::var_os("NO_REF").is_none() {
+    if precision.effective(&engine::Kernels::auto()) != Precision::F32 && std::env::var_os("NO_REF").is_none()
+    {
         // How far the bf16 embeddings are from the f32 reference: cosine per token.
         let reference = Encoder::load(&model, EncoderOptions { batch_size: batch, ..Default::default() })
             .expect("load model")
@@ -89,7 +90,7 @@ fn main() {
     }
     println!(
         "ours ({:?}, {}): {} docs, {tokens} tokens ({kept} kept), batch {batch}, {} threads: {best:.3} s, {:.0} tokens/s",
-        precision.effective(),
+        precision.effective(&engine::Kernels::auto()),
         enc.kernel(),
         docs.len(),
         rayon::current_num_threads(),

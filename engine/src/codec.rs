@@ -20,9 +20,10 @@
 
 use rayon::prelude::*;
 
-use crate::encoder::ops;
 use crate::error::{EngineError, Result};
 use crate::kmeans::check_matrix;
+use kernels::decode;
+use kernels::ops;
 
 /// Most sample values sorted per quantiser (pooled: all dimensions together; per-dimension: per
 /// column). Larger samples are subsampled with a fixed stride.
@@ -381,6 +382,11 @@ impl Codec {
         self.weights().iter().map(|w| w * scale).collect()
     }
 
+    /// The decoding kernels' view of this codec's table.
+    fn table(&self) -> decode::Table<'_> {
+        decode::Table { lut: &self.lut, dim: self.dim, nbits: self.nbits, per_dim: self.per_dim }
+    }
+
     /// Packed bytes per token: `dim · nbits / 8`.
     pub fn packed_len(&self) -> usize {
         self.dim * self.nbits as usize / 8
@@ -446,11 +452,7 @@ impl Codec {
         self.check_len("packed residual", packed.len(), self.packed_len())?;
         self.check_len("centroid", centroid.len(), self.dim)?;
         self.check_len("output", out.len(), self.dim)?;
-        match self.nbits {
-            1 => self.decode_g::<8>(packed, centroid, out),
-            2 => self.decode_g::<4>(packed, centroid, out),
-            _ => self.decode_g::<2>(packed, centroid, out),
-        }
+        decode::decode_one(&self.table(), packed, centroid, out);
         Ok(())
     }
 
@@ -477,153 +479,8 @@ impl Codec {
         if codes.iter().any(|&c| (c as usize + 1) * d > centroids.len()) {
             return Err(EngineError::InvalidArgument("decode_rows: code outside the centroids".into()));
         }
-        #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: AVX-512F was detected at run time.
-            unsafe { self.decode_rows_avx512(packed, codes, centroids, renormalize, out) };
-            return Ok(());
-        }
-        self.decode_rows_inline(packed, codes, centroids, renormalize, out);
+        decode::decode_rows(&self.table(), packed, codes, centroids, renormalize, out);
         Ok(())
-    }
-
-    /// [`Codec::decode_rows_inline`] with AVX-512: each 16 output floats are assembled from the
-    /// table rows of their `16 / g` bytes in one register, added to the centroid, and squared
-    /// into 16 lanes in the order [`dot`] uses, so the result is bit-identical. Dimensions that
-    /// are not a multiple of 16 take the portable body.
-    #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    fn decode_rows_avx512(
-        &self,
-        packed: &[u8],
-        codes: &[u32],
-        centroids: &[f32],
-        renormalize: bool,
-        out: &mut [f32],
-    ) {
-        use std::arch::x86_64::*;
-        let (d, pl) = (self.dim, self.packed_len());
-        if !d.is_multiple_of(16) {
-            return self.decode_rows_inline(packed, codes, centroids, renormalize, out);
-        }
-        let g = 8 / self.nbits as usize;
-        let stride = if self.per_dim { 256 * g } else { 0 };
-        assert!(self.lut.len() >= if self.per_dim { pl * 256 * g } else { 256 * g }, "decoding table");
-        let (lut, per_vector) = (self.lut.as_ptr(), 16 / g);
-        for (i, ((&code, p), o)) in
-            codes.iter().zip(packed.chunks_exact(pl)).zip(out.chunks_exact_mut(d)).enumerate()
-        {
-            // Centroid rows are read in code order, all over the table: fetch a few tokens ahead.
-            if let Some(&ahead) = codes.get(i + PREFETCH_TOKENS) {
-                let base = centroids.as_ptr().wrapping_add(ahead as usize * d);
-                for line in (0..d).step_by(16) {
-                    // A prefetch is a hint: it never faults, whatever the address.
-                    _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(line) as *const i8);
-                }
-            }
-            let c = &centroids[code as usize * d..(code as usize + 1) * d];
-            // Table row of byte position `pos`: `g` floats, inside the table (asserted above:
-            // `pos < pl`, and a byte indexes one of its 256 rows).
-            let row = |pos: usize| lut.wrapping_add(pos * stride + p[pos] as usize * g);
-            let mut squares = _mm512_setzero_ps();
-            for v in 0..d / 16 {
-                let first = v * per_vector;
-                // SAFETY: each load reads `g` floats of one table row (see `row`), or 16 floats
-                // of `c` / `o` at `v * 16 < d`.
-                unsafe {
-                    let e = match g {
-                        8 => _mm512_castpd_ps(_mm512_insertf64x4(
-                            _mm512_castpd256_pd512(_mm256_castps_pd(_mm256_loadu_ps(row(first)))),
-                            _mm256_castps_pd(_mm256_loadu_ps(row(first + 1))),
-                            1,
-                        )),
-                        4 => _mm512_insertf32x4(
-                            _mm512_insertf32x4(
-                                _mm512_insertf32x4(
-                                    _mm512_castps128_ps512(_mm_loadu_ps(row(first))),
-                                    _mm_loadu_ps(row(first + 1)),
-                                    1,
-                                ),
-                                _mm_loadu_ps(row(first + 2)),
-                                2,
-                            ),
-                            _mm_loadu_ps(row(first + 3)),
-                            3,
-                        ),
-                        _ => {
-                            let pair = |j: usize| (row(first + j) as *const i64).read_unaligned();
-                            _mm512_castsi512_ps(_mm512_set_epi64(
-                                pair(7),
-                                pair(6),
-                                pair(5),
-                                pair(4),
-                                pair(3),
-                                pair(2),
-                                pair(1),
-                                pair(0),
-                            ))
-                        }
-                    };
-                    let x = _mm512_add_ps(_mm512_loadu_ps(c.as_ptr().add(v * 16)), e);
-                    _mm512_storeu_ps(o.as_mut_ptr().add(v * 16), x);
-                    squares = _mm512_add_ps(squares, _mm512_mul_ps(x, x));
-                }
-            }
-            if renormalize {
-                let mut lanes = [0f32; 16];
-                // SAFETY: `lanes` holds 16 floats.
-                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), squares) };
-                let empty_tail: f32 = [0f32; 0].iter().sum();
-                let norm = (lanes.iter().sum::<f32>() + empty_tail).sqrt();
-                if norm > 0.0 {
-                    let inv = _mm512_set1_ps(1.0 / norm);
-                    for v in o.chunks_exact_mut(16) {
-                        // SAFETY: `v` holds 16 floats.
-                        unsafe {
-                            _mm512_storeu_ps(v.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), inv))
-                        };
-                    }
-                }
-            }
-        }
-    }
-
-    /// The body of [`Codec::decode_rows`] (shapes already checked).
-    #[inline(always)]
-    fn decode_rows_inline(
-        &self,
-        packed: &[u8],
-        codes: &[u32],
-        centroids: &[f32],
-        renormalize: bool,
-        out: &mut [f32],
-    ) {
-        let (d, pl) = (self.dim, self.packed_len());
-        for ((&code, p), o) in codes.iter().zip(packed.chunks_exact(pl)).zip(out.chunks_exact_mut(d)) {
-            let centroid = &centroids[code as usize * d..(code as usize + 1) * d];
-            match self.nbits {
-                1 => self.decode_g::<8>(p, centroid, o),
-                2 => self.decode_g::<4>(p, centroid, o),
-                _ => self.decode_g::<2>(p, centroid, o),
-            }
-            if renormalize {
-                normalize(o);
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn decode_g<const G: usize>(&self, packed: &[u8], centroid: &[f32], out: &mut [f32]) {
-        let stride = if self.per_dim { 256 * G } else { 0 };
-        for (p, ((&byte, o), c)) in
-            packed.iter().zip(out.chunks_exact_mut(G)).zip(centroid.chunks_exact(G)).enumerate()
-        {
-            let base = p * stride + byte as usize * G;
-            let e: &[f32; G] = self.lut[base..base + G].try_into().expect("table row");
-            for ((o, &c), &e) in o.iter_mut().zip(c).zip(e) {
-                *o = c + e;
-            }
-        }
     }
 
     /// Encodes many tokens in parallel: row `i` of `embs` against centroid `codes[i]`, appending
@@ -698,35 +555,7 @@ impl Codec {
     }
 }
 
-/// How many tokens ahead [`Codec::decode_rows`] prefetches centroid rows.
-#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-const PREFETCH_TOKENS: usize = 4;
-
-/// Dot product of two equal-length slices. It sums in 16 independent lanes, so that it
-/// vectorises (a single running sum is one long dependency chain).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for ((l, &x), &y) in lanes.iter_mut().zip(x).zip(y) {
-            *l += x * y;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// Scales `v` to unit L2 norm (a zero vector stays zero): how decoded tokens of a unit-norm index
-/// are renormalised.
-#[inline(always)]
-pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 {
-        let inv = 1.0 / norm;
-        v.iter_mut().for_each(|x| *x *= inv);
-    }
-}
+pub(crate) use kernels::decode::{dot, normalize};
 
 /// Residuals `embs[i] − centroids[codes[i]]`, row-major, for training a [`Codec`].
 ///

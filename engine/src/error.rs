@@ -41,6 +41,9 @@ pub enum EngineError {
         /// The dimension found.
         got: usize,
     },
+    /// The requested kernels (`KernelChoice`) do not run on this CPU or build.
+    #[error(transparent)]
+    Kernels(#[from] kernels::cpu::Unsupported),
     /// An argument is out of its valid range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -78,6 +81,7 @@ pub enum EngineError {
     },
     /// A tensor operation failed inside candle.
     #[error("tensor computation failed: {0}")]
+    #[cfg(feature = "text")]
     Candle(#[from] candle_core::Error),
     /// An I/O error on a named file.
     #[error("{path}: {source}")]

@@ -7,8 +7,8 @@
 //! nearest centroid in Euclidean distance maximises `x·c − ‖c‖²/2`, which reduces to the largest
 //! dot product when centroids are unit vectors.
 //!
-//! Training is Lloyd's algorithm, its assignments computed in bf16 where the CPU multiplies bf16
-//! clearly faster than f32 (`encoder::bf16::pays_off`; a near-tie may then go to the other
+//! Training is Lloyd's algorithm, its assignments computed in bf16 where the CPU's features say
+//! bf16 products pay (`kernels::Precision::Auto`; a near-tie may then go to the other
 //! centroid, which moves centroids negligibly); [`assign`] is always f32. Results depend only on
 //! the input, the config, the seed and the CPU's kernels, never on the thread count: each row's
 //! assignment is computed independently, and the centroid sums are accumulated in f64 in row
@@ -22,11 +22,12 @@ use std::cell::RefCell;
 use half::f16;
 use rayon::prelude::*;
 
-use crate::encoder::bf16::{self, PackedB};
-use crate::encoder::ops::{argmax_shifted, Mat};
-use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
 use crate::synth::{normalize, Rng};
+use kernels::bf16::{self, PackedB};
+use kernels::cpu::{Bf16Dense, Kernels};
+use kernels::ops::Mat;
+use kernels::packed::{matmul_packed, PackedMat};
 
 /// How initial centroids are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +56,24 @@ pub struct KMeansConfig {
     pub spherical: bool,
     /// Seed for initialisation and for re-seeding empty clusters.
     pub seed: u64,
+    /// The kernels of the products. Lloyd's assignments run in bf16 where these kernels have
+    /// a bf16 product that [`kernels::Precision::Auto`] picks (a near-tie may then go the other
+    /// way, which moves a centroid by a negligible amount); the final assignment ([`assign`])
+    /// is f32.
+    pub kernels: Kernels,
 }
 
 impl KMeansConfig {
-    /// Defaults: 10 iterations, random init, spherical, seed 0.
+    /// Defaults: 10 iterations, random init, spherical, seed 0, [`Kernels::auto`].
     pub fn new(k: usize) -> Self {
-        KMeansConfig { k, max_iters: 10, init: Init::Random, spherical: true, seed: 0 }
+        KMeansConfig {
+            k,
+            max_iters: 10,
+            init: Init::Random,
+            spherical: true,
+            seed: 0,
+            kernels: Kernels::auto(),
+        }
     }
 }
 
@@ -168,7 +181,7 @@ pub fn to_f16(values: &[f32]) -> Vec<f16> {
 /// gets an arbitrary code).
 pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>> {
     let mut codes = Vec::new();
-    assign_into(vectors, centroids, dim, Precision::F32, &mut codes)?;
+    assign_into(vectors, centroids, dim, Precision::F32, &Kernels::auto(), &mut codes)?;
     Ok(codes)
 }
 
@@ -178,6 +191,7 @@ fn assign_into(
     centroids: &[f32],
     dim: usize,
     precision: Precision,
+    kernels: &Kernels,
     codes: &mut Vec<u32>,
 ) -> Result<()> {
     let k = check_matrix(centroids, dim, "centroids")?;
@@ -207,7 +221,8 @@ fn assign_into(
     // reused per-thread buffer (fresh allocations of this size cost a page fault per 4 KiB).
     const ROWS: usize = 1024;
     const CHUNK: usize = 256;
-    let chunks: Vec<Chunk> = centroids.chunks(CHUNK * dim).map(|c| Chunk::pack(c, dim, precision)).collect();
+    let chunks: Vec<Chunk> =
+        centroids.chunks(CHUNK * dim).map(|c| Chunk::pack(c, dim, precision, kernels)).collect();
     vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).for_each(|(block, out_codes)| {
         let m = block.len() / dim;
         SCORES.with(|buf| {
@@ -222,7 +237,7 @@ fn assign_into(
                 let scores = &mut buf[..m * cc];
                 chunk.scores(block, m, scores);
                 for (r, row) in scores.chunks_exact(cc).enumerate() {
-                    let (j, v) = argmax_shifted(row, &half_norms[c0..c0 + cc]);
+                    let (j, v) = kernels.elementwise.argmax_shifted(row, &half_norms[c0..c0 + cc]);
                     // Strictly greater: on ties the earlier chunk (lower index) keeps it.
                     if v > best[r] {
                         best[r] = v;
@@ -239,7 +254,7 @@ fn assign_into(
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Precision {
     F32,
-    /// Inputs rounded to bf16, f32 sums (only where [`bf16::pays_off`]).
+    /// Inputs rounded to bf16, f32 sums (only where the kernels have a bf16 product).
     Bf16,
 }
 
@@ -252,20 +267,22 @@ struct Chunk {
 
 enum Packed {
     F32(PackedMat),
-    Bf16(PackedB),
+    Bf16(PackedB, Bf16Dense),
 }
 
 impl Chunk {
     /// Packs `centroids` (`[len × dim]` row-major) as `[dim × len]`.
-    fn pack(centroids: &[f32], dim: usize, precision: Precision) -> Chunk {
+    fn pack(centroids: &[f32], dim: usize, precision: Precision, kernels: &Kernels) -> Chunk {
         let len = centroids.len() / dim;
-        let packed = match precision {
-            Precision::F32 => Packed::F32(PackedMat::pack(Mat::dense(centroids, len, dim).t())),
-            Precision::Bf16 => {
+        let f32_pack =
+            || Packed::F32(PackedMat::pack_for(Mat::dense(centroids, len, dim).t(), kernels.f32_dense));
+        let packed = match (precision, kernels.bf16_dense) {
+            (Precision::Bf16, Some(kernel)) => {
                 let mut p = PackedB::default();
                 p.repack(dim, len, |r, c| centroids[c * dim + r]);
-                Packed::Bf16(p)
+                Packed::Bf16(p, kernel)
             }
+            _ => f32_pack(),
         };
         Chunk { len, packed }
     }
@@ -274,7 +291,7 @@ impl Chunk {
     fn scores(&self, block: &[f32], m: usize, scores: &mut [f32]) {
         match &self.packed {
             Packed::F32(p) => matmul_packed(block, m, p, scores),
-            Packed::Bf16(p) => bf16::matmul(block, m, p, scores, false),
+            Packed::Bf16(p, kernel) => bf16::matmul(*kernel, block, m, p, scores, false),
         }
     }
 }
@@ -303,17 +320,18 @@ pub fn train(sample: &[f32], dim: usize, config: &KMeansConfig) -> Result<KMeans
     if config.spherical {
         centroids.chunks_exact_mut(dim).for_each(normalize);
     }
-    // Lloyd's assignments in bf16 where that product pays off: a near-tie may go the other way,
-    // which moves a centroid by a negligible amount; the final assignment of every token
-    // ([`assign`]) stays f32.
-    let lloyd_precision = if bf16::pays_off() { Precision::Bf16 } else { Precision::F32 };
+    // Lloyd's assignments in bf16 where that product pays off (see `KMeansConfig::kernels`).
+    let lloyd_precision = match config.kernels.runs_bf16(kernels::Precision::Auto) {
+        true => Precision::Bf16,
+        false => Precision::F32,
+    };
     let mut codes = Vec::new();
     let mut prev: Vec<u32> = Vec::new();
     let mut iterations = 0;
     let mut sums = vec![0f64; k * dim];
     let mut counts = vec![0usize; k];
     for _ in 0..config.max_iters {
-        assign_into(sample, &centroids, dim, lloyd_precision, &mut codes)?;
+        assign_into(sample, &centroids, dim, lloyd_precision, &config.kernels, &mut codes)?;
         if codes == prev {
             break;
         }
@@ -509,7 +527,7 @@ mod tests {
         let dim = 40;
         let (x, cents) = (data(150, dim), data(75, dim));
         let mut fast = Vec::new();
-        assign_into(&x, &cents, dim, Precision::Bf16, &mut fast).unwrap();
+        assign_into(&x, &cents, dim, Precision::Bf16, &Kernels::auto(), &mut fast).unwrap();
         let slow = naive_assign(&x, &cents, dim);
         let norm = |v: &[f32]| v.iter().map(|a| a * a).sum::<f32>().sqrt();
         let mut differ = 0;

@@ -13,6 +13,7 @@
 //!
 //! The byte layout is documented in `docs/FORMAT.md`.
 #![deny(missing_docs)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bytes;
 pub mod component;

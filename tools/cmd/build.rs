@@ -37,14 +37,21 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Arithmetic of the model's matrix products (dense layers and attention) when encoding
-    /// --collection. `auto` runs them in bf16 (inputs rounded to bf16, f32 accumulation) on CPUs
-    /// with AVX-512 BF16 where that kernel measures at least 1.25x the f32 one (checked once at
-    /// load: AMD Zen 4 yes, about 1.75x; Intel Sapphire Rapids no) and in f32 elsewhere; `bf16`
-    /// forces it wherever AVX-512 BF16 exists; `f32` matches PyTorch within 1e-4 everywhere. On
-    /// all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9998 to the f32 ones.
-    /// Queries are always encoded in f32. BERT and ModernBERT backbones alike.
+    /// --collection. `auto` runs them in bf16 (inputs rounded to bf16, f32 accumulation) where
+    /// the CPU's features say it pays: AMX tiles where usable (Intel Sapphire Rapids and later),
+    /// or AVX-512 BF16 on a CPU without AMX (AMD Zen 4/5, about 1.75x f32); f32 elsewhere. The
+    /// choice never depends on timing, so the same flags on the same CPU give the same index.
+    /// `bf16` forces it wherever a bf16 kernel exists; `f32` matches PyTorch within 1e-4
+    /// everywhere. On all-MiniLM-L6-v2 bf16 embeddings keep a cosine of at least 0.9998 to the
+    /// f32 ones. Queries are always encoded in f32. BERT and ModernBERT backbones alike.
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,
+    /// The widest instruction family the encoder's and k-means' products may use: `auto` (the
+    /// widest this CPU has, AMX tiles included), `avx512` (never AMX), `avx2` (the general f32
+    /// product, no bf16), `portable` (no SIMD kernels). For A/B measurements: other kernels
+    /// round differently, so indexes differ in their last bits.
+    #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+    pub kernels: KernelsArg,
     /// Directory to write the index to. It is built in a temporary sibling directory and renamed
     /// into place only on success.
     #[arg(long, value_name = "DIR")]
@@ -119,7 +126,8 @@ pub fn run(args: &BuildArgs) -> Result<()> {
             overwrite: args.overwrite,
             batch_size: args.batch_size,
             precision: args.precision.into(),
-            compressed: (args.nbits != 16).then(|| compressed_params(args)),
+            kernels: args.kernels.into(),
+            compressed: (args.nbits != 16).then(|| compressed_params(args)).transpose()?,
             sample_docs: args.sample_docs,
             train_memory: train_memory_bytes(args)?,
             seed: args.seed,
@@ -214,8 +222,8 @@ fn train_memory_bytes(args: &BuildArgs) -> Result<usize> {
 }
 
 /// The compressed index's parameters selected by the flags.
-fn compressed_params(args: &BuildArgs) -> CompressedParams {
-    CompressedParams {
+fn compressed_params(args: &BuildArgs) -> Result<CompressedParams> {
+    Ok(CompressedParams {
         n_centroids: args.centroids,
         kmeans_iters: args.kmeans_iters,
         seed: args.seed,
@@ -225,8 +233,9 @@ fn compressed_params(args: &BuildArgs) -> CompressedParams {
             CodecArg::PerDim => CodecConfig::improved(args.nbits),
             CodecArg::Pooled => CodecConfig::stanford(args.nbits),
         },
+        kernels: engine::KernelChoice::from(args.kernels).resolve()?,
         ..CompressedParams::new(args.nbits)
-    }
+    })
 }
 
 /// `--codec` values.
@@ -245,7 +254,7 @@ pub enum CodecArg {
 fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
     let start = Instant::now();
     let (input, ids, options) = open_input(args, embeddings)?;
-    let params = compressed_params(args);
+    let params = compressed_params(args)?;
     let mut builder = CompressedBuilder::create(&args.index, input.dim(), params, options)
         .with_context(|| format!("cannot create index {}", args.index.display()))?;
     let lens = input.doclens();
@@ -296,10 +305,34 @@ fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> 
     Ok(())
 }
 
+/// `--kernels` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelsArg {
+    /// The widest family this CPU runs.
+    Auto,
+    /// Up to AVX-512 (never the AMX tiles).
+    Avx512,
+    /// Up to AVX2 + FMA (the general f32 product, no bf16).
+    Avx2,
+    /// Portable code only.
+    Portable,
+}
+
+impl From<KernelsArg> for engine::KernelChoice {
+    fn from(k: KernelsArg) -> Self {
+        match k {
+            KernelsArg::Auto => engine::KernelChoice::Auto,
+            KernelsArg::Avx512 => engine::KernelChoice::Avx512,
+            KernelsArg::Avx2 => engine::KernelChoice::Avx2,
+            KernelsArg::Portable => engine::KernelChoice::Portable,
+        }
+    }
+}
+
 /// `--precision` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PrecisionArg {
-    /// bf16 where the CPU has AVX-512 BF16, else f32.
+    /// bf16 where the CPU's features say it pays (AMX, or AVX-512 BF16 without AMX), else f32.
     Auto,
     /// f32 throughout.
     F32,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use engine::corpus::{CorpusReader, Record};
-use engine::encoder::{Encoder, EncoderOptions, Precision};
+use engine::encoder::{Encoder, EncoderOptions, KernelChoice, Precision};
 use engine::index::{sample_docs, CompressedBuilder, CompressedParams, TrainingSample};
 use engine::rerank::bm25::{Bm25Builder, BM25_DIR};
 use engine::{BuildOptions, IndexBuilder, Segment};
@@ -14,9 +14,14 @@ use half::f16;
 /// Documents read and encoded per step: bounds memory by the batch, not the collection.
 const DOCS_PER_STEP: usize = 1024;
 
-/// Loads a model directory with default options, its dense layers in `precision`.
-pub fn load_encoder(model: &Path, batch_size: usize, precision: Precision) -> Result<Encoder> {
-    let options = EncoderOptions { batch_size, precision, ..EncoderOptions::default() };
+/// Loads a model directory with default options, its dense layers in `precision` on `kernels`.
+pub fn load_encoder(
+    model: &Path,
+    batch_size: usize,
+    precision: Precision,
+    kernels: KernelChoice,
+) -> Result<Encoder> {
+    let options = EncoderOptions { batch_size, precision, kernels, ..EncoderOptions::default() };
     Encoder::load(model, options).with_context(|| format!("cannot load the model in {}", model.display()))
 }
 
@@ -39,7 +44,7 @@ fn recorded_identity(encoder: &Encoder, model: &Path) -> serde_json::Value {
     let mut id = encoder.identity();
     let dir = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
     id["model_dir"] = dir.display().to_string().into();
-    id["document_precision"] = serde_json::to_value(encoder.precision()).unwrap_or_default();
+    id["document_precision"] = serde_json::Value::from(encoder.precision().name());
     id
 }
 
@@ -58,6 +63,8 @@ pub struct TextBuild<'a> {
     pub batch_size: usize,
     /// Arithmetic of the document encoder's dense layers.
     pub precision: Precision,
+    /// The widest kernel family the encoder may use.
+    pub kernels: KernelChoice,
     /// `None` for the uncompressed kind, else the compressed index's parameters.
     pub compressed: Option<CompressedParams>,
     /// Documents encoded to train centroids and codec (compressed only; default by size).
@@ -217,7 +224,7 @@ impl SampleSpill {
 pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     let start = Instant::now();
     let total = count_lines(job.collection)?;
-    let encoder = load_encoder(job.model, job.batch_size, job.precision)?;
+    let encoder = load_encoder(job.model, job.batch_size, job.precision, job.kernels)?;
     let mut build_params = job.build_params;
     build_params["collection"] = job.collection.display().to_string().into();
     build_params["bm25"] = job.bm25.into();
@@ -382,7 +389,7 @@ pub fn query_encoder(index: &Segment, index_dir: &Path, model: Option<&PathBuf>)
             }
         },
     };
-    let encoder = load_encoder(&dir, 32, Precision::F32)?;
+    let encoder = load_encoder(&dir, 32, Precision::F32, KernelChoice::Auto)?;
     encoder.check_identity(recorded).with_context(|| {
         format!(
             "the model in {} does not match the one index {} was built with",

@@ -20,8 +20,8 @@ use serde_json::Value;
 use super::checkpoint::Checkpoint;
 use super::config::model_error;
 use super::layers::{self, linear, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights};
-use super::ops::{self, grow, Act};
 use crate::error::Result;
+use kernels::ops::{self, grow, Act};
 
 struct Layer {
     qkv: Linear,
@@ -109,16 +109,15 @@ impl Bert {
     }
 
     /// Loads the encoder from `config.json`'s fields and tensors named as in `BertModel`
-    /// (`embeddings.*`, `encoder.layer.N.*`; any `bert.` prefix already stripped). With
-    /// `use_bf16` (and a CPU that has AVX-512 BF16) the dense layers run in bf16.
+    /// (`embeddings.*`, `encoder.layer.N.*`; any `bert.` prefix already stripped).
+    /// `kernel` runs the dense layers (chosen from the caller's kernels and precision).
     pub(crate) fn load(
         config_path: &Path,
         raw: &Value,
         checkpoint: &Checkpoint,
-        use_bf16: bool,
+        kernel: Kernel,
     ) -> Result<Bert> {
         let d = dims(config_path, raw)?;
-        let kernel = Kernel::choose(use_bf16);
         let w = Weights { checkpoint, kernel };
         let h = d.hidden;
         // Layers are packed in parallel (most of a load); the first bad one, in order, is reported.

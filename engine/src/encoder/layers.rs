@@ -7,12 +7,13 @@
 
 use std::borrow::Cow;
 
-use super::bf16::{self, PackedB};
 use super::checkpoint::Checkpoint;
 use super::config::model_error;
-use super::ops::{self, grow, Mat};
-use super::packed::{self, PackedMat};
 use crate::error::Result;
+use kernels::bf16::{self, PackedB};
+use kernels::cpu::{Bf16Dense, F32Dense, Kernels, Precision};
+use kernels::ops::{self, grow, Mat};
+use kernels::packed::{self, PackedMat};
 
 /// A dense layer, `y = x·W + b` (`b` empty when the layer has no bias).
 pub(super) struct Linear {
@@ -37,31 +38,29 @@ enum Dense {
     Plain(Vec<f32>),
     /// Panels for the AVX-512 f32 kernel.
     F32(PackedMat),
-    /// bf16 pairs for the AVX-512 BF16 kernel, when the encoder runs in bf16.
-    Bf16(PackedB),
+    /// bf16 pairs for the bf16 kernel, when the encoder runs in bf16.
+    Bf16(PackedB, Bf16Dense),
 }
 
 /// Which kernels the encoder's products run on, chosen once at load.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Kernel {
+pub(crate) enum Kernel {
     /// The general f32 product (`gemm`).
     General,
     /// The packed AVX-512 f32 kernel.
     F32,
-    /// The packed AVX-512 BF16 kernel.
-    Bf16,
+    /// A packed bf16 kernel.
+    Bf16(Bf16Dense),
 }
 
 impl Kernel {
-    /// bf16 when asked for and the CPU has it, else the packed f32 kernel where AVX-512 is
-    /// there (unless `COLBERT_F32_KERNEL=general`), else the general product.
-    pub fn choose(use_bf16: bool) -> Kernel {
-        if use_bf16 && bf16::available() {
-            Kernel::Bf16
-        } else if packed::use_avx512() && std::env::var("COLBERT_F32_KERNEL").as_deref() != Ok("general") {
-            Kernel::F32
-        } else {
-            Kernel::General
+    /// bf16 where `precision` runs bf16 on these kernels, else the packed f32 kernel where they
+    /// have it, else the general product: from the caller's choice and CPU features alone.
+    pub fn choose(kernels: &Kernels, precision: Precision) -> Kernel {
+        match (kernels.runs_bf16(precision), kernels.bf16_dense, kernels.f32_dense) {
+            (true, Some(bf16), _) => Kernel::Bf16(bf16),
+            (_, _, F32Dense::Avx512Panels) => Kernel::F32,
+            _ => Kernel::General,
         }
     }
 
@@ -70,7 +69,8 @@ impl Kernel {
         match self {
             Kernel::General => "f32 (gemm)",
             Kernel::F32 => "f32 (AVX-512 panels)",
-            Kernel::Bf16 => bf16::kernel_name(),
+            Kernel::Bf16(Bf16Dense::Avx512) => "bf16 (AVX-512 BF16)",
+            Kernel::Bf16(Bf16Dense::Amx) => "bf16 (AMX tiles)",
         }
     }
 }
@@ -165,10 +165,10 @@ impl<'a> Weights<'a> {
                 packed.repack_panels(inp, out, at);
                 Dense::F32(packed)
             }
-            Kernel::Bf16 => {
+            Kernel::Bf16(kind) => {
                 let mut packed = PackedB::default();
                 packed.repack(inp, out, at);
-                Dense::Bf16(packed)
+                Dense::Bf16(packed, kind)
             }
         };
         Ok(Linear { w, b, inp, out })
@@ -266,7 +266,9 @@ fn product(
     accumulate: bool,
 ) {
     match &l.w {
-        Dense::Bf16(p) => bf16::matmul_panel_range(xs, lda, rows, p, panels, out, ldo, accumulate),
+        Dense::Bf16(p, kind) => {
+            bf16::matmul_panel_range(*kind, xs, lda, rows, p, panels, out, ldo, accumulate)
+        }
         Dense::F32(p) => packed::matmul_panel_range(xs, lda, rows, p, panels, out, ldo, accumulate),
         Dense::Plain(w) => {
             let c0 = panels.start * PANEL;
@@ -385,12 +387,12 @@ pub(super) fn attention(
         let k_at = |r: usize, c: usize| qkv[ko + c * 3 * h + r] * scale;
         let v_at = |r: usize, c: usize| qkv[vo + r * 3 * h + c];
         match kernel {
-            Kernel::Bf16 => {
+            Kernel::Bf16(kind) => {
                 kt16.repack_transposed(&qkv[ko..], 3 * h, keys, head_dim, scale);
-                bf16::matmul_strided(&qkv[qo..], 3 * h, len, kt16, scores, keys, false);
+                bf16::matmul_strided(kind, &qkv[qo..], 3 * h, len, kt16, scores, keys, false);
                 softmax(scores);
                 vp16.repack_rows(&qkv[vo..], 3 * h, keys, head_dim);
-                bf16::matmul_strided(scores, keys, len, vp16, out, h, false);
+                bf16::matmul_strided(kind, scores, keys, len, vp16, out, h, false);
             }
             Kernel::F32 => {
                 kt32.repack_panels(head_dim, keys, k_at);
@@ -532,7 +534,10 @@ mod split_tests {
             kernels.push(Kernel::F32);
         }
         if bf16::available() {
-            kernels.push(Kernel::Bf16);
+            kernels.push(Kernel::Bf16(Bf16Dense::Avx512));
+        }
+        if kernels::Features::get().amx_usable {
+            kernels.push(Kernel::Bf16(Bf16Dense::Amx));
         }
         // Widths of whole and partial panels, an odd panel count, strided input rows.
         for &(rows, inp, out, lda) in &[(20, 384, 1152, 384), (13, 200, 1000, 230), (7, 768, 2310, 800)] {

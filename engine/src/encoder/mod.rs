@@ -16,18 +16,12 @@
 //! Inputs are sorted by token count and batched so that padding is small; a padded batch carries an
 //! attention mask, so results do not depend on batch composition.
 
-pub(crate) mod amx;
 mod bert;
-pub(crate) mod bf16;
 pub(crate) mod checkpoint;
 pub mod config;
 mod layers;
 pub(crate) mod model;
 mod modernbert;
-pub(crate) mod ops;
-pub(crate) mod packed;
-#[cfg(target_arch = "x86_64")]
-mod tile;
 pub mod tokenize;
 
 use std::path::Path;
@@ -57,38 +51,14 @@ pub struct EncoderOptions {
     pub query_maxlen: Option<usize>,
     /// Overrides the model's document length.
     pub doc_maxlen: Option<usize>,
-    /// Arithmetic of the backbone's matrix products (see [`Precision`]).
+    /// Arithmetic of the backbone's matrix products (dense layers and attention; see
+    /// [`Precision`]).
     pub precision: Precision,
+    /// The widest kernel family the products may use (see [`KernelChoice`]).
+    pub kernels: KernelChoice,
 }
 
-/// The arithmetic of the matrix products (dense layers and attention) of the backbone (BERT or
-/// ModernBERT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// f32 throughout: matches PyTorch within 1e-4 (the reference).
-    #[default]
-    F32,
-    /// Matrix-product inputs rounded to bf16, f32 accumulation, on CPUs with AVX-512 BF16; falls
-    /// back to f32 elsewhere. Embeddings move by about 1e-3 (cosine to f32 above 0.9998).
-    Bf16,
-    /// `Bf16` where the CPU has AVX-512 BF16 *and* its bf16 kernel measures at least 1.25× the
-    /// f32 one (once per process, about 20 ms): AMD Zen 4 runs it about 1.75× faster, Intel
-    /// Sapphire Rapids slower than f32 (one port for `vdpbf16ps`, two for f32 FMAs). Else `F32`.
-    Auto,
-}
-
-impl Precision {
-    /// What this CPU will actually run for this request.
-    pub fn effective(self) -> Precision {
-        match self {
-            Precision::F32 => Precision::F32,
-            Precision::Bf16 if bf16::available() => Precision::Bf16,
-            Precision::Auto if bf16::pays_off() => Precision::Bf16,
-            Precision::Bf16 | Precision::Auto => Precision::F32,
-        }
-    }
-}
+pub use kernels::{KernelChoice, Precision};
 
 impl Default for EncoderOptions {
     fn default() -> Self {
@@ -98,6 +68,7 @@ impl Default for EncoderOptions {
             query_maxlen: None,
             doc_maxlen: None,
             precision: Precision::F32,
+            kernels: KernelChoice::Auto,
         }
     }
 }
@@ -178,8 +149,9 @@ impl Encoder {
             width = layer.out_features();
             dense.push(layer);
         }
-        let precision = options.precision.effective();
-        let backbone = Backbone::load(&info, raw, &files.config, checkpoint, precision)?;
+        let kernels = options.kernels.resolve()?;
+        let precision = options.precision.effective(&kernels);
+        let backbone = Backbone::load(&info, raw, &files.config, checkpoint, &kernels, precision)?;
         let name = dir
             .canonicalize()
             .ok()

@@ -88,20 +88,21 @@ impl Backbone {
         raw: Value,
         config_path: &Path,
         mut checkpoint: Checkpoint,
+        kernels: &kernels::Kernels,
         precision: super::Precision,
     ) -> Result<Self> {
-        let use_bf16 = precision == super::Precision::Bf16;
+        let kernel = super::layers::Kernel::choose(kernels, precision);
         match info.architecture {
             Architecture::Bert => {
                 checkpoint
                     .strip_prefix("embeddings.word_embeddings.weight", &["bert.", "model.", "encoder."]);
-                Ok(Backbone::Bert(Bert::load(config_path, &raw, &checkpoint, use_bf16)?))
+                Ok(Backbone::Bert(Bert::load(config_path, &raw, &checkpoint, kernel)?))
             }
             Architecture::ModernBert => {
                 // `ModernBertForMaskedLM` keeps the backbone under `model.`; a bare
                 // `ModernBertModel` (what sentence-transformers saves) has no prefix.
                 checkpoint.strip_prefix("embeddings.tok_embeddings.weight", &["model.", "modernbert."]);
-                Ok(Backbone::ModernBert(ModernBert::load(config_path, &raw, &checkpoint, use_bf16)?))
+                Ok(Backbone::ModernBert(ModernBert::load(config_path, &raw, &checkpoint, kernel)?))
             }
         }
     }

@@ -20,8 +20,8 @@ use super::config::model_error;
 use super::layers::{
     self, linear, linear_strided, AttentionScratch, Kernel, Linear, Norm, Span, Threads, Weights,
 };
-use super::ops::{self, grow, Act};
 use crate::error::Result;
+use kernels::ops::{self, grow, Act};
 
 struct Layer {
     /// `None` in the first layer (its input is the normalised embeddings already).
@@ -213,15 +213,14 @@ impl ModernBert {
 
     /// Loads the encoder from `config.json`'s fields and tensors named as in `ModernBertModel`
     /// (`embeddings.*`, `layers.N.*`, `final_norm.*`; any `model.` prefix already stripped).
-    /// With `use_bf16` (and a CPU that has AVX-512 BF16) the products run in bf16.
+    /// `kernel` runs the products (chosen from the caller's kernels and precision).
     pub(crate) fn load(
         config_path: &Path,
         raw: &Value,
         checkpoint: &Checkpoint,
-        use_bf16: bool,
+        kernel: Kernel,
     ) -> Result<ModernBert> {
         let d = dims(config_path, raw)?;
-        let kernel = Kernel::choose(use_bf16);
         let w = Weights { checkpoint, kernel };
         let h = d.hidden;
         // Layers are packed in parallel (most of a load); the first bad one, in order, is reported.

@@ -63,19 +63,23 @@ pub struct CompressedParams {
     pub n_centroids: Option<usize>,
     /// k-means iterations (at most; it stops early when assignments settle).
     pub kmeans_iters: usize,
-    /// Seed of the sample selection and k-means: equal inputs and seeds give identical indexes on
-    /// the same kind of CPU (the products' kernels, and so near-ties, depend on the CPU).
+    /// Seed of the sample selection and k-means: equal inputs, seeds and [`Self::kernels`] give
+    /// byte-identical indexes on the same kind of CPU, whatever its load (kernels are chosen by
+    /// CPU features, never by timing; other kernels may round near-ties differently).
     pub seed: u64,
     /// The residual codec (bucket placement, pooled or per-dimension).
     pub codec: CodecConfig,
     /// Keep the exact f16 embeddings too (`embeddings.f16`), for exact rescoring of the final
     /// candidates (costs `2 × dim` bytes per token).
     pub store_f16: bool,
+    /// The kernels of k-means (its Lloyd assignments run in bf16 where these have a bf16
+    /// product that [`kernels::Precision::Auto`] picks).
+    pub kernels: kernels::Kernels,
 }
 
 impl CompressedParams {
     /// Defaults for `nbits`: automatic centroid count, 4 k-means iterations (as Stanford ColBERT),
-    /// seed 0, per-dimension Lloyd–Max buckets, no f16 copy.
+    /// seed 0, per-dimension Lloyd–Max buckets, no f16 copy, [`kernels::Kernels::auto`].
     pub fn new(nbits: u32) -> Self {
         CompressedParams {
             nbits,
@@ -84,6 +88,7 @@ impl CompressedParams {
             seed: 0,
             codec: CodecConfig::grouped(nbits),
             store_f16: false,
+            kernels: kernels::Kernels::auto(),
         }
     }
 }
@@ -384,6 +389,7 @@ impl CompressedBuilder {
             k,
             max_iters: self.params.kmeans_iters.max(1),
             seed: self.params.seed,
+            kernels: self.params.kernels,
             ..KMeansConfig::new(k)
         };
         let mut centroids = kmeans::train(&fit, dim, &config)?.into_centroids();

@@ -14,12 +14,16 @@ pub use sample::{TrainingSample, DEFAULT_TRAIN_MEMORY};
 
 use std::path::Path;
 
+/// The subdirectory of an index holding its BM25 sub-index (built with `--bm25`; read by the
+/// `rerank` feature's BM25 retriever).
+pub const BM25_DIR: &str = "bm25";
+
 use index_format::{IndexMeta, IndexReader};
 
 use crate::error::{EngineError, Result};
-use crate::maxsim::PreparedQuery;
 use crate::search::plaid::{Compressed, CompressedState};
 use crate::search::{exhaustive, Hit, SearchParams, SearchResults, StageTimes};
+use kernels::maxsim::PreparedQuery;
 use rayon::prelude::*;
 
 /// The largest magnitude of a query value [`Index::search`] accepts: with document values at

@@ -21,7 +21,7 @@ use super::{DocTexts, Retriever, Scored};
 use crate::error::{EngineError, Result};
 
 /// The directory of the BM25 index inside an index directory.
-pub const BM25_DIR: &str = "bm25";
+pub use crate::index::BM25_DIR;
 
 /// Name of tantivy's English analyser (lowercasing and stemming).
 const ANALYSER: &str = "en_stem";

@@ -27,7 +27,7 @@ use super::{Candidate, Reranker, Scored};
 use crate::encoder::checkpoint::Checkpoint;
 use crate::encoder::config::{model_error, read_json};
 use crate::encoder::model::{backbone_info, Architecture, Backbone, Threads};
-use crate::encoder::Precision;
+use crate::encoder::{KernelChoice, Precision};
 use crate::error::{EngineError, Result};
 
 /// The architecture this module loads.
@@ -46,6 +46,8 @@ pub struct CrossEncoderOptions {
     /// Arithmetic of the BERT dense layers (f32 matches PyTorch within 1e-4; bf16 is about
     /// twice as fast on CPUs with AVX-512 BF16).
     pub precision: Precision,
+    /// The widest kernel family the products may use.
+    pub kernels: KernelChoice,
 }
 
 impl Default for CrossEncoderOptions {
@@ -55,6 +57,7 @@ impl Default for CrossEncoderOptions {
             batch_size: 16,
             max_batch_tokens: 8192,
             precision: Precision::F32,
+            kernels: KernelChoice::Auto,
         }
     }
 }
@@ -193,7 +196,9 @@ impl CrossEncoder {
         let h = info.hidden;
         let pooler = Linear::read(&checkpoint, "bert.pooler.dense", (h, h))?;
         let classifier = Linear::read(&checkpoint, "classifier", (1, h))?;
-        let backbone = Backbone::load(&info, raw, &config_path, checkpoint, options.precision.effective())?;
+        let kernels = options.kernels.resolve()?;
+        let precision = options.precision.effective(&kernels);
+        let backbone = Backbone::load(&info, raw, &config_path, checkpoint, &kernels, precision)?;
 
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {

@@ -9,7 +9,7 @@ use index_format::{FormatError, IndexReader};
 use rayon::prelude::*;
 
 use super::{Hit, TopK};
-use crate::maxsim::{PreparedQuery, Scorer};
+use kernels::maxsim::{PreparedQuery, Scorer};
 
 /// Documents per parallel work unit.
 const CHUNK_DOCS: usize = 256;

@@ -12,17 +12,17 @@ pub use stages::StageTimes;
 pub use topk::TopK;
 
 /// Whether this CPU computes the stage-1 centroid scores in bf16 when
-/// [`SearchParams::bf16_centroid_scores`] asks for it: it has AVX-512 BF16 and, measured once
-/// per process, multiplies bf16 at least 1.25× as fast as f32 (with `vdpbf16ps`, or on AMX
-/// tiles where the CPU has them).
+/// [`SearchParams::bf16_centroid_scores`] asks for it: where [`kernels::Precision::Auto`] runs
+/// bf16 (decided by CPU features alone: AMX tiles where usable, or AVX-512 BF16 on a CPU
+/// without AMX).
 pub fn bf16_centroid_scores_available() -> bool {
-    crate::encoder::bf16::pays_off()
+    kernels::Kernels::auto().runs_bf16(kernels::Precision::Auto)
 }
 
-/// The bf16 product stage 1 runs where [`bf16_centroid_scores_available`], in words:
-/// `"bf16 (AVX-512 BF16)"` or `"bf16 (AMX tiles)"`.
+/// The product stage 1 runs with [`SearchParams::bf16_centroid_scores`] set, in words:
+/// `"bf16 (AVX-512 BF16)"`, `"bf16 (AMX tiles)"`, or an f32 kernel's name.
 pub fn bf16_kernel_name() -> &'static str {
-    crate::encoder::bf16::kernel_name()
+    kernels::Kernels::auto().dense_name(kernels::Precision::Auto)
 }
 
 /// A scored document: internal document number and MaxSim score.

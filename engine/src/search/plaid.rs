@@ -28,11 +28,12 @@ use rayon::prelude::*;
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
 use crate::codec::{dot, Codec};
-use crate::encoder::bf16;
-use crate::encoder::ops::{grow, Mat};
-use crate::encoder::packed::{matmul_packed, PackedMat};
 use crate::error::{EngineError, Result};
-use crate::maxsim::PreparedQuery;
+use kernels::bf16;
+use kernels::cpu::{Bf16Dense, Kernels, Precision};
+use kernels::maxsim::PreparedQuery;
+use kernels::ops::{grow, Mat};
+use kernels::packed::{matmul_packed, PackedMat};
 
 /// Candidates per parallel work unit in stages 2 and 3.
 const SCORE_CHUNK: usize = 1024;
@@ -147,7 +148,7 @@ pub struct CompressedState {
     centroids: Vec<f32>,
     /// The centroids rounded to bf16 for stage 1, kept only where the CPU multiplies bf16
     /// faster than f32 ([`SearchParams::bf16_centroid_scores`]).
-    centroids_bf16: Option<bf16::PackedRows>,
+    centroids_bf16: Option<(bf16::PackedRows, Bf16Dense)>,
     codec: Codec,
     n_centroids: usize,
     centroid_fit: Option<f32>,
@@ -179,7 +180,11 @@ impl CompressedState {
         let n_centroids = r.n_centroids as usize;
         let centroid_fit = meta.build.get("centroid_fit").and_then(|v| v.as_f64()).map(|v| v as f32);
         // (The reader checked at open that the centroids hold `n_centroids × dim` values.)
-        let centroids_bf16 = bf16::pays_off().then(|| bf16::PackedRows::pack(&centroids, n_centroids, dim));
+        let kernels = Kernels::auto();
+        let centroids_bf16 = match (kernels.runs_bf16(Precision::Auto), kernels.bf16_dense) {
+            (true, Some(kind)) => Some((bf16::PackedRows::pack(&centroids, n_centroids, dim), kind)),
+            _ => None,
+        };
         Ok(Some(Self { centroids, centroids_bf16, codec, n_centroids, centroid_fit, unit_norm: r.unit_norm }))
     }
 
@@ -321,11 +326,11 @@ impl<'a> Compressed<'a> {
         let (c, nq, dim) = (self.state.n_centroids, qt.n(), self.dim);
         let mut scores = vec![0f32; c * nq];
         match self.state.centroids_bf16.as_ref().filter(|_| bf16) {
-            Some(rows) => {
+            Some((rows, kind)) => {
                 let q = query.tokens();
                 let mut qt16 = bf16::PackedB::default();
                 qt16.repack(dim, nq, |d, t| q[t * dim + d]);
-                bf16::matmul_rows(rows, &qt16, &mut scores);
+                bf16::matmul_rows(*kind, rows, &qt16, &mut scores);
                 (scores, true)
             }
             None => {
@@ -504,7 +509,7 @@ impl<'a> Compressed<'a> {
         if self.embeddings.is_some() {
             // The exact tier: the MaxSim kernel straight on the f16 rows (no f32 copy).
             let block = |chunk: &[u32]| -> Result<TopK> {
-                let mut scorer = crate::maxsim::Scorer::new(query);
+                let mut scorer = kernels::maxsim::Scorer::new(query);
                 let mut top = TopK::new(k);
                 for &d in chunk {
                     let range = self.tokens(d)?;

@@ -56,8 +56,8 @@ pub use update::{AddOptions, AddReport, Adding, Compacted, DeleteReport, Writer}
 
 use crate::error::{EngineError, Result};
 use crate::index::Segment;
-use crate::maxsim::{PreparedQuery, Scorer};
 use crate::search::{Hit, SearchParams, TopK};
+use kernels::maxsim::{PreparedQuery, Scorer};
 
 /// How many times [`Index::open`] retries when the index directory was replaced (compacted or
 /// rebuilt with overwrite) while it was being opened.
@@ -196,6 +196,7 @@ struct Snapshot {
     dir_id: u64,
     manifest: Manifest,
     parts: Vec<Arc<Part>>,
+    #[cfg(feature = "text")]
     encoder: OnceLock<std::result::Result<Arc<crate::encoder::Encoder>, String>>,
 }
 
@@ -312,6 +313,7 @@ impl Index {
                 dir_id,
                 manifest,
                 parts,
+                #[cfg(feature = "text")]
                 encoder: OnceLock::new(),
             }),
         })
@@ -411,6 +413,11 @@ impl Index {
                 }
                 Ok(std::borrow::Cow::Borrowed(t.data()))
             }
+            #[cfg(not(feature = "text"))]
+            Query::Text(_) => Err(EngineError::InvalidArgument(
+                "text queries need the engine's `text` feature (this build has no encoder)".into(),
+            )),
+            #[cfg(feature = "text")]
             Query::Text(text) => {
                 let encoder = self.encoder()?;
                 let mut encoded = encoder.encode_queries(&[text])?;
@@ -424,6 +431,7 @@ impl Index {
     }
 
     /// The model recorded in the index, loaded once.
+    #[cfg(feature = "text")]
     pub fn encoder(&self) -> Result<Arc<crate::encoder::Encoder>> {
         let loaded = self.inner.encoder.get_or_init(|| load_recorded_encoder(self.meta(), self.dir()));
         loaded.clone().map_err(|problem| EngineError::Model { path: self.dir().to_path_buf(), problem })
@@ -551,6 +559,7 @@ fn best_first(mut all: Vec<ScoredDoc>, k: usize) -> Vec<ScoredDoc> {
 }
 
 /// Loads the model an index records (its directory, checked against the recorded identity).
+#[cfg(feature = "text")]
 fn load_recorded_encoder(
     meta: &IndexMeta,
     dir: &Path,

@@ -218,7 +218,7 @@ impl Writer {
             docs: live,
             dropped,
             segments: parts.len(),
-            dropped_bm25: self.dir.join(crate::rerank::bm25::BM25_DIR).is_dir(),
+            dropped_bm25: self.dir.join(crate::index::BM25_DIR).is_dir(),
         })
     }
 

@@ -1,4 +1,4 @@
-//! The numeric kernels of the BERT forward pass in [`super::bert`]: a strided f32 matrix product
+//! The numeric kernels of the encoder's forward pass: a strided f32 matrix product
 //! (the `gemm` crate's packed micro-kernels, one thread per call) and the element-wise passes —
 //! bias, GELU, layer norm, masked softmax — written as plain loops the compiler vectorises.
 //!
@@ -7,15 +7,20 @@
 //! approximations (relative error of `exp` below 4e-7, absolute error of `erf` below 5e-7) so that
 //! the loops vectorise; the encoder matches PyTorch within 1e-4 with them (tests/encoder.rs).
 
-use std::sync::OnceLock;
+use crate::cpu::{Elementwise, Features, Kernels};
 
 /// One matrix operand: a slice and its row and column strides in elements.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
+pub struct Mat<'a> {
+    /// The elements (the view starts at index 0).
     pub data: &'a [f32],
+    /// Rows of the view.
     pub rows: usize,
+    /// Columns of the view.
     pub cols: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
 }
 
@@ -63,14 +68,7 @@ impl<'a> Mat<'a> {
 ///
 /// Panics if a view reaches past its slice or the shapes disagree (callers build them from
 /// checked model dimensions, so this is an internal invariant, not an input error).
-pub(crate) fn matmul(
-    a: Mat<'_>,
-    b: Mat<'_>,
-    out: &mut [f32],
-    out_stride: usize,
-    accumulate: bool,
-    scale: f32,
-) {
+pub fn matmul(a: Mat<'_>, b: Mat<'_>, out: &mut [f32], out_stride: usize, accumulate: bool, scale: f32) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert!(a.extent() <= a.data.len() && b.extent() <= b.data.len(), "matmul: operand view out of bounds");
@@ -109,7 +107,7 @@ pub(crate) fn matmul(
 
 /// The activation after the first feed-forward layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Act {
+pub enum Act {
     /// `x · Φ(x)` with the exact (erf) normal CDF: BERT's `gelu`.
     GeluErf,
     /// The tanh approximation: `gelu_new`, `gelu_pytorch_tanh`.
@@ -118,9 +116,40 @@ pub(crate) enum Act {
     Relu,
 }
 
-/// The element-wise kernels, compiled once per instruction set.
+/// [`Elementwise::bias_act`] with the build of [`Kernels::auto`] (every build computes the
+/// same bits).
+pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Option<Act>) {
+    Kernels::auto().elementwise.bias_act(rows, bias, act)
+}
+
+/// [`Elementwise::gated_act`] with the build of [`Kernels::auto`].
+pub fn gated_act(rows: &mut [f32], width: usize, act: Act) {
+    Kernels::auto().elementwise.gated_act(rows, width, act)
+}
+
+/// [`Elementwise::layer_norm`] with the build of [`Kernels::auto`].
+pub fn layer_norm(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    Kernels::auto().elementwise.layer_norm(rows, gamma, beta, eps)
+}
+
+/// [`Elementwise::masked_softmax`] with the build of [`Kernels::auto`].
+pub fn masked_softmax(rows: &mut [f32], mask: &[u32]) {
+    Kernels::auto().elementwise.masked_softmax(rows, mask)
+}
+
+/// [`Elementwise::argmax_shifted`] with the build of [`Kernels::auto`].
+pub fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
+    Kernels::auto().elementwise.argmax_shifted(row, shift)
+}
+
+/// [`Elementwise::combine_rows`] with the build of [`Kernels::auto`].
+pub fn combine_rows(coef: &[f32], rows: &[f32], out: &mut [f32]) {
+    Kernels::auto().elementwise.combine_rows(coef, rows, out)
+}
+
+/// The element-wise kernels of one build.
 #[derive(Clone, Copy)]
-struct Kernels {
+struct Fns {
     bias_act: fn(&mut [f32], &[f32], Act),
     gated_act: fn(&mut [f32], usize, Act),
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
@@ -129,98 +158,87 @@ struct Kernels {
     combine: fn(&[f32], &[f32], &mut [f32]),
 }
 
-/// Every build of the kernels this CPU runs, fastest first; the last is the portable one.
-fn kernel_builds() -> Vec<(&'static str, Kernels)> {
-    // Reserved, not `vec![]`: with `scalar-only` the SIMD pushes are compiled out, and clippy's
-    // `vec_init_then_push` would then ask for a literal.
-    let mut builds = Vec::with_capacity(3);
-    #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            builds.push((
-                "avx512",
-                Kernels {
-                    bias_act: avx512::bias_act,
-                    gated_act: avx512::gated_act,
-                    layer_norm: avx512::layer_norm,
-                    softmax: avx512::softmax,
-                    argmax: avx512::argmax_shifted,
-                    combine: avx512::combine_rows,
-                },
-            ));
+const GENERIC: Fns = Fns {
+    bias_act: generic::bias_act,
+    gated_act: generic::gated_act,
+    layer_norm: generic::layer_norm,
+    softmax: generic::softmax,
+    argmax: generic::argmax_shifted,
+    combine: generic::combine_rows,
+};
+
+#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+const AVX2: Fns = Fns {
+    bias_act: avx2::bias_act,
+    gated_act: avx2::gated_act,
+    layer_norm: avx2::layer_norm,
+    softmax: avx2::softmax,
+    argmax: avx2::argmax_shifted,
+    combine: avx2::combine_rows,
+};
+
+#[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+const AVX512: Fns = Fns {
+    bias_act: avx512::bias_act,
+    gated_act: avx512::gated_act,
+    layer_norm: avx512::layer_norm,
+    softmax: avx512::softmax,
+    argmax: avx512::argmax_shifted,
+    combine: avx512::combine_rows,
+};
+
+impl Elementwise {
+    /// This build's functions. [`crate::cpu::KernelChoice::resolve`] hands out a SIMD build
+    /// only where the CPU runs it (and this binary compiled it).
+    fn fns(self) -> &'static Fns {
+        match self {
+            #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+            Elementwise::Avx512 if Features::get().avx512 => &AVX512,
+            #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+            Elementwise::Avx2 if Features::get().avx2 => &AVX2,
+            _ => &GENERIC,
         }
-        builds.push((
-            "avx2",
-            Kernels {
-                bias_act: avx2::bias_act,
-                gated_act: avx2::gated_act,
-                layer_norm: avx2::layer_norm,
-                softmax: avx2::softmax,
-                argmax: avx2::argmax_shifted,
-                combine: avx2::combine_rows,
-            },
-        ));
     }
-    builds.push((
-        "generic",
-        Kernels {
-            bias_act: generic::bias_act,
-            gated_act: generic::gated_act,
-            layer_norm: generic::layer_norm,
-            softmax: generic::softmax,
-            argmax: generic::argmax_shifted,
-            combine: generic::combine_rows,
-        },
-    ));
-    builds
-}
 
-/// The fastest build, or the one named by the environment variable `COLBERT_ELEMENTWISE`
-/// (`avx512`, `avx2`, `generic`) when this CPU runs it (for A/B measurements).
-fn kernels() -> &'static Kernels {
-    static K: OnceLock<Kernels> = OnceLock::new();
-    K.get_or_init(|| {
-        let builds = kernel_builds();
-        let wanted = std::env::var("COLBERT_ELEMENTWISE").ok();
-        builds.iter().find(|(name, _)| wanted.as_deref() == Some(name)).unwrap_or(&builds[0]).1
-    })
-}
-
-/// Adds `bias` to every row of `rows` (row width = `bias.len()`), then applies `act` if given.
-pub(crate) fn bias_act(rows: &mut [f32], bias: &[f32], act: Option<Act>) {
-    match act {
-        Some(act) => (kernels().bias_act)(rows, bias, act),
-        None => generic::add_bias(rows, bias),
+    /// Adds `bias` to every row of `rows` (row width = `bias.len()`), then applies `act` if
+    /// given.
+    pub fn bias_act(self, rows: &mut [f32], bias: &[f32], act: Option<Act>) {
+        match act {
+            Some(act) => (self.fns().bias_act)(rows, bias, act),
+            None => generic::add_bias(rows, bias),
+        }
     }
-}
 
-/// The gated activation of a GLU feed-forward: each row of `rows` is `[input | gate]`, both
-/// `width` wide; `input` becomes `act(input) · gate` (the gate half is left as it was).
-pub(crate) fn gated_act(rows: &mut [f32], width: usize, act: Act) {
-    (kernels().gated_act)(rows, width, act)
-}
+    /// The gated activation of a GLU feed-forward: each row of `rows` is `[input | gate]`,
+    /// both `width` wide; `input` becomes `act(input) · gate` (the gate half is left as it
+    /// was).
+    pub fn gated_act(self, rows: &mut [f32], width: usize, act: Act) {
+        (self.fns().gated_act)(rows, width, act)
+    }
 
-/// Layer norm of every row of `rows` (width `gamma.len()`), in place, biased variance.
-pub(crate) fn layer_norm(rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    (kernels().layer_norm)(rows, gamma, beta, eps)
-}
+    /// Layer norm of every row of `rows` (width `gamma.len()`), in place, biased variance.
+    pub fn layer_norm(self, rows: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        (self.fns().layer_norm)(rows, gamma, beta, eps)
+    }
 
-/// Softmax of every row of `rows` (width `mask.len()`) over the columns whose `mask` is non-zero;
-/// masked columns become 0 (what adding `f32::MIN` before the softmax gives).
-pub(crate) fn masked_softmax(rows: &mut [f32], mask: &[u32]) {
-    (kernels().softmax)(rows, mask)
-}
+    /// Softmax of every row of `rows` (width `mask.len()`) over the columns whose `mask` is
+    /// non-zero; masked columns become 0 (what adding `f32::MIN` before the softmax gives).
+    pub fn masked_softmax(self, rows: &mut [f32], mask: &[u32]) {
+        (self.fns().softmax)(rows, mask)
+    }
 
-/// Index and value of the largest `row[j] - shift[j]` (the first one on ties; index 0 and -inf
-/// when nothing beats -inf). Used by k-means assignment (`score - |c|²/2`).
-pub(crate) fn argmax_shifted(row: &[f32], shift: &[f32]) -> (usize, f32) {
-    (kernels().argmax)(row, shift)
-}
+    /// Index and value of the largest `row[j] - shift[j]` (the first one on ties; index 0 and
+    /// -inf when nothing beats -inf). Used by k-means assignment (`score - |c|²/2`).
+    pub fn argmax_shifted(self, row: &[f32], shift: &[f32]) -> (usize, f32) {
+        (self.fns().argmax)(row, shift)
+    }
 
-/// `out = Σ_j coef[j] · rows[j]`, where `rows` holds `coef.len()` rows of width `out.len()`
-/// (a vector–matrix product with a short vector; the residual codec's codeword scores).
-pub(crate) fn combine_rows(coef: &[f32], rows: &[f32], out: &mut [f32]) {
-    (kernels().combine)(coef, rows, out)
+    /// `out = Σ_j coef[j] · rows[j]`, where `rows` holds `coef.len()` rows of width
+    /// `out.len()` (a vector–matrix product with a short vector; the residual codec's codeword
+    /// scores).
+    pub fn combine_rows(self, coef: &[f32], rows: &[f32], out: &mut [f32]) {
+        (self.fns().combine)(coef, rows, out)
+    }
 }
 
 /// One build of the element-wise kernels of [`generic`] for a set of target features, chosen at
@@ -304,8 +322,11 @@ mod avx512 {
         use std::arch::x86_64::*;
         let n = row.len().min(shift.len());
         let (rp, sp) = (row.as_ptr(), shift.as_ptr());
-        // SAFETY (both loads): callers pass `i + 16 <= n`, inside both slices.
-        let at = |i: usize| unsafe { _mm512_sub_ps(_mm512_loadu_ps(rp.add(i)), _mm512_loadu_ps(sp.add(i))) };
+        let at = |i: usize| {
+            // SAFETY: both loads read 16 floats at `i`, and callers pass `i + 16 <= n`, inside both
+            // slices.
+            unsafe { _mm512_sub_ps(_mm512_loadu_ps(rp.add(i)), _mm512_loadu_ps(sp.add(i))) }
+        };
         let mut acc = [_mm512_set1_ps(f32::NEG_INFINITY); 4];
         let mut i = 0;
         while i + 64 <= n {
@@ -707,7 +728,7 @@ pub(crate) mod generic {
 
 /// `buf` grown (never shrunk) to at least `len` elements, as exactly `len` elements; new
 /// elements are zero. How per-thread scratch buffers are reused from call to call.
-pub(crate) fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
@@ -718,6 +739,62 @@ pub(crate) fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
 mod tests {
     use super::generic;
     use super::*;
+
+    /// Every build this CPU runs (whatever `scalar-only` says), with its name.
+    fn kernel_builds() -> Vec<(&'static str, &'static Fns)> {
+        let mut builds: Vec<(&'static str, &'static Fns)> = vec![("generic", &GENERIC)];
+        #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
+        {
+            let f = Features::hardware();
+            if f.avx2 {
+                builds.push(("avx2", &AVX2));
+            }
+            if f.avx512 {
+                builds.push(("avx512", &AVX512));
+            }
+        }
+        builds
+    }
+
+    /// The builds are one source compiled for several instruction sets: they agree bit for bit,
+    /// so which one runs never changes an index.
+    #[test]
+    fn every_build_computes_the_same_bits() {
+        let width = 45;
+        let rows: Vec<f32> = (0..width * 7).map(|i| ((i * 7919) % 211) as f32 / 17.0 - 6.0).collect();
+        let bias: Vec<f32> = (0..width).map(|i| i as f32 / 37.0 - 0.4).collect();
+        let mask: Vec<u32> = (0..width).map(|i| u32::from(i % 6 != 2)).collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+        let run = |k: &Fns| {
+            let mut out = Vec::new();
+            for act in [Act::GeluErf, Act::GeluTanh, Act::Relu] {
+                let mut a = rows.clone();
+                (k.bias_act)(&mut a, &bias, act);
+                out.extend(bits(&a));
+                let mut g = rows.clone();
+                (k.gated_act)(&mut g, width / 3, act);
+                out.extend(bits(&g));
+            }
+            let mut a = rows.clone();
+            (k.softmax)(&mut a, &mask);
+            out.extend(bits(&a));
+            let mut a = rows.clone();
+            (k.layer_norm)(&mut a, &bias, &bias, 1e-12);
+            out.extend(bits(&a));
+            let mut c = vec![0f32; width];
+            (k.combine)(&[0.5, -1.25, 2.0, 0.125], &rows, &mut c);
+            out.extend(bits(&c));
+            for row in rows.chunks(width) {
+                let (j, v) = (k.argmax)(row, &bias);
+                out.extend([j as u32, v.to_bits()]);
+            }
+            out
+        };
+        let want = run(&GENERIC);
+        for (name, k) in kernel_builds() {
+            assert!(run(k) == want, "{name} differs from the generic build");
+        }
+    }
 
     /// erf by its Taylor series in f64: exact to ~1e-12 for |x| ≤ 3.5 (cancellation grows beyond).
     fn erf_ref(x: f64) -> f64 {
@@ -862,7 +939,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(argmax_shifted(&[f32::NEG_INFINITY; 3], &[0.0; 3]), (0, f32::NEG_INFINITY));
+        assert_eq!(
+            Elementwise::Generic.argmax_shifted(&[f32::NEG_INFINITY; 3], &[0.0; 3]),
+            (0, f32::NEG_INFINITY)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod scalar;
 
 // AVX-512 intrinsics and `#[target_feature(enable = "avx512f")]` are stable from Rust 1.89, and
 // calling value-only intrinsics safely inside `#[target_feature]` functions from 1.86: these
-// modules need rust-version >= 1.89 (the workspace still says 1.85 and must be raised).
+// modules need rust-version >= 1.89 (the workspace's).
 #[cfg(target_arch = "x86_64")]
 #[clippy::msrv = "1.89"]
 mod avx2;
@@ -35,9 +35,9 @@ mod neon;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
-
 use half::f16;
+
+use crate::cpu::Features;
 
 /// Query tokens per packed strip (one AVX-512 register of f32, two AVX2, four NEON).
 pub const STRIP: usize = 16;
@@ -59,18 +59,12 @@ impl Kernel {
     /// Every kernel, slowest first.
     pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Neon, Kernel::Avx2, Kernel::Avx512];
 
-    /// The fastest kernel this CPU supports, detected on the first call and cached for the
-    /// life of the process.
+    /// The kernel of [`crate::cpu::Kernels::auto`]: the fastest this CPU supports, detected
+    /// on the first call and cached for the life of the process.
     ///
     /// With the `scalar-only` cargo feature this is always [`Kernel::Scalar`].
     pub fn detect() -> Kernel {
-        if cfg!(feature = "scalar-only") {
-            return Kernel::Scalar;
-        }
-        static DETECTED: OnceLock<Kernel> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            Kernel::ALL.iter().rev().copied().find(|k| k.is_available()).unwrap_or(Kernel::Scalar)
-        })
+        crate::cpu::Kernels::auto().maxsim
     }
 
     /// Every kernel this CPU can run, scalar first. Unaffected by the `scalar-only` feature, so
@@ -100,36 +94,16 @@ impl Kernel {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 fn avx2_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-        && std::arch::is_x86_feature_detected!("f16c")
+    Features::hardware().avx2
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2_available() -> bool {
-    false
-}
-
-#[cfg(target_arch = "x86_64")]
 fn avx512_available() -> bool {
-    std::arch::is_x86_feature_detected!("avx512f") && avx2_available()
+    Features::hardware().avx512
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn avx512_available() -> bool {
-    false
-}
-
-#[cfg(target_arch = "aarch64")]
 fn neon_available() -> bool {
-    std::arch::is_aarch64_feature_detected!("neon")
-}
-
-#[cfg(not(target_arch = "aarch64"))]
-fn neon_available() -> bool {
-    false
+    Features::hardware().neon
 }
 
 /// A query prepared for scoring many documents.

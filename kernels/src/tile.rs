@@ -9,7 +9,7 @@ pub(crate) struct Dst<'a> {
     out: &'a mut [f32],
     stride: usize,
     /// Rows in the block.
-    pub(crate) rows: usize,
+    pub rows: usize,
     width: usize,
     accumulate: bool,
 }

@@ -2,7 +2,7 @@
 //! multiplies a 16 × 32 bf16 tile by a 32 × 16 one into a 16 × 16 f32 tile: sixteen times the
 //! multiply-adds of an AVX-512 f32 FMA per instruction.
 //!
-//! It reads the same operands as the AVX-512 BF16 kernel of [`super::bf16`]: weights packed in
+//! It reads the same operands as the AVX-512 BF16 kernel of [`super`]: weights packed in
 //! panels of [`NR`] columns, each pair of rows of `k` interleaved, which is the layout of an AMX
 //! right-hand tile (16 pairs × 16 columns, 64-byte rows at a stride of `NR` dwords); and rows of
 //! activations rounded to bf16 pairs, whose 16-pair slices are left-hand tiles. Panels store
@@ -15,7 +15,7 @@
 //! run time the hardware is used only after it has matched the model on a few products in this
 //! process ([`usable`]).
 
-use super::bf16::{PackedB, NR, TILE_PAIRS};
+use super::{PackedB, NR, TILE_PAIRS};
 
 /// Rows of a tile, and u32 (bf16 pairs, or f32) per tile row.
 const TILE: usize = 16;
@@ -24,7 +24,7 @@ const _: () = assert!(TILE == TILE_PAIRS && NR == 2 * TILE);
 /// The eight tile registers as this kernel uses them: four 16 × 16 f32 accumulators `C[i][j]`
 /// (index `2i + j`), two left-hand tiles `A[i]` (16 rows × 16 pairs) and two right-hand tiles
 /// `B[j]` (16 pairs × 16 columns). Loads read 16 rows of 16 u32, row `r` at `src[r * stride]`.
-pub(crate) trait Tiles {
+pub trait Tiles {
     /// Configures the tiles (all 16 rows × 64 bytes); before any other call.
     fn start(&mut self);
     /// Releases the tiles (their state returns to init, cheap to save on a context switch).
@@ -51,7 +51,7 @@ fn check_tile(len: usize, stride: usize) {
 /// at `out[i * out_stride]`, `b.n` wide. Blocks of 32 rows by 32 columns (one panel), `k` in
 /// tiles of 16 pairs, all of `k` accumulated in the tiles; whole blocks of a product that is not
 /// added to `out` are stored straight from the tiles, the others through a buffer.
-pub(crate) fn row_block<T: Tiles>(
+pub fn row_block<T: Tiles>(
     t: &mut T,
     ablock: &[u32],
     mc: usize,
@@ -66,7 +66,7 @@ pub(crate) fn row_block<T: Tiles>(
 /// [`row_block`] on `b`'s panels `panels` only: column 0 of `out` is the first column of panel
 /// `panels.start`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn row_block_panels<T: Tiles>(
+pub fn row_block_panels<T: Tiles>(
     t: &mut T,
     ablock: &[u32],
     mc: usize,
@@ -156,7 +156,7 @@ fn widen(h: u32) -> f32 {
 /// The tile instructions computed in software, as Intel's manual defines them: for each output
 /// element and each pair, the even then the odd product (exact in f32) added with round to
 /// nearest even; bf16 denormals read as zero and denormal results flushed to zero.
-pub(crate) struct Model {
+pub struct Model {
     a: [[[u32; TILE]; TILE]; 2],
     b: [[[u32; TILE]; TILE]; 2],
     c: [[[f32; TILE]; TILE]; 4],
@@ -224,18 +224,20 @@ impl Tiles for Model {
 /// Whether this process may use the AMX tiles for bf16 products: the CPU has AMX-TILE and
 /// AMX-BF16 with the palette this kernel assumes, Linux granted the tile state, and the
 /// instructions matched [`Model`] on a few products. Decided once per process.
-pub(crate) fn usable() -> bool {
+pub fn usable() -> bool {
     static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *USABLE.get_or_init(|| {
         let Some(mut hw) = Hardware::new() else { return false };
-        let agrees = hardware_matches_model(&mut hw);
-        if !agrees {
-            eprintln!(
-                "warning: the AMX tiles disagree with their definition on this CPU; using AVX-512 BF16"
-            );
-        }
-        agrees
+        // Tiles that disagree with their definition are not used ([`crate::cpu::Features`]
+        // reports them as present but unusable).
+        hardware_matches_model(&mut hw)
     })
+}
+
+/// Whether the CPU reports AMX-TILE and AMX-BF16 with the tile geometry this kernel assumes
+/// (whether or not this process may use them).
+pub fn present() -> bool {
+    hardware::cpu_has_amx()
 }
 
 /// Runs a few products (edge rows, one- and two-tile widths, `k` over several tiles,
@@ -255,16 +257,16 @@ fn hardware_matches_model(hw: &mut Hardware) -> bool {
 
 /// Deterministic operands in [-0.5, 0.5): a padded row block for `m` rows of `k`, and `[k, n]`
 /// packed weights.
-pub(crate) fn test_operands(m: usize, k: usize, n: usize) -> (Vec<u32>, PackedB) {
+pub fn test_operands(m: usize, k: usize, n: usize) -> (Vec<u32>, PackedB) {
     let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919 % 1013) as f32 / 1013.0) - 0.5).collect();
     let w: Vec<f32> = (0..k * n).map(|i| ((i * 104_729 % 997) as f32 / 997.0) - 0.5).collect();
     let b = PackedB::pack(&w, k, n);
     let mut ablock = Vec::new();
-    super::bf16::pack_padded(&a, k, m, k, b.ks, &mut ablock);
+    super::pack_padded(&a, k, m, k, b.ks, &mut ablock);
     (ablock, b)
 }
 
-pub(crate) use hardware::Hardware;
+pub use hardware::Hardware;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux", not(feature = "scalar-only")))]
 mod hardware {
@@ -276,7 +278,7 @@ mod hardware {
     /// `tmm6`/`tmm7`. Only [`Hardware::new`] makes one, after checking the CPU and asking Linux
     /// for the tile state; the compiler itself never uses tile registers, so they keep their
     /// values between the `asm!` blocks of one product.
-    pub(crate) struct Hardware {
+    pub struct Hardware {
         started: bool,
     }
 
@@ -309,7 +311,7 @@ mod hardware {
         /// The tiles, when the CPU reports AMX-TILE and AMX-BF16 with palette 1 of 8 tiles of
         /// 16 rows × 64 bytes, and Linux grants this process the tile state (checked and asked
         /// once per process).
-        pub(crate) fn new() -> Option<Hardware> {
+        pub fn new() -> Option<Hardware> {
             static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
             let granted = *GRANTED.get_or_init(|| cpu_has_amx() && request_tile_state());
             granted.then_some(Hardware { started: false })
@@ -318,7 +320,7 @@ mod hardware {
 
     // `__cpuid_count` is a safe function from Rust 1.94; the `unsafe` blocks keep 1.89 building.
     #[allow(unused_unsafe)]
-    fn cpu_has_amx() -> bool {
+    pub fn cpu_has_amx() -> bool {
         use std::arch::x86_64::__cpuid_count;
         // SAFETY: CPUID exists on every x86-64 CPU; leaves above the maximum are not queried.
         let max_leaf = unsafe { __cpuid_count(0, 0) }.eax;
@@ -469,13 +471,18 @@ mod hardware {
 
     /// No tiles on this platform (or build): [`Hardware::new`] is always `None`, so no value
     /// exists and the methods below are never reached.
-    pub(crate) struct Hardware(());
+    pub struct Hardware(());
 
     impl Hardware {
         /// Always `None` here.
-        pub(crate) fn new() -> Option<Hardware> {
+        pub fn new() -> Option<Hardware> {
             None
         }
+    }
+
+    /// No tiles on this platform (or build).
+    pub fn cpu_has_amx() -> bool {
+        false
     }
 
     const NONE: &str = "no AMX tiles on this platform";

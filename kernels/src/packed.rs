@@ -8,16 +8,17 @@
 //! one `A` value per row. Without AVX-512 the product goes to the general kernel in
 //! [`super::ops::matmul`] on the unpacked copy.
 
-use super::ops::{matmul, Mat};
+use crate::cpu::{F32Dense, Features, Kernels};
+use crate::ops::{matmul, Mat};
 
 /// Output columns per panel (two 16-lane vectors).
-pub(crate) const NR: usize = 32;
+pub const NR: usize = 32;
 /// Rows per micro-kernel call.
 const MR: usize = 12;
 
 /// A right-hand side `[k, n]` packed for [`matmul_packed`].
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PackedMat {
+pub struct PackedMat {
     k: usize,
     n: usize,
     /// Row-major `[k, n]` copy for the portable path (empty where there are panels).
@@ -26,27 +27,26 @@ pub(crate) struct PackedMat {
     panels: Vec<f32>,
 }
 
-/// Whether this CPU runs the AVX-512 kernel (the panels-only entry points need it).
-pub(crate) fn use_avx512() -> bool {
-    #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(feature = "scalar-only"))))]
-    {
-        false
-    }
+/// Whether this CPU (and build) runs the AVX-512 kernel (the panels-only entry points need it).
+pub fn use_avx512() -> bool {
+    Features::get().avx512
 }
 
 impl PackedMat {
-    /// Packs `b`, a `[k, n]` view (any strides).
-    pub(crate) fn pack(b: Mat<'_>) -> PackedMat {
+    /// Packs `b`, a `[k, n]` view (any strides), for the f32 product of [`Kernels::auto`].
+    pub fn pack(b: Mat<'_>) -> PackedMat {
+        PackedMat::pack_for(b, Kernels::auto().f32_dense)
+    }
+
+    /// Packs `b`, a `[k, n]` view (any strides), for the given f32 product: panels for
+    /// [`F32Dense::Avx512Panels`], a plain copy for [`F32Dense::General`].
+    pub fn pack_for(b: Mat<'_>, kernel: F32Dense) -> PackedMat {
         let (k, n) = (b.rows, b.cols);
         let at = |r: usize, c: usize| b.data[r * b.row_stride + c * b.col_stride];
         let dense: Vec<f32> =
             (0..k).flat_map(|r| (0..n).map(move |c| (r, c))).map(|(r, c)| at(r, c)).collect();
         let mut panels = Vec::new();
-        if use_avx512() {
+        if kernel == F32Dense::Avx512Panels && use_avx512() {
             panels = vec![0f32; n.div_ceil(NR) * k * NR];
             for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
                 for r in 0..k {
@@ -62,14 +62,14 @@ impl PackedMat {
     }
 
     /// Columns.
-    pub(crate) fn n(&self) -> usize {
+    pub fn n(&self) -> usize {
         self.n
     }
 
     /// Repacks in place, reusing the allocation, a `[k, n]` matrix whose element `(row, col)` is
     /// `at(row, col)`, as panels only (no portable copy): for [`matmul_panels`], so only where
     /// [`use_avx512`] is true (asserted).
-    pub(crate) fn repack_panels(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
+    pub fn repack_panels(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
         assert!(use_avx512(), "packed panels built on a CPU without AVX-512");
         self.dense.clear();
         self.panels.clear();
@@ -89,7 +89,7 @@ impl PackedMat {
 /// `out (+)= a · b` on strided rows with the AVX-512 kernel: row `i` of `a` (`b.k()` wide) starts
 /// at `a[i * a_stride]`, row `i` of `out` (`b.n()` wide) at `out[i * out_stride]`. `b` must have
 /// panels (packed where [`use_avx512`] is true; asserted). Panics if a view leaves its slice.
-pub(crate) fn matmul_panels(
+pub fn matmul_panels(
     a: &[f32],
     a_stride: usize,
     m: usize,
@@ -104,7 +104,7 @@ pub(crate) fn matmul_panels(
 /// [`matmul_panels`] on the columns of `b`'s panels `panels` only (`NR` columns each, the last
 /// one possibly narrower): column `panels.start * NR` of `b` lands in column 0 of `out`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_panel_range(
+pub fn matmul_panel_range(
     a: &[f32],
     a_stride: usize,
     m: usize,
@@ -135,7 +135,7 @@ pub(crate) fn matmul_panel_range(
 
 /// `out = a · b` on the calling thread: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]`
 /// row-major. Panics on shape mismatch (an internal invariant).
-pub(crate) fn matmul_packed(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32]) {
+pub fn matmul_packed(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32]) {
     assert_eq!(a.len(), m * b.k, "matmul_packed: lhs shape");
     assert_eq!(out.len(), m * b.n, "matmul_packed: output shape");
     if !b.panels.is_empty() {
@@ -150,11 +150,11 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{PackedMat, MR, NR};
-    use crate::encoder::tile::Dst;
+    use crate::tile::Dst;
 
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn matmul(
+    pub fn matmul(
         a: &[f32],
         a_stride: usize,
         m: usize,
@@ -189,8 +189,9 @@ mod x86 {
             ($rows:expr) => {
                 for t in 0..k {
                     // SAFETY: `t < k`: the panel holds `k * NR` floats (asserted above).
-                    let (b0, b1) =
-                        unsafe { (_mm512_loadu_ps(pp.add(t * NR)), _mm512_loadu_ps(pp.add(t * NR + 16))) };
+                    let b0 = unsafe { _mm512_loadu_ps(pp.add(t * NR)) };
+                    // SAFETY: as above.
+                    let b1 = unsafe { _mm512_loadu_ps(pp.add(t * NR + 16)) };
                     for r in 0..$rows {
                         // SAFETY: `r < rows`, `t < k`: inside `a` (asserted above).
                         let av = _mm512_set1_ps(unsafe { *ap.add(r * stride + t) });

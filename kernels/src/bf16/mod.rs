@@ -15,10 +15,12 @@
 
 use std::ops::Range;
 
-use super::amx;
+pub mod amx;
+
+use crate::cpu::{Bf16Dense as Kernel, Features};
 
 /// Output columns per packed panel (two 16-lane vectors).
-pub(crate) const NR: usize = 32;
+pub const NR: usize = 32;
 /// Rows per micro-kernel call.
 const MR: usize = 12;
 /// Rows of `A` converted and kept hot per block.
@@ -27,111 +29,13 @@ const MC: usize = 96;
 /// blocks, and a whole 384-wide input (MiniLM, BERT-small) in one pass.
 const KC: usize = 192;
 
-/// Whether this CPU runs the bf16 kernel.
-pub(crate) fn available() -> bool {
-    #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(all(target_arch = "x86_64", not(feature = "scalar-only"))))]
-    {
-        false
-    }
-}
-
-/// The bf16 kernel is chosen by [`crate::encoder::Precision::Auto`] only when it runs a
-/// dense-layer product at least this many times faster than the packed f32 kernel. AMD Zen 4
-/// measures about 1.75× (two bf16 pairs per lane at the f32 FMA rate); Intel Sapphire Rapids,
-/// where `vdpbf16ps` issues on one port and f32 FMAs on two, measures 0.6–1.0× (its AMX tiles
-/// are measured separately). The margin keeps the choice stable on a noisy machine.
-const MIN_SPEEDUP: f64 = 1.25;
-
-/// The two bf16 products.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// `vdpbf16ps` on AVX-512 registers (the micro-kernel below).
-    Avx512,
-    /// `tdpbf16ps` on AMX tiles ([`super::amx`]).
-    Amx,
-}
-
-/// Speeds of the bf16 kernels relative to the packed f32 one, measured once per process.
-struct Calibration {
-    avx512: f64,
-    /// `None` where the tiles are not [`amx::usable`].
-    amx: Option<f64>,
-}
-
-fn calibration() -> &'static Calibration {
-    static CALIBRATION: std::sync::OnceLock<Calibration> = std::sync::OnceLock::new();
-    CALIBRATION.get_or_init(|| Calibration {
-        avx512: measured_speedup(Kernel::Avx512),
-        amx: amx::usable().then(|| measured_speedup(Kernel::Amx)),
-    })
-}
-
-/// Whether bf16 products are worth using on this CPU: AVX-512 BF16 is present and, measured once
-/// per process on a product shaped like a BERT feed-forward layer (about 20 ms in all), the faster
-/// of the two kernels (`vdpbf16ps`, or the AMX tiles where usable) is at least [`MIN_SPEEDUP`]
-/// times as fast as the packed f32 kernel. The encoder's `auto` precision and search's bf16
-/// stage 1 ask this; [`matmul`] and [`matmul_rows`] then run that faster kernel.
-pub(crate) fn pays_off() -> bool {
-    available() && {
-        let c = calibration();
-        c.avx512.max(c.amx.unwrap_or(0.0)) >= MIN_SPEEDUP
-    }
-}
-
-/// The kernel [`matmul`] and [`matmul_rows`] run: the AMX tiles where they are [`amx::usable`]
-/// and measure faster than `vdpbf16ps`; `COLBERT_BF16_KERNEL=avx512` or `=amx` forces one (the
-/// tiles only where usable) for A/B runs.
-fn kernel() -> Kernel {
-    static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-    *KERNEL.get_or_init(|| match std::env::var("COLBERT_BF16_KERNEL").as_deref() {
-        Ok("avx512") => Kernel::Avx512,
-        Ok("amx") if amx::usable() => Kernel::Amx,
-        _ => match calibration().amx {
-            Some(amx) if amx > calibration().avx512 => Kernel::Amx,
-            _ => Kernel::Avx512,
-        },
-    })
-}
-
-/// The kernel [`matmul`] runs, in words.
-pub(crate) fn kernel_name() -> &'static str {
-    match kernel() {
-        Kernel::Avx512 => "bf16 (AVX-512 BF16)",
-        Kernel::Amx => "bf16 (AMX tiles)",
-    }
-}
-
-/// Best-of-five time of the packed f32 kernel over best-of-five of the given bf16 kernel,
-/// interleaved, on `[96 × 384] · [384 × 1536]`.
-fn measured_speedup(kernel: Kernel) -> f64 {
-    use super::ops::Mat;
-    use super::packed::{matmul_packed, PackedMat};
-    let (m, k, n) = (96, 384, 1536);
-    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 23) as f32 * 0.01 - 0.1).collect();
-    let w: Vec<f32> = (0..k * n).map(|i| ((i * 5) % 19) as f32 * 0.01 - 0.09).collect();
-    let f32_b = PackedMat::pack(Mat::dense(&w, k, n));
-    let bf16_b = PackedB::pack(&w, k, n);
-    let mut out = vec![0f32; m * n];
-    let (mut f32_best, mut bf16_best) = (f64::INFINITY, f64::INFINITY);
-    for _ in 0..5 {
-        let t = std::time::Instant::now();
-        matmul_packed(&a, m, &f32_b, &mut out);
-        f32_best = f32_best.min(t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        matmul_with(kernel, &a, k, m, &bf16_b, 0..n.div_ceil(NR), &mut out, n, false);
-        bf16_best = bf16_best.min(t.elapsed().as_secs_f64());
-    }
-    f32_best / bf16_best.max(1e-9)
+/// Whether this CPU (and build) runs the bf16 kernels: AVX-512 BF16 was detected.
+pub fn available() -> bool {
+    Features::get().avx512_bf16
 }
 
 /// Pairs of `k` in one AMX tile row (64 bytes), the granule of [`PackedB::ks`].
-pub(crate) const TILE_PAIRS: usize = 16;
+pub const TILE_PAIRS: usize = 16;
 
 /// Pairs stored per panel for an input `k` wide: `ceil(k / 2)` rounded up to [`TILE_PAIRS`].
 fn stored_pairs(k: usize) -> usize {
@@ -147,23 +51,24 @@ fn to_bf16(x: f32) -> u16 {
 
 /// A weight matrix `[k, n]` packed for the kernel.
 #[derive(Default)]
-pub(crate) struct PackedB {
+pub struct PackedB {
     k: usize,
-    pub(super) n: usize,
+    /// Columns of the matrix.
+    pub n: usize,
     /// `ceil(k / 2)` pairs.
     kp: usize,
     /// Pairs stored per panel: `kp` rounded up to [`TILE_PAIRS`] (zeros past `kp`), so that the
     /// AMX kernel reads whole tiles.
-    pub(super) ks: usize,
+    pub ks: usize,
     /// Panels of `ks × NR × 2` bf16 bits, each stored as u32 pairs (low half = even `k`).
-    pub(super) data: Vec<u32>,
+    pub data: Vec<u32>,
     /// Rounded source rows while attention repacks a head (kept to reuse the allocation).
     scratch: Vec<u32>,
 }
 
 impl PackedB {
     /// Packs `w`, `[k, n]` row-major f32.
-    pub(crate) fn pack(w: &[f32], k: usize, n: usize) -> PackedB {
+    pub fn pack(w: &[f32], k: usize, n: usize) -> PackedB {
         assert_eq!(w.len(), k * n);
         let mut packed = PackedB::default();
         packed.repack(k, n, |row, col| w[row * n + col]);
@@ -172,7 +77,7 @@ impl PackedB {
 
     /// Repacks in place (reusing the allocation) a `[k, n]` matrix whose element `(row, col)` is
     /// `at(row, col)`: how attention packs `Kᵀ` and `V` of each head without copying them first.
-    pub(crate) fn repack(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
+    pub fn repack(&mut self, k: usize, n: usize, at: impl Fn(usize, usize) -> f32) {
         let (kp, ks) = (k.div_ceil(2), stored_pairs(k));
         let panels = n.div_ceil(NR);
         self.data.clear();
@@ -198,7 +103,7 @@ impl PackedB {
     /// `src[c * stride]` (attention's keys, read in place from the `Q | K | V` rows). Each row is
     /// scaled, rounded with the vector path of [`pack_rows`] and its pairs scattered to the
     /// panels, instead of gathering one element at a time down the rows.
-    pub(crate) fn repack_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize, scale: f32) {
+    pub fn repack_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize, scale: f32) {
         let (kp, ks) = (k.div_ceil(2), stored_pairs(k));
         let mut rows = std::mem::take(&mut self.scratch);
         pack_rows(src, stride, n, k, kp, scale, &mut rows);
@@ -216,7 +121,7 @@ impl PackedB {
     /// [`Self::repack`] of `src` itself: `k` rows of `n` values, row `r` at `src[r * stride]`
     /// (attention's values). Rows are rounded with the vector path of [`pack_rows`], then each
     /// pair of rows is interleaved into the panels.
-    pub(crate) fn repack_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
+    pub fn repack_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
         let (kp, ks, np) = (k.div_ceil(2), stored_pairs(k), n.div_ceil(2));
         let mut rows = std::mem::take(&mut self.scratch);
         pack_rows(src, stride, k, n, np, 1.0, &mut rows);
@@ -240,16 +145,18 @@ impl PackedB {
 
 /// `out (+)= a · b`: `a` is `[m, b.k()]` row-major, `out` `[m, b.n()]` row-major.
 /// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
-pub(crate) fn matmul(a: &[f32], m: usize, b: &PackedB, out: &mut [f32], accumulate: bool) {
+pub fn matmul(kernel: Kernel, a: &[f32], m: usize, b: &PackedB, out: &mut [f32], accumulate: bool) {
     assert_eq!(a.len(), m * b.k, "bf16 matmul: lhs shape");
     assert_eq!(out.len(), m * b.n, "bf16 matmul: output shape");
-    matmul_strided(a, b.k, m, b, out, b.n, accumulate);
+    matmul_strided(kernel, a, b.k, m, b, out, b.n, accumulate);
 }
 
 /// [`matmul`] on strided rows: row `i` of `a` starts at `a[i * a_stride]` and row `i` of `out`
 /// at `out[i * out_stride]` (how attention reads one head of the `Q | K | V` rows and writes its
 /// slice of the context).
-pub(crate) fn matmul_strided(
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided(
+    kernel: Kernel,
     a: &[f32],
     a_stride: usize,
     m: usize,
@@ -258,13 +165,14 @@ pub(crate) fn matmul_strided(
     out_stride: usize,
     accumulate: bool,
 ) {
-    matmul_with(kernel(), a, a_stride, m, b, 0..b.n.div_ceil(NR), out, out_stride, accumulate);
+    matmul_with(kernel, a, a_stride, m, b, 0..b.n.div_ceil(NR), out, out_stride, accumulate);
 }
 
 /// [`matmul_strided`] on the columns of `b`'s panels `panels` only (`NR` columns each, the last
 /// one possibly narrower): column `panels.start * NR` of `b` lands in column 0 of `out`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn matmul_panel_range(
+pub fn matmul_panel_range(
+    kernel: Kernel,
     a: &[f32],
     a_stride: usize,
     m: usize,
@@ -274,7 +182,7 @@ pub(crate) fn matmul_panel_range(
     out_stride: usize,
     accumulate: bool,
 ) {
-    matmul_with(kernel(), a, a_stride, m, b, panels, out, out_stride, accumulate);
+    matmul_with(kernel, a, a_stride, m, b, panels, out, out_stride, accumulate);
 }
 
 /// [`matmul_panel_range`] with the given kernel.
@@ -340,7 +248,7 @@ thread_local! {
 
 /// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`) for the AMX kernel: rows of
 /// `width ≥ ceil(k / 2)` pairs, their count rounded up to whole tiles, zeros in the padding.
-pub(crate) fn pack_padded(a: &[f32], stride: usize, rows: usize, k: usize, width: usize, dst: &mut Vec<u32>) {
+pub fn pack_padded(a: &[f32], stride: usize, rows: usize, k: usize, width: usize, dst: &mut Vec<u32>) {
     let total = rows.div_ceil(TILE_PAIRS) * TILE_PAIRS;
     pack_rows_into(a, stride, rows, k, width, total, 1.0, dst);
 }
@@ -350,7 +258,7 @@ pub(crate) fn pack_padded(a: &[f32], stride: usize, rows: usize, k: usize, width
 /// Stored as [`pack_padded`] lays rows out (`stored_pairs(k)` u32 per row, rows rounded up to
 /// whole tiles, zeros in the padding), which both kernels read.
 #[derive(Debug, Default)]
-pub(crate) struct PackedRows {
+pub struct PackedRows {
     rows: usize,
     k: usize,
     data: Vec<u32>,
@@ -358,7 +266,7 @@ pub(crate) struct PackedRows {
 
 impl PackedRows {
     /// Rounds `a`, `[rows, k]` row-major f32.
-    pub(crate) fn pack(a: &[f32], rows: usize, k: usize) -> PackedRows {
+    pub fn pack(a: &[f32], rows: usize, k: usize) -> PackedRows {
         assert_eq!(a.len(), rows * k, "bf16 rows: shape");
         let mut data = Vec::new();
         pack_padded(a, k, rows, k, stored_pairs(k), &mut data);
@@ -368,11 +276,11 @@ impl PackedRows {
 
 /// `out = a · b` for pre-rounded rows `a` (`[a.rows, b.k]`); `out` is `[a.rows, b.n]` row-major.
 /// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
-pub(crate) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+pub fn matmul_rows(kernel: Kernel, a: &PackedRows, b: &PackedB, out: &mut [f32]) {
     assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
     assert_eq!(a.k, b.k, "bf16 matmul: inner dimensions");
     assert_eq!(out.len(), a.rows * b.n, "bf16 matmul: output shape");
-    match kernel() {
+    match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
         Kernel::Avx512 => unsafe { x86::matmul_rows(a, b, out) },
@@ -440,13 +348,13 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{PackedB, PackedRows, Range, KC, MC, MR, NR};
-    use crate::encoder::tile::Dst;
+    use crate::tile::Dst;
 
     /// [`super::pack_rows_portable`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values
     /// in order (low half first), so each 16 floats round to 8 dwords; a masked load zero-pads
     /// odd `k`.
     #[target_feature(enable = "avx512f,avx512vl,avx512bf16")]
-    pub(super) fn pack_rows(a: &[f32], stride: usize, k: usize, width: usize, scale: f32, dst: &mut [u32]) {
+    pub fn pack_rows(a: &[f32], stride: usize, k: usize, width: usize, scale: f32, dst: &mut [u32]) {
         let scale = _mm512_set1_ps(scale);
         for (r, d) in dst.chunks_exact_mut(width).enumerate() {
             let src = &a[r * stride..][..k];
@@ -480,7 +388,7 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,avx512bf16")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn matmul(
+    pub fn matmul(
         a: &[f32],
         a_stride: usize,
         m: usize,
@@ -503,7 +411,7 @@ mod x86 {
 
     /// [`super::matmul_rows`]: [`matmul`] over rows already rounded.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub(super) fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+    pub fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
         let (n, ks) = (b.n, b.ks);
         for m0 in (0..a.rows).step_by(MC) {
             let mc = MC.min(a.rows - m0);
@@ -634,13 +542,13 @@ mod tests {
             let (a, w) = inputs(m, k, n);
             let packed = PackedB::pack(&w, k, n);
             let mut out = vec![0.25f32; m * n];
-            matmul(&a, m, &packed, &mut out, true);
+            matmul(Kernel::Avx512, &a, m, &packed, &mut out, true);
             // Rows rounded once ahead (search's centroids) give the very same product.
             let rows = PackedRows::pack(&a, m, k);
             assert_eq!((rows.rows, rows.data.len()), (m, m.div_ceil(16) * 16 * stored_pairs(k)));
             let (mut pre, mut want) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-            matmul_rows(&rows, &packed, &mut pre);
-            matmul(&a, m, &packed, &mut want, false);
+            matmul_rows(Kernel::Avx512, &rows, &packed, &mut pre);
+            matmul(Kernel::Avx512, &a, m, &packed, &mut want, false);
             assert_eq!(pre, want, "({m},{k},{n}) pre-rounded rows");
             for i in 0..m {
                 for j in 0..n {
@@ -750,11 +658,11 @@ mod tests {
             let dense_a: Vec<f32> = (0..m).flat_map(|i| a[i * a_stride..][..k].to_vec()).collect();
             let w: Vec<f32> = (0..k * n).map(|i| kt[(i % n) * k + i / n]).collect();
             let mut want = vec![0f32; m * n];
-            matmul(&dense_a, m, &PackedB::pack(&w, k, n), &mut want, false);
+            matmul(Kernel::Avx512, &dense_a, m, &PackedB::pack(&w, k, n), &mut want, false);
             let mut packed = PackedB::pack(&[0.0; 4], 2, 2);
             packed.repack(k, n, |r, c| kt[c * k + r]);
             let mut got = vec![7f32; m * out_stride];
-            matmul_strided(&a, a_stride, m, &packed, &mut got, out_stride, false);
+            matmul_strided(Kernel::Avx512, &a, a_stride, m, &packed, &mut got, out_stride, false);
             for i in 0..m {
                 assert_eq!(&got[i * out_stride..][..n], &want[i * n..][..n], "row {i}");
                 assert!(
@@ -774,7 +682,7 @@ mod speed {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn bf16_speed() {
-        use super::super::ops::{matmul as f32_matmul, Mat};
+        use crate::ops::{matmul as f32_matmul, Mat};
         for &(m, k, n) in &[
             (1024, 384, 1152),
             (1024, 384, 1536),
@@ -801,18 +709,18 @@ mod speed {
             if super::available() {
                 let t = std::time::Instant::now();
                 for _ in 0..reps {
-                    super::matmul(&a, m, &packed, &mut out, false);
+                    super::matmul(
+                        crate::cpu::Kernels::auto().bf16_dense.expect("bf16"),
+                        &a,
+                        m,
+                        &packed,
+                        &mut out,
+                        false,
+                    );
                 }
                 bf16_rate = flops * reps as f64 / t.elapsed().as_secs_f64() / 1e9;
             }
             println!("[{m} x {k}] x [{k} x {n}]: f32 {f32_rate:.1} GFLOP/s, bf16 {bf16_rate:.1} GFLOP/s");
-        }
-        if super::available() {
-            println!(
-                "auto-precision calibration: bf16 {:.2}x the packed f32 kernel, AMX tiles {}",
-                super::calibration().avx512,
-                super::calibration().amx.map_or("not usable".to_string(), |x| format!("{x:.2}x"))
-            );
         }
     }
 }
