@@ -749,7 +749,7 @@ fn bad_inputs_to_the_compressed_builder() {
     let opts = BuildOptions::default;
     // Dimension not a multiple of 8, unsupported nbits.
     assert!(CompressedBuilder::create(&p("a"), 12, CompressedParams::new(2), opts()).is_err());
-    let bad = CompressedParams { codec: CodecConfig::improved(3), ..CompressedParams::new(3) };
+    let bad = CompressedParams { codec: CodecConfig::per_dim(3), ..CompressedParams::new(3) };
     assert!(CompressedBuilder::create(&p("a"), 16, bad, opts()).unwrap_err().to_string().contains("nbits 3"));
     // Adding before training, NaN in the sample or a document.
     let mut b = CompressedBuilder::create(&p("a"), 8, CompressedParams::new(2), opts()).unwrap();

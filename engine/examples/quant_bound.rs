@@ -198,7 +198,7 @@ fn main() {
         println!("| {variant} ({train_s:.0}s) | centroids only | 0 | 2 | {r:.3} | — | — |");
 
         let codecs: Vec<(&str, MakeCodec)> = vec![
-            ("stanford (pooled quantile)", CodecConfig::stanford),
+            ("stanford (pooled quantile)", CodecConfig::pooled),
             ("pooled lloyd-max", |n| CodecConfig {
                 nbits: n,
                 per_dim: false,
@@ -211,8 +211,8 @@ fn main() {
                 method: BucketMethod::Quantile,
                 vq_iters: 0,
             }),
-            ("per-dim lloyd-max (improved)", CodecConfig::improved),
-            ("grouped vq (default)", CodecConfig::grouped),
+            ("per-dim lloyd-max (improved)", CodecConfig::per_dim),
+            ("grouped vq (default)", CodecConfig::joint),
         ];
         for nbits in [1u32, 2, 4] {
             for (name, mk) in &codecs {
@@ -242,7 +242,7 @@ fn main() {
 
     // Decode throughput on the hot path (one thread).
     let nt = n_tok.min(100_000);
-    let c = Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::improved(2)).unwrap();
+    let c = Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::per_dim(2)).unwrap();
     let cent = vec![0f32; dim];
     let mut packed = Vec::new();
     let zero_codes = vec![0u32; nt];
@@ -251,7 +251,7 @@ fn main() {
     let mut sink = 0f32;
     for pooled in [false, true] {
         let cc = if pooled {
-            Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::stanford(2)).unwrap()
+            Codec::train_with(&all.tokens[..dim * nt.min(10_000)], dim, &CodecConfig::pooled(2)).unwrap()
         } else {
             c.clone()
         };

@@ -67,20 +67,20 @@ pub struct CodecConfig {
 }
 
 impl CodecConfig {
-    /// The Stanford ColBERT scheme: pooled quantile cutoffs and weights.
-    pub fn stanford(nbits: u32) -> Self {
+    /// `--codec pooled`, the Stanford ColBERT scheme: pooled quantile cutoffs and weights.
+    pub fn pooled(nbits: u32) -> Self {
         CodecConfig { nbits, per_dim: false, method: BucketMethod::Quantile, vq_iters: 0 }
     }
 
-    /// Per-dimension Lloyd–Max buckets (scalar: each dimension on its own).
-    pub fn improved(nbits: u32) -> Self {
+    /// `--codec per-dim`: per-dimension Lloyd–Max buckets (scalar: each dimension on its own).
+    pub fn per_dim(nbits: u32) -> Self {
         CodecConfig { nbits, per_dim: true, method: BucketMethod::LloydMax { iters: 20 }, vq_iters: 0 }
     }
 
-    /// This crate's recommended scheme: per-dimension Lloyd–Max buckets refined into one joint
+    /// `--codec joint` (the default): per-dimension Lloyd–Max buckets refined into one joint
     /// codebook per byte (see [`CodecConfig::vq_iters`]).
-    pub fn grouped(nbits: u32) -> Self {
-        CodecConfig { vq_iters: 10, ..CodecConfig::improved(nbits) }
+    pub fn joint(nbits: u32) -> Self {
+        CodecConfig { vq_iters: 10, ..CodecConfig::per_dim(nbits) }
     }
 }
 
@@ -670,7 +670,7 @@ mod tests {
             let centroids = gaussian(3, dim, 6);
             let codes: Vec<u32> = (0..25).map(|i| (i * 7 % 3) as u32).collect();
             for nbits in [1u32, 2, 4] {
-                for cfg in configs(nbits).into_iter().chain([CodecConfig::grouped(nbits)]) {
+                for cfg in configs(nbits).into_iter().chain([CodecConfig::joint(nbits)]) {
                     let c = Codec::train_with(&s, dim, &cfg).unwrap();
                     let mut packed = Vec::new();
                     c.encode_batch(&s[..codes.len() * dim], &codes, &centroids, &mut packed).unwrap();
@@ -724,8 +724,8 @@ mod tests {
                 }
                 e
             };
-            let stanford = mse(CodecConfig::stanford(nbits));
-            let improved = mse(CodecConfig::improved(nbits));
+            let stanford = mse(CodecConfig::pooled(nbits));
+            let improved = mse(CodecConfig::per_dim(nbits));
             assert!(improved < stanford, "nbits {nbits}: {improved} vs {stanford}");
         }
     }
@@ -736,7 +736,7 @@ mod tests {
         let sample = gaussian(20_000, dim, 11);
         // A 1-bit Lloyd–Max quantiser of a Gaussian decodes to ±σ·sqrt(2/π): it keeps 2/π of
         // the energy, so the scale is sqrt(π/2).
-        let one_bit = Codec::train_with(&sample, dim, &CodecConfig::improved(1)).unwrap();
+        let one_bit = Codec::train_with(&sample, dim, &CodecConfig::per_dim(1)).unwrap();
         let s = one_bit.energy_scale(&sample).unwrap();
         assert!((s - std::f32::consts::FRAC_PI_2.sqrt()).abs() < 0.02, "nbits 1 scale {s}");
         // Scaling the decoding weights (encoding is by cutoffs, so unchanged) leaves nothing to
@@ -749,7 +749,7 @@ mod tests {
         let scales: Vec<f32> = [1u32, 2, 4]
             .iter()
             .map(|&nbits| {
-                let c = Codec::train_with(&sample, dim, &CodecConfig::grouped(nbits)).unwrap();
+                let c = Codec::train_with(&sample, dim, &CodecConfig::joint(nbits)).unwrap();
                 c.energy_scale(&sample).unwrap()
             })
             .collect();
@@ -788,8 +788,8 @@ mod tests {
         };
         let (train, test) = (correlated(8000, 5), correlated(4000, 6));
         for nbits in [1u32, 2, 4] {
-            let scalar = Codec::train_with(&train, dim, &CodecConfig::improved(nbits)).unwrap();
-            let joint = Codec::train_with(&train, dim, &CodecConfig::grouped(nbits)).unwrap();
+            let scalar = Codec::train_with(&train, dim, &CodecConfig::per_dim(nbits)).unwrap();
+            let joint = Codec::train_with(&train, dim, &CodecConfig::joint(nbits)).unwrap();
             assert!(joint.joint() && !scalar.joint());
             assert_eq!(joint.packed_len(), scalar.packed_len());
             let (es, ej) = (sq_error(&scalar, &test), sq_error(&joint, &test));
@@ -802,7 +802,7 @@ mod tests {
         let dim = 16;
         let train = gaussian(3000, dim, 9);
         for nbits in [1u32, 2, 4] {
-            let c = Codec::train_with(&train, dim, &CodecConfig::grouped(nbits)).unwrap();
+            let c = Codec::train_with(&train, dim, &CodecConfig::joint(nbits)).unwrap();
             assert!(c.cutoffs().is_empty());
             let back = Codec::from_parts(dim, nbits, Vec::new(), c.weights().to_vec()).unwrap();
             assert_eq!(c, back);
@@ -821,7 +821,7 @@ mod tests {
             }
         }
         // Codebooks with a NaN are refused.
-        let mut bad = Codec::train_with(&train, dim, &CodecConfig::grouped(2)).unwrap().weights().to_vec();
+        let mut bad = Codec::train_with(&train, dim, &CodecConfig::joint(2)).unwrap().weights().to_vec();
         bad[3] = f32::NAN;
         assert!(Codec::from_parts(dim, 2, Vec::new(), bad).is_err());
     }

@@ -115,6 +115,18 @@ impl Bytes {
         let _ = range;
     }
 
+    /// Tells the kernel this memory map is read at random: a page fault reads that page, not a
+    /// read-ahead window around it. Right for the per-document payloads that search and rerank
+    /// touch a few documents at a time (on an index larger than the page cache, read-ahead
+    /// would evict useful pages for neighbours nobody asked for). A no-op for heap buffers,
+    /// off Unix, and on failure (it is only a hint).
+    pub fn advise_random(&self) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = &*self.backing {
+            let _ = m.advise(memmap2::Advice::Random);
+        }
+    }
+
     /// Views the bytes as a slice of `T`; `None` if the length is not a multiple of
     /// `size_of::<T>()` or the start is not aligned for `T`.
     pub fn typed<T: Plain>(&self) -> Option<&[T]> {

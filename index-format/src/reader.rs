@@ -367,6 +367,16 @@ impl IndexReader {
                 files.insert(c, map_component(dir, c)?);
             }
         }
+        // A compressed index reads its residuals and exact f16 tier a few documents at a time
+        // (PLAID's last stage, rerank by id), and its ids by document: no read-ahead there.
+        // The uncompressed kind scans its embeddings whole and keeps the kernel's read-ahead.
+        if meta.kind != IndexKind::Uncompressed {
+            for c in [Component::Residuals, Component::Embeddings, Component::DocIdBytes] {
+                if let Some(m) = files.get(&c) {
+                    m.payload.advise_random();
+                }
+            }
+        }
         let reader = Self { dir: dir.to_path_buf(), meta, files };
         reader.check_shapes()?;
         Ok(reader)

@@ -229,9 +229,9 @@ fn compressed_params(args: &BuildArgs) -> Result<CompressedParams> {
         seed: args.seed,
         store_f16: args.store_f16,
         codec: match args.codec {
-            CodecArg::Joint => CodecConfig::grouped(args.nbits),
-            CodecArg::PerDim => CodecConfig::improved(args.nbits),
-            CodecArg::Pooled => CodecConfig::stanford(args.nbits),
+            CodecArg::Joint => CodecConfig::joint(args.nbits),
+            CodecArg::PerDim => CodecConfig::per_dim(args.nbits),
+            CodecArg::Pooled => CodecConfig::pooled(args.nbits),
         },
         kernels: engine::KernelChoice::from(args.kernels).resolve()?,
         ..CompressedParams::new(args.nbits)

@@ -86,7 +86,7 @@ impl CompressedParams {
             n_centroids: None,
             kmeans_iters: 4,
             seed: 0,
-            codec: CodecConfig::grouped(nbits),
+            codec: CodecConfig::joint(nbits),
             store_f16: false,
             kernels: kernels::Kernels::auto(),
         }

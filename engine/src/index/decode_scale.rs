@@ -149,7 +149,7 @@ mod tests {
             codes.push(c as u32);
         }
         let residuals = crate::codec::residuals(&tokens, &codes, &centroids, dim).unwrap();
-        let codec = Codec::train_with(&residuals, dim, &CodecConfig::improved(1)).unwrap();
+        let codec = Codec::train_with(&residuals, dim, &CodecConfig::per_dim(1)).unwrap();
         let d = choose(&codec, &tokens, &residuals, &codes, &centroids).unwrap();
         assert!(d.energy > 1.0, "{d:?}");
         // Decoded tokens stay near their originals: far above chance (10 of 600, 0.017).
