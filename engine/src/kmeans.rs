@@ -320,7 +320,7 @@ pub fn train(sample: &[f32], dim: usize, config: &KMeansConfig) -> Result<KMeans
     if config.spherical {
         centroids.chunks_exact_mut(dim).for_each(normalize);
     }
-    // Lloyd's assignments in bf16 where that product pays off (see `KMeansConfig::kernels`).
+    // Lloyd's assignments in bf16 where `Precision::Auto` runs bf16 (see `KMeansConfig::kernels`).
     let lloyd_precision = match config.kernels.runs_bf16(kernels::Precision::Auto) {
         true => Precision::Bf16,
         false => Precision::F32,
