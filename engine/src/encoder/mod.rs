@@ -1,5 +1,6 @@
-//! The ColBERT encoder: text in, one L2-normalised vector per token out, computed with candle on
-//! the CPU.
+//! The ColBERT encoder: text in, one L2-normalised vector per token out, computed on the CPU by
+//! our own BERT and ModernBERT forward passes on the `kernels` crate's products (candle tensors
+//! carry the inputs and outputs).
 //!
 //! [`Encoder::load`] recognises three model layouts (see [`config`]): Stanford ColBERT
 //! (`HF_ColBERT` + `artifact.metadata`), PyLate / sentence-transformers (`modules.json`,
