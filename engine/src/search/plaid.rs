@@ -457,7 +457,7 @@ impl<'a> Compressed<'a> {
         let score_chunk = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
-            // The centroids of a document's tokens (for a v4 index each once).
+            // The centroids of a document's tokens (from format v4 on, each once).
             let mut codes: Vec<u32> = Vec::new();
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
