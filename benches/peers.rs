@@ -8,8 +8,9 @@
 //! PEERS_NCELLS=1 PEERS_NDOCS=128 PEERS_THRESHOLD=0.5 cargo bench --features peers --bench peers -- ...
 //! ```
 //!
-//! For each set (`10k`: 10,000 docs × 32 tokens × 128-d, 2,000 clusters, as in DESIGN.md §8;
-//! `1m`: 31,250 docs × 32 tokens, 1M tokens, 6,250 clusters) the corpus and 100 queries of 32
+//! For each set (`10k`: 10,000 docs × 32 tokens × 128-d, 2,000 clusters, noise 0.35, each
+//! document drawing from 8 clusters: [`SynthSpec::clustered_10k`]; `1m`: the same with 31,250
+//! docs, 1M tokens, 6,250 clusters) the corpus and 100 queries of 32
 //! tokens come from [`engine::synth`] with fixed seeds, rounded to f16 (what every engine
 //! stores), and the truth is exhaustive exact MaxSim over those vectors. Each engine then builds
 //! its index in its own process and searches it in another (this binary re-running itself with

@@ -108,8 +108,9 @@ fn bundled_cranfield() {
     assert!(doc.title.starts_with("experimental investigation of the aerodynamics"), "{doc:?}");
 }
 
-/// The classic collections' source files, when present: `COLBERT_DATA_DIR`, or
-/// `../shared/data` next to the repository.
+/// The classic collections' source files (Glasgow's `cranfield/`, `cisi/`, `vaswani_npl/`
+/// folders), when present: the directory named by `COLBERT_DATA_DIR`, else `../shared/data`
+/// beside the checkout; the tests that need them skip without them.
 fn shared_data() -> Option<PathBuf> {
     let dir = std::env::var_os("COLBERT_DATA_DIR")
         .map(PathBuf::from)

@@ -1,5 +1,5 @@
-//! Issue 20 ("Hardening"): every bad input ends in a clear one-line error naming the file (or a
-//! correct result), never a panic, an abort or a hang. Each test names the defect it covers;
+//! Hardening: every bad input ends in a clear one-line error naming the file (or a correct
+//! result), never a panic, an abort or a hang. Each test names the case it covers (D1, D2, ...);
 //! docs/RELIABILITY.md lists them.
 
 use std::fs;

@@ -190,8 +190,8 @@ fn openai_timeout_fails_within_the_limit() {
     assert_eq!(server.join().unwrap().len(), 1, "a timeout is not retried");
 }
 
-/// Issue 20 D1: a chunk size of 2^64 - 1 from the server panicked the client (`size + 2`
-/// wrapped). Now an error naming the endpoint, at once (not after the timeout), not retried.
+/// D1 (docs/RELIABILITY.md): a chunk size of 2^64 - 1 from the server (`size + 2` would wrap)
+/// is an error naming the endpoint, at once (not after the timeout), not retried.
 #[test]
 fn openai_absurd_chunk_size_is_an_error_not_a_panic() {
     let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nabc\r\n";

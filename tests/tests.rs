@@ -13,7 +13,7 @@ mod eval;
 mod exhaustive;
 /// The committed golden index of each format version still opens and answers the same.
 mod golden;
-/// Issue 20's hardening: corrupt indexes, hostile inputs and absurd sizes end in one-line
+/// Hardening: corrupt indexes, hostile inputs and absurd sizes end in one-line
 /// errors naming the file, never a panic, an abort or a hang.
 mod hardening;
 /// The benchmark harness: `synth`, `bench` stages and sweep, reproducibility run to run.
@@ -21,8 +21,9 @@ mod harness;
 /// The listwise LLM reranker: the OpenAI-compatible client against a loopback server, and the
 /// real SmolLM2 GGUF end to end.
 mod llm;
-/// Compressed indexes (format v3, and v2 by transcoding): PLAID against the decompressed oracle,
-/// the exact tier, determinism, round trips, corruption and bad inputs.
+/// Compressed indexes (as built now; the v2 and v3 layouts from golden copies and transcoding):
+/// PLAID against the decompressed oracle, the exact tier, determinism, round trips, corruption
+/// and bad inputs.
 mod plaid;
 /// Same flags, same input, same CPU: byte-identical indexes on an idle and a busy machine.
 mod reproducible;

@@ -10,7 +10,7 @@
 #   bash tools/quality-modes.sh [COLLECTION_DIR] [OUT_DIR] [PRECISION]
 #
 # COLLECTION_DIR holds BEIR files: corpus.jsonl, queries.jsonl, qrels.tsv (default data/cranfield;
-# `cargo run --release --example convert_collections` writes CISI and NPL in that shape).
+# `cargo run --release -p engine --example convert_collections` writes CISI and NPL in that shape).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

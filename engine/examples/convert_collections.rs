@@ -7,7 +7,7 @@
 //! `DATA_DIR` holds the `cranfield/`, `cisi/` and `vaswani_npl/` source folders; each named
 //! collection (all by default) is written to `OUT_DIR/<name>/` as `corpus.jsonl`,
 //! `queries.jsonl` and `qrels.tsv`. The bundled `data/cranfield/` was made with
-//! `DATA_DIR=../shared/data OUT_DIR=data cranfield`.
+//! `OUT_DIR=data cranfield` from the Glasgow IR group's source files.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

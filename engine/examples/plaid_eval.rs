@@ -1,4 +1,5 @@
-//! Compressed index and PLAID search on the clustered synthetic benchmark (DESIGN.md §8):
+//! Compressed index and PLAID search on the clustered synthetic 10k benchmark set
+//! ([`SynthSpec::clustered_10k`]: 10,000 docs × 32 tokens × 128-d, 2,000 clusters):
 //! build time, bytes per token, recall@k against exact MaxSim over the uncompressed vectors,
 //! pruning recall (PLAID against exhaustive search over the decompressed vectors), p50 latency
 //! and QPS of one query per call.

@@ -2,10 +2,10 @@
 //! assignment.
 //!
 //! Assignment of `n` vectors to `k` centroids is one matrix product per block of vectors and
-//! chunk of centroids, against the chunk's transpose packed once per call (the encoder's AVX-512
-//! panels where the CPU has them, else the `gemm` crate), followed by a per-row arg-max. The
-//! nearest centroid in Euclidean distance maximises `x·c − ‖c‖²/2`, which reduces to the largest
-//! dot product when centroids are unit vectors.
+//! chunk of centroids, against the chunk's transpose packed once per call (`kernels::packed`:
+//! AVX-512 panels where the kernels table has them, else the `gemm` crate), followed by a
+//! per-row arg-max. The nearest centroid in Euclidean distance maximises `x·c − ‖c‖²/2`, which
+//! reduces to the largest dot product when centroids are unit vectors.
 //!
 //! Training is Lloyd's algorithm, its assignments computed in bf16 where the CPU's features say
 //! bf16 products pay (`kernels::Precision::Auto`; a near-tie may then go to the other
@@ -320,7 +320,7 @@ pub fn train(sample: &[f32], dim: usize, config: &KMeansConfig) -> Result<KMeans
     if config.spherical {
         centroids.chunks_exact_mut(dim).for_each(normalize);
     }
-    // Lloyd's assignments in bf16 where that product pays off (see `KMeansConfig::kernels`).
+    // Lloyd's assignments in bf16 where `Precision::Auto` runs bf16 (see `KMeansConfig::kernels`).
     let lloyd_precision = match config.kernels.runs_bf16(kernels::Precision::Auto) {
         true => Precision::Bf16,
         false => Precision::F32,

@@ -109,7 +109,9 @@ pub struct SynthSpec {
 }
 
 impl SynthSpec {
-    /// The benchmark set of DESIGN.md §8: 10k docs × 32 tokens × 128-d, clustered.
+    /// The clustered 10k benchmark set: 10,000 docs × 32 tokens × 128-d, 2,000 clusters, noise
+    /// 0.35, each document drawing from 8 clusters, seed 42 (`plaid_eval` and the `peers` bench
+    /// use it; `colbert-index synth`'s defaults write the same documents).
     pub fn clustered_10k() -> Self {
         SynthSpec {
             n_docs: 10_000,

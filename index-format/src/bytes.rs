@@ -1,6 +1,7 @@
 //! Zero-copy byte buffers over a memory map or a heap vector, and typed views of them.
 //!
-//! This module holds the crate's only `unsafe` code.
+//! This module holds the crate's memory `unsafe` (mapping files and typed views, each with its
+//! length and alignment checks); [`crate::fsx`] holds the rest, its system calls.
 
 use std::fmt;
 use std::ops::{Deref, Range};

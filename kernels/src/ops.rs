@@ -2,10 +2,12 @@
 //! (the `gemm` crate's packed micro-kernels, one thread per call) and the element-wise passes —
 //! bias, GELU, layer norm, masked softmax — written as plain loops the compiler vectorises.
 //!
-//! The element-wise passes exist twice: compiled for the baseline target (the scalar fallback)
-//! and for AVX2 + FMA, picked once per process. `exp` and `erf` are branch-free polynomial
-//! approximations (relative error of `exp` below 4e-7, absolute error of `erf` below 5e-7) so that
-//! the loops vectorise; the encoder matches PyTorch within 1e-4 with them (tests/encoder.rs).
+//! The element-wise passes are one source compiled three times: for the baseline target (the
+//! portable fallback), with AVX2 + FMA, and with AVX-512; the [`Kernels`] table picks the build
+//! ([`Elementwise`]); every build computes the same bits. `exp` and `erf` are branch-free
+//! polynomial approximations (relative error of `exp` below 4e-7, absolute error of `erf` below
+//! 5e-7) so that the loops vectorise; the encoder matches PyTorch within 1e-4 with them
+//! (tests/encoder.rs).
 
 use crate::cpu::{Elementwise, Features, Kernels};
 

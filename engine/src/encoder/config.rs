@@ -74,8 +74,9 @@ fn punctuation_words() -> Vec<String> {
 
 impl ColbertSettings {
     /// Settings for a plain encoder: no markers, no query expansion, punctuation dropped from
-    /// documents, documents truncated at 256 tokens and queries at 256 tokens. These are the
-    /// settings of the reference MaxSim figures in DESIGN.md §7.
+    /// documents, documents truncated at 256 tokens and queries at 256 tokens. With
+    /// all-MiniLM-L6-v2, exhaustive MaxSim under these settings scores nDCG@10 0.385 on
+    /// Cranfield, 0.452 on CISI and 0.499 on NPL (reference figures computed with PyTorch).
     pub fn plain() -> Self {
         ColbertSettings {
             query_maxlen: 256,

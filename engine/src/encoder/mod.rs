@@ -1,5 +1,6 @@
-//! The ColBERT encoder: text in, one L2-normalised vector per token out, computed with candle on
-//! the CPU.
+//! The ColBERT encoder: text in, one L2-normalised vector per token out, computed on the CPU by
+//! our own BERT and ModernBERT forward passes on the `kernels` crate's products (candle tensors
+//! carry the inputs and outputs).
 //!
 //! [`Encoder::load`] recognises three model layouts (see [`config`]): Stanford ColBERT
 //! (`HF_ColBERT` + `artifact.metadata`), PyLate / sentence-transformers (`modules.json`,
@@ -11,7 +12,8 @@
 //!
 //! Plain mode (no ColBERT settings in the directory) uses [`ColbertSettings::plain`]: no markers, no
 //! query expansion, punctuation dropped from documents, 256-token limits, no projection
-//! (dim = hidden size). These are the settings of the reference figures in DESIGN.md §7.
+//! (dim = hidden size). With all-MiniLM-L6-v2 these settings make exhaustive MaxSim a strong
+//! baseline on the classic collections (figures on [`ColbertSettings::plain`]).
 //!
 //! Inputs are sorted by token count and batched so that padding is small; a padded batch carries an
 //! attention mask, so results do not depend on batch composition.

@@ -283,8 +283,9 @@ mod tests {
         assert!(cut_text(&huge, 8192).chars().count() <= 8192);
     }
 
-    /// Issue 20 D10: the whole text used to be tokenised before truncation (~95 bytes per input
-    /// byte). The cut must not change the tokens kept of a normal text, and must bound a huge one.
+    /// D10 (docs/RELIABILITY.md): a text is cut to a character budget before it is tokenised
+    /// (the tokenizer holds ~95 bytes per input byte). The cut must not change the tokens kept
+    /// of a normal text, and must bound a huge one.
     #[test]
     fn the_cut_keeps_the_tokens_of_normal_text() {
         let dir = tempfile::TempDir::new().unwrap();

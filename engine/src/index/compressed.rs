@@ -1,5 +1,5 @@
-//! Writing a residual-compressed index (format v4, `build --nbits 1|2|4`) from a stream of
-//! documents.
+//! Writing a residual-compressed index (format v5: v4's run-coded layout plus the id table;
+//! `build --nbits 1|2|4`) from a stream of documents.
 //!
 //! The build runs in three steps:
 //!

@@ -1,5 +1,5 @@
 //! A cross-encoder reranker: HF `BertForSequenceClassification` checkpoints with one output
-//! (the ms-marco-MiniLM cross-encoders' layout), run in candle on the CPU.
+//! (the ms-marco-MiniLM cross-encoders' layout), run on the CPU by the encoder's BERT backbone.
 //!
 //! A pair is tokenised as `[CLS] query [SEP] document [SEP]` with token type ids 0 for the query
 //! part and 1 for the document part, by the checkpoint's own `tokenizer.json` post-processor.

@@ -32,13 +32,13 @@ pub struct SearchParams {
     /// synthetic data measures about 0.9.
     pub min_centroid_fit: f32,
     /// Stage 1 multiplies centroids and query tokens rounded to bf16 (8 significant bits,
-    /// products accumulated in f32) where the CPU does that clearly faster than in f32 (AVX-512
-    /// BF16 on AMD Zen 4: about twice the rate; on CPUs with AMX tiles, the tiles where they
-    /// measure faster; not used on CPUs without either or where neither pays). The centroid scores then carry errors of about 1e-4
-    /// (at most about 1e-3); the cells probed are still chosen by f32 scores (a few extra are
-    /// picked and re-scored), so rounding only moves documents near the stage-2 and stage-3
-    /// cuts, and stage 4's exact scores are unaffected. `false` computes them in f32, the same on
-    /// every CPU.
+    /// products accumulated in f32) where [`kernels::Precision::Auto`] runs bf16, decided by CPU
+    /// features alone: on the AMX tiles where they are usable, or with AVX-512 BF16 on a CPU
+    /// without AMX (AMD Zen 4 and 5: about 1.75× the f32 rate); f32 elsewhere. The centroid
+    /// scores then carry errors of about 1e-4 (at most about 1e-3); the cells probed are still
+    /// chosen by f32 scores (a few extra are picked and re-scored), so rounding only moves
+    /// documents near the stage-2 and stage-3 cuts, and stage 4's exact scores are unaffected.
+    /// `false` computes them in f32, the same on every CPU.
     pub bf16_centroid_scores: bool,
 }
 

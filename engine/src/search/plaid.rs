@@ -13,9 +13,10 @@
 //!    `ndocs` best survive.
 //! 3. **Approximate score, full.** The same sum over every token; the `ndocs / 4` best survive.
 //! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual, renormalised
-//!    when the indexed tokens were unit-norm) and scored
-//!    by one `Q·Dᵀ` matrix product per block of documents (candle's SIMD gemm); or, when the index keeps f16 embeddings, scored exactly from those
-//!    (see [`SearchParams::rescore`]). The best `k` are returned.
+//!    when the indexed tokens were unit-norm) and scored by one `D·Qᵀ` matrix product per block
+//!    of documents (`kernels::packed`: AVX-512 panels, or the general f32 product); or, when
+//!    the index keeps f16 embeddings, scored exactly from those (see [`SearchParams::rescore`]).
+//!    The best `k` are returned.
 //!
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
 //! thread count.
@@ -146,8 +147,8 @@ pub(crate) fn remove_sorted(docs: &mut Vec<u32>, deleted: &[u32]) {
 #[derive(Debug)]
 pub struct CompressedState {
     centroids: Vec<f32>,
-    /// The centroids rounded to bf16 for stage 1, kept only where the CPU multiplies bf16
-    /// faster than f32 ([`SearchParams::bf16_centroid_scores`]).
+    /// The centroids rounded to bf16 for stage 1, kept only where [`Precision::Auto`] runs bf16
+    /// on this CPU ([`SearchParams::bf16_centroid_scores`]).
     centroids_bf16: Option<(bf16::PackedRows, Bf16Dense)>,
     codec: Codec,
     n_centroids: usize,
@@ -456,7 +457,7 @@ impl<'a> Compressed<'a> {
         let score_chunk = |chunk: &[u32]| -> Result<TopK> {
             let mut top = TopK::new(n);
             let mut best = vec![0f32; nq];
-            // The centroids of a document's tokens (for a v4 index each once).
+            // The centroids of a document's tokens (from format v4 on, each once).
             let mut codes: Vec<u32> = Vec::new();
             for &doc in chunk {
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
@@ -572,8 +573,8 @@ impl<'a> Compressed<'a> {
     /// Top `k` of `docs` by MaxSim, over exact f16 embeddings or decompressed residuals.
     ///
     /// Documents are scored in blocks of [`DECODE_CHUNK`]: their tokens are gathered (decoded,
-    /// or converted from f16) into one f32 matrix `D`, and `Q·Dᵀ` is one matrix product (the
-    /// run-time-dispatched SIMD gemm), reduced per document to `Σ_q max_t`.
+    /// or converted from f16) into one f32 matrix `D`, and `D·Qᵀ` is one matrix product against
+    /// the query's packed transpose (`kernels::packed`), reduced per document to `Σ_q max_t`.
     fn score_docs(&self, q: &PackedMat, docs: &[u32], k: usize, exact: bool) -> Result<Vec<Hit>> {
         // Every block computes D·Qᵀ against the query's packed Qᵀ.
         let block = |chunk: &[u32]| -> Result<TopK> {

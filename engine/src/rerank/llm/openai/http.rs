@@ -323,7 +323,8 @@ mod tests {
         ));
     }
 
-    /// Issue 20 D1: a chunk size of 2^64 - 1 made `size + 2` wrap and the slice panic.
+    /// D1 (docs/RELIABILITY.md): a chunk size of 2^64 - 1 must not make `size + 2` wrap and a
+    /// slice panic.
     #[test]
     fn absurd_sizes_are_errors_not_panics() {
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
