@@ -199,3 +199,82 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use engine::{BuildOptions, IndexBuilder};
+
+    use super::*;
+
+    /// An index of three 2-token documents of dimension 8.
+    fn tiny_index(dir: &std::path::Path) -> Index {
+        let doc =
+            |hot: usize| -> Vec<f32> { (0..16).map(|i| if i % 8 == hot { 1.0 } else { 0.0 }).collect() };
+        let path = dir.join("idx");
+        let mut builder = IndexBuilder::create(&path, 8, BuildOptions::default()).unwrap();
+        for (id, hot) in [("doc-1", 1), ("doc-2", 2), ("doc-3", 3)] {
+            builder.add(id, &doc(hot)).unwrap();
+        }
+        builder.finish().unwrap();
+        Index::open(&path).unwrap()
+    }
+
+    fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head[9..12].parse().unwrap(), serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_embedded_server_answers_and_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = tiny_index(dir.path());
+        let config = Config { max_documents: 2, ..Config::default() };
+        let server = Server::bind("127.0.0.1:0", index, config).await.unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let answers = tokio::task::spawn_blocking(move || {
+            let q = serde_json::json!([[0, 0, 1, 0, 0, 0, 0, 0]]);
+            vec![
+                call(addr, "GET", "/health", ""),
+                call(
+                    addr,
+                    "POST",
+                    "/rerank",
+                    &serde_json::json!({"query_embeddings": q, "documents": [{"id": "doc-3"}, {"id": "doc-2"}]})
+                        .to_string(),
+                ),
+                call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 1}).to_string()),
+                call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 3}).to_string()),
+                call(addr, "POST", "/rerank", "{\"documents\": 5}"),
+            ]
+        })
+        .await
+        .unwrap();
+        assert_eq!(answers[0], (200, serde_json::json!({"status": "ok", "documents": 3, "dim": 8})));
+        assert_eq!(answers[1].0, 200);
+        assert_eq!(answers[1].1["results"][0]["index"], 1);
+        assert_eq!(answers[1].1["results"][0]["relevance_score"], 1.0);
+        assert_eq!(answers[2].1, serde_json::json!({"results": [{"id": "doc-2", "score": 1.0}]}));
+        assert_eq!(answers[3].0, 400);
+        assert_eq!(answers[4].0, 400);
+        assert!(answers[4].1["error"].as_str().unwrap().contains("invalid type"), "{:?}", answers[4]);
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
+}
