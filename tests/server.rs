@@ -423,3 +423,15 @@ fn text_queries_and_documents_use_the_index_model() {
     let idx_of: Vec<u64> = r.iter().map(|x| x["index"].as_u64().unwrap()).collect();
     assert!(idx_of.contains(&1) && idx_of.contains(&2), "{mixed}");
 }
+
+#[test]
+fn serve_refuses_bad_arguments_in_one_line() {
+    let dir = TempDir::new().unwrap();
+    let missing = dir.path().join("no-index");
+    cli_err(&["serve", "--index", s(&missing), "--port", "0"], &["no-index"]);
+    let (idx, _) = synth_index(dir.path());
+    cli_err(&["serve", "--index", s(&idx), "--port", "0", "--max-documents", "0"], &["--max-documents"]);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    cli_err(&["serve", "--index", s(&idx), "--port", &port], &["cannot listen on 127.0.0.1:", &port]);
+}
