@@ -286,7 +286,7 @@ fn damaged_indexes_are_detected() {
 
 #[test]
 fn help_explains_every_flag() {
-    for cmd in ["build", "search", "info", "verify"] {
+    for cmd in ["build", "search", "info", "verify", "serve"] {
         let out = cli_ok(&[cmd, "--help"]);
         assert!(out.contains("--index"), "{cmd} --help: {out}");
     }

@@ -30,6 +30,9 @@ mod reproducible;
 /// Hybrid search and the rerank tail: BM25, RRF, the cross-encoder against PyTorch, the
 /// pipeline flags of `search`.
 mod rerank;
+/// `colbert-index serve`: the HTTP endpoints against the CLI, errors and limits, metrics,
+/// deadlines and graceful shutdown on SIGTERM.
+mod server;
 /// The embedded ranker: updates (add, delete, compact) with stable ids, rerank by id, snapshots,
 /// the writer lock, and a writer killed at every durable step.
 mod store;

@@ -42,6 +42,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Measure latency percentiles, QPS, recall against the exhaustive oracle, size and memory.
     Bench(cmd::bench::BenchArgs),
+    /// Serve an index over HTTP: /rerank, /search, /health, /metrics, /openapi.json.
+    Serve(cmd::serve::ServeArgs),
     /// Write clustered synthetic token embeddings (and matching queries) for benchmarks.
     Synth(cmd::synth::SynthArgs),
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cmd::verify::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Synth(a) => cmd::synth::run(a),
     };
     match result {

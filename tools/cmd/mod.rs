@@ -7,6 +7,7 @@ pub mod info;
 pub mod knobs;
 pub mod rerank;
 pub mod search;
+pub mod serve;
 pub mod synth;
 pub mod text;
 pub mod update;

@@ -1,0 +1,280 @@
+//! `colbert-index serve`: an HTTP server over one shared [`engine::Index`].
+//!
+//! - `POST /rerank`: a Cohere / Jina style rerank of documents given by id (scored from the
+//!   index) or as text (encoded with the index's model and scored by exact MaxSim);
+//! - `POST /search`: the index's search, for a text query or query token embeddings;
+//! - `GET /health`, `GET /metrics` (Prometheus text format), `GET /openapi.json`.
+//!
+//! Every error is `{"error": "one line"}` with a 4xx or 5xx status. Scoring runs on tokio's
+//! blocking threads so the runtime's threads keep accepting and answering. The library never
+//! prints: [`Server::bind`] returns the bound address for the caller to report.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let index = engine::Index::open("my-index").expect("an index");
+//! let server = colbert_server::Server::bind("127.0.0.1:0", index, colbert_server::Config::default()).await?;
+//! eprintln!("listening on http://{}", server.local_addr());
+//! server.serve(colbert_server::shutdown_signal()?).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod api;
+pub mod error;
+pub mod metrics;
+mod openapi;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use engine::Index;
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use openapi::document as openapi_document;
+
+/// The server's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most documents one `/rerank` request may carry, and the largest `k` of `/search` (400
+    /// beyond).
+    pub max_documents: usize,
+    /// Deadline of one request, from its headers to its response (503 beyond).
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    /// 16 MiB bodies, 1000 documents, 30 s.
+    fn default() -> Self {
+        Config { max_body_bytes: 16 << 20, max_documents: 1000, timeout: Duration::from_secs(30) }
+    }
+}
+
+/// What every handler shares: the index, the limits and the metrics.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) index: Index,
+    pub(crate) config: Config,
+    pub(crate) metrics: Metrics,
+}
+
+/// The router serving every endpoint over `index` (for embedding in another axum application,
+/// or testing without a socket).
+pub fn router(index: Index, config: Config) -> Router {
+    let body_limit = config.max_body_bytes;
+    let state = Arc::new(AppState { index, config, metrics: Metrics::default() });
+    Router::new()
+        .route("/rerank", post(api::rerank))
+        .route("/search", post(api::search))
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route("/openapi.json", get(api::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint {}; see GET /openapi.json", req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}; see GET /openapi.json", req.method(), req.uri().path()),
+    )
+}
+
+/// Records a request in the metrics even when its client goes away (the future is dropped).
+struct Tracked<'a> {
+    metrics: &'a Metrics,
+    path: String,
+    start: Instant,
+    status: u16,
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        self.metrics.finish(&self.path, self.status, self.start.elapsed());
+    }
+}
+
+/// Applies the deadline and records the request's status and latency. A request past its
+/// deadline answers 503; its scoring, already running on a blocking thread, finishes unseen.
+async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    state.metrics.start();
+    // A client that disconnects mid-request is counted as nginx does: 499.
+    let mut tracked = Tracked {
+        metrics: &state.metrics,
+        path: req.uri().path().to_owned(),
+        start: Instant::now(),
+        status: 499,
+    };
+    let timeout = state.config.timeout;
+    let response = match tokio::time::timeout(timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the request did not finish within its deadline of {} ms", timeout.as_millis()),
+        )
+        .into_response(),
+    };
+    tracked.status = response.status().as_u16();
+    response
+}
+
+/// A server bound to its address, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    app: Router,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port; [`Server::local_addr`] tells which).
+    ///
+    /// # Errors
+    /// If the address cannot be resolved or bound.
+    pub async fn bind(addr: impl ToSocketAddrs, index: Index, config: Config) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Server { listener, app: router(index, config), addr })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting connections and returns once the
+    /// requests in flight have been answered.
+    ///
+    /// # Errors
+    /// If the listener fails.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, self.app).with_graceful_shutdown(shutdown).await
+    }
+}
+
+/// A future that completes on SIGTERM or SIGINT (ctrl-c). The handlers are installed when this
+/// is called (not when the future is first polled), so a signal arriving just after cannot kill
+/// the process. Call it inside a tokio runtime.
+///
+/// # Errors
+/// If a signal handler cannot be installed.
+pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use engine::{BuildOptions, IndexBuilder};
+
+    use super::*;
+
+    /// An index of three 2-token documents of dimension 8.
+    fn tiny_index(dir: &std::path::Path) -> Index {
+        let doc =
+            |hot: usize| -> Vec<f32> { (0..16).map(|i| if i % 8 == hot { 1.0 } else { 0.0 }).collect() };
+        let path = dir.join("idx");
+        let mut builder = IndexBuilder::create(&path, 8, BuildOptions::default()).unwrap();
+        for (id, hot) in [("doc-1", 1), ("doc-2", 2), ("doc-3", 3)] {
+            builder.add(id, &doc(hot)).unwrap();
+        }
+        builder.finish().unwrap();
+        Index::open(&path).unwrap()
+    }
+
+    fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head[9..12].parse().unwrap(), serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_embedded_server_answers_and_shuts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = tiny_index(dir.path());
+        let config = Config { max_documents: 2, ..Config::default() };
+        let server = Server::bind("127.0.0.1:0", index, config).await.unwrap();
+        let addr = server.local_addr();
+        assert_ne!(addr.port(), 0);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        let answers = tokio::task::spawn_blocking(move || {
+            let q = serde_json::json!([[0, 0, 1, 0, 0, 0, 0, 0]]);
+            vec![
+                call(addr, "GET", "/health", ""),
+                call(
+                    addr,
+                    "POST",
+                    "/rerank",
+                    &serde_json::json!({"query_embeddings": q, "documents": [{"id": "doc-3"}, {"id": "doc-2"}]})
+                        .to_string(),
+                ),
+                call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 1}).to_string()),
+                call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 3}).to_string()),
+                call(addr, "POST", "/rerank", "{\"documents\": 5}"),
+            ]
+        })
+        .await
+        .unwrap();
+        assert_eq!(answers[0], (200, serde_json::json!({"status": "ok", "documents": 3, "dim": 8})));
+        assert_eq!(answers[1].0, 200);
+        assert_eq!(answers[1].1["results"][0]["index"], 1);
+        assert_eq!(answers[1].1["results"][0]["relevance_score"], 1.0);
+        assert_eq!(answers[2].1, serde_json::json!({"results": [{"id": "doc-2", "score": 1.0}]}));
+        assert_eq!(answers[3].0, 400);
+        assert_eq!(answers[4].0, 400);
+        assert!(answers[4].1["error"].as_str().unwrap().contains("invalid type"), "{:?}", answers[4]);
+        stop.send(()).unwrap();
+        serving.await.unwrap().unwrap();
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
+}

@@ -1,0 +1,76 @@
+//! `colbert-index serve`: the HTTP server (crate `colbert-server`) over one index.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use colbert_server::{Config, Server};
+use engine::Index;
+
+/// Arguments of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The index directory.
+    #[arg(long, value_name = "DIR")]
+    pub index: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on; 0 picks a free one (the address is printed).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Most documents one /rerank request may carry, and the largest k of /search (400 beyond).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_documents: usize,
+    /// Deadline of one request in milliseconds (503 beyond).
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub timeout_ms: u64,
+}
+
+/// Runs `serve` until SIGTERM or ctrl-c, then lets the requests in flight finish.
+pub fn run(args: &ServeArgs) -> Result<()> {
+    if args.max_documents == 0 || args.max_body_bytes == 0 || args.timeout_ms == 0 {
+        bail!("--max-documents, --max-body-bytes and --timeout-ms must be at least 1");
+    }
+    let index = Index::open(&args.index)?;
+    // Load the recorded model now rather than on the first text request.
+    if index.meta().encoder.is_some() {
+        if let Err(e) = index.encoder() {
+            eprintln!("warning: text queries and documents will fail: {e}");
+        }
+    }
+    let config = Config {
+        max_body_bytes: args.max_body_bytes,
+        max_documents: args.max_documents,
+        timeout: Duration::from_millis(args.timeout_ms),
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
+    let (documents, dim) = (index.n_docs(), index.dim());
+    runtime.block_on(async {
+        let shutdown = colbert_server::shutdown_signal().context("cannot install signal handlers")?;
+        let server = Server::bind((args.host.as_str(), args.port), index, config)
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        eprintln!(
+            "listening on http://{} ({}: {documents} documents, dim {dim})",
+            server.local_addr(),
+            args.index.display()
+        );
+        server
+            .serve(async move {
+                shutdown.await;
+                eprintln!("shutting down: finishing the requests in flight");
+            })
+            .await
+            .context("server failed")
+    })?;
+    // Work abandoned past its deadline is not waited for.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    eprintln!("stopped");
+    Ok(())
+}
