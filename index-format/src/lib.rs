@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod bytes;
+pub mod checksums;
 pub mod component;
 pub mod error;
 pub mod footer;
