@@ -96,10 +96,7 @@ fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
         message = message.escape_debug().to_string();
         Err(FormatError::corrupt(
             dir,
-            format!(
-                "the BM25 index failed while reading it (tantivy: {message}); \
-                 `colbert-index verify` names the damaged file"
-            ),
+            format!("the BM25 index failed while reading it (tantivy: {message}): its files are damaged"),
         )
         .into())
     })
