@@ -11,15 +11,33 @@ use std::sync::OnceLock;
 
 use index_format::footer::{FooterWriter, FOOTER_LEN};
 
-/// This process's scratch directory (removed when the process exits normally).
+const SCRATCH_PREFIX: &str = "colbert-fuzz-";
+
+/// This process's scratch directory, `colbert-fuzz-PID` in `/dev/shm` (or the temporary
+/// directory). libFuzzer ends the process with `exit`, which runs no destructor, so instead of
+/// removing its own directory each process removes those of processes that no longer run.
 pub fn scratch() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
         let parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        tempfile::Builder::new().prefix("colbert-fuzz-").tempdir_in(parent).expect("a scratch directory")
+        // (Only where /proc lists the processes.)
+        let sweep = Path::new("/proc/self").exists();
+        for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten().filter(|_| sweep) {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SCRATCH_PREFIX))
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = parent.join(format!("{SCRATCH_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("a scratch directory");
+        dir
     })
-    .path()
 }
 
 /// Writes `bytes` as `name` in the scratch directory; returns its path.
