@@ -503,3 +503,124 @@ fn llm_timeout_is_validated() {
         );
     }
 }
+
+/// The files of a BM25 sub-index that tantivy wrote (its lock files and the checksum list
+/// aside), sorted.
+fn bm25_files(idx: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(idx.join("bm25"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            !name.ends_with(".lock") && name != "checksums.crc32"
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Runs `colbert-index ARGS`; fails the test if it panicked or died by a signal; returns
+/// (success, stderr), checking that a failure is a one-line error.
+fn cli_no_crash(args: &[&str]) -> (bool, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = cli(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.code() != Some(101) && !err.contains("panicked") && out.status.signal().is_none(),
+        "colbert-index {args:?} crashed ({}): {err}",
+        out.status
+    );
+    if !out.status.success() {
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: error should be one line: {err}");
+    }
+    (out.status.success(), err)
+}
+
+/// D5: `verify` ignored the BM25 sub-index (`bm25/`, written by tantivy), and damaged BM25 files
+/// made `search --bm25` and `--hybrid` panic inside tantivy (or abort, allocating a size read
+/// from a damaged file). The build now records every file's length and CRC32
+/// (`bm25/checksums.crc32`); `verify` and opening the BM25 index recompute them, naming the
+/// damaged file; a panic of tantivy's on files that pass (a forged directory) is an error.
+#[test]
+fn a_damaged_bm25_index_is_an_error_naming_the_file() {
+    let Some(model) = tiny_model() else { return };
+    let dir = TempDir::new().unwrap();
+    let coll = dir.path().join("docs.tsv");
+    fs::write(
+        &coll,
+        "d1\tThe boundary layer on a flat plate at supersonic speed.\n\
+         d2\tHeat transfer to blunt bodies in hypersonic flow.\n\
+         d3\tAeroelastic models of heated high speed aircraft.\n\
+         d4\tLaminar flow over swept wings.\n\
+         d5\tBoundary layer transition on swept wings and flat plates.\n",
+    )
+    .unwrap();
+    let idx = dir.path().join("idx");
+    let build =
+        ["build", "--collection", s(&coll), "--model", s(&model), "--index", s(&idx), "--nbits", "16"];
+    cli_ok(&[&build[..], &["--bm25"]].concat());
+    let files = bm25_files(&idx);
+    assert!(files.len() >= 5, "{files:?}");
+    let ok = cli_ok(&["verify", "--index", s(&idx)]);
+    assert!(ok.contains(&format!("bm25/: {} files", files.len())), "{ok}");
+    let query = ["search", "--index", s(&idx), "--query", "flat plate boundary layer"];
+    let bm25 = [&query[..], &["--bm25"]].concat();
+    let hybrid = [&query[..], &["--hybrid"]].concat();
+    cli_ok(&bm25);
+
+    // Every file (the list and tantivy's meta files included), a byte flipped or cut short:
+    // `verify` and both searches that read the BM25 index name it.
+    let mut rng = Rng::new(5);
+    let all: Vec<PathBuf> = [files.clone(), vec![idx.join("bm25/checksums.crc32")]].concat();
+    for path in &all {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let original = fs::read(path).unwrap();
+        let mut flipped = original.clone();
+        flipped[rng.below(original.len() as u64) as usize] ^= 0x24;
+        for damaged in [flipped, original[..original.len() / 2].to_vec()] {
+            fs::write(path, &damaged).unwrap();
+            cli_err(&["verify", "--index", s(&idx)], &[name]);
+            cli_err(&bm25, &[name]);
+            cli_err(&hybrid, &[name]);
+        }
+        fs::write(path, &original).unwrap();
+    }
+    cli_ok(&["verify", "--index", s(&idx)]);
+
+    // A forged directory: damage, then a checksum list recomputed to match, so that tantivy
+    // reads the damage. Seeded flips of every file; none may panic out of the engine, and some
+    // of them do panic inside tantivy (the error says so), so the guard is exercised.
+    let mut caught = 0;
+    for path in &files {
+        let original = fs::read(path).unwrap();
+        for _ in 0..12 {
+            let mut damaged = original.clone();
+            for _ in 0..2 {
+                damaged[rng.below(original.len() as u64) as usize] ^= 1 + rng.below(255) as u8;
+            }
+            fs::write(path, &damaged).unwrap();
+            index_format::checksums::record(&idx.join("bm25"), |n| n.ends_with(".lock")).unwrap();
+            let (ok, err) = cli_no_crash(&bm25);
+            if !ok {
+                assert!(err.contains("bm25"), "{err}");
+                caught += usize::from(err.contains("the BM25 index failed while reading it"));
+            }
+        }
+        fs::write(path, &original).unwrap();
+    }
+    assert!(caught > 0, "no damage made tantivy panic: the guard was not exercised");
+
+    // An index built before checksum lists: `verify` checks tantivy's own segment checksums.
+    index_format::checksums::record(&idx.join("bm25"), |n| n.ends_with(".lock")).unwrap();
+    fs::remove_file(idx.join("bm25/checksums.crc32")).unwrap();
+    let ok = cli_ok(&["verify", "--index", s(&idx)]);
+    assert!(ok.contains("tantivy's own"), "{ok}");
+    cli_ok(&bm25);
+    let store = files.iter().find(|p| p.extension().is_some_and(|e| e == "store")).unwrap();
+    let mut damaged = fs::read(store).unwrap();
+    damaged[3] ^= 0x40;
+    fs::write(store, &damaged).unwrap();
+    let name = store.file_name().unwrap().to_str().unwrap();
+    cli_err(&["verify", "--index", s(&idx)], &[name, "tantivy's checksum"]);
+    cli_err(&bm25, &[name, "tantivy's checksum"]);
+}

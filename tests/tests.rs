@@ -5,6 +5,9 @@ mod common;
 
 /// The CLI end to end: build, search, info, verify, and every bad input it must reject.
 mod cli;
+/// A seeded sweep of damaged index files through search, info and verify in child processes
+/// (memory limit, watchdog): errors, never panics, aborts or hangs.
+mod corruption;
 /// The encoder against PyTorch fixtures, for each model layout.
 mod encoder;
 /// Evaluation metrics against pytrec_eval fixtures, and the bundled collections.

@@ -53,6 +53,15 @@ fn main() -> ExitCode {
     if let Some(n) = std::env::var("COLBERT_TEST_CRASH_AT_STEP").ok().and_then(|v| v.parse().ok()) {
         index_format::fsx::set_crash_point(n);
     }
+    // The BM25 sub-index's reader (tantivy) can panic on damaged files; the engine catches the
+    // panic and returns an error naming `bm25/`, which is reported below as one line. The
+    // default hook would print the panic first: it stays silent for those.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !engine::rerank::bm25::catching_panics() {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Build(a) => cmd::build::run(a),

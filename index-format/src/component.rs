@@ -55,6 +55,10 @@ pub enum Component {
     /// `manifest.bin`: the live segments and their deleted documents of an updated index (v5),
     /// at the index's root; see [`crate::manifest`]. Not part of a segment.
     Manifest,
+    /// `checksums.crc32`: the length and CRC32 of every file of a directory the format does not
+    /// lay out itself, inside that directory: the BM25 sub-index's `bm25/checksums.crc32`; see
+    /// [`crate::checksums`]. Not part of a segment.
+    FileChecksums,
 }
 
 /// What a file's bytes pay for, as `colbert-index info` splits an index's size.
@@ -116,6 +120,7 @@ impl Component {
             | Component::DocIdBytes
             | Component::DocIdHash => SizeClass::PerDocument,
             Component::Manifest
+            | Component::FileChecksums
             | Component::Meta
             | Component::Centroids
             | Component::Buckets
@@ -135,7 +140,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 20] = [
+    pub const EVERY: [Component; 21] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -156,6 +161,7 @@ impl Component {
         Component::CodeOffsets,
         Component::DocIdHash,
         Component::Manifest,
+        Component::FileChecksums,
     ];
 
     /// The file name inside the index directory.
@@ -181,6 +187,7 @@ impl Component {
             Component::CodeOffsets => "code_offsets.packed",
             Component::DocIdHash => "doc_ids.hash",
             Component::Manifest => "manifest.bin",
+            Component::FileChecksums => "checksums.crc32",
         }
     }
 
@@ -207,6 +214,7 @@ impl Component {
             Component::CodeOffsets => 18,
             Component::DocIdHash => 19,
             Component::Manifest => 20,
+            Component::FileChecksums => 21,
         }
     }
 
@@ -217,7 +225,8 @@ impl Component {
             | Component::DocIdBytes
             | Component::Residuals
             | Component::IvfRiceK
-            | Component::Manifest => 1,
+            | Component::Manifest
+            | Component::FileChecksums => 1,
             Component::Embeddings | Component::Centroids | Component::Codes16 => 2,
             Component::Buckets | Component::Codes32 | Component::IvfDocs | Component::DocIdHash => 4,
             Component::DocOffsets

@@ -16,6 +16,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod bytes;
+pub mod checksums;
 pub mod component;
 pub mod error;
 pub mod footer;

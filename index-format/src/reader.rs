@@ -43,7 +43,7 @@ impl std::fmt::Debug for IndexReader {
 
 /// Opens `path` for reading only if it is a regular file (symbolic links followed): opening a
 /// FIFO blocks until a writer appears, and reading a device may never end.
-fn open_regular(path: &Path) -> Result<File> {
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
     let not_regular = |kind: &str| FormatError::corrupt(path, format!("not a regular file ({kind})"));
     let kind = |t: std::fs::FileType| if t.is_dir() { "a directory" } else { "a FIFO, socket or device" };
     match std::fs::metadata(path) {

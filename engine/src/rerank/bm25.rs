@@ -6,16 +6,29 @@
 //! b = 0.75) over the whole collection. A query is tokenised by the same analyser and searched as
 //! a disjunction of its terms (no query syntax, so no text can fail to parse). The text is
 //! stored too, so the index also serves document texts to rerankers ([`DocTexts`]).
+//!
+//! **Integrity.** tantivy trusts its files: damaged ones can make it panic, or abort the process
+//! allocating a size read from them. So the builder records the length and CRC32 of every file
+//! it wrote (`bm25/checksums.crc32`, see [`index_format::checksums`]), and opening recomputes
+//! them all before tantivy reads anything ([`verify_in`] does the same): a damaged file is an
+//! error naming it. (An index built before the list existed is checked against tantivy's own
+//! segment checksums instead.) Every call into tantivy also runs under
+//! [`std::panic::catch_unwind`], so files that pass the checks but still make tantivy panic
+//! give an error naming `bm25/` (see [`catching_panics`] for keeping the panic off stderr).
+//! Only a directory forged with matching checksums can still reach tantivy's allocation aborts.
 
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use index_format::{checksums, FormatError};
 use tantivy::collector::TopDocs;
 use tantivy::query::{BooleanQuery, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, STORED, STRING,
 };
 use tantivy::tokenizer::TokenStream;
-use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument, Term};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
 use super::{DocTexts, Retriever, Scored};
 use crate::error::{EngineError, Result};
@@ -41,8 +54,104 @@ fn schema() -> Schema {
     b.build()
 }
 
+/// A tantivy error as one line (some of its messages span several).
 fn tantivy_error(path: &Path, what: &str, e: tantivy::TantivyError) -> EngineError {
-    EngineError::BadInput { path: path.to_path_buf(), problem: format!("{what}: {e}") }
+    let message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    EngineError::BadInput { path: path.to_path_buf(), problem: format!("{what}: {message}") }
+}
+
+/// tantivy's lock files, which come and go with writers and readers: not part of the index.
+fn is_lock_file(name: &str) -> bool {
+    name.starts_with(".tantivy-") && name.ends_with(".lock")
+}
+
+thread_local! {
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread is inside a call into tantivy whose panics this module catches
+/// and turns into errors. The process's panic hook still runs first (and by default prints the
+/// panic): a program that reports the error itself can install a hook that stays silent while
+/// this is true, as the `colbert-index` binary does.
+pub fn catching_panics() -> bool {
+    CATCHING.with(Cell::get)
+}
+
+/// Runs `f`, which calls into tantivy on the BM25 index in `dir`, turning a panic into an error
+/// naming `dir`.
+///
+/// `AssertUnwindSafe`: after a panic the tantivy objects `f` touched may be inconsistent; the
+/// caller only gets the error, and any later call on them runs under this guard again.
+fn guarded<T>(dir: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let outer = CATCHING.with(|c| c.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(outer));
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        let mut message: String = message.lines().next().unwrap_or("").chars().take(200).collect();
+        message = message.escape_debug().to_string();
+        Err(FormatError::corrupt(
+            dir,
+            format!("the BM25 index failed while reading it (tantivy: {message}): its files are damaged"),
+        )
+        .into())
+    })
+}
+
+/// What [`verify_in`] checked of an index's BM25 sub-index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bm25Check {
+    /// The index has no `bm25/`.
+    Absent,
+    /// Every file against the checksum list recorded at build time.
+    Checksums {
+        /// Files checked.
+        files: usize,
+        /// Bytes read.
+        bytes: u64,
+    },
+    /// Built before checksum lists were recorded: tantivy's own footer checksums of its segment
+    /// files were checked (its `meta.json` has none).
+    TantivyFooters,
+}
+
+/// Checks the BM25 sub-index of the index directory `index_dir`, if it has one: every file
+/// against its recorded length and CRC32 or, for one built without a checksum list, tantivy's
+/// own checksums.
+///
+/// # Errors
+/// The first damaged file, named.
+pub fn verify_in(index_dir: &Path) -> Result<Bm25Check> {
+    let dir = index_dir.join(BM25_DIR);
+    match std::fs::symlink_metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Bm25Check::Absent),
+        Err(e) => Err(EngineError::Io { path: dir, source: e }),
+        Ok(_) => check_files(&dir),
+    }
+}
+
+/// Checks every file of the BM25 index directory `dir` (see [`verify_in`]).
+fn check_files(dir: &Path) -> Result<Bm25Check> {
+    if !dir.is_dir() {
+        return Err(FormatError::corrupt(dir, "not a directory").into());
+    }
+    if let Some(list) = checksums::read(dir)? {
+        let bytes = checksums::verify(dir, &list)?;
+        return Ok(Bm25Check::Checksums { files: list.len(), bytes });
+    }
+    let damaged = guarded(dir, || {
+        let index =
+            Index::open_in_dir(dir).map_err(|e| tantivy_error(dir, "cannot open the BM25 index", e))?;
+        index.validate_checksum().map_err(|e| tantivy_error(dir, "cannot check the BM25 index", e))
+    })?;
+    match damaged.into_iter().min() {
+        Some(file) => Err(FormatError::corrupt(dir.join(file), "tantivy's checksum does not match").into()),
+        None => Ok(Bm25Check::TantivyFooters),
+    }
 }
 
 /// Writes a new BM25 index into a directory that must not exist yet (normally inside the
@@ -97,12 +206,14 @@ impl Bm25Builder {
         self.n_docs
     }
 
-    /// Commits and waits for background merges; returns the number of documents.
+    /// Commits, waits for background merges and records the checksum of every file
+    /// (`checksums.crc32`); returns the number of documents.
     pub fn finish(mut self) -> Result<usize> {
         self.writer.commit().map_err(|e| tantivy_error(&self.dir, "cannot commit the BM25 index", e))?;
         self.writer
             .wait_merging_threads()
             .map_err(|e| tantivy_error(&self.dir, "cannot finish merging the BM25 index", e))?;
+        checksums::record(&self.dir, is_lock_file)?;
         Ok(self.n_docs)
     }
 }
@@ -136,24 +247,35 @@ impl Bm25Index {
         Self::open(&dir)
     }
 
-    /// Opens a BM25 index directory.
+    /// Opens a BM25 index directory: checks every file (as [`verify_in`]: the whole directory
+    /// is read once), then opens it with tantivy (see the module's notes on integrity).
     pub fn open(dir: &Path) -> Result<Self> {
-        let index =
-            Index::open_in_dir(dir).map_err(|e| tantivy_error(dir, "cannot open the BM25 index", e))?;
-        let schema = index.schema();
-        let field = |name: &str| {
-            schema.get_field(name).map_err(|_| EngineError::BadInput {
-                path: dir.to_path_buf(),
-                problem: format!("not a colbert-index BM25 index: no field {name:?}"),
-            })
-        };
-        let (id, text) = (field(ID_FIELD)?, field(TEXT_FIELD)?);
-        let reader = index.reader().map_err(|e| tantivy_error(dir, "cannot read the BM25 index", e))?;
-        Ok(Bm25Index { dir: dir.to_path_buf(), index, reader, id, text })
+        check_files(dir)?;
+        guarded(dir, || {
+            let index =
+                Index::open_in_dir(dir).map_err(|e| tantivy_error(dir, "cannot open the BM25 index", e))?;
+            let schema = index.schema();
+            let field = |name: &str| {
+                schema.get_field(name).map_err(|_| EngineError::BadInput {
+                    path: dir.to_path_buf(),
+                    problem: format!("not a colbert-index BM25 index: no field {name:?}"),
+                })
+            };
+            let (id, text) = (field(ID_FIELD)?, field(TEXT_FIELD)?);
+            // No reload on commit: the index is never written once published, and a watcher
+            // would run tantivy on a thread of its own, outside the guard.
+            let reader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+                .map_err(|e| tantivy_error(dir, "cannot read the BM25 index", e))?;
+            Ok(Bm25Index { dir: dir.to_path_buf(), index, reader, id, text })
+        })
     }
 
     /// Number of documents.
     pub fn n_docs(&self) -> usize {
+        // (Summed from the segments' metadata, read at open: no file access.)
         self.reader.searcher().num_docs() as usize
     }
 
@@ -174,6 +296,10 @@ impl Bm25Index {
     /// The best `k` documents for `query` by BM25, best first; ties by id. A query with no
     /// indexable word returns nothing.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
+        guarded(&self.dir, || self.search_unguarded(query, k))
+    }
+
+    fn search_unguarded(&self, query: &str, k: usize) -> Result<Vec<Scored>> {
         let terms = self.query_terms(query)?;
         // More than the corpus asks for all of it (and tantivy sizes its buffers by the limit).
         let k = k.min(self.n_docs());
@@ -200,6 +326,10 @@ impl Bm25Index {
 
     /// The stored text of one document.
     pub fn text(&self, id: &str) -> Result<Option<String>> {
+        guarded(&self.dir, || self.text_unguarded(id))
+    }
+
+    fn text_unguarded(&self, id: &str) -> Result<Option<String>> {
         let searcher = self.reader.searcher();
         let query = TermQuery::new(Term::from_field_text(self.id, id), IndexRecordOption::Basic);
         let top = searcher
@@ -275,6 +405,49 @@ mod tests {
         let idf = (1.0f32 + (3.0 - 1.0 + 0.5) / (1.0 + 0.5)).ln();
         assert_eq!(hits.len(), 1);
         assert!((hits[0].score - idf).abs() < 1e-3, "{} vs {idf}", hits[0].score);
+    }
+
+    #[test]
+    fn the_build_records_checksums_that_open_and_verify_check() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(build(dir.path(), DOCS));
+        let bm25 = dir.path().join(BM25_DIR);
+        let Bm25Check::Checksums { files, bytes } = verify_in(dir.path()).unwrap() else {
+            panic!("no checksum list recorded")
+        };
+        assert!(files >= 5 && bytes > 0, "{files} files, {bytes} bytes");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(verify_in(empty.path()).unwrap(), Bm25Check::Absent);
+        // The largest file (the stored texts), one byte flipped: both name it.
+        let largest = std::fs::read_dir(&bm25)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let mut bytes = std::fs::read(&largest).unwrap();
+        bytes[7] ^= 1;
+        std::fs::write(&largest, bytes).unwrap();
+        let name = largest.file_name().unwrap().to_str().unwrap();
+        for err in [verify_in(dir.path()).unwrap_err(), Bm25Index::open_in(dir.path()).unwrap_err()] {
+            let err = err.to_string();
+            assert!(err.contains(name) && err.contains("checksum mismatch"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_tantivy_is_an_error_naming_the_directory() {
+        let dir = Path::new("/somewhere/bm25");
+        assert!(!catching_panics());
+        let err = guarded(dir, || -> Result<()> {
+            assert!(catching_panics());
+            panic!("range end index 9 out of range\nfor slice of length 4")
+        })
+        .unwrap_err();
+        assert!(!catching_panics());
+        let err = err.to_string();
+        assert!(err.starts_with("/somewhere/bm25: corrupt index: the BM25 index failed"), "{err}");
+        assert!(err.contains("range end index 9 out of range") && !err.contains('\n'), "{err}");
+        assert_eq!(guarded(dir, || Ok(3)).unwrap(), 3);
     }
 
     #[test]

@@ -140,6 +140,13 @@ impl<'a> From<Tokens<'a>> for Query<'a> {
     }
 }
 
+/// What [`Index::verify`] checked besides the segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// The BM25 sub-index.
+    pub bm25: crate::rerank::bm25::Bm25Check,
+}
+
 /// A result: a document's external id and its MaxSim score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScoredDoc {
@@ -354,12 +361,14 @@ impl Index {
         &self.inner.manifest.segments[i].deleted
     }
 
-    /// Checks every checksum and offset of every segment, and the manifest against them.
+    /// Checks every checksum and offset of every segment, and the BM25 sub-index (`bm25/`)
+    /// if there is one; the manifest was checked against the segments at open.
     ///
     /// # Errors
     /// The first problem found, naming the file.
-    pub fn verify(&self) -> Result<()> {
-        self.inner.parts.iter().try_for_each(|p| p.seg.verify())
+    pub fn verify(&self) -> Result<Verified> {
+        self.inner.parts.iter().try_for_each(|p| p.seg.verify())?;
+        Ok(Verified { bm25: crate::rerank::bm25::verify_in(self.dir())? })
     }
 
     /// The external id of every live document, segment by segment (for tests and tools).

@@ -97,10 +97,17 @@ fn model_error(path: &Path, problem: impl Into<String>) -> EngineError {
 impl GgufChat {
     /// Loads the model, tokenizer and chat template of the GGUF file at `path`.
     pub fn load(path: &Path, options: GgufOptions) -> Result<Self> {
-        let file = File::open(path).map_err(|source| EngineError::Io { path: path.to_path_buf(), source })?;
+        let io = |source| EngineError::Io { path: path.to_path_buf(), source };
+        // (Opening a FIFO would wait for a writer.)
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(model_error(path, "not a regular file, expected a GGUF file"));
+        }
+        let file = File::open(path).map_err(io)?;
+        let file_size = file.metadata().map_err(io)?.len();
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader)
             .map_err(|e| model_error(path, format!("not a readable GGUF file: {e}")))?;
+        check_tensors(path, &content, file_size)?;
         let architecture = content
             .metadata
             .get("general.architecture")
@@ -208,6 +215,42 @@ impl GgufChat {
     fn greedy(logits: &Tensor) -> Result<u32> {
         Ok(logits.flatten_all()?.argmax(0)?.to_scalar::<u32>()?)
     }
+}
+
+/// Checks every tensor's shape and place against the file before anything is sized by them
+/// (the f32 copy, candle's buffers): its element count (not zero) and byte size computed
+/// without overflow, a whole number of its type's blocks, and its data inside the file.
+fn check_tensors(path: &Path, content: &Content, file_size: u64) -> Result<()> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &content.tensor_infos[name];
+        let bad = |what: String| model_error(path, format!("tensor {name:?}: {what}"));
+        let dims = t.shape.dims();
+        let elems = dims
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+            .ok_or_else(|| bad(format!("shape {dims:?} has more elements than 2^64")))?;
+        // (candle views an empty tensor's data through a dangling, misaligned pointer.)
+        if elems == 0 {
+            return Err(bad(format!("shape {dims:?} has no elements")));
+        }
+        let (block, size) = (t.ggml_dtype.block_size() as u64, t.ggml_dtype.type_size() as u64);
+        if block == 0 || !elems.is_multiple_of(block) {
+            return Err(bad(format!("{elems} elements are not a whole number of {block}-element blocks")));
+        }
+        let bytes = (elems / block).checked_mul(size);
+        let end = bytes
+            .and_then(|b| content.tensor_data_offset.checked_add(t.offset)?.checked_add(b))
+            .filter(|&end| end <= file_size);
+        if end.is_none() {
+            return Err(bad(format!(
+                "shape {dims:?} at offset {} does not fit in the file ({file_size} bytes)",
+                t.offset
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn build_model<R: Read + Seek>(arch: &str, content: Content, reader: &mut R) -> candle_core::Result<Model> {
@@ -329,6 +372,55 @@ mod tests {
         assert!(err.contains("cannot load the llama weights"), "{err}");
     }
 
+    /// Found by the `gguf` fuzz target: a tensor whose shape claims far more than the file holds
+    /// made the f32 path reserve that much (64 GiB from a 300-byte file: an abort); a shape
+    /// whose element count overflows panicked; an empty tensor made candle build a slice from a
+    /// misaligned pointer (undefined behaviour; a panic with debug assertions). All are refused
+    /// before anything is sized by them, whatever the weight mode.
+    #[test]
+    fn tensor_shapes_are_checked_against_the_file() {
+        use candle_core::quantized::{GgmlDType, QTensor};
+        let metadata = [
+            ("general.architecture", Value::String("llama".into())),
+            ("tokenizer.ggml.model", Value::String("gpt2".into())),
+            ("tokenizer.ggml.tokens", strings(&["a", "b", "ab", "<|im_start|>", "<|im_end|>"])),
+            ("tokenizer.ggml.merges", strings(&["a b"])),
+            ("tokenizer.chat_template", Value::String("<|im_start|>".into())),
+        ];
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        let t = Tensor::arange(0f32, 32.0, &Device::Cpu).unwrap().reshape((4, 8)).unwrap();
+        let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+        let mut good = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut good, &refs, &[("token_embd.weight", &q)]).unwrap();
+        let good = good.into_inner();
+        // The tensor info: name, u32 dimension count (2), u64 dimensions (innermost first).
+        let name = b"token_embd.weight";
+        let at = good.windows(name.len()).rposition(|w| w == name).unwrap() + name.len() + 4;
+        assert_eq!(good[at..at + 16], [8, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.gguf");
+        for (dims, needle) in [
+            ([8u64, 1 << 34], "does not fit in the file"),
+            ([1 << 40, 1 << 40], "more elements than 2^64"),
+            ([8, 5], "does not fit in the file"),
+            ([0, 4], "has no elements"),
+        ] {
+            let mut bytes = good.clone();
+            bytes[at..at + 8].copy_from_slice(&dims[0].to_le_bytes());
+            bytes[at + 8..at + 16].copy_from_slice(&dims[1].to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            for weights in [WeightMode::F32, WeightMode::Auto, WeightMode::Quantized] {
+                let err = GgufChat::load(&path, GgufOptions { weights }).err().unwrap().to_string();
+                assert!(err.contains("model.gguf") && err.contains("token_embd.weight"), "{err}");
+                assert!(err.contains(needle), "{dims:?}: {err}");
+            }
+        }
+        // The shape as written passes the check (and the load fails later, for want of weights).
+        std::fs::write(&path, &good).unwrap();
+        let err = GgufChat::load(&path, GgufOptions { weights: WeightMode::F32 }).err().unwrap().to_string();
+        assert!(err.contains("cannot load the llama weights"), "{err}");
+    }
+
     #[test]
     fn a_file_that_is_not_gguf_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -338,5 +430,7 @@ mod tests {
         assert!(err.contains("model.gguf") && err.contains("not a readable GGUF file"), "{err}");
         let missing = GgufChat::load(&dir.path().join("nope.gguf"), GgufOptions::default()).err().unwrap();
         assert!(missing.to_string().contains("nope.gguf"), "{missing}");
+        let err = GgufChat::load(dir.path(), GgufOptions::default()).err().unwrap().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

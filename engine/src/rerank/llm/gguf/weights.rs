@@ -14,9 +14,14 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
-/// Bytes the f32 copy of `content`'s tensors takes.
+/// Bytes the f32 copy of `content`'s tensors takes (saturating: the loader has checked that
+/// every tensor lies within the file, so this is at most a few times the file's size).
 pub fn f32_bytes(content: &Content) -> u64 {
-    content.tensor_infos.values().map(|t| t.shape.elem_count() as u64 * 4).sum()
+    content
+        .tensor_infos
+        .values()
+        .map(|t| (t.shape.elem_count() as u64).saturating_mul(4))
+        .fold(0, u64::saturating_add)
 }
 
 /// `content` with every tensor dequantized to f32, and the buffer holding them.

@@ -168,8 +168,8 @@ fn read_all(
 
 /// True when `raw` holds the full response per its `Content-Length` or final chunk, or when
 /// reading more cannot help (a size above [`MAX_BODY`], a malformed chunk): the parse then says
-/// what is wrong.
-fn body_complete(raw: &[u8]) -> bool {
+/// what is wrong. [`post_json`] asks this after every read.
+pub fn body_complete(raw: &[u8]) -> bool {
     let Some((head, body)) = split_head(raw) else { return false };
     match framing(head) {
         Framing::Length(n) => n > MAX_BODY || body.len() >= n,
@@ -244,7 +244,12 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, Dechunk> {
     }
 }
 
-fn parse_response(raw: &[u8]) -> Result<HttpResponse, HttpError> {
+/// Parses the bytes of a whole response (status line, headers, body framed by `Content-Length`,
+/// chunks or the end of the stream), as [`post_json`] does with what it received.
+///
+/// # Errors
+/// [`HttpError::Malformed`], saying what is wrong.
+pub fn parse_response(raw: &[u8]) -> Result<HttpResponse, HttpError> {
     if raw.is_empty() {
         return Err(HttpError::Malformed("the server closed the connection without answering".into()));
     }

@@ -110,8 +110,9 @@ impl OpenAiChat {
         body
     }
 
-    /// Reads a completion; `Err` holds the problem.
-    fn parse_answer(body: &[u8]) -> Result<ChatAnswer, String> {
+    /// Reads a completion (the body of a 200 answer: `choices[0].message.content` and the
+    /// `usage` counts); `Err` holds the problem.
+    pub fn parse_answer(body: &[u8]) -> Result<ChatAnswer, String> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| format!("the answer is not JSON ({e}): {}", snippet(body)))?;
         let text = v
