@@ -138,6 +138,10 @@ pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
 /// The model cache that `tools/fetch-models.sh` fills: `$COLBERT_MODEL_CACHE`, default
 /// `~/.cache/colbert-index/models`.
 pub fn model_cache() -> PathBuf {
