@@ -143,7 +143,8 @@ impl<'a> From<Tokens<'a>> for Query<'a> {
 /// What [`Index::verify`] checked besides the segments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
-    /// The BM25 sub-index.
+    /// The BM25 sub-index (checked only in builds with the `rerank` feature).
+    #[cfg(feature = "rerank")]
     pub bm25: crate::rerank::bm25::Bm25Check,
 }
 
@@ -368,7 +369,10 @@ impl Index {
     /// The first problem found, naming the file.
     pub fn verify(&self) -> Result<Verified> {
         self.inner.parts.iter().try_for_each(|p| p.seg.verify())?;
-        Ok(Verified { bm25: crate::rerank::bm25::verify_in(self.dir())? })
+        #[cfg(feature = "rerank")]
+        return Ok(Verified { bm25: crate::rerank::bm25::verify_in(self.dir())? });
+        #[cfg(not(feature = "rerank"))]
+        Ok(Verified {})
     }
 
     /// The external id of every live document, segment by segment (for tests and tools).
