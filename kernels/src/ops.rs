@@ -9,7 +9,7 @@
 //! 5e-7) so that the loops vectorise; the encoder matches PyTorch within 1e-4 with them
 //! (tests/encoder.rs).
 
-use crate::cpu::{Elementwise, Features, Kernels};
+use crate::cpu::{Elementwise, Kernels};
 
 /// One matrix operand: a slice and its row and column strides in elements.
 #[derive(Clone, Copy)]
@@ -195,9 +195,9 @@ impl Elementwise {
     fn fns(self) -> &'static Fns {
         match self {
             #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-            Elementwise::Avx512 if Features::get().avx512 => &AVX512,
+            Elementwise::Avx512 if crate::cpu::Features::get().avx512 => &AVX512,
             #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-            Elementwise::Avx2 if Features::get().avx2 => &AVX2,
+            Elementwise::Avx2 if crate::cpu::Features::get().avx2 => &AVX2,
             _ => &GENERIC,
         }
     }
@@ -744,10 +744,11 @@ mod tests {
 
     /// Every build this CPU runs (whatever `scalar-only` says), with its name.
     fn kernel_builds() -> Vec<(&'static str, &'static Fns)> {
+        #[allow(unused_mut)] // only the SIMD builds push
         let mut builds: Vec<(&'static str, &'static Fns)> = vec![("generic", &GENERIC)];
         #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
         {
-            let f = Features::hardware();
+            let f = crate::cpu::Features::hardware();
             if f.avx2 {
                 builds.push(("avx2", &AVX2));
             }
