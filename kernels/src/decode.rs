@@ -5,8 +5,6 @@
 //! `g = 8 / nbits` dimensions, and byte value `b` at byte position `p` decodes to the `g` floats
 //! at `lut[(p · 256 + b) · g ..]` (per-dimension tables) or `lut[b · g ..]` (one pooled table).
 
-use crate::cpu::Features;
-
 /// A codec's decoding table, as the decoding kernels read it.
 #[derive(Debug, Clone, Copy)]
 pub struct Table<'a> {
@@ -53,12 +51,11 @@ pub fn decode_rows(
     let (n, d) = (codes.len(), t.dim);
     assert!(packed.len() == n * t.packed_len() && out.len() == n * d, "decode_rows: shapes");
     #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
-    if Features::get().avx512 {
+    if crate::cpu::Features::get().avx512 {
         // SAFETY: AVX-512F (with AVX2 and FMA) was detected at run time.
         unsafe { decode_rows_avx512(t, packed, codes, centroids, renormalize, out) };
         return;
     }
-    let _ = Features::get;
     decode_rows_portable(t, packed, codes, centroids, renormalize, out);
 }
 
