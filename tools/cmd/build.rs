@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use engine::codec::CodecConfig;
 use engine::embeddings::DocEmbeddingsFile;
-use engine::index::{read_doc_ids, sample_docs, TrainingSample};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder};
+use engine::index::{build_from_source, read_doc_ids, stream_documents, BuildStage, SourceBuild};
+use engine::{BuildOptions, CompressedParams};
 
 /// Arguments of `build`.
 #[derive(Args, Debug)]
@@ -106,9 +106,6 @@ pub struct BuildArgs {
     pub overwrite: bool,
 }
 
-/// Documents converted per write.
-const CHUNK_TOKENS: u64 = 1 << 16;
-
 /// Runs `build`.
 pub fn run(args: &BuildArgs) -> Result<()> {
     if !matches!(args.nbits, 1 | 2 | 4 | 16) {
@@ -138,78 +135,79 @@ pub fn run(args: &BuildArgs) -> Result<()> {
     let Some(embeddings) = &args.embeddings else {
         bail!("give --embeddings FILE or --collection FILE --model DIR")
     };
-    if args.nbits != 16 {
-        return run_compressed(args, embeddings);
-    }
-    let start = Instant::now();
-    let (input, ids, options) = open_input(args, embeddings)?;
-    let mut builder = IndexBuilder::create(&args.index, input.dim(), options)
-        .with_context(|| format!("cannot create index {}", args.index.display()))?;
-    let pb = crate::output::progress(input.n_tokens(), "tokens");
-    pb.set_message("indexing");
-    stream_docs(&input, ids.as_deref(), |id, tokens| builder.add(id, tokens), |row| pb.set_position(row))?;
-    let meta = builder.finish()?;
-    pb.finish_and_clear();
-    eprintln!(
-        "indexed {} documents, {} tokens, dim {} into {} in {:.2?}",
-        meta.n_docs,
-        meta.n_tokens,
-        meta.dim,
-        args.index.display(),
-        start.elapsed()
-    );
-    Ok(())
+    run_embeddings(args, embeddings)
 }
 
-/// Opens an embeddings file, its optional ids file, and the build options recorded for it.
-fn open_input(
-    args: &BuildArgs,
-    embeddings: &std::path::Path,
-) -> Result<(DocEmbeddingsFile, Option<Vec<String>>, BuildOptions)> {
+/// Builds an index (either kind) from a safetensors embeddings file: for a compressed one,
+/// k-means and codec on a sample of documents, then every document streamed through the builder.
+fn run_embeddings(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
+    let start = Instant::now();
     let input = DocEmbeddingsFile::open(embeddings)?;
     let ids = match &args.ids {
         Some(path) => Some(read_doc_ids(path, input.n_docs())?),
         None => None,
     };
-    let options = BuildOptions {
-        overwrite: args.overwrite,
-        encoder: None,
-        build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
+    let job = SourceBuild {
+        ids: ids.as_deref(),
+        compressed: (args.nbits != 16).then(|| compressed_params(args)).transpose()?,
+        sample_docs: args.sample_docs,
+        train_memory: train_memory_bytes(args)?,
+        options: BuildOptions {
+            overwrite: args.overwrite,
+            encoder: None,
+            build_params: serde_json::json!({ "nbits": args.nbits, "source": embeddings.display().to_string() }),
+        },
     };
-    Ok((input, ids, options))
+    let pb = crate::output::progress(input.n_tokens(), "tokens");
+    let mut spin = None;
+    let built = build_from_source(&args.index, &input, job, &mut |stage| match stage {
+        BuildStage::Training { tokens } => {
+            spin = Some(crate::output::spinner(format!("training centroids and codec on {tokens} tokens")));
+        }
+        BuildStage::Writing { done, .. } => {
+            if let Some(spin) = spin.take() {
+                spin.finish_and_clear();
+                pb.set_message("encoding");
+            }
+            pb.set_position(done);
+        }
+    })
+    .with_context(|| format!("cannot build index {}", args.index.display()))?;
+    pb.finish_and_clear();
+    let meta = &built.meta;
+    let training = match meta.residual {
+        None => String::new(),
+        Some(_) if built.sample_tokens > built.train_tokens as u64 => format!(
+            ", nbits {}, {} centroids (training {:.2?} on {} of the sample's {} tokens, bounded by --train-memory)",
+            args.nbits,
+            meta.residual.map_or(0, |r| r.n_centroids),
+            built.training,
+            built.train_tokens,
+            built.sample_tokens
+        ),
+        Some(r) => format!(", nbits {}, {} centroids (training {:.2?})", args.nbits, r.n_centroids, built.training),
+    };
+    eprintln!(
+        "indexed {} documents, {} tokens, dim {}{training} into {} in {:.2?}",
+        meta.n_docs,
+        meta.n_tokens,
+        meta.dim,
+        args.index.display(),
+        start.elapsed(),
+    );
+    Ok(())
 }
 
-/// Streams every document of `input` to `add` (external id, row-major f32 tokens), converting
-/// runs of whole documents of about [`CHUNK_TOKENS`] tokens at a time; `progress` gets the
-/// number of token rows done.
+/// Streams every document of `input` to `add` (external id, row-major f32 tokens); `progress`
+/// gets the number of token rows done.
 pub(crate) fn stream_docs(
     input: &DocEmbeddingsFile,
     ids: Option<&[String]>,
     mut add: impl FnMut(&str, &[f32]) -> engine::Result<()>,
     progress: impl Fn(u64),
 ) -> Result<()> {
-    let (dim, lens) = (input.dim(), input.doclens());
-    let mut buf = Vec::new();
-    let (mut doc, mut row) = (0usize, 0u64);
-    while doc < lens.len() {
-        let first = doc;
-        let mut end_row = row;
-        while doc < lens.len() && (doc == first || end_row + lens[doc] <= row + CHUNK_TOKENS) {
-            end_row += lens[doc];
-            doc += 1;
-        }
-        input.rows_f32(row..end_row, &mut buf)?;
-        let mut offset = 0usize;
-        for d in first..doc {
-            let n = lens[d] as usize * dim;
-            let id = ids.map_or_else(|| d.to_string(), |ids| ids[d].clone());
-            add(&id, &buf[offset..offset + n]).with_context(|| input.path().display().to_string())?;
-            offset += n;
-        }
-        progress(end_row);
-        row = end_row;
-    }
-    Ok(())
+    stream_documents(input, ids, &mut |id, tokens| add(id, tokens), &mut |row| progress(row))
+        .with_context(|| input.path().display().to_string())
 }
 
 /// `--train-memory` in bytes: at least 1 MiB, and a size this machine can address.
@@ -247,62 +245,6 @@ pub enum CodecArg {
     PerDim,
     /// One quantile quantiser for all dimensions (Stanford ColBERT).
     Pooled,
-}
-
-/// Builds a compressed index: k-means and codec on a sample of documents, then every document
-/// streamed through the builder.
-fn run_compressed(args: &BuildArgs, embeddings: &std::path::Path) -> Result<()> {
-    let start = Instant::now();
-    let (input, ids, options) = open_input(args, embeddings)?;
-    let params = compressed_params(args)?;
-    let mut builder = CompressedBuilder::create(&args.index, input.dim(), params, options)
-        .with_context(|| format!("cannot create index {}", args.index.display()))?;
-    let lens = input.doclens();
-    let starts: Vec<u64> = std::iter::once(0)
-        .chain(lens.iter().scan(0u64, |acc, &l| {
-            *acc += l;
-            Some(*acc)
-        }))
-        .collect();
-    let picked = sample_docs(input.n_docs(), args.sample_docs, args.seed);
-    let mut sample = TrainingSample::with_memory(input.dim(), train_memory_bytes(args)?, args.seed);
-    let mut buf = Vec::new();
-    for d in picked {
-        input.rows_f32(starts[d]..starts[d + 1], &mut buf)?;
-        // Named here: the training sample would only say which of its rows is at fault.
-        let id = ids.as_ref().map_or_else(|| d.to_string(), |ids| ids[d].clone());
-        engine::index::check_values(&id, &buf, input.dim())
-            .with_context(|| embeddings.display().to_string())?;
-        sample.add(&buf);
-    }
-    input.release_all();
-    let (train_tokens, seen) = (sample.len(), sample.seen());
-    let spin = crate::output::spinner(format!("training centroids and codec on {train_tokens} tokens"));
-    builder.train_sample(sample, input.n_tokens()).context("training centroids and codec")?;
-    spin.finish_and_clear();
-    let trained = start.elapsed();
-    let pb = crate::output::progress(input.n_tokens(), "tokens");
-    pb.set_message("encoding");
-    stream_docs(&input, ids.as_deref(), |id, tokens| builder.add(id, tokens), |row| pb.set_position(row))?;
-    let meta = builder.finish()?;
-    pb.finish_and_clear();
-    eprintln!(
-        "indexed {} documents, {} tokens, dim {}, nbits {}, {} centroids into {} in {:.2?} (training {:.2?}{})",
-        meta.n_docs,
-        meta.n_tokens,
-        meta.dim,
-        args.nbits,
-        meta.residual.map_or(0, |r| r.n_centroids),
-        args.index.display(),
-        start.elapsed(),
-        trained,
-        if seen > train_tokens as u64 {
-            format!(" on {train_tokens} of the sample's {seen} tokens, bounded by --train-memory")
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
 }
 
 /// `--kernels` values.

@@ -4,6 +4,7 @@ mod build;
 mod compressed;
 mod decode_scale;
 mod sample;
+mod source;
 
 pub use build::{check_values, read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{
@@ -11,6 +12,9 @@ pub use compressed::{
     MIN_POINTS_PER_CENTROID,
 };
 pub use sample::{TrainingSample, DEFAULT_TRAIN_MEMORY};
+pub use source::{
+    build_from_source, stream_documents, BuildStage, InMemory, SourceBuild, SourceBuilt, TokenSource,
+};
 
 use std::path::Path;
 
