@@ -39,15 +39,6 @@ fn count_lines(path: &Path) -> Result<u64> {
     Ok(n)
 }
 
-/// The identity recorded in the index: the encoder's own, plus where the model was loaded from.
-fn recorded_identity(encoder: &Encoder, model: &Path) -> serde_json::Value {
-    let mut id = encoder.identity();
-    let dir = model.canonicalize().unwrap_or_else(|_| model.to_path_buf());
-    id["model_dir"] = dir.display().to_string().into();
-    id["document_precision"] = serde_json::Value::from(encoder.precision().name());
-    id
-}
-
 /// What to build from a collection.
 #[derive(Debug)]
 pub struct TextBuild<'a> {
@@ -230,7 +221,7 @@ pub fn build_from_collection(job: TextBuild<'_>) -> Result<()> {
     build_params["bm25"] = job.bm25.into();
     let options = BuildOptions {
         overwrite: job.overwrite,
-        encoder: Some(recorded_identity(&encoder, job.model)),
+        encoder: Some(encoder.recorded_identity(job.model)),
         build_params,
     };
     let dim = encoder.dim();

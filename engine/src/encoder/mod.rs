@@ -195,6 +195,17 @@ impl Encoder {
         &self.tokenizer
     }
 
+    /// [`Encoder::identity`] plus where the model was loaded from (`model_dir`, made absolute
+    /// where possible) and the documents' precision: what an index built with this encoder
+    /// records, so that its queries are later encoded the same way.
+    pub fn recorded_identity(&self, model_dir: &Path) -> Value {
+        let mut id = self.identity();
+        let dir = model_dir.canonicalize().unwrap_or_else(|_| model_dir.to_path_buf());
+        id["model_dir"] = dir.display().to_string().into();
+        id["document_precision"] = Value::from(self.precision().name());
+        id
+    }
+
     /// A JSON description to record in an index: enough to re-create the encoder (name, layout,
     /// settings) and to detect a different model at search time (dimensions, skiplist ids and the
     /// CRC-32 of the weight files).

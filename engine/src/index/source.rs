@@ -55,41 +55,59 @@ impl TokenSource for crate::embeddings::DocEmbeddingsFile {
     }
 }
 
-/// Token rows in memory: a row-major `[total_tokens × dim]` f32 slice and the documents'
-/// lengths.
+/// Token rows in memory: a row-major `[total_tokens × dim]` f32 or f16 slice and the
+/// documents' lengths (f16 rows are widened a run at a time, never all at once).
 #[derive(Debug, Clone, Copy)]
 pub struct InMemory<'a> {
-    rows: &'a [f32],
+    rows: Rows<'a>,
     dim: usize,
     doclens: &'a [u64],
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
 impl<'a> InMemory<'a> {
-    /// Views `rows` as documents of `doclens` tokens of dimension `dim`.
+    /// Views f32 `rows` as documents of `doclens` tokens of dimension `dim`.
     ///
     /// # Errors
     /// If `dim` is 0, a document has no tokens, or the lengths do not add up to the rows given.
     pub fn new(rows: &'a [f32], dim: usize, doclens: &'a [u64]) -> Result<Self> {
-        if dim == 0 {
-            return Err(EngineError::InvalidArgument("embedding dimension 0".into()));
-        }
-        if let Some(d) = doclens.iter().position(|&l| l == 0) {
-            return Err(EngineError::InvalidArgument(format!(
-                "document {d} has no tokens (doclens[{d}] = 0)"
-            )));
-        }
-        let total = doclens.iter().try_fold(0u64, |acc, &l| acc.checked_add(l));
-        let expected = total.and_then(|t| usize::try_from(t).ok()).and_then(|t| t.checked_mul(dim));
-        if expected != Some(rows.len()) {
-            return Err(EngineError::InvalidArgument(format!(
-                "doclens add up to {} tokens, but {} values of dimension {dim} hold {} tokens",
-                total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string()),
-                rows.len(),
-                rows.len() as f64 / dim as f64
-            )));
-        }
-        Ok(InMemory { rows, dim, doclens })
+        check_shape(rows.len(), dim, doclens)?;
+        Ok(InMemory { rows: Rows::F32(rows), dim, doclens })
     }
+
+    /// [`InMemory::new`] for f16 rows.
+    ///
+    /// # Errors
+    /// As [`InMemory::new`].
+    pub fn f16(rows: &'a [half::f16], dim: usize, doclens: &'a [u64]) -> Result<Self> {
+        check_shape(rows.len(), dim, doclens)?;
+        Ok(InMemory { rows: Rows::F16(rows), dim, doclens })
+    }
+}
+
+/// Checks that `values` values of dimension `dim` are exactly the tokens of `doclens`.
+fn check_shape(values: usize, dim: usize, doclens: &[u64]) -> Result<()> {
+    if dim == 0 {
+        return Err(EngineError::InvalidArgument("embedding dimension 0".into()));
+    }
+    if let Some(d) = doclens.iter().position(|&l| l == 0) {
+        return Err(EngineError::InvalidArgument(format!("document {d} has no tokens (doclens[{d}] = 0)")));
+    }
+    let total = doclens.iter().try_fold(0u64, |acc, &l| acc.checked_add(l));
+    let expected = total.and_then(|t| usize::try_from(t).ok()).and_then(|t| t.checked_mul(dim));
+    if expected != Some(values) {
+        return Err(EngineError::InvalidArgument(format!(
+            "doclens add up to {} tokens, but the embeddings hold {} rows of dimension {dim}",
+            total.map_or_else(|| "more than 2^64".to_string(), |t| t.to_string()),
+            values as f64 / dim as f64
+        )));
+    }
+    Ok(())
 }
 
 impl TokenSource for InMemory<'_> {
@@ -103,14 +121,17 @@ impl TokenSource for InMemory<'_> {
 
     fn rows_f32(&self, rows: Range<u64>, out: &mut Vec<f32>) -> Result<()> {
         let (a, b) = (rows.start as usize * self.dim, rows.end as usize * self.dim);
-        let values = self.rows.get(a..b).ok_or_else(|| {
+        let past = || {
             EngineError::InvalidArgument(format!(
                 "rows {}..{} are past the end of the embeddings",
                 rows.start, rows.end
             ))
-        })?;
+        };
         out.clear();
-        out.extend_from_slice(values);
+        match self.rows {
+            Rows::F32(all) => out.extend_from_slice(all.get(a..b).ok_or_else(past)?),
+            Rows::F16(all) => out.extend(all.get(a..b).ok_or_else(past)?.iter().map(|v| v.to_f32())),
+        }
         Ok(())
     }
 }
