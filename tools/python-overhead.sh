@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The Python package's overhead: per-query latency (one query at a time, median) and batched
+# throughput of `Index.search` from Python next to the same loop in Rust
+# (examples/query_latency.rs), on a clustered synthetic set of 1M tokens (31,250 documents of 32
+# tokens, 128-d, 6,250 clusters; 200 queries). Three alternating rounds of each side; prints
+# every run and the Python/Rust ratios of the medians.
+#
+# usage: tools/python-overhead.sh [PYTHON]
+#   PYTHON: an interpreter with the package installed from a release build (default python3;
+#   `pip install ./python` builds one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${1:-python3}
+"$py" -c "import colbert_index" || { echo "$py cannot import colbert_index: pip install ./python" >&2; exit 1; }
+work=target/python-overhead
+mkdir -p "$work"
+cargo build --release --quiet --bin colbert-index --example query_latency
+bin=target/release/colbert-index
+if [ ! -d "$work/index" ]; then
+    rm -f "$work/d.st" "$work/q.st"
+    $bin synth --docs 31250 --tokens-per-doc 32 --dim 128 --clusters 6250 --n-queries 200 \
+        --out "$work/d.st" --queries-out "$work/q.st" >&2
+    $bin build --embeddings "$work/d.st" --index "$work/index" >&2
+fi
+grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
+echo "cores: $(nproc)"
+for round in 1 2 3; do
+    target/release/examples/query_latency "$work/index" "$work/q.st" 5 10 | tee -a "$work/runs.jsonl"
+    "$py" tools/python_latency.py "$work/index" "$work/q.st" 5 10 | tee -a "$work/runs.jsonl"
+done
+tail -n 6 "$work/runs.jsonl" | "$py" -c '
+import json, statistics, sys
+runs = [json.loads(l) for l in sys.stdin]
+med = {s: {m: statistics.median(r[m] for r in runs if r["side"] == s) for m in ("p50_ms", "batch_qps")} for s in ("rust", "python")}
+print(f"median p50 per query: rust {med[\"rust\"][\"p50_ms\"]:.3f} ms, python {med[\"python\"][\"p50_ms\"]:.3f} ms (python/rust {med[\"python\"][\"p50_ms\"] / med[\"rust\"][\"p50_ms\"]:.3f})")
+print(f"median batched QPS: rust {med[\"rust\"][\"batch_qps\"]:.0f}, python {med[\"python\"][\"batch_qps\"]:.0f} (python/rust {med[\"python\"][\"batch_qps\"] / med[\"rust\"][\"batch_qps\"]:.3f})")
+'
