@@ -30,8 +30,9 @@ for round in 1 2 3; do
 done
 tail -n 6 "$work/runs.jsonl" | "$py" -c '
 import json, statistics, sys
-runs = [json.loads(l) for l in sys.stdin]
-med = {s: {m: statistics.median(r[m] for r in runs if r["side"] == s) for m in ("p50_ms", "batch_qps")} for s in ("rust", "python")}
-print(f"median p50 per query: rust {med[\"rust\"][\"p50_ms\"]:.3f} ms, python {med[\"python\"][\"p50_ms\"]:.3f} ms (python/rust {med[\"python\"][\"p50_ms\"] / med[\"rust\"][\"p50_ms\"]:.3f})")
-print(f"median batched QPS: rust {med[\"rust\"][\"batch_qps\"]:.0f}, python {med[\"python\"][\"batch_qps\"]:.0f} (python/rust {med[\"python\"][\"batch_qps\"] / med[\"rust\"][\"batch_qps\"]:.3f})")
+runs = [json.loads(line) for line in sys.stdin]
+for metric, unit in (("p50_ms", "ms per query, median"), ("batch_qps", "batched QPS, median")):
+    rust = statistics.median(r[metric] for r in runs if r["side"] == "rust")
+    python = statistics.median(r[metric] for r in runs if r["side"] == "python")
+    print("%s: rust %.3f, python %.3f, python/rust %.3f" % (unit, rust, python, python / rust))
 '

@@ -33,11 +33,11 @@ def main():
     index = colbert_index.Index.open(index_dir)
     queries = read_queries(queries_path)
     single = []
-    for round in range(rounds + 1):
+    for r in range(rounds + 1):
         for q in queries:
             start = time.perf_counter()
             index.search(q, k=k)
-            if round > 0:
+            if r > 0:
                 single.append(time.perf_counter() - start)
     single.sort()
     best = float("inf")
