@@ -178,7 +178,7 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
     assert_eq!(status, 200);
     assert_eq!(
         serde_json::from_str::<Value>(&text).unwrap(),
-        json!({"status": "ok", "documents": 80, "dim": 32})
+        json!({"status": "ok", "documents": 80, "dim": 32, "generation": 0})
     );
 
     // Search equals the CLI's search, query by query.
@@ -378,7 +378,18 @@ fn text_queries_and_documents_use_the_index_model() {
     let coll = dir.path().join("docs.tsv");
     std::fs::write(&coll, DOCS).unwrap();
     let idx = dir.path().join("idx");
-    cli_ok(&["build", "--collection", s(&coll), "--model", s(&model), "--index", s(&idx), "--nbits", "16"]);
+    cli_ok(&[
+        "build",
+        "--collection",
+        s(&coll),
+        "--model",
+        s(&model),
+        "--index",
+        s(&idx),
+        "--nbits",
+        "16",
+        "--bm25",
+    ]);
     let server = Served::start(&idx, &[]);
 
     let query = "hypersonic heat transfer";
@@ -393,6 +404,13 @@ fn text_queries_and_documents_use_the_index_model() {
         .map(|h| (h["id"].as_str().unwrap().to_string(), score6(&h["score"])))
         .collect();
     assert_eq!(hits, trec(&run, qid));
+    // The index stores its texts (--bm25): each hit carries its own, unless asked not to.
+    for h in got["results"].as_array().unwrap() {
+        let line = DOCS.lines().find(|l| l.split('\t').next() == h["id"].as_str()).unwrap();
+        assert_eq!(h["text"].as_str(), line.split_once('\t').map(|x| x.1), "{got}");
+    }
+    let (_, bare) = server.post("/search", &json!({"query": query, "k": 2, "return_text": false}));
+    assert!(bare["results"][0].get("text").is_none(), "{bare}");
 
     // Texts are encoded and scored exactly; the same documents by id score from the index
     // (f16 embeddings, encoded by build): the same ranking, scores within rounding.
@@ -424,6 +442,63 @@ fn text_queries_and_documents_use_the_index_model() {
     assert!(idx_of.contains(&1) && idx_of.contains(&2), "{mixed}");
 }
 
+/// Polls `/health` until the served index reaches `generation` (the server checks every second).
+fn await_generation(server: &Served, generation: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, health) = server.call("GET", "/health", None);
+        let health: Value = serde_json::from_str(&health).unwrap();
+        if health["generation"] == json!(generation) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server did not pick up generation {generation}: {health}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn updates_are_served_without_a_restart() {
+    let dir = TempDir::new().unwrap();
+    let (idx, queries) = synth_index(dir.path());
+    let server = Served::start(&idx, &["--reload-secs", "1"]);
+    let q = rows(&queries[0], 32);
+    let rerank = |ids: &[&str]| {
+        let docs: Vec<Value> = ids.iter().map(|id| json!({"id": id})).collect();
+        let (status, got) = server.post("/rerank", &json!({"query_embeddings": q, "documents": docs}));
+        assert_eq!(status, 200, "{got}");
+        got
+    };
+    assert_eq!(rerank(&["d0", "n0"])["missing"], json!(["n0"]));
+
+    let p = |n: &str| s(&dir.path().join(n)).to_owned();
+    cli_ok(&[
+        "synth",
+        "--docs",
+        "3",
+        "--tokens-per-doc",
+        "8",
+        "--dim",
+        "32",
+        "--seed",
+        "7",
+        "--out",
+        &p("new.st"),
+    ]);
+    std::fs::write(dir.path().join("new-ids.txt"), "n0\nn1\nn2\n").unwrap();
+    cli_ok(&["add", "--index", s(&idx), "--embeddings", &p("new.st"), "--ids", &p("new-ids.txt")]);
+    await_generation(&server, 1);
+    let got = rerank(&["d0", "n0"]);
+    assert!(got.get("missing").is_none() && got["results"].as_array().unwrap().len() == 2, "{got}");
+
+    std::fs::write(dir.path().join("gone.txt"), "d0\n").unwrap();
+    cli_ok(&["delete", "--index", s(&idx), "--ids", &p("gone.txt")]);
+    await_generation(&server, 2);
+    assert_eq!(rerank(&["d0", "n0"])["missing"], json!(["d0"]));
+    let (_, metrics) = server.call("GET", "/metrics", None);
+    assert!(metrics.contains("colbert_index_reloads_total 2\n"), "{metrics}");
+    assert!(metrics.contains("colbert_index_generation 2\n"), "{metrics}");
+}
+
 #[test]
 fn serve_refuses_bad_arguments_in_one_line() {
     let dir = TempDir::new().unwrap();
@@ -431,6 +506,7 @@ fn serve_refuses_bad_arguments_in_one_line() {
     cli_err(&["serve", "--index", s(&missing), "--port", "0"], &["no-index"]);
     let (idx, _) = synth_index(dir.path());
     cli_err(&["serve", "--index", s(&idx), "--port", "0", "--max-documents", "0"], &["--max-documents"]);
+    cli_err(&["serve", "--index", s(&idx), "--port", "0", "--max-concurrency", "0"], &["--max-concurrency"]);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     cli_err(&["serve", "--index", s(&idx), "--port", &port], &["cannot listen on 127.0.0.1:", &port]);

@@ -27,10 +27,17 @@ fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, 
     serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
 
-/// Runs `work` on a blocking thread (scoring and encoding are CPU-bound).
+/// Runs `work` on a blocking thread (scoring and encoding are CPU-bound) once one of the
+/// server's `max_concurrency` permits is free (waiters are served in arrival order).
 async fn blocking<T: Send + 'static>(
+    state: &AppState,
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let _permit = state
+        .permits
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("the server is shutting down: {e}")))?;
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
@@ -167,7 +174,8 @@ pub(crate) async fn rerank(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let req: RerankRequest = parse(body)?;
-    let (index, max) = (&state.index, state.config.max_documents);
+    let (served, max) = (state.served(), state.config.max_documents);
+    let index = &served.index;
     let query = QuerySpec::new(req.query, req.query_embeddings, index)?;
     if req.documents.is_empty() {
         return Err(ApiError::bad_request("documents is empty"));
@@ -190,8 +198,8 @@ pub(crate) async fn rerank(
     }
     let top_n = req.top_n.unwrap_or(docs.len()).min(docs.len());
     let originals = req.return_documents.unwrap_or(false).then_some(req.documents);
-    let shared = state.clone();
-    let (mut results, missing) = blocking(move || score_documents(&shared.index, query, &docs)).await?;
+    let index = served.index;
+    let (mut results, missing) = blocking(&state, move || score_documents(&index, query, &docs)).await?;
     results.truncate(top_n);
     let results = results
         .into_iter()
@@ -274,12 +282,17 @@ pub(crate) struct SearchRequest {
     ndocs: Option<usize>,
     #[serde(default)]
     centroid_score_threshold: Option<f32>,
+    /// Attach each document's text where the index stores it (default true).
+    #[serde(default, alias = "return_documents")]
+    return_text: Option<bool>,
 }
 
 #[derive(Serialize)]
 struct SearchHit {
     id: String,
     score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -293,7 +306,8 @@ pub(crate) async fn search(
 ) -> Result<impl IntoResponse, ApiError> {
     let req: SearchRequest = parse(body)?;
     let max = state.config.max_documents;
-    let query = QuerySpec::new(req.query, req.query_embeddings, &state.index)?;
+    let served = state.served();
+    let query = QuerySpec::new(req.query, req.query_embeddings, &served.index)?;
     if req.k == 0 || req.k > max {
         return Err(ApiError::bad_request(format!(
             "k must be between 1 and {max} (--max-documents), not {}",
@@ -311,27 +325,39 @@ pub(crate) async fn search(
         ..defaults
     };
     let k = req.k;
-    let shared = state.clone();
-    let hits = blocking(move || {
-        let index = &shared.index;
-        let tokens = query.tokens(index)?;
-        Ok(index.search(Query::tokens(&tokens, index.dim())?, k, &params)?)
+    let texts = served.texts.filter(|_| req.return_text.unwrap_or(true));
+    let index = served.index;
+    let results = blocking(&state, move || {
+        let tokens = query.tokens(&index)?;
+        let hits = index.search(Query::tokens(&tokens, index.dim())?, k, &params)?;
+        hits.into_iter()
+            .map(|h| {
+                let text = match &texts {
+                    Some(store) => store.text(&h.id)?,
+                    None => None,
+                };
+                Ok(SearchHit { id: h.id, score: h.score, text })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
     })
     .await?;
-    let results = hits.into_iter().map(|h| SearchHit { id: h.id, score: h.score }).collect();
     Ok(Json(SearchResponse { results }))
 }
 
 pub(crate) async fn health(State(state): Shared) -> impl IntoResponse {
+    let index = state.served().index;
     Json(serde_json::json!({
         "status": "ok",
-        "documents": state.index.n_docs(),
-        "dim": state.index.dim(),
+        "documents": index.n_docs(),
+        "dim": index.dim(),
+        "generation": index.manifest().generation,
     }))
 }
 
 pub(crate) async fn metrics(State(state): Shared) -> impl IntoResponse {
-    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(state.index.n_docs()))
+    let index = state.served().index;
+    let text = state.metrics.render(index.n_docs(), index.manifest().generation);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
 }
 
 pub(crate) async fn openapi() -> impl IntoResponse {

@@ -6,8 +6,12 @@
 //! - `GET /health`, `GET /metrics` (Prometheus text format), `GET /openapi.json`.
 //!
 //! Every error is `{"error": "one line"}` with a 4xx or 5xx status. Scoring runs on tokio's
-//! blocking threads so the runtime's threads keep accepting and answering. The library never
-//! prints: [`Server::bind`] returns the bound address for the caller to report.
+//! blocking threads, at most [`Config::max_concurrency`] requests at a time (the others wait in
+//! arrival order, within their deadline), so the runtime's threads keep accepting and answering.
+//! [`Server::serve`] reloads the index every [`Config::reload_interval`]: updates published by
+//! `colbert-index add`/`delete`/`compact` are served without a restart, each request seeing one
+//! consistent snapshot. The library never prints: [`Server::bind`] returns the bound address for
+//! the caller to report.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,7 +31,7 @@ mod openapi;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -53,28 +57,90 @@ pub struct Config {
     pub max_documents: usize,
     /// Deadline of one request, from its headers to its response (503 beyond).
     pub timeout: Duration,
+    /// Requests scored at once; more wait their turn (at least 1).
+    pub max_concurrency: usize,
+    /// How often [`Server::serve`] checks the index for published updates (`None`: never).
+    pub reload_interval: Option<Duration>,
 }
 
 impl Default for Config {
-    /// 16 MiB bodies, 1000 documents, 30 s.
+    /// 16 MiB bodies, 1000 documents, 30 s, one request per core, reload every 5 s.
     fn default() -> Self {
-        Config { max_body_bytes: 16 << 20, max_documents: 1000, timeout: Duration::from_secs(30) }
+        Config {
+            max_body_bytes: 16 << 20,
+            max_documents: 1000,
+            timeout: Duration::from_secs(30),
+            max_concurrency: std::thread::available_parallelism().map_or(1, usize::from),
+            reload_interval: Some(Duration::from_secs(5)),
+        }
     }
 }
 
-/// What every handler shares: the index, the limits and the metrics.
+/// What every handler shares: the index, its stored texts, the limits and the metrics.
 #[derive(Debug)]
 pub(crate) struct AppState {
-    pub(crate) index: Index,
+    served: RwLock<Served>,
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
+    pub(crate) permits: tokio::sync::Semaphore,
+}
+
+/// The snapshot being served.
+#[derive(Debug, Clone)]
+pub(crate) struct Served {
+    pub(crate) index: Index,
+    /// The documents' texts, where the index stores them (built with `--bm25`).
+    pub(crate) texts: Option<Arc<engine::rerank::bm25::Bm25Index>>,
+}
+
+impl Served {
+    fn new(index: Index) -> Served {
+        let texts = engine::rerank::bm25::Bm25Index::open_in(index.dir()).ok().map(Arc::new);
+        Served { index, texts }
+    }
+}
+
+impl AppState {
+    fn new(index: Index, config: Config) -> Arc<AppState> {
+        let permits = tokio::sync::Semaphore::new(config.max_concurrency.max(1));
+        Arc::new(AppState {
+            served: RwLock::new(Served::new(index)),
+            config,
+            metrics: Metrics::default(),
+            permits,
+        })
+    }
+
+    /// The snapshot to answer one request from (cheap: reference counts).
+    pub(crate) fn served(&self) -> Served {
+        self.served.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serves the index's current state if an update was published since the last check;
+    /// returns whether it changed.
+    fn reload(&self) -> engine::Result<bool> {
+        let current = self.served();
+        let fresh = current.index.reload()?;
+        // A compaction or a rebuild replaces the base segment (its metadata differs): its texts
+        // are reopened too.
+        let replaced_dir = fresh.meta() != current.index.meta();
+        let changed = replaced_dir || fresh.manifest() != current.index.manifest();
+        if changed {
+            let texts = if replaced_dir { Served::new(fresh.clone()).texts } else { current.texts };
+            *self.served.write().unwrap_or_else(|p| p.into_inner()) = Served { index: fresh, texts };
+        }
+        Ok(changed)
+    }
 }
 
 /// The router serving every endpoint over `index` (for embedding in another axum application,
-/// or testing without a socket).
+/// or testing without a socket). It serves `index` as given: reloading is [`Server::serve`]'s.
 pub fn router(index: Index, config: Config) -> Router {
-    let body_limit = config.max_body_bytes;
-    let state = Arc::new(AppState { index, config, metrics: Metrics::default() });
+    app(AppState::new(index, config))
+}
+
+fn app(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/rerank", post(api::rerank))
         .route("/search", post(api::search))
@@ -141,7 +207,7 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    app: Router,
+    state: Arc<AppState>,
     addr: SocketAddr,
 }
 
@@ -153,7 +219,7 @@ impl Server {
     pub async fn bind(addr: impl ToSocketAddrs, index: Index, config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        Ok(Server { listener, app: router(index, config), addr })
+        Ok(Server { listener, state: AppState::new(index, config), addr })
     }
 
     /// The address the server listens on.
@@ -162,12 +228,37 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections and returns once the
-    /// requests in flight have been answered.
+    /// requests in flight have been answered. Every [`Config::reload_interval`] it checks the
+    /// index for published updates and serves the new state (a failed check keeps the current
+    /// one and is counted in `/metrics`).
     ///
     /// # Errors
     /// If the listener fails.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.app).with_graceful_shutdown(shutdown).await
+        let reloader = self
+            .state
+            .config
+            .reload_interval
+            .map(|every| tokio::spawn(reload_every(self.state.clone(), every)));
+        let served = axum::serve(self.listener, app(self.state)).with_graceful_shutdown(shutdown).await;
+        if let Some(task) = reloader {
+            task.abort();
+        }
+        served
+    }
+}
+
+/// Checks the index for updates every `every`, on a blocking thread (a check reads the manifest;
+/// a change opens the new segments).
+async fn reload_every(state: Arc<AppState>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let shared = state.clone();
+        let outcome = tokio::task::spawn_blocking(move || shared.reload()).await;
+        state.metrics.reloaded(matches!(outcome, Ok(Ok(_))), matches!(outcome, Ok(Ok(true))));
     }
 }
 
@@ -265,7 +356,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(answers[0], (200, serde_json::json!({"status": "ok", "documents": 3, "dim": 8})));
+        assert_eq!(
+            answers[0],
+            (200, serde_json::json!({"status": "ok", "documents": 3, "dim": 8, "generation": 0}))
+        );
         assert_eq!(answers[1].0, 200);
         assert_eq!(answers[1].1["results"][0]["index"], 1);
         assert_eq!(answers[1].1["results"][0]["relevance_score"], 1.0);

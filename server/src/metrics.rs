@@ -40,6 +40,8 @@ impl Endpoint {
 pub struct Metrics {
     endpoints: Vec<Endpoint>,
     in_flight: AtomicU64,
+    reloads: AtomicU64,
+    reload_errors: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -53,6 +55,8 @@ impl Default for Metrics {
         Metrics {
             endpoints: ENDPOINTS.iter().map(|_| Endpoint::new()).collect(),
             in_flight: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
         }
     }
 }
@@ -94,8 +98,19 @@ impl Metrics {
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
-    /// The Prometheus text exposition (format 0.0.4) of every metric, plus the index's size.
-    pub fn render(&self, documents: u64) -> String {
+    /// Records one check of the index for updates: whether it succeeded and whether it found
+    /// (and now serves) a change.
+    pub fn reloaded(&self, ok: bool, changed: bool) {
+        if !ok {
+            self.reload_errors.fetch_add(1, Ordering::Relaxed);
+        } else if changed {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of every metric, plus the index's size and
+    /// update generation.
+    pub fn render(&self, documents: u64, generation: u64) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP colbert_requests_total HTTP requests answered, by endpoint and status.\n");
         out.push_str("# TYPE colbert_requests_total counter\n");
@@ -137,6 +152,18 @@ impl Metrics {
         out.push_str("# HELP colbert_index_documents Live documents in the served index.\n");
         out.push_str("# TYPE colbert_index_documents gauge\n");
         let _ = writeln!(out, "colbert_index_documents {documents}");
+        out.push_str(
+            "# HELP colbert_index_generation Update generation of the served index (0: never updated).\n",
+        );
+        out.push_str("# TYPE colbert_index_generation gauge\n");
+        let _ = writeln!(out, "colbert_index_generation {generation}");
+        out.push_str("# HELP colbert_index_reloads_total Published updates picked up without a restart.\n");
+        out.push_str("# TYPE colbert_index_reloads_total counter\n");
+        let _ = writeln!(out, "colbert_index_reloads_total {}", self.reloads.load(Ordering::Relaxed));
+        out.push_str("# HELP colbert_index_reload_errors_total Checks for updates that failed (the served state is kept).\n");
+        out.push_str("# TYPE colbert_index_reload_errors_total counter\n");
+        let _ =
+            writeln!(out, "colbert_index_reload_errors_total {}", self.reload_errors.load(Ordering::Relaxed));
         out
     }
 }
@@ -156,7 +183,10 @@ mod tests {
         }
         assert_eq!(m.requests("/rerank", 200), 2);
         assert_eq!(m.requests("other", 404), 1);
-        let text = m.render(7);
+        m.reloaded(true, true);
+        m.reloaded(true, false);
+        m.reloaded(false, false);
+        let text = m.render(7, 3);
         assert!(text.contains("colbert_requests_total{endpoint=\"/rerank\",status=\"200\"} 2\n"), "{text}");
         assert!(text.contains("colbert_requests_total{endpoint=\"other\",status=\"404\"} 1\n"), "{text}");
         assert!(
@@ -168,6 +198,9 @@ mod tests {
         assert!(text.contains("colbert_request_duration_seconds_count{endpoint=\"/rerank\"} 3\n"));
         assert!(text.contains("colbert_requests_in_flight 0\n"));
         assert!(text.contains("colbert_index_documents 7\n"));
+        assert!(text.contains("colbert_index_generation 3\n"));
+        assert!(text.contains("colbert_index_reloads_total 1\n"));
+        assert!(text.contains("colbert_index_reload_errors_total 1\n"));
         // Every sample line is `name{labels} value` or `name value`.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();

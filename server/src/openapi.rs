@@ -52,7 +52,8 @@ pub fn document() -> Value {
         "k": { "type": "integer", "minimum": 1, "default": 10, "description": "Results returned (at most --max-documents)." },
         "ncells": { "type": "integer", "minimum": 1, "description": "Compressed index: centroids probed per query token (default by k)." },
         "ndocs": { "type": "integer", "minimum": 1, "description": "Compressed index: candidates kept after the approximate score (default by k)." },
-        "centroid_score_threshold": { "type": "number", "description": "Compressed index: centroid pruning threshold (default by k)." }
+        "centroid_score_threshold": { "type": "number", "description": "Compressed index: centroid pruning threshold (default by k)." },
+        "return_text": { "type": "boolean", "default": true, "description": "Attach each hit's text where the index stores texts (built with --bm25); `return_documents` is accepted as an alias." }
     });
     for (props, extra) in [(&mut rerank_props, rerank_extra), (&mut search_props, search_extra)] {
         if let (Some(p), Value::Object(e)) = (props.as_object_mut(), extra) {
@@ -119,13 +120,15 @@ pub fn document() -> Value {
             "SearchRequest": { "type": "object", "properties": search_props },
             "SearchResponse": { "type": "object", "required": ["results"], "properties": {
                 "results": { "type": "array", "items": { "type": "object", "required": ["id", "score"], "properties": {
-                    "id": { "type": "string" }, "score": { "type": "number" }
+                    "id": { "type": "string" }, "score": { "type": "number" },
+                    "text": { "type": "string", "description": "The document's text, where the index stores it." }
                 } } }
             } },
-            "Health": { "type": "object", "required": ["status", "documents", "dim"], "properties": {
+            "Health": { "type": "object", "required": ["status", "documents", "dim", "generation"], "properties": {
                 "status": { "type": "string", "enum": ["ok"] },
-                "documents": { "type": "integer" },
-                "dim": { "type": "integer" }
+                "documents": { "type": "integer", "description": "Live documents of the served snapshot." },
+                "dim": { "type": "integer" },
+                "generation": { "type": "integer", "description": "Update generation of the served snapshot (0: never updated)." }
             } },
             "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } }
         } }

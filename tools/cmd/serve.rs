@@ -29,12 +29,24 @@ pub struct ServeArgs {
     /// Deadline of one request in milliseconds (503 beyond).
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// Requests scored at once (default: one per core); more wait their turn in arrival order,
+    /// within their deadline. Bounds the server's CPU and memory under any load.
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    /// Check the index for updates (`add`, `delete`, `compact`, a rebuild with --overwrite)
+    /// every SECS seconds and serve them without a restart; 0 never checks.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub reload_secs: u64,
 }
 
 /// Runs `serve` until SIGTERM or ctrl-c, then lets the requests in flight finish.
 pub fn run(args: &ServeArgs) -> Result<()> {
-    if args.max_documents == 0 || args.max_body_bytes == 0 || args.timeout_ms == 0 {
-        bail!("--max-documents, --max-body-bytes and --timeout-ms must be at least 1");
+    if args.max_documents == 0
+        || args.max_body_bytes == 0
+        || args.timeout_ms == 0
+        || args.max_concurrency == Some(0)
+    {
+        bail!("--max-documents, --max-body-bytes, --timeout-ms and --max-concurrency must be at least 1");
     }
     let index = Index::open(&args.index)?;
     // Load the recorded model now rather than on the first text request.
@@ -43,10 +55,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             eprintln!("warning: text queries and documents will fail: {e}");
         }
     }
+    let defaults = Config::default();
     let config = Config {
         max_body_bytes: args.max_body_bytes,
         max_documents: args.max_documents,
         timeout: Duration::from_millis(args.timeout_ms),
+        max_concurrency: args.max_concurrency.unwrap_or(defaults.max_concurrency),
+        reload_interval: (args.reload_secs > 0).then(|| Duration::from_secs(args.reload_secs)),
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;

@@ -321,8 +321,13 @@ impl Index {
                 dir_id,
                 manifest,
                 parts,
+                // The same base segment (same directory) records the same model: a loaded
+                // encoder carries over to the new snapshot.
                 #[cfg(feature = "text")]
-                encoder: OnceLock::new(),
+                encoder: previous
+                    .and_then(|p| p.encoder.get().cloned())
+                    .map(OnceLock::from)
+                    .unwrap_or_default(),
             }),
         })
     }
