@@ -416,19 +416,32 @@ fn text_queries_and_documents_use_the_index_model() {
     // (f16 embeddings, encoded by build): the same ranking, scores within rounding.
     let texts: Vec<&str> = DOCS.lines().map(|l| l.split_once('\t').unwrap().1).collect();
     let (status, by_text) =
-        server.post("/rerank", &json!({"query": query, "texts": texts, "return_documents": true}));
+        server.post("/rerank", &json!({"query": query, "documents": texts, "return_documents": true}));
     assert_eq!(status, 200, "{by_text}");
     let ids: Vec<Value> = (1..=4).map(|i| json!({"id": format!("d{i}")})).collect();
     let (status, by_id) = server.post("/rerank", &json!({"query": query, "documents": ids}));
     assert_eq!(status, 200, "{by_id}");
+    // TEI's request shape (`texts`, `return_text`) gets TEI's answer: a bare array.
+    let (status, tei) = server.post("/rerank", &json!({"query": query, "texts": texts, "return_text": true}));
+    assert_eq!(status, 200, "{tei}");
     let (t, i) = (by_text["results"].as_array().unwrap(), by_id["results"].as_array().unwrap());
     assert_eq!(t.len(), 4);
-    for (a, b) in t.iter().zip(i) {
+    for ((a, b), c) in t.iter().zip(i).zip(tei.as_array().unwrap()) {
         assert_eq!(a["index"], b["index"], "{by_text} vs {by_id}");
         let (x, y) = (a["relevance_score"].as_f64().unwrap(), b["relevance_score"].as_f64().unwrap());
         assert!((x - y).abs() < 0.02 * y.abs().max(1.0), "{x} vs {y}");
-        assert_eq!(a["document"]["text"], json!(texts[a["index"].as_u64().unwrap() as usize]));
+        let text = json!(texts[a["index"].as_u64().unwrap() as usize]);
+        assert_eq!(a["document"]["text"], text);
+        assert_eq!(
+            (&c["index"], &c["score"], &c["text"]),
+            (&a["index"], &a["relevance_score"], &text),
+            "{tei}"
+        );
     }
+    // TEI's answer cannot list unknown ids: they are a 400 there.
+    let (status, err) = server.post("/rerank", &json!({"query": query, "texts": [{"id": "ghost"}]}));
+    assert_eq!(status, 400, "{err}");
+    assert!(err["error"].as_str().unwrap().contains("ghost"), "{err}");
     assert_eq!(t[0]["index"], 1, "{by_text}");
     // Mixed: a text, an id and an object with text.
     let (status, mixed) = server.post(

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 venv=target/python-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" "numpy>=1.21" "pytest>=7" "requests>=2"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" "numpy>=1.21" "pytest>=7" "requests>=2" "cohere>=5"
 cargo build --bin colbert-index
 rm -rf target/wheels
 "$venv/bin/maturin" build --profile dev --manifest-path python/Cargo.toml --interpreter "$venv/bin/python" \

@@ -4,6 +4,7 @@ import re
 import signal
 import subprocess
 
+import cohere
 import numpy as np
 import pytest
 import requests
@@ -82,3 +83,30 @@ def test_bad_requests_get_json_errors(server):
     assert 400 <= r.status_code < 500 and "error" in r.json()
     r = requests.post(f"{url}/search", data=b"{not json", headers={"content-type": "application/json"}, timeout=10)
     assert 400 <= r.status_code < 500
+
+
+def test_cohere_sdk_works_by_changing_only_its_base_url(server):
+    """Cohere's own Python client (v1 and v2 APIs), pointed at the server."""
+    url, path = server
+    docs = ["the boundary layer of a flat plate", "buckling of cylindrical shells", "aerodynamic heating"]
+    v2 = cohere.ClientV2(api_key="unused", base_url=url).rerank(
+        model="colbert", query="buckling of shells", documents=docs, top_n=2
+    )
+    v1 = cohere.Client(api_key="unused", base_url=url).rerank(
+        model="colbert", query="buckling of shells", documents=docs, top_n=2, return_documents=True
+    )
+    assert [r.index for r in v2.results] == [r.index for r in v1.results] and len(v2.results) == 2
+    assert v2.results[0].index == 1
+    assert [r.relevance_score for r in v2.results] == [r.relevance_score for r in v1.results]
+    assert v1.results[0].document.text == docs[1]
+
+
+def test_jina_shaped_request_on_its_path(server):
+    """Jina's rerank API: POST {base}/v1/rerank with model, query, documents, top_n."""
+    url, _ = server
+    body = {"model": "jina-reranker-v2-base-multilingual", "query": "aerodynamic heating",
+            "documents": ["flat plate", "re-entry heating of vehicles"], "top_n": 1, "return_documents": True}
+    r = requests.post(f"{url}/v1/rerank", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    (hit,) = r.json()["results"]
+    assert set(hit) == {"index", "relevance_score", "document"} and hit["document"] == {"text": body["documents"][hit["index"]]}

@@ -113,16 +113,19 @@ impl QuerySpec {
     }
 }
 
-/// `POST /rerank`'s body (Cohere / Jina shape; TEI's `texts` and `return_text` are accepted as
-/// aliases; other fields such as `model` are ignored).
+/// `POST /rerank`'s body: Cohere / Jina shape (`documents`), or Hugging Face TEI's (`texts`,
+/// answered in TEI's shape); other fields such as `model` are ignored.
 #[derive(Deserialize)]
 pub(crate) struct RerankRequest {
     #[serde(default)]
     query: Option<String>,
     #[serde(default)]
     query_embeddings: Option<Vec<Vec<f32>>>,
-    #[serde(alias = "texts")]
-    documents: Vec<Value>,
+    #[serde(default)]
+    documents: Option<Vec<Value>>,
+    /// TEI's name for the documents: the answer is then TEI's bare array.
+    #[serde(default)]
+    texts: Option<Vec<Value>>,
     #[serde(default)]
     top_n: Option<usize>,
     #[serde(default, alias = "return_text")]
@@ -172,35 +175,44 @@ struct RerankResponse {
 pub(crate) async fn rerank(
     State(state): Shared,
     body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let req: RerankRequest = parse(body)?;
+    let (documents, tei) = match (req.documents, req.texts) {
+        (Some(documents), None) => (documents, false),
+        (None, Some(texts)) => (texts, true),
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give documents or texts, not both")),
+        (None, None) => return Err(ApiError::bad_request("invalid request body: missing field `documents`")),
+    };
     let (served, max) = (state.served(), state.config.max_documents);
     let index = &served.index;
     let query = QuerySpec::new(req.query, req.query_embeddings, index)?;
-    if req.documents.is_empty() {
+    if documents.is_empty() {
         return Err(ApiError::bad_request("documents is empty"));
     }
-    if req.documents.len() > max {
+    if documents.len() > max {
         return Err(ApiError::bad_request(format!(
             "{} documents; this server accepts at most {max} per request (--max-documents)",
-            req.documents.len()
+            documents.len()
         )));
     }
     if req.top_n == Some(0) {
         return Err(ApiError::bad_request("top_n must be at least 1"));
     }
     let docs: Vec<Doc> =
-        req.documents.iter().enumerate().map(|(i, v)| document(i, v)).collect::<Result<_, _>>()?;
+        documents.iter().enumerate().map(|(i, v)| document(i, v)).collect::<Result<_, _>>()?;
     if docs.iter().any(|d| matches!(d, Doc::Text(_))) {
         if let Some(e) = no_model(index) {
             return Err(e);
         }
     }
     let top_n = req.top_n.unwrap_or(docs.len()).min(docs.len());
-    let originals = req.return_documents.unwrap_or(false).then_some(req.documents);
+    let originals = req.return_documents.unwrap_or(false).then_some(documents);
     let index = served.index;
     let (mut results, missing) = blocking(&state, move || score_documents(&index, query, &docs)).await?;
     results.truncate(top_n);
+    if tei {
+        return tei_answer(results, missing, originals.as_deref());
+    }
     let results = results
         .into_iter()
         .map(|(index, relevance_score)| RerankResult {
@@ -212,7 +224,43 @@ pub(crate) async fn rerank(
             }),
         })
         .collect();
-    Ok(Json(RerankResponse { results, missing }))
+    Ok(Json(RerankResponse { results, missing }).into_response())
+}
+
+/// Hugging Face TEI's answer: a bare array of `{index, score, text?}`. It has no place for
+/// unknown ids, so they are an error here rather than silently dropped.
+fn tei_answer(
+    results: Vec<(usize, f32)>,
+    missing: Vec<String>,
+    originals: Option<&[Value]>,
+) -> Result<axum::response::Response, ApiError> {
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "unknown document ids {missing:?} (a TEI-shaped request has no `missing` field to list them)"
+        )));
+    }
+    let answer: Vec<TeiHit> = results
+        .into_iter()
+        .map(|(index, score)| TeiHit {
+            index,
+            score,
+            text: originals.and_then(|o| match &o[index] {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(m) => m.get("text").and_then(Value::as_str).map(String::from),
+                _ => None,
+            }),
+        })
+        .collect();
+    Ok(Json(answer).into_response())
+}
+
+/// One result of a TEI-shaped answer.
+#[derive(Serialize)]
+struct TeiHit {
+    index: usize,
+    score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
 }
 
 /// (position, score) pairs best first, and the unknown ids.

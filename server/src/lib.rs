@@ -143,6 +143,8 @@ fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_body_bytes;
     Router::new()
         .route("/rerank", post(api::rerank))
+        .route(metrics::RERANK_ALIASES[0], post(api::rerank))
+        .route(metrics::RERANK_ALIASES[1], post(api::rerank))
         .route("/search", post(api::search))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
@@ -352,6 +354,13 @@ mod tests {
                 call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 1}).to_string()),
                 call(addr, "POST", "/search", &serde_json::json!({"query_embeddings": q, "k": 3}).to_string()),
                 call(addr, "POST", "/rerank", "{\"documents\": 5}"),
+                call(
+                    addr,
+                    "POST",
+                    "/v2/rerank",
+                    &serde_json::json!({"query_embeddings": q, "documents": [{"id": "doc-3"}, {"id": "doc-2"}]})
+                        .to_string(),
+                ),
             ]
         })
         .await
@@ -361,6 +370,7 @@ mod tests {
             (200, serde_json::json!({"status": "ok", "documents": 3, "dim": 8, "generation": 0}))
         );
         assert_eq!(answers[1].0, 200);
+        assert_eq!(answers[5], answers[1], "Cohere's versioned path answers as /rerank");
         assert_eq!(answers[1].1["results"][0]["index"], 1);
         assert_eq!(answers[1].1["results"][0]["relevance_score"], 1.0);
         assert_eq!(answers[2].1, serde_json::json!({"results": [{"id": "doc-2", "score": 1.0}]}));

@@ -61,10 +61,16 @@ impl Default for Metrics {
     }
 }
 
-/// The label under which a request path is counted.
+/// The label under which a request path is counted (Cohere's and Jina's versioned rerank paths
+/// count as `/rerank`).
 pub fn endpoint_of(path: &str) -> &'static str {
+    let path = if RERANK_ALIASES.contains(&path) { "/rerank" } else { path };
     ENDPOINTS.iter().find(|e| **e == path).copied().unwrap_or("other")
 }
+
+/// Other paths `/rerank` answers on: the versioned paths Cohere's (`/v1/rerank`, `/v2/rerank`)
+/// and Jina's (`/v1/rerank`) clients append to their base URL.
+pub const RERANK_ALIASES: [&str; 2] = ["/v1/rerank", "/v2/rerank"];
 
 impl Metrics {
     /// Marks a request as started (the in-flight gauge).
@@ -176,7 +182,7 @@ mod tests {
     fn counts_and_histograms_render() {
         let m = Metrics::default();
         for (path, status, ms) in
-            [("/rerank", 200, 3), ("/rerank", 400, 0), ("/nope", 404, 0), ("/rerank", 200, 20)]
+            [("/rerank", 200, 3), ("/rerank", 400, 0), ("/nope", 404, 0), ("/v2/rerank", 200, 20)]
         {
             m.start();
             m.finish(path, status, Duration::from_millis(ms));

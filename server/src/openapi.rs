@@ -37,7 +37,7 @@ pub fn document() -> Value {
     let rerank_extra = json!({
         "documents": {
             "type": "array",
-            "description": "Candidates: a string or {\"text\": string} is encoded and scored exactly; {\"id\": string} is scored from the index. At most --max-documents. `texts` is accepted as an alias.",
+            "description": "Candidates: a string or {\"text\": string} is encoded and scored exactly; {\"id\": string} is scored from the index. At most --max-documents. Sent as `texts` (Hugging Face TEI's field) instead, the answer is TEI's bare array [{index, score, text?}].",
             "items": { "oneOf": [
                 { "type": "string" },
                 { "type": "object", "required": ["text"], "properties": { "text": { "type": "string" } } },
@@ -69,7 +69,7 @@ pub fn document() -> Value {
         },
         "paths": {
             "/rerank": { "post": {
-                "summary": "Rerank documents (by id or text) against a query by MaxSim",
+                "summary": "Rerank documents (by id or text) against a query by MaxSim (also answered on /v1/rerank and /v2/rerank, the paths Cohere's and Jina's clients use)",
                 "operationId": "rerank",
                 "requestBody": json_body("RerankRequest"),
                 "responses": {
