@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package's overhead: per-query latency (one query at a time, median) and batched
 # throughput of `Index.search` from Python next to the same loop in Rust
-# (examples/query_latency.rs), on a clustered synthetic set of 1M tokens (31,250 documents of 32
+# (examples/search_latency.rs), on a clustered synthetic set of 1M tokens (31,250 documents of 32
 # tokens, 128-d, 6,250 clusters; 200 queries). Three alternating rounds of each side; prints
 # every run and the Python/Rust ratios of the medians.
 #
@@ -14,7 +14,7 @@ py=${1:-python3}
 "$py" -c "import colbert_index" || { echo "$py cannot import colbert_index: pip install ./python" >&2; exit 1; }
 work=target/python-overhead
 mkdir -p "$work"
-cargo build --release --quiet --bin colbert-index --example query_latency
+cargo build --release --quiet --bin colbert-index --example search_latency
 bin=target/release/colbert-index
 if [ ! -d "$work/index" ]; then
     rm -f "$work/d.st" "$work/q.st"
@@ -25,7 +25,7 @@ fi
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
 echo "cores: $(nproc)"
 for round in 1 2 3; do
-    target/release/examples/query_latency "$work/index" "$work/q.st" 5 10 | tee -a "$work/runs.jsonl"
+    target/release/examples/search_latency "$work/index" "$work/q.st" 5 10 | tee -a "$work/runs.jsonl"
     "$py" tools/python_latency.py "$work/index" "$work/q.st" 5 10 | tee -a "$work/runs.jsonl"
 done
 tail -n 6 "$work/runs.jsonl" | "$py" -c '

@@ -1,5 +1,5 @@
 """Query latency and batched throughput of the Python package, the same loop as
-examples/query_latency.rs (tools/python-overhead.sh runs both and compares).
+examples/search_latency.rs (tools/python-overhead.sh runs both and compares).
 
 usage: python tools/python_latency.py INDEX QUERIES.safetensors [ROUNDS] [K]
 """

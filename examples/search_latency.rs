@@ -1,7 +1,7 @@
 //! Query latency and batched throughput of the embedded ranker (`engine::Index`), the Rust side
 //! of the Python package's overhead measurement (`tools/python-overhead.sh`).
 //!
-//! `cargo run --release --example query_latency -- INDEX QUERIES.safetensors [ROUNDS] [K]`
+//! `cargo run --release --example search_latency -- INDEX QUERIES.safetensors [ROUNDS] [K]`
 //!
 //! After one warm-up pass, searches every query one at a time for ROUNDS rounds (default 5) and
 //! prints the median per-query latency, then times ROUNDS batched searches of all queries
@@ -16,7 +16,7 @@ use engine::{Index, Query, SearchParams};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: query_latency INDEX QUERIES.safetensors [ROUNDS] [K]");
+        eprintln!("usage: search_latency INDEX QUERIES.safetensors [ROUNDS] [K]");
         std::process::exit(2);
     }
     let rounds: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(5);
