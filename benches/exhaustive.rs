@@ -22,16 +22,10 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Deterministic unit vectors (splitmix64 → uniform in [-1, 1)).
+/// Deterministic unit vectors (the engine's seeded generator → uniform in [-1, 1)).
 fn unit_vectors(seed: u64, n: usize, dim: usize) -> Vec<f32> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    };
+    let mut rng = engine::rng::Rng::new(seed);
+    let mut next = || (rng.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0;
     let mut v: Vec<f32> = (0..n * dim).map(|_| next()).collect();
     for row in v.chunks_exact_mut(dim) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();

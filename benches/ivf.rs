@@ -16,16 +16,10 @@ const LISTS: usize = 8192;
 const DOCS: u64 = 10_000;
 const PROBED: usize = 128;
 
-/// splitmix64.
+/// The engine's seeded generator, as a closure.
 fn rng(seed: u64) -> impl FnMut() -> u64 {
-    let mut state = seed;
-    move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
+    let mut rng = engine::rng::Rng::new(seed);
+    move || rng.next_u64()
 }
 
 struct Lists {

@@ -584,7 +584,7 @@ pub fn residuals(embs: &[f32], codes: &[u32], centroids: &[f32], dim: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synth::Rng;
+    use crate::rng::Rng;
     use proptest::prelude::*;
 
     fn gaussian(n: usize, dim: usize, seed: u64) -> Vec<f32> {

@@ -23,7 +23,8 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{EngineError, Result};
-use crate::synth::{normalize, Rng};
+use crate::rng::Rng;
+use crate::synth::normalize;
 use kernels::bf16::{self, PackedB};
 use kernels::cpu::{Bf16Dense, Kernels};
 use kernels::ops::Mat;

@@ -19,6 +19,7 @@ pub mod index;
 pub mod kmeans;
 #[cfg(feature = "rerank")]
 pub mod rerank;
+pub mod rng;
 pub mod search;
 pub mod store;
 pub mod synth;

@@ -15,6 +15,8 @@
 
 use std::sync::OnceLock;
 
+pub use crate::bf16::Bf16Dense;
+use crate::detect::Isa;
 use crate::maxsim;
 
 /// The CPU features the kernels use, as detected for this process.
@@ -55,23 +57,16 @@ impl Features {
     }
 
     fn detect() -> Features {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            let avx2 = has!("avx2") && has!("fma") && has!("f16c");
-            let avx512 = avx2 && has!("avx512f");
-            let avx512_bf16 = avx512 && has!("avx512vl") && has!("avx512bf16");
-            let amx_present = avx512_bf16 && crate::bf16::amx::present();
-            let amx_usable = amx_present && crate::bf16::amx::usable();
-            Features { avx2, avx512, avx512_bf16, amx_present, amx_usable, neon: false }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            Features { neon: std::arch::is_aarch64_feature_detected!("neon"), ..Features::default() }
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            Features::default()
+        let isa = Isa::hardware();
+        let amx_present = isa.avx512_bf16 && crate::bf16::amx::present();
+        let amx_usable = amx_present && crate::bf16::amx::usable();
+        Features {
+            avx2: isa.avx2,
+            avx512: isa.avx512,
+            avx512_bf16: isa.avx512_bf16,
+            amx_present,
+            amx_usable,
+            neon: isa.neon,
         }
     }
 
@@ -143,15 +138,7 @@ impl KernelChoice {
             KernelChoice::Avx512 if f.avx512 => (true, true, false),
             KernelChoice::Avx2 | KernelChoice::Avx512 => return Err(Unsupported { choice: self }),
         };
-        let maxsim = if simd512 {
-            maxsim::Kernel::Avx512
-        } else if simd256 {
-            maxsim::Kernel::Avx2
-        } else if f.neon && self == KernelChoice::Auto {
-            maxsim::Kernel::Neon
-        } else {
-            maxsim::Kernel::Scalar
-        };
+        let maxsim = maxsim::Kernel::widest(simd256, simd512, f.neon && self == KernelChoice::Auto);
         let elementwise = if simd512 {
             Elementwise::Avx512
         } else if simd256 {
@@ -217,15 +204,6 @@ pub enum F32Dense {
     General,
     /// This crate's AVX-512 kernel on a right-hand side packed into panels.
     Avx512Panels,
-}
-
-/// The bf16 dense matrix product (inputs rounded to bf16, f32 sums).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Bf16Dense {
-    /// `vdpbf16ps` on AVX-512 registers.
-    Avx512,
-    /// `tdpbf16ps` on AMX tiles.
-    Amx,
 }
 
 /// The kernels one [`KernelChoice`] selects on this CPU.

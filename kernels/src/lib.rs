@@ -18,6 +18,7 @@
 pub mod bf16;
 pub mod cpu;
 pub mod decode;
+mod detect;
 pub mod maxsim;
 pub mod ops;
 pub mod packed;

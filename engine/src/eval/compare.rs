@@ -16,7 +16,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::eval::{Evaluation, Metric};
-use crate::synth::Rng;
+use crate::rng::Rng;
 
 /// The default number of bootstrap and randomisation resamples.
 pub const DEFAULT_RESAMPLES: usize = 10_000;

@@ -100,19 +100,12 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
     if n == n_docs {
         return (0..n_docs).collect();
     }
-    // Partial Fisher–Yates over a virtual identity permutation, with a SplitMix64 stream.
-    let mut state = seed ^ 0x5A4D_504C_4544_4F43;
-    let mut next = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    // Partial Fisher–Yates over a virtual identity permutation.
+    let mut rng = crate::rng::Rng::new(seed ^ 0x5A4D_504C_4544_4F43);
     let mut swapped = std::collections::HashMap::new();
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        let j = i + ((next() as u128 * (n_docs - i) as u128) >> 64) as usize;
+        let j = i + rng.below(n_docs - i);
         let vj = *swapped.get(&j).unwrap_or(&j);
         let vi = *swapped.get(&i).unwrap_or(&i);
         swapped.insert(j, vi);

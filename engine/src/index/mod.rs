@@ -100,8 +100,8 @@ impl Segment {
                 got: query.len(),
             });
         }
-        if query.iter().any(|v| !v.is_finite()) {
-            return Err(EngineError::InvalidArgument("the query holds NaN or infinite values".into()));
+        if let Some(i) = query.iter().position(|v| !v.is_finite()) {
+            return Err(EngineError::NonFinite { what: "the query".into(), row: i / dim, col: i % dim });
         }
         // A score sums, over query tokens, dot products with f16 document values (at most 65504
         // each): values this large would overflow f32 and give infinite scores.

@@ -6,7 +6,7 @@
 //! fixed number of tokens instead (reservoir sampling, seeded, so a build is reproducible), so the
 //! build's memory stops growing with the collection once the sample fills.
 
-use crate::synth::Rng;
+use crate::rng::Rng;
 
 /// Default memory of a training sample: 512 MiB of f32 values (about 349k tokens of 384
 /// dimensions, 1M tokens of 128).

@@ -228,8 +228,8 @@ pub fn usable() -> bool {
     static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *USABLE.get_or_init(|| {
         let Some(mut hw) = Hardware::new() else { return false };
-        // Tiles that disagree with their definition are not used ([`crate::cpu::Features`]
-        // reports them as present but unusable).
+        // Tiles that disagree with their definition are not used (`cpu::Features` shows them
+        // as present but unusable).
         hardware_matches_model(&mut hw)
     })
 }

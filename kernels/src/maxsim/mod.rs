@@ -37,7 +37,7 @@ mod tests;
 
 use half::f16;
 
-use crate::cpu::Features;
+use crate::detect::Isa;
 
 /// Query tokens per packed strip (one AVX-512 register of f32, two AVX2, four NEON).
 pub const STRIP: usize = 16;
@@ -59,12 +59,26 @@ impl Kernel {
     /// Every kernel, slowest first.
     pub const ALL: [Kernel; 4] = [Kernel::Scalar, Kernel::Neon, Kernel::Avx2, Kernel::Avx512];
 
-    /// The kernel of [`crate::cpu::Kernels::auto`]: the fastest this CPU supports, detected
+    /// The kernel `Kernels::auto` picks: the fastest this CPU supports, detected
     /// on the first call and cached for the life of the process.
     ///
     /// With the `scalar-only` cargo feature this is always [`Kernel::Scalar`].
     pub fn detect() -> Kernel {
-        crate::cpu::Kernels::auto().maxsim
+        let isa = Isa::get();
+        Kernel::widest(isa.avx2, isa.avx512, isa.neon)
+    }
+
+    /// The fastest kernel of the families allowed: AVX-512, then AVX2, then NEON, else scalar.
+    pub fn widest(avx2: bool, avx512: bool, neon: bool) -> Kernel {
+        if avx512 {
+            Kernel::Avx512
+        } else if avx2 {
+            Kernel::Avx2
+        } else if neon {
+            Kernel::Neon
+        } else {
+            Kernel::Scalar
+        }
     }
 
     /// Every kernel this CPU can run, scalar first. Unaffected by the `scalar-only` feature, so
@@ -95,15 +109,15 @@ impl Kernel {
 }
 
 fn avx2_available() -> bool {
-    Features::hardware().avx2
+    Isa::hardware().avx2
 }
 
 fn avx512_available() -> bool {
-    Features::hardware().avx512
+    Isa::hardware().avx512
 }
 
 fn neon_available() -> bool {
-    Features::hardware().neon
+    Isa::hardware().neon
 }
 
 /// A query prepared for scoring many documents.

@@ -370,20 +370,14 @@ fn measure_rerank(args: &BenchArgs, qs: &[Vec<f32>]) -> Result<Value> {
     let index = engine::Index::open(&args.index)?;
     let ids = index.live_ids();
     let n = args.rerank.min(ids.len());
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = engine::rng::Rng::new(0x9E37_79B9_7F4A_7C15);
     // Each query's candidates: a partial shuffle of all ids.
     let candidates: Vec<Vec<&str>> = qs
         .iter()
         .map(|_| {
             let mut order: Vec<usize> = (0..ids.len()).collect();
             for i in 0..n {
-                let j = i + (next() % (ids.len() - i) as u64) as usize;
+                let j = i + rng.below(ids.len() - i);
                 order.swap(i, j);
             }
             order[..n].iter().map(|&i| ids[i].as_str()).collect()

@@ -120,11 +120,11 @@ impl GgufChat {
                 format!("general.architecture {architecture:?} is not supported (supported: llama, qwen2)"),
             ));
         }
-        let tokenizer = tokenizer::from_gguf(&content).map_err(|p| model_error(path, p))?;
+        let tokenizer = tokenizer::from_gguf(path, &content)?;
         let template_text = content.metadata.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
-        let template =
-            ChatTemplate::detect(template_text.map(String::as_str), |t| tokenizer.token_id(t).is_some())
-                .map_err(|p| model_error(path, p))?;
+        let template = ChatTemplate::detect(path, template_text.map(String::as_str), |t| {
+            tokenizer.token_id(t).is_some()
+        })?;
         let mut stop: Vec<u32> = tokenizer.eos.into_iter().collect();
         stop.extend(tokenizer.token_id(template.end_of_turn()));
         let trained_context = content

@@ -25,9 +25,21 @@ pub enum ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// Recognises `template` (the GGUF's Jinja text, if any); `has_token` says whether the
-    /// vocabulary holds a token, for GGUFs without a template.
-    pub fn detect(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> Result<Self, String> {
+    /// Recognises `template` (the Jinja text of the GGUF file `path`, if any); `has_token` says
+    /// whether the vocabulary holds a token, for GGUFs without a template.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Model`] naming `path` when the family is not supported.
+    pub fn detect(
+        path: &std::path::Path,
+        template: Option<&str>,
+        has_token: impl Fn(&str) -> bool,
+    ) -> crate::Result<Self> {
+        Self::recognise(template, has_token)
+            .map_err(|problem| crate::EngineError::Model { path: path.to_path_buf(), problem })
+    }
+
+    fn recognise(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> Result<Self, String> {
         match template {
             Some(t) if t.contains("<|im_start|>") => Ok(ChatTemplate::ChatMl),
             Some(t) if t.contains("<|start_header_id|>") => Ok(ChatTemplate::Llama3),
@@ -98,7 +110,7 @@ mod tests {
 
     #[test]
     fn chatml_renders_like_the_smollm2_template() {
-        let t = ChatTemplate::detect(Some(SMOLLM2), |_| false).unwrap();
+        let t = ChatTemplate::recognise(Some(SMOLLM2), |_| false).unwrap();
         assert_eq!(t, ChatTemplate::ChatMl);
         let msgs = [ChatMessage::new(Role::System, "sys"), ChatMessage::new(Role::User, "hi\nthere")];
         assert_eq!(
@@ -110,7 +122,7 @@ mod tests {
 
     #[test]
     fn llama3_is_recognised_and_rendered() {
-        let t = ChatTemplate::detect(Some("{{ '<|start_header_id|>' + role }}"), |_| false).unwrap();
+        let t = ChatTemplate::recognise(Some("{{ '<|start_header_id|>' + role }}"), |_| false).unwrap();
         let msgs = [ChatMessage::new(Role::User, " q ")];
         assert_eq!(
             t.render(&msgs),
@@ -121,9 +133,9 @@ mod tests {
 
     #[test]
     fn unknown_or_missing_templates_are_refused() {
-        let err = ChatTemplate::detect(Some("<start_of_turn>user\n"), |_| true).unwrap_err();
+        let err = ChatTemplate::recognise(Some("<start_of_turn>user\n"), |_| true).unwrap_err();
         assert!(err.contains("<start_of_turn>") && err.contains("ChatML"), "{err}");
-        assert!(ChatTemplate::detect(None, |_| false).is_err());
-        assert_eq!(ChatTemplate::detect(None, |_| true).unwrap(), ChatTemplate::ChatMl);
+        assert!(ChatTemplate::recognise(None, |_| false).is_err());
+        assert_eq!(ChatTemplate::recognise(None, |_| true).unwrap(), ChatTemplate::ChatMl);
     }
 }

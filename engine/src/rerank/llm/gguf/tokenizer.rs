@@ -89,8 +89,15 @@ fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper, String> {
     }
 }
 
-/// Rebuilds the tokenizer of `content`; the error says what is missing or unsupported.
-pub fn from_gguf(content: &Content) -> Result<GgufTokenizer, String> {
+/// Rebuilds the tokenizer of `content`, read from the GGUF file `path`.
+///
+/// # Errors
+/// [`EngineError::Model`] naming `path` and what is missing or unsupported.
+pub fn from_gguf(path: &std::path::Path, content: &Content) -> crate::Result<GgufTokenizer> {
+    rebuild(content).map_err(|problem| crate::EngineError::Model { path: path.to_path_buf(), problem })
+}
+
+fn rebuild(content: &Content) -> Result<GgufTokenizer, String> {
     let model = metadata_str(content, "tokenizer.ggml.model").unwrap_or("(none)");
     if model != "gpt2" {
         return Err(format!(

@@ -22,26 +22,31 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses `url`; the error says what is wrong with it.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    /// Parses `url`.
+    ///
+    /// # Errors
+    /// [`HttpError::BadUrl`] saying what is wrong with it.
+    pub fn parse(url: &str) -> Result<Self, HttpError> {
+        let bad = |problem: &str| HttpError::BadUrl(problem.to_string());
         if url.starts_with("https://") {
-            return Err("https is not supported: run a local TLS proxy and give its http:// address".into());
+            return Err(bad("https is not supported: run a local TLS proxy and give its http:// address"));
         }
-        let rest = url.strip_prefix("http://").ok_or("the URL must start with http://")?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| bad("the URL must start with http://"))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         let (host, port) = match authority.rfind(':') {
             Some(i) if !authority[i..].contains(']') => {
-                let port =
-                    authority[i + 1..].parse::<u16>().map_err(|_| format!("bad port in {authority:?}"))?;
+                let port = authority[i + 1..]
+                    .parse::<u16>()
+                    .map_err(|_| bad(&format!("bad port in {authority:?}")))?;
                 (&authority[..i], port)
             }
             _ => (authority, 80),
         };
         if host.is_empty() {
-            return Err("the URL has no host".into());
+            return Err(bad("the URL has no host"));
         }
         Ok(HttpUrl { host: host.to_string(), port, path: path.to_string() })
     }
@@ -63,6 +68,11 @@ pub enum HttpError {
     Io(std::io::Error),
     /// The bytes received are not an HTTP response.
     Malformed(String),
+    /// The URL cannot be called (not `http://`, no host, a bad port).
+    BadUrl(String),
+    /// A complete HTTP response whose body is not the answer expected (not JSON, a field
+    /// missing).
+    BadAnswer(String),
 }
 
 impl std::fmt::Display for HttpError {
@@ -72,6 +82,7 @@ impl std::fmt::Display for HttpError {
             HttpError::Timeout(t) => write!(f, "no complete answer within {:.1} s", t.as_secs_f64()),
             HttpError::Io(e) => write!(f, "connection failed: {e}"),
             HttpError::Malformed(m) => write!(f, "malformed HTTP response: {m}"),
+            HttpError::BadUrl(m) | HttpError::BadAnswer(m) => f.write_str(m),
         }
     }
 }
@@ -292,9 +303,9 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("localhost", 80, "/"));
         let u = HttpUrl::parse("http://[::1]:9/x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
-        assert!(HttpUrl::parse("https://api.example.com").unwrap_err().contains("proxy"));
-        assert!(HttpUrl::parse("ftp://x").unwrap_err().contains("http://"));
-        assert!(HttpUrl::parse("http://host:notaport/").unwrap_err().contains("port"));
+        assert!(HttpUrl::parse("https://api.example.com").unwrap_err().to_string().contains("proxy"));
+        assert!(HttpUrl::parse("ftp://x").unwrap_err().to_string().contains("http://"));
+        assert!(HttpUrl::parse("http://host:notaport/").unwrap_err().to_string().contains("port"));
         assert!(HttpUrl::parse("http:///v1").is_err());
     }
 

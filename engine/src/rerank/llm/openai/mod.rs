@@ -81,7 +81,7 @@ impl OpenAiChat {
     pub fn new(options: OpenAiOptions) -> Result<Self> {
         let endpoint = options.endpoint();
         let url = HttpUrl::parse(&endpoint)
-            .map_err(|problem| EngineError::Remote { url: endpoint.clone(), problem })?;
+            .map_err(|e| EngineError::Remote { url: endpoint.clone(), problem: e.to_string() })?;
         Ok(OpenAiChat { options, endpoint, url })
     }
 
@@ -111,14 +111,16 @@ impl OpenAiChat {
     }
 
     /// Reads a completion (the body of a 200 answer: `choices[0].message.content` and the
-    /// `usage` counts); `Err` holds the problem.
-    pub fn parse_answer(body: &[u8]) -> Result<ChatAnswer, String> {
+    /// `usage` counts).
+    ///
+    /// # Errors
+    /// [`HttpError::BadAnswer`] saying what is wrong with the body.
+    pub fn parse_answer(body: &[u8]) -> Result<ChatAnswer, HttpError> {
         let v: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("the answer is not JSON ({e}): {}", snippet(body)))?;
-        let text = v
-            .pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("the answer has no choices[0].message.content: {}", snippet(body)))?;
+            .map_err(|e| HttpError::BadAnswer(format!("the answer is not JSON ({e}): {}", snippet(body))))?;
+        let text = v.pointer("/choices/0/message/content").and_then(Value::as_str).ok_or_else(|| {
+            HttpError::BadAnswer(format!("the answer has no choices[0].message.content: {}", snippet(body)))
+        })?;
         let count = |key: &str| v.pointer(key).and_then(Value::as_u64).unwrap_or(0) as usize;
         Ok(ChatAnswer {
             text: text.to_string(),
@@ -157,15 +159,18 @@ impl ChatBackend for OpenAiChat {
                 self.options.timeout,
             ) {
                 Ok(resp) if resp.status == 200 => {
-                    return Self::parse_answer(&resp.body).map_err(|p| self.error(p));
+                    return Self::parse_answer(&resp.body).map_err(|e| self.error(e.to_string()));
                 }
                 Ok(resp) if resp.status >= 500 || resp.status == 429 => {
                     format!("HTTP {}: {}", resp.status, snippet(&resp.body))
                 }
                 Ok(resp) => return Err(self.error(format!("HTTP {}: {}", resp.status, snippet(&resp.body)))),
-                Err(e @ (HttpError::Timeout(_) | HttpError::Malformed(_))) => {
-                    return Err(self.error(e.to_string()))
-                }
+                Err(
+                    e @ (HttpError::Timeout(_)
+                    | HttpError::Malformed(_)
+                    | HttpError::BadAnswer(_)
+                    | HttpError::BadUrl(_)),
+                ) => return Err(self.error(e.to_string())),
                 Err(e) => e.to_string(),
             };
             if attempt >= self.options.retries {
@@ -209,8 +214,11 @@ mod tests {
         assert_eq!((a.text.as_str(), a.prompt_tokens, a.answer_tokens), ("[2] > [1]", 50, 7));
         let a = OpenAiChat::parse_answer(br#"{"choices":[{"message":{"content":"x"}}]}"#).unwrap();
         assert_eq!((a.prompt_tokens, a.answer_tokens), (0, 0));
-        assert!(OpenAiChat::parse_answer(b"<html>").unwrap_err().contains("not JSON"));
-        assert!(OpenAiChat::parse_answer(br#"{"error":"x"}"#).unwrap_err().contains("choices[0]"));
+        assert!(OpenAiChat::parse_answer(b"<html>").unwrap_err().to_string().contains("not JSON"));
+        assert!(OpenAiChat::parse_answer(br#"{"error":"x"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("choices[0]"));
     }
 
     #[test]
