@@ -104,6 +104,16 @@ def _as_ids(ids: Optional[Iterable[Any]], n: Optional[int]) -> Optional[List[str
     return out
 
 
+def _as_texts(texts: Iterable[Any]) -> List[str]:
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}]: {type(t).__name__} is not a str")
+        if not t.strip():
+            raise ValueError(f"texts[{i}] is empty: every document needs text")
+    return out
+
+
 def _queries(queries: Any) -> Tuple[Union[List[np.ndarray], List[str]], bool]:
     """Normalises one query or a batch: returns (queries, single)."""
     if isinstance(queries, str):
@@ -241,12 +251,7 @@ class Index:
                     raise ValueError("collection= carries its own ids; do not pass ids=")
                 id_list, text_list, _skipped = _native.read_collection(os.fspath(collection))
             else:
-                text_list = list(texts)
-                for i, t in enumerate(text_list):
-                    if not isinstance(t, str):
-                        raise TypeError(f"texts[{i}]: {type(t).__name__} is not a str")
-                    if not t.strip():
-                        raise ValueError(f"texts[{i}] is empty: every document needs text")
+                text_list = _as_texts(texts)
                 id_list = _as_ids(ids, len(text_list))
             if not text_list:
                 raise ValueError("no documents to index")
@@ -336,13 +341,23 @@ class Index:
         doclens: Any = None,
         *,
         documents: Optional[Sequence[Any]] = None,
+        texts: Optional[Sequence[str]] = None,
         ids: Iterable[Any],
         replace: bool = False,
     ) -> dict:
-        """Adds documents (token embeddings, as for :meth:`build`) with their ``ids`` as a new
-        segment encoded against the index's centroids. An id already in the index raises
+        """Adds documents with their ``ids`` as a new segment encoded against the index's
+        centroids: token embeddings (as for :meth:`build`), or ``texts`` encoded with the
+        index's recorded model (an index built from text). An id already in the index raises
         :class:`DuplicateIdError` unless ``replace=True``. Other processes see the change after
         their :meth:`reload`. Returns ``{"added": n, "replaced": [ids]}``."""
+        if texts is not None:
+            if embeddings is not None or doclens is not None or documents is not None:
+                raise ValueError("give either texts= or embeddings, not both")
+            text_list = _as_texts(texts)
+            if not text_list:
+                raise ValueError("texts: no documents given")
+            added, replaced = self._native.add_texts(text_list, _as_ids(ids, len(text_list)), bool(replace))
+            return {"added": added, "replaced": replaced}
         rows, lens = _rows_and_lens(embeddings, doclens, documents)
         id_list = _as_ids(ids, len(lens))
         added, replaced = self._native.add(rows, lens, id_list, bool(replace))

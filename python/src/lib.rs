@@ -194,6 +194,30 @@ impl NativeIndex {
     fn replace(&self, index: engine::Index) {
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
     }
+
+    /// Takes the write lock, lets `fill` add documents to a new segment (it gets the index as
+    /// the writer found it), publishes it and serves the result; returns the number added and
+    /// the ids replaced.
+    fn add_with(
+        &self,
+        py: Python<'_>,
+        replace: bool,
+        fill: impl FnOnce(&mut engine::store::Adding<'_>, &engine::Index) -> engine::Result<()> + Send,
+    ) -> PyResult<(u64, Vec<String>)> {
+        let dir = self.snapshot().dir().to_path_buf();
+        let (report, index) = py
+            .detach(|| -> engine::Result<_> {
+                let mut writer = Writer::open(&dir, &lock_holder())?;
+                let current = writer.index().clone();
+                let mut adding = writer.begin_add(AddOptions { replace })?;
+                fill(&mut adding, &current)?;
+                let report = adding.commit()?;
+                Ok((report, writer.index().clone()))
+            })
+            .map_err(to_py)?;
+        self.replace(index);
+        Ok((report.added, report.replaced))
+    }
 }
 
 /// Search knobs from keyword arguments; unset ones take the defaults for `k`.
@@ -334,23 +358,31 @@ impl NativeIndex {
         let emb = Embeddings::extract(embeddings)?;
         let lens = convert::doclens(&doclens)?;
         let source = emb.source(&lens)?;
-        let dir = self.snapshot().dir().to_path_buf();
-        let (report, index) = py
-            .detach(|| -> engine::Result<_> {
-                let mut writer = Writer::open(&dir, &lock_holder())?;
-                let mut adding = writer.begin_add(AddOptions { replace })?;
-                engine::index::stream_documents(
-                    &source,
-                    Some(&ids),
-                    &mut |id, t| adding.add(id, t),
-                    &mut |_| {},
-                )?;
-                let report = adding.commit()?;
-                Ok((report, writer.index().clone()))
-            })
-            .map_err(to_py)?;
-        self.replace(index);
-        Ok((report.added, report.replaced))
+        self.add_with(py, replace, |adding, _| {
+            engine::index::stream_documents(&source, Some(&ids), &mut |id, t| adding.add(id, t), &mut |_| {})
+        })
+    }
+
+    /// Adds documents given as text, encoded with the index's recorded model; returns the number
+    /// added and the ids replaced.
+    #[pyo3(signature = (texts, ids, replace=false))]
+    fn add_texts(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        ids: Vec<String>,
+        replace: bool,
+    ) -> PyResult<(u64, Vec<String>)> {
+        self.add_with(py, replace, |adding, index| {
+            let encoder = index.encoder()?;
+            for (texts, ids) in texts.chunks(1024).zip(ids.chunks(1024)) {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                for (id, tokens) in ids.iter().zip(encoder.encode_documents(&refs)?) {
+                    adding.add(id, &tokens)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Deletes documents by id; returns `(deleted, missing)`.

@@ -58,3 +58,15 @@ def test_text_needs_a_model_and_rejects_empty_texts(tmp_path, tiny_model):
         Index.build(tmp_path / "x", texts=["fine", "  "], model=tiny_model)
     with pytest.raises(FileNotFoundError):
         Index.build(tmp_path / "x", collection=tmp_path / "missing.tsv", model=tiny_model)
+
+
+def test_texts_are_added_with_the_recorded_model(tmp_path, tiny_model):
+    index = Index.build(tmp_path / "a", texts=TEXTS[:3], ids=["t0", "t1", "t2"], model=tiny_model, nbits=16)
+    assert index.add(texts=TEXTS[3:], ids=["t3", "t4", "t5"]) == {"added": 3, "replaced": []}
+    full = Index.build(tmp_path / "b", texts=TEXTS, ids=[f"t{i}" for i in range(6)], model=tiny_model, nbits=16)
+    query = "vibration of a cantilever wing"
+    added, fresh = index.search(query, k=6), full.search(query, k=6)
+    assert [h[0] for h in added] == [h[0] for h in fresh]
+    assert all(abs(a[1] - b[1]) < 1e-3 for a, b in zip(added, fresh))
+    with pytest.raises(ValueError, match="empty"):
+        index.add(texts=[""], ids=["t9"])
