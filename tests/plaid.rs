@@ -170,6 +170,42 @@ fn bf16_centroid_scores_agree_with_f32() {
     }
 }
 
+/// Stage 1 splits its product across threads in fixed blocks of centroids (and stages 2–4 split
+/// their candidates): one query answers with the same bits on one thread and on several.
+#[test]
+fn one_query_gives_the_same_bits_on_one_thread_and_several() {
+    let dir = TempDir::new().unwrap();
+    let c = corpus(1500, 64, 11);
+    // More centroids than two stage-1 blocks, so that the product really is split.
+    let params = CompressedParams { n_centroids: Some(5000), kmeans_iters: 1, ..CompressedParams::new(2) };
+    let meta = build(&dir.path().join("i"), &c, params);
+    assert!(meta.residual.unwrap().n_centroids > 4224, "{meta:?}");
+    let index = Segment::open(&dir.path().join("i")).unwrap();
+    let qs = queries(&c, 12, 16);
+    for bf16_centroid_scores in [true, false] {
+        let params = SearchParams {
+            bf16_centroid_scores,
+            min_centroid_fit: f32::NEG_INFINITY,
+            ..SearchParams::for_k(10)
+        };
+        let on = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                qs.iter().map(|q| index.search_one(q, &params, None).unwrap()).collect::<Vec<_>>()
+            })
+        };
+        let one = on(1);
+        for threads in [2, 3] {
+            let many = on(threads);
+            for (a, b) in one.iter().zip(&many) {
+                let bits =
+                    |h: &[engine::Hit]| h.iter().map(|h| (h.doc, h.score.to_bits())).collect::<Vec<_>>();
+                assert_eq!(bits(a), bits(b), "{threads} threads, bf16 stage 1: {bf16_centroid_scores}");
+            }
+        }
+    }
+}
+
 #[test]
 fn exact_tier_scores_with_the_f16_embeddings() {
     let dir = TempDir::new().unwrap();

@@ -288,21 +288,35 @@ impl PackedRows {
 /// `out = a · b` for pre-rounded rows `a` (`[a.rows, b.k]`); `out` is `[a.rows, b.n]` row-major.
 /// Call only when [`available`] is true (checked: panics otherwise, an internal invariant).
 pub fn matmul_rows(kernel: Kernel, a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+    matmul_row_range(kernel, a, 0..a.rows, b, out);
+}
+
+/// [`matmul_rows`] for rows `rows` of `a` only: `out` is `[rows.len(), b.n]`. Each output row is
+/// computed exactly as [`matmul_rows`] computes it when `rows.start` is a multiple of
+/// [`ROW_GRANULE`], so callers can split a product across threads without changing a bit.
+pub fn matmul_row_range(kernel: Kernel, a: &PackedRows, rows: Range<usize>, b: &PackedB, out: &mut [f32]) {
     assert!(available(), "bf16 kernel called on a CPU without AVX-512 BF16");
     assert_eq!(a.k, b.k, "bf16 matmul: inner dimensions");
-    assert_eq!(out.len(), a.rows * b.n, "bf16 matmul: output shape");
+    assert!(rows.start <= rows.end && rows.end <= a.rows, "bf16 matmul: row range out of bounds");
+    let m = rows.len();
+    assert_eq!(out.len(), m * b.n, "bf16 matmul: output shape");
+    let data = &a.data[rows.start * b.ks..rows.end * b.ks];
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
-        Kernel::Avx512 => unsafe { x86::matmul_rows(a, b, out) },
+        Kernel::Avx512 => unsafe { x86::matmul_rows(data, m, b, out) },
         Kernel::Amx => {
             let mut hw = amx::Hardware::new().expect("the AMX kernel chosen where the tiles are not usable");
-            amx::row_block(&mut hw, &a.data, a.rows, b, out, b.n, false);
+            amx::row_block(&mut hw, data, m, b, out, b.n, false);
         }
         #[cfg(not(target_arch = "x86_64"))]
         Kernel::Avx512 => unreachable!("AVX-512 BF16 reported on a non-x86 target"),
     }
 }
+
+/// Row counts at which [`matmul_row_range`] may split a product: a multiple of every kernel's
+/// row block (96 rows for AVX-512 BF16, 32 for the AMX tiles).
+pub const ROW_GRANULE: usize = MC;
 
 /// Rounds `rows` rows of `a` (`k` wide, row `i` at `a[i * stride]`), each value multiplied by
 /// `scale` first, to bf16 pairs (`kp` u32 per row, odd `k` zero-padded): with `vcvtneps2bf16`
@@ -358,7 +372,7 @@ fn pack_rows_portable(a: &[f32], stride: usize, k: usize, width: usize, scale: f
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{PackedB, PackedRows, Range, KC, MC, MR, NR};
+    use super::{PackedB, Range, KC, MC, MR, NR};
     use crate::tile::Dst;
 
     /// [`super::pack_rows_portable`] with `vcvtneps2bf16`: the pairs of a row are its bf16 values
@@ -420,14 +434,14 @@ mod x86 {
         super::ABLOCK.set(ablock);
     }
 
-    /// [`super::matmul_rows`]: [`matmul`] over rows already rounded.
+    /// [`super::matmul_row_range`]: [`matmul`] over `rows` rows already rounded (`data`).
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub fn matmul_rows(a: &PackedRows, b: &PackedB, out: &mut [f32]) {
+    pub fn matmul_rows(data: &[u32], rows: usize, b: &PackedB, out: &mut [f32]) {
         let (n, ks) = (b.n, b.ks);
-        for m0 in (0..a.rows).step_by(MC) {
-            let mc = MC.min(a.rows - m0);
+        for m0 in (0..rows).step_by(MC) {
+            let mc = MC.min(rows - m0);
             let all = 0..n.div_ceil(NR);
-            row_block(&a.data[m0 * ks..(m0 + mc) * ks], ks, mc, b, all, &mut out[m0 * n..], n, false);
+            row_block(&data[m0 * ks..(m0 + mc) * ks], ks, mc, b, all, &mut out[m0 * n..], n, false);
         }
     }
 
@@ -593,6 +607,33 @@ mod tests {
             for (i, (t, w)) in tiles.iter().zip(&want).enumerate() {
                 assert!((t - w).abs() <= 1e-5 * k as f32, "({m},{k},{n}) #{i}: {t} vs {w}");
             }
+        }
+    }
+
+    /// A product split at multiples of [`ROW_GRANULE`] (as search splits its stage 1 across
+    /// threads) gives every bit of the whole product, on every kernel this CPU runs.
+    #[test]
+    fn row_ranges_at_the_granule_give_the_whole_product_bit_for_bit() {
+        if !available() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        let (m, k, n) = (ROW_GRANULE * 3 + 17, 128, 32);
+        let (a, w) = inputs(m, k, n);
+        let (rows, b) = (PackedRows::pack(&a, m, k), PackedB::pack(&w, k, n));
+        let mut kinds = vec![Kernel::Avx512];
+        if crate::cpu::Features::get().amx_usable {
+            kinds.push(Kernel::Amx);
+        }
+        for kind in kinds {
+            let mut whole = vec![f32::NAN; m * n];
+            matmul_rows(kind, &rows, &b, &mut whole);
+            let mut split = vec![f32::NAN; m * n];
+            for (i, out) in split.chunks_mut(ROW_GRANULE * 2 * n).enumerate() {
+                let start = i * ROW_GRANULE * 2;
+                matmul_row_range(kind, &rows, start..start + out.len() / n, &b, out);
+            }
+            assert!(whole.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind:?}");
         }
     }
 
