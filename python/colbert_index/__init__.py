@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -201,6 +201,7 @@ class Index:
         kernels: str = "auto",
         batch_size: int = 32,
         overwrite: bool = False,
+        progress: Optional[Callable[[str, int, int], None]] = None,
     ) -> "Index":
         """Builds an index at ``path`` and opens it.
 
@@ -225,6 +226,12 @@ class Index:
         other arguments are those of ``colbert-index build`` (see its ``--help``). Nothing
         appears at ``path`` unless the build succeeds; an existing index is an error unless
         ``overwrite=True``.
+
+        ``progress``, if given, is called as ``progress(stage, done, total)`` while the build
+        runs: ``"encoding"`` (documents encoded, text builds), ``"training"`` (once, with the
+        number of training tokens as ``total``), then ``"writing"`` (token rows written), e.g.
+        to drive a progress bar. It runs on the build's thread with the GIL held; an exception
+        it raises is reported through ``sys.unraisablehook`` and the build goes on.
         """
         path = os.fspath(path)
         knobs = {
@@ -255,12 +262,12 @@ class Index:
                 id_list = _as_ids(ids, len(text_list))
             if not text_list:
                 raise ValueError("no documents to index")
-            _native.build_texts(path, text_list, id_list, os.fspath(model), batch_size, knobs)
+            _native.build_texts(path, text_list, id_list, os.fspath(model), batch_size, knobs, progress)
         else:
             if model is not None:
                 raise ValueError("model= is for texts= or collection=; embeddings are indexed as given")
             rows, lens = _rows_and_lens(embeddings, doclens, documents)
-            _native.build_embeddings(path, rows, lens, _as_ids(ids, len(lens)), knobs)
+            _native.build_embeddings(path, rows, lens, _as_ids(ids, len(lens)), knobs, progress)
         return cls.open(path)
 
     @classmethod

@@ -1,7 +1,7 @@
 """Type stubs of the native module (the engine's bindings). Use the ``colbert_index`` API."""
 
 from os import PathLike
-from typing import List, Optional, Sequence, Tuple, TypedDict, Union
+from typing import Callable, List, Optional, Sequence, Tuple, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,7 @@ def build_embeddings(
     doclens: npt.NDArray[np.int64],
     ids: Optional[List[str]],
     knobs: BuildKnobs,
+    progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> None: ...
 def build_texts(
     path: _Path,
@@ -40,6 +41,7 @@ def build_texts(
     model: _Path,
     batch_size: int,
     knobs: BuildKnobs,
+    progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> None: ...
 def read_collection(path: _Path) -> Tuple[List[str], List[str], int]: ...
 

@@ -106,6 +106,7 @@ fn kernel_choice(name: &str) -> PyResult<KernelChoice> {
 /// Builds an index at `path` from token embeddings (`[tokens, dim]` float32 or float16, C
 /// order) and per-document token counts.
 #[pyfunction]
+#[pyo3(signature = (path, embeddings, doclens, ids, knobs, progress=None))]
 fn build_embeddings(
     py: Python<'_>,
     path: PathBuf,
@@ -113,13 +114,15 @@ fn build_embeddings(
     doclens: PyReadonlyArray1<'_, i64>,
     ids: Option<Vec<String>>,
     knobs: BuildKnobs,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     let emb = Embeddings::extract(embeddings)?;
     let lens = convert::doclens(&doclens)?;
     let params = serde_json::json!({ "nbits": knobs.nbits, "source": "python" });
     let job = knobs.source_build(ids.as_deref(), None, params)?;
     let source = emb.source(&lens)?;
-    py.detach(|| build_from_source(&path, &source, job, &mut |_: BuildStage| {}))
+    let report = Progress(progress);
+    py.detach(|| build_from_source(&path, &source, job, &mut |stage| report.stage(stage)))
         .map_err(|e| build_error(&path, e))?;
     Ok(())
 }
@@ -127,6 +130,8 @@ fn build_embeddings(
 /// Encodes `texts` with the model in `model` and builds an index of them at `path`, recording the
 /// model so that text queries are encoded the same way.
 #[pyfunction]
+#[pyo3(signature = (path, texts, ids, model, batch_size, knobs, progress=None))]
+#[allow(clippy::too_many_arguments)] // Python keyword arguments
 fn build_texts(
     py: Python<'_>,
     path: PathBuf,
@@ -135,8 +140,10 @@ fn build_texts(
     model: PathBuf,
     batch_size: usize,
     knobs: BuildKnobs,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<()> {
     use engine::encoder::{Encoder, EncoderOptions};
+    let report = Progress(progress);
     let choice = kernel_choice(&knobs.kernels)?;
     let failed = |e| build_error(&path, e);
     py.detach(|| -> PyResult<()> {
@@ -147,18 +154,20 @@ fn build_texts(
         // Documents are rounded to f16 as encoded (what the index stores), as the CLI does.
         let mut rows: Vec<half::f16> = Vec::new();
         let mut lens: Vec<u64> = Vec::with_capacity(texts.len());
+        report.call("encoding", 0, texts.len() as u64);
         for chunk in texts.chunks(1024) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
             for doc in encoder.encode_documents(&refs).map_err(failed)? {
                 lens.push((doc.len() / dim) as u64);
                 rows.extend(doc.iter().map(|&v| half::f16::from_f32(v)));
             }
+            report.call("encoding", lens.len() as u64, texts.len() as u64);
         }
         let params =
             serde_json::json!({ "nbits": knobs.nbits, "model": model.display().to_string(), "source": "python" });
         let job = knobs.source_build(ids.as_deref(), Some(encoder.recorded_identity(&model)), params)?;
         let source = InMemory::f16(&rows, dim, &lens).map_err(failed)?;
-        build_from_source(&path, &source, job, &mut |_: BuildStage| {}).map(drop).map_err(failed)
+        build_from_source(&path, &source, job, &mut |stage| report.stage(stage)).map(drop).map_err(failed)
     })
 }
 
@@ -177,6 +186,31 @@ fn read_collection(py: Python<'_>, path: PathBuf) -> PyResult<(Vec<String>, Vec<
         Ok((ids, texts, reader.skipped_empty()))
     })
     .map_err(to_py)
+}
+
+/// A build's progress callback, `progress(stage, done, total)`, called from the build's thread
+/// with the GIL taken for the call: `("encoding", documents, documents)` for a text build,
+/// `("training", 0, tokens)` once, then `("writing", rows, rows)`. An exception it raises is
+/// reported as unraisable (`sys.unraisablehook`) and the build goes on.
+struct Progress(Option<Py<PyAny>>);
+
+impl Progress {
+    fn call(&self, stage: &str, done: u64, total: u64) {
+        if let Some(callback) = &self.0 {
+            Python::attach(|py| {
+                if let Err(e) = callback.call1(py, (stage, done, total)) {
+                    e.write_unraisable(py, Some(callback.bind(py)));
+                }
+            });
+        }
+    }
+
+    fn stage(&self, stage: BuildStage) {
+        match stage {
+            BuildStage::Training { tokens } => self.call("training", 0, tokens as u64),
+            BuildStage::Writing { done, total } => self.call("writing", done, total),
+        }
+    }
 }
 
 /// An open index (see `colbert_index.Index`).

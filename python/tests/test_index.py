@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -218,3 +219,24 @@ def test_corrupt_file_raises_naming_it(tmp_path, docs):
     open(path, "wb").write(bytes(data))
     with pytest.raises(colbert_index.CorruptIndexError, match="residuals"):
         Index.open(tmp_path / "c").verify()
+
+
+def test_build_reports_progress(tmp_path, docs, monkeypatch):
+    calls = []
+    Index.build(tmp_path / "p", documents=docs, progress=lambda *a: calls.append(a))
+    stages = [c[0] for c in calls]
+    assert stages.count("training") == 1 and stages[0] == "training"
+    writing = [c for c in calls if c[0] == "writing"]
+    total = sum(d.shape[0] for d in docs)
+    assert writing[0][1] == 0 and writing[-1] == ("writing", total, total)
+    assert [w[1] for w in writing] == sorted(w[1] for w in writing)
+
+    def broken(*_):
+        raise RuntimeError("a progress bar bug")
+
+    # A failing callback does not fail the build: its exception goes to sys.unraisablehook.
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_value))
+    index = Index.build(tmp_path / "q", documents=docs[:50], nbits=16, progress=broken)
+    assert len(index) == 50
+    assert seen and all(isinstance(e, RuntimeError) for e in seen)

@@ -70,3 +70,10 @@ def test_texts_are_added_with_the_recorded_model(tmp_path, tiny_model):
     assert all(abs(a[1] - b[1]) < 1e-3 for a, b in zip(added, fresh))
     with pytest.raises(ValueError, match="empty"):
         index.add(texts=[""], ids=["t9"])
+
+
+def test_text_build_reports_encoding_progress(tmp_path, tiny_model):
+    calls = []
+    Index.build(tmp_path / "p", texts=TEXTS, model=tiny_model, nbits=16, progress=lambda *a: calls.append(a))
+    assert calls[0] == ("encoding", 0, len(TEXTS)) and ("encoding", len(TEXTS), len(TEXTS)) in calls
+    assert calls[-1][0] == "writing" and calls[-1][1] == calls[-1][2]
