@@ -152,26 +152,35 @@ impl Metrics {
             let _ = writeln!(out, "colbert_request_duration_seconds_sum{{endpoint=\"{name}\"}} {sum}");
             let _ = writeln!(out, "colbert_request_duration_seconds_count{{endpoint=\"{name}\"}} {count}");
         }
-        out.push_str("# HELP colbert_requests_in_flight Requests being answered now.\n");
-        out.push_str("# TYPE colbert_requests_in_flight gauge\n");
-        let _ = writeln!(out, "colbert_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
-        out.push_str("# HELP colbert_index_documents Live documents in the served index.\n");
-        out.push_str("# TYPE colbert_index_documents gauge\n");
-        let _ = writeln!(out, "colbert_index_documents {documents}");
-        out.push_str(
-            "# HELP colbert_index_generation Update generation of the served index (0: never updated).\n",
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        single(&mut out, "colbert_requests_in_flight", "gauge", "Requests being answered now.", in_flight);
+        single(
+            &mut out,
+            "colbert_index_documents",
+            "gauge",
+            "Live documents in the served index.",
+            documents,
         );
-        out.push_str("# TYPE colbert_index_generation gauge\n");
-        let _ = writeln!(out, "colbert_index_generation {generation}");
-        out.push_str("# HELP colbert_index_reloads_total Published updates picked up without a restart.\n");
-        out.push_str("# TYPE colbert_index_reloads_total counter\n");
-        let _ = writeln!(out, "colbert_index_reloads_total {}", self.reloads.load(Ordering::Relaxed));
-        out.push_str("# HELP colbert_index_reload_errors_total Checks for updates that failed (the served state is kept).\n");
-        out.push_str("# TYPE colbert_index_reload_errors_total counter\n");
-        let _ =
-            writeln!(out, "colbert_index_reload_errors_total {}", self.reload_errors.load(Ordering::Relaxed));
+        let help = "Update generation of the served index (0: never updated).";
+        single(&mut out, "colbert_index_generation", "gauge", help, generation);
+        let help = "Published updates picked up without a restart.";
+        single(
+            &mut out,
+            "colbert_index_reloads_total",
+            "counter",
+            help,
+            self.reloads.load(Ordering::Relaxed),
+        );
+        let help = "Checks for updates that failed (the served state is kept).";
+        let errors = self.reload_errors.load(Ordering::Relaxed);
+        single(&mut out, "colbert_index_reload_errors_total", "counter", help, errors);
         out
     }
+}
+
+/// Appends one unlabelled metric: its `# HELP` and `# TYPE` lines and its value.
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }
 
 #[cfg(test)]

@@ -214,15 +214,7 @@ pub fn build_from_source(
 ) -> Result<SourceBuilt> {
     let start = Instant::now();
     let (dim, lens) = (source.dim(), source.doclens());
-    if let Some(ids) = job.ids {
-        if ids.len() != lens.len() {
-            return Err(EngineError::InvalidArgument(format!(
-                "{} ids given for {} documents",
-                ids.len(),
-                lens.len()
-            )));
-        }
-    }
+    check_ids(job.ids, lens.len())?;
     let id_of = |d: usize| job.ids.map_or_else(|| d.to_string(), |ids| ids[d].clone());
     // An error about a document's values names the file it came from; others (writing the
     // index) stand as they are.
@@ -290,13 +282,7 @@ pub fn stream_documents(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let (dim, lens) = (source.dim(), source.doclens());
-    if ids.is_some_and(|ids| ids.len() != lens.len()) {
-        return Err(EngineError::InvalidArgument(format!(
-            "{} ids given for {} documents",
-            ids.map_or(0, <[String]>::len),
-            lens.len()
-        )));
-    }
+    check_ids(ids, lens.len())?;
     let mut buf = Vec::new();
     let (mut doc, mut row) = (0usize, 0u64);
     while doc < lens.len() {
@@ -318,6 +304,16 @@ pub fn stream_documents(
         progress(row);
     }
     Ok(())
+}
+
+/// That `ids`, when given, name exactly `n_docs` documents.
+fn check_ids(ids: Option<&[String]>, n_docs: usize) -> Result<()> {
+    match ids {
+        Some(ids) if ids.len() != n_docs => {
+            Err(EngineError::InvalidArgument(format!("{} ids given for {n_docs} documents", ids.len())))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The builder of either index kind.
