@@ -12,6 +12,8 @@ pub(crate) struct Isa {
     pub(crate) avx2: bool,
     /// AVX-512F on top of `avx2`.
     pub(crate) avx512: bool,
+    /// AVX-512BW (16-bit integer lanes) on top of `avx512`.
+    pub(crate) avx512bw: bool,
     /// AVX-512 BF16 and VL on top of `avx512`.
     pub(crate) avx512_bf16: bool,
     /// Advanced SIMD (aarch64).
@@ -40,8 +42,9 @@ impl Isa {
             use std::arch::is_x86_feature_detected as has;
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
             let avx512 = avx2 && has!("avx512f");
+            let avx512bw = avx512 && has!("avx512bw");
             let avx512_bf16 = avx512 && has!("avx512vl") && has!("avx512bf16");
-            Isa { avx2, avx512, avx512_bf16, neon: false }
+            Isa { avx2, avx512, avx512bw, avx512_bf16, neon: false }
         }
         #[cfg(target_arch = "aarch64")]
         {

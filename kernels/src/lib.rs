@@ -9,6 +9,8 @@
 //! - [`packed`], [`bf16`] (with [`bf16::amx`]): dense products against a packed right-hand
 //!   side, in f32 (AVX-512 panels), bf16 (`vdpbf16ps`) and on AMX tiles;
 //! - [`decode`]: decoding of residual-compressed tokens.
+//! - [`lut`]: MaxSim of residual-compressed tokens through per-query lookup tables, without
+//!   decompressing them.
 //!
 //! Every SIMD path is tested against a portable one in this crate's tests.
 #![deny(missing_docs)]
@@ -19,6 +21,7 @@ pub mod bf16;
 pub mod cpu;
 pub mod decode;
 mod detect;
+pub mod lut;
 pub mod maxsim;
 pub mod ops;
 pub mod packed;
