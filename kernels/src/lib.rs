@@ -8,9 +8,9 @@
 //!   norm, softmax, argmax, row combination);
 //! - [`packed`], [`bf16`] (with [`bf16::amx`]): dense products against a packed right-hand
 //!   side, in f32 (AVX-512 panels), bf16 (`vdpbf16ps`) and on AMX tiles;
-//! - [`decode`]: decoding of residual-compressed tokens.
+//! - [`decode`]: decoding of residual-compressed tokens;
 //! - [`lut`]: MaxSim of residual-compressed tokens through per-query lookup tables, without
-//!   decompressing them.
+//!   decompressing them (the scoring kernel of a WARP-style search mode).
 //!
 //! Every SIMD path is tested against a portable one in this crate's tests.
 #![deny(missing_docs)]

@@ -28,11 +28,10 @@ use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
-use crate::codec::{dot, Codec, Norm};
+use crate::codec::{dot, Codec};
 use crate::error::{EngineError, Result};
 use kernels::bf16;
 use kernels::cpu::{Bf16Dense, Kernels, Precision};
-use kernels::lut::{self, QueryTables};
 use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
 use kernels::packed::{matmul_packed, PackedMat};
@@ -41,8 +40,6 @@ use kernels::packed::{matmul_packed, PackedMat};
 const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
-/// Documents per parallel work unit of the lookup-table scoring ([`kernels::lut`]).
-const LUT_CHUNK: usize = 256;
 /// Centroids per block of the stage-1 product (and parallel work unit): a multiple of the bf16
 /// kernels' row blocks ([`bf16::ROW_GRANULE`]), so that a split changes no bit; 2,112 centroids
 /// × 32 query tokens is about 17 MFLOP, far above the cost of handing a block to a thread.
@@ -53,18 +50,6 @@ thread_local! {
     /// on this thread.
     static SCORE_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
-}
-
-/// [`Compressed::score_docs_lut`]'s buffers, one set per thread.
-#[derive(Default)]
-struct LutBuffers {
-    tables: QueryTables,
-    /// Centroid scores, `lanes` per row.
-    scores: Vec<f32>,
-}
-
-thread_local! {
-    static LUT_BUFFERS: std::cell::Cell<LutBuffers> = std::cell::Cell::new(LutBuffers::default());
 }
 
 /// The largest [`SCORE_BUFFERS`] kept for the next block (8 MiB of f32): a block of 64
@@ -236,8 +221,6 @@ pub struct Compressed<'a> {
     ivf: Ivf<'a>,
     dir: &'a std::path::Path,
     embeddings: Option<&'a [f16]>,
-    /// Each token's stored inverse decoded norm (v6), which replaces the computed one.
-    norms: Option<&'a [f16]>,
 }
 
 impl<'a> Compressed<'a> {
@@ -256,7 +239,6 @@ impl<'a> Compressed<'a> {
             ivf: reader.ivf().expect("residual index"),
             dir: reader.dir(),
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
-            norms: reader.token_norms(),
         }
     }
 
@@ -332,14 +314,8 @@ impl<'a> Compressed<'a> {
     /// rows of `dim`).
     fn decode_tokens(&self, first: usize, codes: &[u32], out: &mut [f32]) -> Result<()> {
         let pl = self.state.codec.packed_len();
-        let tokens = first..first + codes.len();
-        let packed = &self.residuals[tokens.start * pl..tokens.end * pl];
-        let norm = match self.norms {
-            Some(n) => Norm::Scale(&n[tokens]),
-            None if self.state.unit_norm => Norm::Unit,
-            None => Norm::Keep,
-        };
-        self.state.codec.decode_rows(packed, codes, &self.state.centroids, norm, out)
+        let packed = &self.residuals[first * pl..(first + codes.len()) * pl];
+        self.state.codec.decode_rows(packed, codes, &self.state.centroids, self.state.unit_norm, out)
     }
 
     /// The exact f16 embeddings of tokens `r` (checked to be within `n_tokens`), if kept.
@@ -565,109 +541,8 @@ impl<'a> Compressed<'a> {
             )?;
             return Ok(top.into_sorted());
         }
-        // Through lookup tables when the documents have at least half as many tokens as there
-        // are centroids: below that, the tables' fixed cost (every centroid's scores, the
-        // tables themselves) exceeds what they save (measured: docs/RERANK.md).
-        if self.lut_ready() {
-            let n_tok = docs
-                .iter()
-                .try_fold(0usize, |n, &d| Ok::<_, EngineError>(n.saturating_add(self.tokens(d)?.len())))?;
-            if n_tok.saturating_mul(2) >= self.state.n_centroids {
-                return self.score_docs_lut(query, docs, k);
-            }
-        }
         let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
         self.score_docs(&qt, docs, k, false)
-    }
-
-    /// Whether tokens can be scored through lookup tables ([`kernels::lut`]) with the same
-    /// result as decoding them: the index stores each token's norm factor (v6), or decoding
-    /// does not renormalise.
-    pub fn lut_ready(&self) -> bool {
-        self.norms.is_some() || !self.state.unit_norm
-    }
-
-    /// The best `k` of `docs` (document numbers checked below the document count) by MaxSim of
-    /// the decompressed tokens, computed through per-query lookup tables instead of decoding
-    /// ([`kernels::lut`]): each token costs one table row per residual byte plus its centroid's
-    /// score row. Requires [`Compressed::lut_ready`].
-    fn score_docs_lut(&self, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
-        // The calling thread's buffers, reused across queries: the tables alone are 1.5 MiB
-        // (their f32 form and the rounded one) for 32 query tokens at dim 128, nbits 2.
-        let mut buffers = LUT_BUFFERS.take();
-        let result = self.score_docs_lut_with(query, docs, k, &mut buffers);
-        LUT_BUFFERS.set(buffers);
-        result
-    }
-
-    /// [`Compressed::score_docs_lut`] with its buffers.
-    fn score_docs_lut_with(
-        &self,
-        query: &PreparedQuery,
-        docs: &[u32],
-        k: usize,
-        buffers: &mut LutBuffers,
-    ) -> Result<Vec<Hit>> {
-        let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
-        let LutBuffers { tables, scores } = buffers;
-        tables.fill(&self.state.codec.table(), query.tokens(), nq);
-        let lanes = tables.lanes();
-        // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
-        // the tables' row layout.
-        let mut padded = query.tokens().to_vec();
-        padded.resize(lanes * dim, 0.0);
-        // Every centroid's scores: in bf16 where search's stage 1 runs bf16 on this CPU (whose
-        // rounding, about 1e-4 per score, is of the order of the tables' own), else in f32.
-        let scores = grow(scores, c * lanes);
-        let blocks = scores.par_chunks_mut(STAGE1_ROWS * lanes).enumerate();
-        match self.state.centroids_bf16.as_ref() {
-            Some((rows, kind)) => {
-                let mut qt16 = bf16::PackedB::default();
-                qt16.repack(dim, lanes, |d, t| padded[t * dim + d]);
-                blocks.for_each(|(i, out)| {
-                    let first = i * STAGE1_ROWS;
-                    bf16::matmul_row_range(*kind, rows, first..first + out.len() / lanes, &qt16, out);
-                });
-            }
-            None => {
-                let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
-                let centroids = &self.state.centroids;
-                blocks.for_each(|(i, out)| {
-                    let (first, n) = (i * STAGE1_ROWS, out.len() / lanes);
-                    matmul_packed(&centroids[first * dim..(first + n) * dim], n, &qt, out);
-                });
-            }
-        }
-        let (tables, scores) = (&*tables, &*scores);
-        let kernel = kernels::maxsim::Kernel::detect();
-        let pl = self.state.codec.packed_len();
-        let block = |chunk: &[u32]| -> Result<TopK> {
-            let mut top = TopK::new(k);
-            let mut codes = Vec::new();
-            for &doc in chunk {
-                let range = self.tokens(doc)?;
-                self.doc_codes(doc, &mut codes)?;
-                let tokens = lut::Tokens {
-                    packed: &self.residuals[range.start * pl..range.end * pl],
-                    rows: &codes,
-                    scale: self.norms.map(|n| &n[range.clone()]),
-                };
-                top.push(doc, lut::maxsim(kernel, tables, scores, tokens));
-            }
-            Ok(top)
-        };
-        let top = if docs.len() <= LUT_CHUNK {
-            block(docs)?
-        } else {
-            docs.par_chunks(LUT_CHUNK).map(block).try_reduce(
-                || TopK::new(k),
-                |mut a, b| {
-                    a.merge(b);
-                    Ok(a)
-                },
-            )?
-        };
-        Ok(top.into_sorted())
     }
 
     /// Document `doc` as stored: the centroid code of each of its tokens (into `codes`), its
