@@ -248,6 +248,39 @@ fn golden_v5_opens_verifies_and_answers_the_same() {
     assert_eq!(r.missing, ["golden-03"]);
 }
 
+/// Version 6: unit-norm tokens, so the index stores each token's inverse decoded norm
+/// (`norms.f16`) and scores its compressed tokens through lookup tables.
+const V6: Fixture = Fixture {
+    version: 6,
+    docs: (2030, 40, 24),
+    queries: (4053, 3, 5),
+    ids: true,
+    build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "19"],
+};
+
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v6() {
+    create_golden(&V6);
+    let dir = golden_dir(6);
+    let index = engine::Index::open(dir.join("index")).unwrap();
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    fs::write(dir.join("expected_rerank.run"), run_text_v5(&index, &queries)).unwrap();
+}
+
+#[test]
+fn golden_v6_opens_verifies_and_answers_the_same() {
+    let index = check_golden(6);
+    let norms = index.reader().token_norms().expect("v6 stores token norms");
+    assert_eq!(norms.len() as u64, index.meta().n_tokens);
+    assert!(index.meta().residual.is_some_and(|r| r.unit_norm && r.token_norms));
+    let dir = golden_dir(6);
+    let live = engine::Index::open(dir.join("index")).unwrap();
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    let expected = fs::read_to_string(dir.join("expected_rerank.run")).unwrap();
+    compare_runs(&run_text_v5(&live, &queries), &expected);
+}
+
 /// Indexes of versions 1 to 4 (no id table, no manifest) rerank by id through the embedded
 /// ranker, as exactly as search scores them.
 #[test]
@@ -339,7 +372,9 @@ fn v4_and_v2_of_the_same_embeddings_answer_the_same() {
     };
     let mut meta = serde_json::from_slice::<serde_json::Value>(&payload(&v3.join("meta.json"))).unwrap();
     meta["residual"]["unit_norm"] = false.into();
+    meta["residual"]["token_norms"] = false.into();
     rewrite(Component::Meta, &serde_json::to_vec_pretty(&meta).unwrap());
+    fs::remove_file(v3.join(Component::TokenNorms.file_name())).unwrap();
     rewrite(Component::Buckets, &payload(&v2.join("index/buckets.f32")));
     let b = Segment::open(&v3).unwrap();
     assert!(!b.meta().residual.unwrap().unit_norm);

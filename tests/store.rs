@@ -216,6 +216,45 @@ fn reranking_scores_exactly_the_given_documents() {
     assert!(err.to_string().contains("precomputed embeddings"), "{err}");
 }
 
+/// A residual index that stores its token norms (format v6) scores compressed tokens through
+/// per-query lookup tables instead of decoding them: another computation than the MaxSim of the
+/// decoded tokens (not bit-identical), which agrees with it within the tables' rounding, in
+/// search, exhaustive search and rerank alike.
+#[test]
+fn table_scores_agree_with_the_decoded_maxsim() {
+    let f = Fixture::new(150);
+    let idx = f.build("idx", "2");
+    let segment = engine::Segment::open(&idx).unwrap();
+    assert!(segment.reader().token_norms().is_some());
+    let view = segment.compressed().unwrap();
+    let index = Index::open(&idx).unwrap();
+    let all = SearchParams { exhaustive: true, ..SearchParams::for_k(150) };
+    let (mut differ, mut buf) = (0, Vec::new());
+    for q in f.queries() {
+        let query = Query::tokens(&q, DIM).unwrap();
+        let exhaustive = index.search(query, 150, &all).unwrap();
+        let ids: Vec<String> = exhaustive.iter().map(|h| h.id.clone()).collect();
+        let reranked = index.rerank(query, &ids, 150).unwrap();
+        assert_eq!(reranked.hits, exhaustive, "rerank and exhaustive search score alike");
+        for h in &exhaustive {
+            let doc = segment.reader().find_doc(&h.id).unwrap();
+            view.decompress_into(doc, &mut buf).unwrap();
+            let decoded: f32 = q
+                .chunks_exact(DIM)
+                .map(|qt| {
+                    buf.chunks_exact(DIM)
+                        .map(|t| qt.iter().zip(t).map(|(a, b)| a * b).sum::<f32>())
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .sum();
+            // Eight query tokens, each off by well under 1e-3 (i16 tables: about 1e-4).
+            assert!((h.score - decoded).abs() <= 8e-3, "{}: {} vs {decoded}", h.id, h.score);
+            differ += usize::from(h.score.to_bits() != decoded.to_bits());
+        }
+    }
+    assert!(differ > 0, "scores did not go through the tables");
+}
+
 #[test]
 fn snapshots_are_consistent_and_reload_sees_updates() {
     let f = Fixture::new(120);

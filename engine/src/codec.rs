@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use crate::error::{EngineError, Result};
 use crate::kmeans::check_matrix;
 use kernels::decode;
+pub use kernels::decode::Norm;
 use kernels::ops;
 
 /// Most sample values sorted per quantiser (pooled: all dimensions together; per-dimension: per
@@ -383,7 +384,7 @@ impl Codec {
     }
 
     /// The decoding kernels' view of this codec's table.
-    fn table(&self) -> decode::Table<'_> {
+    pub fn table(&self) -> decode::Table<'_> {
         decode::Table { lut: &self.lut, dim: self.dim, nbits: self.nbits, per_dim: self.per_dim }
     }
 
@@ -457,29 +458,33 @@ impl Codec {
     }
 
     /// Decodes `codes.len()` tokens at once: token `i` from `packed[i * packed_len()..]` against
-    /// row `codes[i]` of `centroids` (`[n, dim]` row-major) into row `i` of `out`, renormalised
-    /// to unit length when `renormalize` is set. The same arithmetic as [`Codec::decode_into`]
-    /// then [`normalize`] per token (bit for bit), compiled for AVX-512 where the CPU has it:
-    /// the decoding loop of search's final stage.
+    /// row `codes[i]` of `centroids` (`[n, dim]` row-major) into row `i` of `out`, then applies
+    /// `norm` (renormalised to unit length, or multiplied by the token's stored factor). The same
+    /// arithmetic as [`Codec::decode_into`] then [`normalize`] (or the multiplication) per token,
+    /// bit for bit, compiled for AVX-512 where the CPU has it: the decoding loop of search's
+    /// final stage.
     ///
     /// # Errors
-    /// [`EngineError::DimMismatch`] if a slice has the wrong length,
+    /// [`EngineError::DimMismatch`] if a slice has the wrong length (`norm`'s factors included),
     /// [`EngineError::InvalidArgument`] for a code outside `centroids`.
     pub fn decode_rows(
         &self,
         packed: &[u8],
         codes: &[u32],
         centroids: &[f32],
-        renormalize: bool,
+        norm: Norm<'_>,
         out: &mut [f32],
     ) -> Result<()> {
         let (n, d) = (codes.len(), self.dim);
         self.check_len("packed residuals", packed.len(), n * self.packed_len())?;
         self.check_len("output", out.len(), n * d)?;
+        if let Norm::Scale(f) = norm {
+            self.check_len("norm factors", f.len(), n)?;
+        }
         if codes.iter().any(|&c| (c as usize + 1) * d > centroids.len()) {
             return Err(EngineError::InvalidArgument("decode_rows: code outside the centroids".into()));
         }
-        decode::decode_rows(&self.table(), packed, codes, centroids, renormalize, out);
+        decode::decode_rows(&self.table(), packed, codes, centroids, norm, out);
         Ok(())
     }
 
@@ -674,25 +679,32 @@ mod tests {
                     let c = Codec::train_with(&s, dim, &cfg).unwrap();
                     let mut packed = Vec::new();
                     c.encode_batch(&s[..codes.len() * dim], &codes, &centroids, &mut packed).unwrap();
-                    for renormalize in [false, true] {
+                    let factors: Vec<half::f16> =
+                        (0..codes.len()).map(|i| half::f16::from_f32(0.9 + 0.01 * i as f32)).collect();
+                    for norm in [Norm::Keep, Norm::Unit, Norm::Scale(&factors)] {
                         let mut got = vec![f32::NAN; codes.len() * dim];
-                        c.decode_rows(&packed, &codes, &centroids, renormalize, &mut got).unwrap();
+                        c.decode_rows(&packed, &codes, &centroids, norm, &mut got).unwrap();
                         let pl = c.packed_len();
                         for (i, &code) in codes.iter().enumerate() {
                             let mut want = vec![0f32; dim];
                             let centroid = &centroids[code as usize * dim..][..dim];
                             c.decode_into(&packed[i * pl..][..pl], centroid, &mut want).unwrap();
-                            if renormalize {
-                                normalize(&mut want);
+                            match norm {
+                                Norm::Keep => {}
+                                Norm::Unit => normalize(&mut want),
+                                Norm::Scale(f) => want.iter_mut().for_each(|x| *x *= f[i].to_f32()),
                             }
                             assert_eq!(&got[i * dim..][..dim], &want[..], "nbits {nbits} {cfg:?} token {i}");
                         }
                     }
                     let mut out = vec![0f32; codes.len() * dim];
                     let two = &packed[..2 * c.packed_len()];
-                    assert!(c.decode_rows(two, &[0, 3], &centroids, true, &mut out[..2 * dim]).is_err());
-                    assert!(c.decode_rows(two, &[0, 2], &centroids, true, &mut out[..2 * dim]).is_ok());
-                    assert!(c.decode_rows(&packed[1..], &codes, &centroids, true, &mut out).is_err());
+                    let unit = Norm::Unit;
+                    assert!(c.decode_rows(two, &[0, 3], &centroids, unit, &mut out[..2 * dim]).is_err());
+                    assert!(c.decode_rows(two, &[0, 2], &centroids, unit, &mut out[..2 * dim]).is_ok());
+                    assert!(c.decode_rows(&packed[1..], &codes, &centroids, unit, &mut out).is_err());
+                    let one = Norm::Scale(&factors[..1]);
+                    assert!(c.decode_rows(two, &[0, 2], &centroids, one, &mut out[..2 * dim]).is_err());
                 }
             }
         }

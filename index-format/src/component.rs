@@ -59,6 +59,10 @@ pub enum Component {
     /// lay out itself, inside that directory: the BM25 sub-index's `bm25/checksums.crc32`; see
     /// [`crate::checksums`]. Not part of a segment.
     FileChecksums,
+    /// `norms.f16`: per token, the factor that scales its decoded vector (centroid plus
+    /// residual) to unit length: the inverse of its L2 norm, in f16 (v6, residual kind, when
+    /// [`crate::ResidualMeta::token_norms`]).
+    TokenNorms,
 }
 
 /// What a file's bytes pay for, as `colbert-index info` splits an index's size.
@@ -107,7 +111,7 @@ impl Component {
     /// What the component's bytes pay for.
     pub fn size_class(self) -> SizeClass {
         match self {
-            Component::Residuals => SizeClass::Residuals,
+            Component::Residuals | Component::TokenNorms => SizeClass::Residuals,
             Component::Codes16
             | Component::Codes32
             | Component::CodesPacked
@@ -140,7 +144,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 21] = [
+    pub const EVERY: [Component; 22] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -162,6 +166,7 @@ impl Component {
         Component::DocIdHash,
         Component::Manifest,
         Component::FileChecksums,
+        Component::TokenNorms,
     ];
 
     /// The file name inside the index directory.
@@ -188,6 +193,7 @@ impl Component {
             Component::DocIdHash => "doc_ids.hash",
             Component::Manifest => "manifest.bin",
             Component::FileChecksums => "checksums.crc32",
+            Component::TokenNorms => "norms.f16",
         }
     }
 
@@ -215,6 +221,7 @@ impl Component {
             Component::DocIdHash => 19,
             Component::Manifest => 20,
             Component::FileChecksums => 21,
+            Component::TokenNorms => 22,
         }
     }
 
@@ -227,7 +234,7 @@ impl Component {
             | Component::IvfRiceK
             | Component::Manifest
             | Component::FileChecksums => 1,
-            Component::Embeddings | Component::Centroids | Component::Codes16 => 2,
+            Component::Embeddings | Component::Centroids | Component::Codes16 | Component::TokenNorms => 2,
             Component::Buckets | Component::Codes32 | Component::IvfDocs | Component::DocIdHash => 4,
             Component::DocOffsets
             | Component::DocIdOffsets

@@ -51,6 +51,12 @@ pub struct ResidualMeta {
     /// existed (v4), and for inputs that are not normalised.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unit_norm: bool,
+    /// Whether the index stores each token's inverse decoded norm (`norms.f16`, v6): then a
+    /// decoded vector is `(centroid + residual) · norm`, with the stored factor rather than one
+    /// computed from the decoded vector, so that a token can be scored through lookup tables
+    /// without being decoded. Only with [`ResidualMeta::unit_norm`]; absent (false) before v6.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub token_norms: bool,
 }
 
 impl ResidualMeta {

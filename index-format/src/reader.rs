@@ -330,6 +330,12 @@ fn check_meta(path: &Path, meta: &IndexMeta) -> Result<()> {
             if r.n_centroids == 0 || r.n_centroids > u32::MAX as u64 {
                 return Err(FormatError::corrupt(path, format!("{} centroids", r.n_centroids)));
             }
+            if r.token_norms && (meta.format_version < 6 || !r.unit_norm) {
+                return Err(FormatError::corrupt(
+                    path,
+                    "token norms need format version 6 and unit-norm tokens",
+                ));
+            }
             Ok(())
         }
     }
@@ -432,6 +438,9 @@ impl IndexReader {
                 if r.has_embeddings {
                     v.push(Component::Embeddings);
                 }
+                if r.token_norms {
+                    v.push(Component::TokenNorms);
+                }
                 v
             }
             _ => Component::ALL.to_vec(),
@@ -492,6 +501,10 @@ impl IndexReader {
         }
         if let Some(r) = m.residual {
             self.check_residual_shapes(&r)?;
+        }
+        if self.files.contains_key(&Component::TokenNorms) {
+            let norms = self.typed::<f16>(Component::TokenNorms)?;
+            self.check_len(Component::TokenNorms, norms.len(), m.n_tokens)?;
         }
         let id_offsets = self.typed::<u64>(Component::DocIdOffsets)?;
         self.check_len(Component::DocIdOffsets, id_offsets.len(), n_offsets)?;
@@ -750,6 +763,14 @@ impl IndexReader {
                 format!("non-finite value in centroid {}", i.checked_div(m.dim).unwrap_or(0)),
             ));
         }
+        if let Some(i) =
+            self.token_norms().unwrap_or_default().iter().position(|v| !(v.to_f32() > 0.0 && v.is_finite()))
+        {
+            return Err(FormatError::corrupt(
+                self.path(Component::TokenNorms),
+                format!("the norm factor of token {i} is not a positive finite number"),
+            ));
+        }
         let (cutoffs, weights) = self.buckets().expect("residual kind");
         if cutoffs.iter().chain(weights).any(|v| !v.is_finite()) {
             return Err(FormatError::corrupt(self.path(Component::Buckets), "non-finite bucket parameter"));
@@ -928,6 +949,12 @@ impl IndexReader {
     /// Whether the index holds exact f16 embeddings (`embeddings.f16`).
     pub fn has_embeddings(&self) -> bool {
         self.files.contains_key(&Component::Embeddings)
+    }
+
+    /// Each token's inverse decoded norm (`norms.f16`, v6; [`ResidualMeta::token_norms`]),
+    /// checked at open to hold one value per token.
+    pub fn token_norms(&self) -> Option<&[f16]> {
+        self.files.get(&Component::TokenNorms).and_then(|m| m.payload.typed::<f16>())
     }
 
     /// The parameters of a residual-compressed index.

@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -21,6 +21,9 @@ pub enum FormatVersion {
     /// Version 5: updatable indexes: added segments and deleted documents named by a manifest
     /// (`manifest.bin`), and an id lookup table (`doc_ids.hash`) in every segment.
     V5 = 5,
+    /// Version 6: a residual index of unit-norm tokens stores each token's inverse decoded norm
+    /// (`norms.f16`), so that tokens can be scored through per-query lookup tables.
+    V6 = 6,
 }
 
 impl FormatVersion {
@@ -32,6 +35,7 @@ impl FormatVersion {
             3 => Some(Self::V3),
             4 => Some(Self::V4),
             5 => Some(Self::V5),
+            6 => Some(Self::V6),
             _ => None,
         }
     }

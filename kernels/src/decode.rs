@@ -35,28 +35,42 @@ pub fn decode_one(t: &Table<'_>, packed: &[u8], centroid: &[f32], out: &mut [f32
     }
 }
 
+/// What [`decode_rows`] does to each decoded token (`centroid + residual`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Norm<'a> {
+    /// Nothing: the decoded vector as is.
+    Keep,
+    /// Scaled to unit L2 norm, computed from the decoded vector ([`normalize`]).
+    Unit,
+    /// Multiplied by the token's factor (one per token: an index's stored inverse norms).
+    Scale(&'a [half::f16]),
+}
+
 /// Decodes `codes.len()` tokens: token `i` from `packed[i * packed_len()..]` against row
-/// `codes[i]` of `centroids` (`[n, dim]` row-major) into row `i` of `out`, renormalised to unit
-/// length when `renormalize` is set; the same bits as [`decode_one`] then [`normalize`] per
-/// token, compiled for AVX-512 where the CPU has it. The caller checks the shapes and that
-/// every code is inside `centroids` (panics otherwise: an internal invariant).
+/// `codes[i]` of `centroids` (`[n, dim]` row-major) into row `i` of `out`, then applies `norm`;
+/// the same bits as [`decode_one`] then [`normalize`] (or the multiplication by the token's
+/// factor) per token, compiled for AVX-512 where the CPU has it. The caller checks the shapes
+/// and that every code is inside `centroids` (panics otherwise: an internal invariant).
 pub fn decode_rows(
     t: &Table<'_>,
     packed: &[u8],
     codes: &[u32],
     centroids: &[f32],
-    renormalize: bool,
+    norm: Norm<'_>,
     out: &mut [f32],
 ) {
     let (n, d) = (codes.len(), t.dim);
     assert!(packed.len() == n * t.packed_len() && out.len() == n * d, "decode_rows: shapes");
+    if let Norm::Scale(s) = norm {
+        assert_eq!(s.len(), n, "decode_rows: one factor per token");
+    }
     #[cfg(all(target_arch = "x86_64", not(feature = "scalar-only")))]
     if crate::cpu::Features::get().avx512 {
         // SAFETY: AVX-512F (with AVX2 and FMA) was detected at run time.
-        unsafe { decode_rows_avx512(t, packed, codes, centroids, renormalize, out) };
+        unsafe { decode_rows_avx512(t, packed, codes, centroids, norm, out) };
         return;
     }
-    decode_rows_portable(t, packed, codes, centroids, renormalize, out);
+    decode_rows_portable(t, packed, codes, centroids, norm, out);
 }
 
 /// [`decode_rows_portable`] with AVX-512: each 16 output floats are assembled from the
@@ -70,13 +84,13 @@ fn decode_rows_avx512(
     packed: &[u8],
     codes: &[u32],
     centroids: &[f32],
-    renormalize: bool,
+    norm: Norm<'_>,
     out: &mut [f32],
 ) {
     use std::arch::x86_64::*;
     let (d, pl) = (t.dim, t.packed_len());
     if !d.is_multiple_of(16) {
-        return decode_rows_portable(t, packed, codes, centroids, renormalize, out);
+        return decode_rows_portable(t, packed, codes, centroids, norm, out);
     }
     let g = 8 / t.nbits as usize;
     let stride = if t.per_dim { 256 * g } else { 0 };
@@ -141,20 +155,23 @@ fn decode_rows_avx512(
                 squares = _mm512_add_ps(squares, _mm512_mul_ps(x, x));
             }
         }
-        if renormalize {
-            let mut lanes = [0f32; 16];
-            // SAFETY: `lanes` holds 16 floats.
-            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), squares) };
-            let empty_tail: f32 = [0f32; 0].iter().sum();
-            let norm = (lanes.iter().sum::<f32>() + empty_tail).sqrt();
-            if norm > 0.0 {
-                let inv = _mm512_set1_ps(1.0 / norm);
-                for v in o.chunks_exact_mut(16) {
-                    // SAFETY: `v` holds 16 floats.
-                    unsafe {
-                        _mm512_storeu_ps(v.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), inv))
-                    };
-                }
+        let factor = match norm {
+            Norm::Keep => None,
+            Norm::Scale(s) => Some(s[i].to_f32()),
+            Norm::Unit => {
+                let mut lanes = [0f32; 16];
+                // SAFETY: `lanes` holds 16 floats.
+                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), squares) };
+                let empty_tail: f32 = [0f32; 0].iter().sum();
+                let norm = (lanes.iter().sum::<f32>() + empty_tail).sqrt();
+                (norm > 0.0).then(|| 1.0 / norm)
+            }
+        };
+        if let Some(f) = factor {
+            let inv = _mm512_set1_ps(f);
+            for v in o.chunks_exact_mut(16) {
+                // SAFETY: `v` holds 16 floats.
+                unsafe { _mm512_storeu_ps(v.as_mut_ptr(), _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr()), inv)) };
             }
         }
     }
@@ -167,19 +184,26 @@ fn decode_rows_portable(
     packed: &[u8],
     codes: &[u32],
     centroids: &[f32],
-    renormalize: bool,
+    norm: Norm<'_>,
     out: &mut [f32],
 ) {
     let (d, pl) = (t.dim, t.packed_len());
-    for ((&code, p), o) in codes.iter().zip(packed.chunks_exact(pl)).zip(out.chunks_exact_mut(d)) {
+    for (i, ((&code, p), o)) in
+        codes.iter().zip(packed.chunks_exact(pl)).zip(out.chunks_exact_mut(d)).enumerate()
+    {
         let centroid = &centroids[code as usize * d..(code as usize + 1) * d];
         match t.nbits {
             1 => decode_g::<8>(t, p, centroid, o),
             2 => decode_g::<4>(t, p, centroid, o),
             _ => decode_g::<2>(t, p, centroid, o),
         }
-        if renormalize {
-            normalize(o);
+        match norm {
+            Norm::Keep => {}
+            Norm::Unit => normalize(o),
+            Norm::Scale(s) => {
+                let f = s[i].to_f32();
+                o.iter_mut().for_each(|x| *x *= f);
+            }
         }
     }
 }

@@ -335,14 +335,32 @@ mod x86 {
         }
         let mut max = [_mm512_set1_ps(f32::NEG_INFINITY); F];
         for (t, (&row, packed)) in tokens.rows.iter().zip(tokens.packed.chunks_exact(positions)).enumerate() {
+            // Two chains of additions (even and odd byte positions), joined at the end: the
+            // same sum (wrapping i16 addition is associative), half the dependency chain.
             let mut acc = [_mm512_setzero_si512(); V];
-            for (p, &b) in packed.iter().enumerate() {
-                let r = values.wrapping_add((p * 256 + b as usize) * lanes);
-                for (v, a) in acc.iter_mut().enumerate() {
+            let mut odd = [_mm512_setzero_si512(); V];
+            let row_of = |p: usize, b: u8| values.wrapping_add((p * 256 + b as usize) * lanes);
+            let mut pairs = packed.chunks_exact(2);
+            for (i, pair) in pairs.by_ref().enumerate() {
+                let (r0, r1) = (row_of(2 * i, pair[0]), row_of(2 * i + 1, pair[1]));
+                for v in 0..V {
                     // SAFETY: `p < positions` and `b < 256` name a row of the tables, and the
                     // group's lanes are inside it.
+                    unsafe {
+                        acc[v] = _mm512_add_epi16(acc[v], _mm512_loadu_si512(r0.add(v * 32).cast()));
+                        odd[v] = _mm512_add_epi16(odd[v], _mm512_loadu_si512(r1.add(v * 32).cast()));
+                    }
+                }
+            }
+            if let [b] = pairs.remainder() {
+                let r = row_of(positions - 1, *b);
+                for (v, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above.
                     *a = _mm512_add_epi16(*a, unsafe { _mm512_loadu_si512(r.add(v * 32).cast()) });
                 }
+            }
+            for (a, o) in acc.iter_mut().zip(odd) {
+                *a = _mm512_add_epi16(*a, o);
             }
             let s = scores.wrapping_add(row as usize * lanes);
             let scale = tokens.scale.map(|f| _mm512_set1_ps(f[t].to_f32()));
@@ -429,7 +447,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{decode_rows, dot};
+    use crate::decode::{decode_rows, dot, Norm};
     use half::f16;
     use proptest::prelude::*;
 
@@ -467,16 +485,12 @@ mod tests {
             .zip(packed.chunks_exact(positions))
             .map(|(&c, p)| {
                 let mut x = vec![0f32; dim];
-                decode_rows(&t, p, &[c], &centroids, false, &mut x);
+                decode_rows(&t, p, &[c], &centroids, Norm::Keep, &mut x);
                 f16::from_f32(1.0 / dot(&x, &x).sqrt())
             })
             .collect();
-        decode_rows(&t, &packed, &codes, &centroids, false, &mut decoded);
-        if renorm {
-            for (x, f) in decoded.chunks_exact_mut(dim).zip(&scale) {
-                x.iter_mut().for_each(|v| *v *= f.to_f32());
-            }
-        }
+        let norm = if renorm { Norm::Scale(&scale) } else { Norm::Keep };
+        decode_rows(&t, &packed, &codes, &centroids, norm, &mut decoded);
         // The reference: MaxSim of the decoded tokens in f32.
         let want: f32 = query
             .chunks_exact(dim)

@@ -31,11 +31,12 @@ use index_format::runs::{doc_rice_param, pack_offsets, put_doc_runs, DocCodes, M
 use index_format::{
     Component, ComponentWriter, IndexKind, IndexMeta, IndexWriter, ResidualMeta, FORMAT_VERSION,
 };
+use rayon::prelude::*;
 
 use super::build::{check_doc, BuildOptions};
 use super::decode_scale::{self, DecodeScale};
 use super::sample::TrainingSample;
-use crate::codec::{residuals, Codec, CodecConfig};
+use crate::codec::{residuals, Codec, CodecConfig, Norm};
 use crate::error::{EngineError, Result};
 use crate::kmeans::{self, KMeansConfig};
 
@@ -696,6 +697,13 @@ impl CompressedBuilder {
             }
         };
         writer.write_component(Component::Buckets, as_bytes(&buckets))?;
+        // A unit-norm index stores each token's inverse decoded norm, decoded with the stored
+        // tables: scoring through lookup tables then never decodes a token.
+        if unit_norm {
+            let (cutoffs, weights) = buckets.split_at(codec.cutoffs().len());
+            let decoding = Codec::from_parts(dim, params.nbits, cutoffs.to_vec(), weights.to_vec())?;
+            write_norms(&writer, &doc_offsets, &code_offsets, n_centroids, &decoding, &centroids)?;
+        }
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
         writer.write_component(Component::DocIdBytes, &ids)?;
@@ -741,6 +749,7 @@ impl CompressedBuilder {
                 has_embeddings,
                 joint_codebooks: codec.joint(),
                 unit_norm,
+                token_norms: unit_norm,
             }),
             encoder: options.encoder,
             build,
@@ -748,6 +757,75 @@ impl CompressedBuilder {
         writer.commit(&meta)?;
         Ok(meta)
     }
+}
+
+/// Documents per parallel block of [`write_norms`].
+const NORM_BLOCK_DOCS: usize = 1024;
+
+/// Writes `norms.f16`: each token's inverse decoded norm, `1 / |centroid + residual|` with the
+/// stored decoding tables (`decoding`), in f16 (1 for a decoded vector of norm 0, at most the
+/// largest f16). Reads the finished codes and residuals back from the temporary directory
+/// (memory-mapped), in parallel blocks of documents written in order.
+fn write_norms(
+    writer: &IndexWriter,
+    doc_offsets: &[u64],
+    code_offsets: &[u8],
+    n_centroids: usize,
+    decoding: &Codec,
+    centroids: &[f32],
+) -> Result<()> {
+    let map_payload = |c: Component| -> Result<(PathBuf, memmap2::Mmap)> {
+        let path = writer.temp_dir().join(c.file_name());
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let map = map_file(&file).map_err(io_err(&path))?;
+        Ok((path, map))
+    };
+    let (codes_path, codes_map) = map_payload(Component::CodesRice)?;
+    let (codes_payload, _) = Footer::split(&codes_path, &codes_map, Component::CodesRice.id())?;
+    let (res_path, res_map) = map_payload(Component::Residuals)?;
+    let (residuals, _) = Footer::split(&res_path, &res_map, Component::Residuals.id())?;
+    let n_docs = doc_offsets.len() - 1;
+    let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
+    let corrupt =
+        |detail: String| EngineError::Format(index_format::FormatError::corrupt(&codes_path, detail));
+    let codes = DocCodes::new(codes_payload, code_offsets, n_docs, n_tokens, n_centroids as u64)
+        .map_err(|e| corrupt(format!("the codes just written do not fit their offsets: {e:?}")))?;
+    let (dim, pl) = (decoding.dim(), decoding.packed_len());
+    let mut out = writer.component(Component::TokenNorms)?;
+    let docs: Vec<usize> = (0..n_docs).collect();
+    for blocks in docs.chunks(NORM_BLOCK_DOCS * rayon::current_num_threads().max(1)) {
+        let norms = blocks
+            .par_chunks(NORM_BLOCK_DOCS)
+            .map(|block| -> Result<Vec<f16>> {
+                let (mut doc_codes, mut decoded, mut norms) = (Vec::new(), Vec::new(), Vec::new());
+                for &doc in block {
+                    let (a, b) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
+                    codes
+                        .tokens_into(doc, b - a, &mut doc_codes)
+                        .map_err(|e| corrupt(format!("document {doc} just written does not decode: {e}")))?;
+                    decoded.resize((b - a) * dim, 0f32);
+                    decoding.decode_rows(
+                        &residuals[a * pl..b * pl],
+                        &doc_codes,
+                        centroids,
+                        Norm::Keep,
+                        &mut decoded,
+                    )?;
+                    norms.extend(decoded.chunks_exact(dim).map(|x| {
+                        let norm = crate::codec::dot(x, x).sqrt();
+                        let inv = if norm > 0.0 { (1.0 / norm).min(f16::MAX.to_f32()) } else { 1.0 };
+                        f16::from_f32(inv)
+                    }));
+                }
+                Ok(norms)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for n in norms {
+            out.write_all(as_bytes(&n)).map_err(io_err(out.path()))?;
+        }
+    }
+    out.finish()?;
+    Ok(())
 }
 
 /// Builds the inverted file (`ivf.rice`, `ivf_bit_offsets.u64`, `ivf_rice_k.u8`) from the

@@ -28,10 +28,11 @@ use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
 use super::{Hit, SearchParams, StageTimes, TopK};
-use crate::codec::{dot, Codec};
+use crate::codec::{dot, Codec, Norm};
 use crate::error::{EngineError, Result};
 use kernels::bf16;
 use kernels::cpu::{Bf16Dense, Kernels, Precision};
+use kernels::lut::{self, QueryTables};
 use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
 use kernels::packed::{matmul_packed, PackedMat};
@@ -40,6 +41,10 @@ use kernels::packed::{matmul_packed, PackedMat};
 const SCORE_CHUNK: usize = 1024;
 /// Documents per matrix product (and parallel work unit) in stage 4 and the exhaustive search.
 const DECODE_CHUNK: usize = 64;
+/// Documents per parallel work unit of the lookup-table scoring ([`kernels::lut`]).
+const LUT_CHUNK: usize = 256;
+/// Centroids per parallel work unit of the lookup-table scoring's centroid scores.
+const CENTROID_ROWS: usize = 1024;
 /// Centroids per block of the stage-1 product (and parallel work unit): a multiple of the bf16
 /// kernels' row blocks ([`bf16::ROW_GRANULE`]), so that a split changes no bit; 2,112 centroids
 /// × 32 query tokens is about 17 MFLOP, far above the cost of handing a block to a thread.
@@ -50,6 +55,24 @@ thread_local! {
     /// on this thread.
     static SCORE_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`Compressed::score_docs_lut`]'s buffers, one set per thread.
+#[derive(Default)]
+struct LutBuffers {
+    tables: QueryTables,
+    /// The distinct centroids' rows (f32).
+    mat: Vec<f32>,
+    /// Their scores, `lanes` per row.
+    scores: Vec<f32>,
+    /// Per centroid, its row in `scores` (`u32::MAX`: none yet).
+    slot: Vec<u32>,
+    /// Per token, its row in `scores`.
+    rows: Vec<u32>,
+}
+
+thread_local! {
+    static LUT_BUFFERS: std::cell::Cell<LutBuffers> = std::cell::Cell::new(LutBuffers::default());
 }
 
 /// The largest [`SCORE_BUFFERS`] kept for the next block (8 MiB of f32): a block of 64
@@ -221,6 +244,10 @@ pub struct Compressed<'a> {
     ivf: Ivf<'a>,
     dir: &'a std::path::Path,
     embeddings: Option<&'a [f16]>,
+    /// Each token's stored inverse decoded norm (v6), which replaces the computed one.
+    norms: Option<&'a [f16]>,
+    /// Score compressed tokens through lookup tables ([`Compressed::lut_ready`]).
+    lut: bool,
 }
 
 impl<'a> Compressed<'a> {
@@ -239,6 +266,8 @@ impl<'a> Compressed<'a> {
             ivf: reader.ivf().expect("residual index"),
             dir: reader.dir(),
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
+            norms: reader.token_norms(),
+            lut: reader.token_norms().is_some(),
         }
     }
 
@@ -314,8 +343,14 @@ impl<'a> Compressed<'a> {
     /// rows of `dim`).
     fn decode_tokens(&self, first: usize, codes: &[u32], out: &mut [f32]) -> Result<()> {
         let pl = self.state.codec.packed_len();
-        let packed = &self.residuals[first * pl..(first + codes.len()) * pl];
-        self.state.codec.decode_rows(packed, codes, &self.state.centroids, self.state.unit_norm, out)
+        let tokens = first..first + codes.len();
+        let packed = &self.residuals[tokens.start * pl..tokens.end * pl];
+        let norm = match self.norms {
+            Some(n) => Norm::Scale(&n[tokens]),
+            None if self.state.unit_norm => Norm::Unit,
+            None => Norm::Keep,
+        };
+        self.state.codec.decode_rows(packed, codes, &self.state.centroids, norm, out)
     }
 
     /// The exact f16 embeddings of tokens `r` (checked to be within `n_tokens`), if kept.
@@ -455,7 +490,7 @@ impl<'a> Compressed<'a> {
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
         laps.lap(Stage::Pruning);
-        self.final_scores(&qt, &survivors, params, &mut laps)
+        self.final_scores(query, &qt, &survivors, params, &mut laps)
     }
 
     /// The best `keep` of `docs` by `Σ_q max_t S[q, code_t]`, over tokens whose centroid is
@@ -541,8 +576,114 @@ impl<'a> Compressed<'a> {
             )?;
             return Ok(top.into_sorted());
         }
+        if self.lut {
+            return self.score_docs_lut(query, docs, k);
+        }
         let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
         self.score_docs(&qt, docs, k, false)
+    }
+
+    /// Whether this segment's compressed tokens are scored through lookup tables
+    /// ([`kernels::lut`]) rather than decoded, in search's last stage, exhaustive search and
+    /// rerank alike: when the segment stores each token's norm factor (format v6, unit-norm
+    /// tokens). Other segments decode, and score exactly as they always did.
+    pub fn lut_ready(&self) -> bool {
+        self.lut
+    }
+
+    /// The best `k` of `docs` (document numbers checked below the document count) by MaxSim of
+    /// the decompressed tokens, computed through per-query lookup tables instead of decoding
+    /// ([`kernels::lut`]): each token costs one table row per residual byte plus its centroid's
+    /// score row. Requires [`Compressed::lut_ready`].
+    fn score_docs_lut(&self, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
+        // The calling thread's buffers, reused across queries: the tables alone are 1.5 MiB
+        // (their f32 form and the rounded one) for 32 query tokens at dim 128, nbits 2.
+        let mut buffers = LUT_BUFFERS.take();
+        let result = self.score_docs_lut_with(query, docs, k, &mut buffers);
+        LUT_BUFFERS.set(buffers);
+        result
+    }
+
+    /// [`Compressed::score_docs_lut`] with its buffers.
+    fn score_docs_lut_with(
+        &self,
+        query: &PreparedQuery,
+        docs: &[u32],
+        k: usize,
+        buffers: &mut LutBuffers,
+    ) -> Result<Vec<Hit>> {
+        let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
+        let LutBuffers { tables, mat, scores, slot, rows } = buffers;
+        tables.fill(&self.state.codec.table(), query.tokens(), nq);
+        let lanes = tables.lanes();
+        // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
+        // the tables' row layout.
+        let mut padded = query.tokens().to_vec();
+        padded.resize(lanes * dim, 0.0);
+        // The f32 scores of the documents' distinct centroids. Each is the same dot product
+        // (the product kernel sums every output in dimension order, whichever rows it is
+        // computed with), so a document scores the same whichever documents come with it.
+        let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
+        rows.clear();
+        slot.clear();
+        slot.resize(c, u32::MAX);
+        mat.clear();
+        let mut codes = Vec::new();
+        let mut distinct = 0usize;
+        for &doc in docs {
+            self.doc_codes(doc, &mut codes)?;
+            for &code in &codes {
+                let s = &mut slot[code as usize];
+                if *s == u32::MAX {
+                    *s = distinct as u32;
+                    distinct += 1;
+                    mat.extend_from_slice(
+                        &self.state.centroids[code as usize * dim..(code as usize + 1) * dim],
+                    );
+                }
+                rows.push(*s);
+            }
+        }
+        let scores = grow(scores, distinct * lanes);
+        scores
+            .par_chunks_mut(CENTROID_ROWS * lanes)
+            .zip(mat.par_chunks(CENTROID_ROWS * dim))
+            .for_each(|(out, m)| matmul_packed(m, m.len() / dim, &qt, out));
+        let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
+        // Where each document's tokens start in `rows`.
+        let mut starts = Vec::with_capacity(docs.len());
+        let mut at = 0usize;
+        for &doc in docs {
+            starts.push(at);
+            at += self.tokens(doc)?.len();
+        }
+        let kernel = kernels::maxsim::Kernel::detect();
+        let pl = self.state.codec.packed_len();
+        let block = |(chunk, starts): (&[u32], &[usize])| -> Result<TopK> {
+            let mut top = TopK::new(k);
+            for (&doc, &start) in chunk.iter().zip(starts) {
+                let range = self.tokens(doc)?;
+                let tokens = lut::Tokens {
+                    packed: &self.residuals[range.start * pl..range.end * pl],
+                    rows: &rows[start..start + range.len()],
+                    scale: self.norms.map(|n| &n[range.clone()]),
+                };
+                top.push(doc, lut::maxsim(kernel, tables, scores, tokens));
+            }
+            Ok(top)
+        };
+        let top = if docs.len() <= LUT_CHUNK {
+            block((docs, &starts))?
+        } else {
+            docs.par_chunks(LUT_CHUNK).zip(starts.par_chunks(LUT_CHUNK)).map(block).try_reduce(
+                || TopK::new(k),
+                |mut a, b| {
+                    a.merge(b);
+                    Ok(a)
+                },
+            )?
+        };
+        Ok(top.into_sorted())
     }
 
     /// Document `doc` as stored: the centroid code of each of its tokens (into `codes`), its
@@ -561,6 +702,7 @@ impl<'a> Compressed<'a> {
     /// Stage 4 (and the exact tier) on `docs`.
     fn final_scores(
         &self,
+        query: &PreparedQuery,
         qt: &PackedMat,
         docs: &[u32],
         params: &SearchParams,
@@ -571,7 +713,11 @@ impl<'a> Compressed<'a> {
             Some(n) if n > 0 && self.embeddings.is_some() => n.max(params.k),
             _ => params.k,
         };
-        let scored = self.score_docs(qt, docs, first_k, exact_all)?;
+        let scored = if !exact_all && self.lut {
+            self.score_docs_lut(query, docs, first_k)?
+        } else {
+            self.score_docs(qt, docs, first_k, exact_all)?
+        };
         laps.lap(Stage::MaxSim);
         match params.rescore {
             Some(n) if n > 0 && self.embeddings.is_some() => {
@@ -689,7 +835,7 @@ impl<'a> Compressed<'a> {
         let mut all: Vec<u32> = (0..self.n_docs() as u32).collect();
         remove_sorted(&mut all, deleted);
         let qt = PackedMat::pack(Mat::dense(query.tokens(), query.len(), self.dim).t());
-        self.final_scores(&qt, &all, params, laps)
+        self.final_scores(query, &qt, &all, params, laps)
     }
 }
 
