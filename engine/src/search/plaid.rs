@@ -12,11 +12,14 @@
 //!    every query token are ignored (a query token with no surviving token contributes 0). The
 //!    `ndocs` best survive.
 //! 3. **Approximate score, full.** The same sum over every token; the `ndocs / 4` best survive.
-//! 4. **Exact MaxSim.** Survivors are decompressed (centroid + quantised residual, renormalised
+//! 4. **MaxSim.** Survivors are decompressed (centroid + quantised residual, renormalised
 //!    when the indexed tokens were unit-norm) and scored by one `D·Qᵀ` matrix product per block
-//!    of documents (`kernels::packed`: AVX-512 panels, or the general f32 product); or, when
-//!    the index keeps f16 embeddings, scored exactly from those (see [`SearchParams::rescore`]).
-//!    The best `k` are returned.
+//!    of documents (`kernels::packed`: AVX-512 panels, or the general f32 product); or, on a
+//!    segment that stores its tokens' norm factors (format v6), scored without decoding through
+//!    per-query lookup tables ([`kernels::lut`]: the f32 scores of the survivors' distinct
+//!    centroids plus one i16 table row per residual byte, times the token's factor), as
+//!    exhaustive search and rerank score them too; or, when the index keeps f16 embeddings,
+//!    scored exactly from those (see [`SearchParams::rescore`]). The best `k` are returned.
 //!
 //! Ties are broken by document number everywhere ([`TopK`]), so results do not depend on the
 //! thread count.
