@@ -249,8 +249,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let index = Segment::open(&args.index)?;
     let queries = load_queries(args, &index)?;
     let qs = &queries.tokens;
-    // The oracle: exact MaxSim over every document (over the decompressed vectors for a
-    // compressed index without stored f16 embeddings).
+    // The oracle: exact MaxSim over every document (for a compressed index without stored f16
+    // embeddings, over its compressed tokens, decoded or table-scored as search scores them).
     let truth = index.search_exhaustive(qs, args.k)?;
     let params = args.knobs.params(args.k);
     let mode = if !index.is_compressed() {
@@ -260,7 +260,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         "plaid"
     };
-    let oracle = if index.reader().has_embeddings() { "exact" } else { "decompressed" };
+    // A v6 index's compressed tokens are scored through lookup tables, by search and the
+    // oracle alike (docs/PLAID.md, "Scoring without decoding").
+    let oracle = if index.reader().has_embeddings() {
+        "exact"
+    } else if index.reader().token_norms().is_some() {
+        "compressed (table-scored)"
+    } else {
+        "decompressed"
+    };
 
     let mut runs = Vec::new();
     let mut first_pool = None;
