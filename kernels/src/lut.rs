@@ -119,8 +119,8 @@ impl QueryTables {
         }
         // The tables in f32, one position at a time, then rounded to steps.
         let stride = if t.per_dim { 256 * g } else { 0 };
+        // Every element is written before it is read: no need to zero a reused buffer.
         let mut exact = std::mem::take(&mut self.exact);
-        exact.clear();
         exact.resize(positions * 256 * lanes, 0.0);
         let mut bound = vec![0f32; lanes];
         let mut largest = vec![0f32; lanes];
@@ -128,13 +128,13 @@ impl QueryTables {
             let table = &t.lut[p * stride..p * stride + 256 * g];
             let cols = &qt[p * g * lanes..(p + 1) * g * lanes];
             largest.fill(0.0);
-            for (row, w) in block.chunks_exact_mut(lanes).zip(table.chunks_exact(g)) {
-                for (&w, col) in w.iter().zip(cols.chunks_exact(lanes)) {
-                    for (r, &q) in row.iter_mut().zip(col) {
-                        *r += w * q;
-                    }
-                }
-                for (m, &r) in largest.iter_mut().zip(row.iter()) {
+            match lanes {
+                32 => position_block::<32>(table, cols, g, block),
+                64 => position_block::<64>(table, cols, g, block),
+                _ => position_block_any(table, cols, g, lanes, block),
+            }
+            for row in block.chunks_exact(lanes) {
+                for (m, &r) in largest.iter_mut().zip(row) {
                     *m = m.max(r.abs());
                 }
             }
@@ -194,6 +194,36 @@ impl QueryTables {
     /// The value of one step of each lane.
     pub fn step(&self) -> &[f32] {
         &self.step
+    }
+}
+
+/// One position's 256 table rows of `L` lanes into `out`: row `b` is `Σ_j w(b)[j] · qt[j]`
+/// (a multiplication and an addition per term, from zero, in `j` order), accumulated in
+/// registers (a row of runtime length would be reloaded and stored once per term).
+#[inline(always)]
+fn position_block<const L: usize>(table: &[f32], cols: &[f32], g: usize, out: &mut [f32]) {
+    for (row, w) in out.chunks_exact_mut(L).zip(table.chunks_exact(g)) {
+        let mut acc = [0f32; L];
+        for (&w, col) in w.iter().zip(cols.chunks_exact(L)) {
+            let col: &[f32; L] = col.try_into().expect("L lanes");
+            for (a, &q) in acc.iter_mut().zip(col) {
+                *a += w * q;
+            }
+        }
+        row.copy_from_slice(&acc);
+    }
+}
+
+/// [`position_block`] for any number of lanes.
+#[inline(always)]
+fn position_block_any(table: &[f32], cols: &[f32], g: usize, lanes: usize, out: &mut [f32]) {
+    for (row, w) in out.chunks_exact_mut(lanes).zip(table.chunks_exact(g)) {
+        row.fill(0.0);
+        for (&w, col) in w.iter().zip(cols.chunks_exact(lanes)) {
+            for (r, &q) in row.iter_mut().zip(col) {
+                *r += w * q;
+            }
+        }
     }
 }
 
