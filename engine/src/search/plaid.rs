@@ -648,10 +648,15 @@ impl<'a> Compressed<'a> {
             }
         }
         let scores = grow(scores, distinct * lanes);
-        scores
-            .par_chunks_mut(CENTROID_ROWS * lanes)
-            .zip(mat.par_chunks(CENTROID_ROWS * dim))
-            .for_each(|(out, m)| matmul_packed(m, m.len() / dim, &qt, out));
+        if distinct <= CENTROID_ROWS {
+            // One block: on the calling thread (a hand-off to the pool costs more than it).
+            matmul_packed(mat, distinct, &qt, scores);
+        } else {
+            scores
+                .par_chunks_mut(CENTROID_ROWS * lanes)
+                .zip(mat.par_chunks(CENTROID_ROWS * dim))
+                .for_each(|(out, m)| matmul_packed(m, m.len() / dim, &qt, out));
+        }
         let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
         // Where each document's tokens start in `rows`.
         let mut starts = Vec::with_capacity(docs.len());
