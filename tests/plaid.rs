@@ -917,3 +917,37 @@ fn cli_builds_searches_and_describes_compressed_indexes() {
     cli_err(&[&base[..], &["--nbits", "3", "--overwrite"][..]].concat(), &["--nbits 3"]);
     cli_err(&[&base[..], &["--nbits", "2"][..]].concat(), &["already exists"]);
 }
+
+/// `verify` refuses a norm factor that is not a positive finite number (behind a valid CRC),
+/// naming `norms.f16` and the token; `open` refuses `token_norms` on an index whose tokens are
+/// not unit-norm.
+#[test]
+fn verify_catches_bad_token_norms() {
+    let dir = TempDir::new().unwrap();
+    let idx = dir.path().join("idx");
+    build(&idx, &corpus(60, 32, 5), CompressedParams::new(2));
+    let rewrite = |c: Component, payload: &[u8]| {
+        let mut w = FooterWriter::new(Vec::new(), c.id());
+        w.write_all(payload).unwrap();
+        fs::write(idx.join(c.file_name()), w.finish().unwrap().0).unwrap();
+    };
+    let norms_path = idx.join(Component::TokenNorms.file_name());
+    let mut norms = fs::read(&norms_path).unwrap();
+    norms.truncate(norms.len() - 32);
+    Segment::open(&idx).unwrap().verify().unwrap();
+    for bad in [half::f16::NAN, half::f16::ZERO, half::f16::INFINITY] {
+        let mut broken = norms.clone();
+        broken[6..8].copy_from_slice(&bad.to_le_bytes());
+        rewrite(Component::TokenNorms, &broken);
+        let err = Segment::open(&idx).unwrap().verify().unwrap_err().to_string();
+        assert!(err.contains("norms.f16") && err.contains("token 3"), "{err}");
+    }
+    rewrite(Component::TokenNorms, &norms);
+    let meta_path = idx.join(Component::Meta.file_name());
+    let bytes = fs::read(&meta_path).unwrap();
+    let mut meta: IndexMeta = serde_json::from_slice(&bytes[..bytes.len() - 32]).unwrap();
+    meta.residual.as_mut().unwrap().unit_norm = false;
+    rewrite(Component::Meta, &serde_json::to_vec_pretty(&meta).unwrap());
+    let err = Segment::open(&idx).unwrap_err().to_string();
+    assert!(err.contains("token norms need"), "{err}");
+}

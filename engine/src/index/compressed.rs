@@ -792,13 +792,16 @@ fn write_norms(
         .map_err(|e| corrupt(format!("the codes just written do not fit their offsets: {e:?}")))?;
     let (dim, pl) = (decoding.dim(), decoding.packed_len());
     let mut out = writer.component(Component::TokenNorms)?;
-    let docs: Vec<usize> = (0..n_docs).collect();
-    for blocks in docs.chunks(NORM_BLOCK_DOCS * rayon::current_num_threads().max(1)) {
-        let norms = blocks
-            .par_chunks(NORM_BLOCK_DOCS)
-            .map(|block| -> Result<Vec<f16>> {
+    // Rounds of one block of documents per thread, written in order after each round.
+    let round = NORM_BLOCK_DOCS * rayon::current_num_threads().max(1);
+    for lo in (0..n_docs).step_by(round) {
+        let starts: Vec<usize> = (lo..(lo + round).min(n_docs)).step_by(NORM_BLOCK_DOCS).collect();
+        let norms = starts
+            .par_iter()
+            .map(|&first| -> Result<Vec<f16>> {
+                let block = first..(first + NORM_BLOCK_DOCS).min(n_docs);
                 let (mut doc_codes, mut decoded, mut norms) = (Vec::new(), Vec::new(), Vec::new());
-                for &doc in block {
+                for doc in block {
                     let (a, b) = (doc_offsets[doc] as usize, doc_offsets[doc + 1] as usize);
                     codes
                         .tokens_into(doc, b - a, &mut doc_codes)

@@ -633,7 +633,10 @@ impl<'a> Compressed<'a> {
         mat.clear();
         let mut codes = Vec::new();
         let mut distinct = 0usize;
+        // Where each document's tokens start in `rows`.
+        let mut starts = Vec::with_capacity(docs.len());
         for &doc in docs {
+            starts.push(rows.len());
             self.doc_codes(doc, &mut codes)?;
             for &code in &codes {
                 let s = &mut slot[code as usize];
@@ -658,13 +661,6 @@ impl<'a> Compressed<'a> {
                 .for_each(|(out, m)| matmul_packed(m, m.len() / dim, &qt, out));
         }
         let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
-        // Where each document's tokens start in `rows`.
-        let mut starts = Vec::with_capacity(docs.len());
-        let mut at = 0usize;
-        for &doc in docs {
-            starts.push(at);
-            at += self.tokens(doc)?.len();
-        }
         let kernel = kernels::maxsim::Kernel::detect();
         let pl = self.state.codec.packed_len();
         let block = |(chunk, starts): (&[u32], &[usize])| -> Result<TopK> {
