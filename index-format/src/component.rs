@@ -1,7 +1,7 @@
 //! The files of an index, one enum variant each.
 
 /// One file of an index directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     /// `meta.json`: [`crate::IndexMeta`] as UTF-8 JSON.
     Meta,

@@ -46,6 +46,12 @@ pub fn build<'a>(n_docs: usize, id_of: impl Fn(usize) -> &'a [u8]) -> Option<Vec
     Some(slots)
 }
 
+/// The slot where the search for `id` starts (`None` for a table that is empty or not a power
+/// of two long, where [`lookup`] finds nothing): for a caller that loads it ahead of time.
+pub fn home_slot(slots: &[u32], id: &[u8]) -> Option<usize> {
+    (!slots.is_empty() && slots.len().is_power_of_two()).then(|| fnv1a64(id) as usize & (slots.len() - 1))
+}
+
 /// Looks `id` up in `slots` (a table as [`build`] makes it, whose length is a power of two).
 /// `id_of` gives a document's id bytes, or `None` for a number that is not a document (corrupt
 /// table: then the lookup fails). At most `slots.len()` probes.

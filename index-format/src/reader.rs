@@ -4,7 +4,7 @@
 //! refuses an unchecked `+`, `-`, `*` or `/`): a corrupt count is an error, never a wrap.
 #![deny(clippy::arithmetic_side_effects)]
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ struct Mapped {
 pub struct IndexReader {
     dir: PathBuf,
     meta: IndexMeta,
-    files: HashMap<Component, Mapped>,
+    files: BTreeMap<Component, Mapped>,
 }
 
 impl std::fmt::Debug for IndexReader {
@@ -175,6 +175,15 @@ impl Codes<'_> {
                 self.fixed_into(tokens, out);
                 Ok(())
             }
+        }
+    }
+
+    /// The bytes holding document `doc`'s run-coded codes, for a caller that loads them ahead of
+    /// [`Codes::doc_tokens_into`]; empty for the fixed-width kinds (and for corrupt offsets).
+    pub fn doc_bytes(&self, doc: usize) -> &[u8] {
+        match self {
+            Codes::Runs(c) => c.doc_bytes(doc),
+            _ => &[],
         }
     }
 
@@ -366,7 +375,7 @@ impl IndexReader {
             });
         }
         check_meta(&meta_path, &meta)?;
-        let mut files = HashMap::new();
+        let mut files = BTreeMap::new();
         files.insert(Component::Meta, meta_file);
         for c in Self::components_of(&meta) {
             if c != Component::Meta {

@@ -249,6 +249,20 @@ impl<'a> DocCodes<'a> {
         self.for_each_run(doc, len, |c, _| out.push(c))
     }
 
+    /// The bytes holding document `doc`'s codes (empty where its offsets are out of range): for
+    /// a caller that loads them ahead of decoding.
+    pub fn doc_bytes(&self, doc: usize) -> &'a [u8] {
+        if doc >= self.n_docs {
+            return &[];
+        }
+        let (start, end) = (self.offset(doc) / 8, self.offset(doc + 1).div_ceil(8));
+        usize::try_from(start)
+            .ok()
+            .zip(usize::try_from(end).ok())
+            .and_then(|(s, e)| self.bytes.get(s..e.min(self.bytes.len())))
+            .unwrap_or_default()
+    }
+
     /// The code of every token of document `doc` (of `len` tokens), in stored order, into `out`
     /// (cleared first).
     pub fn tokens_into(&self, doc: usize, len: usize, out: &mut Vec<u32>) -> Result<(), RunsError> {

@@ -25,6 +25,7 @@ pub mod lut;
 pub mod maxsim;
 pub mod ops;
 pub mod packed;
+pub mod prefetch;
 #[cfg(target_arch = "x86_64")]
 mod tile;
 

@@ -48,7 +48,7 @@ pub struct QueryTables {
     values: Vec<i16>,
     offset: usize,
     step: Vec<f32>,
-    /// The tables in f32 before rounding (kept to reuse the allocation).
+    /// One byte position's table in f32 before rounding (kept to reuse the allocation).
     exact: Vec<f32>,
 }
 
@@ -117,27 +117,39 @@ impl QueryTables {
                 qt[d * lanes + i] = x;
             }
         }
-        // The tables in f32, one position at a time, then rounded to steps.
+        // The tables in f32, one position at a time into a buffer that stays in the L1 cache:
+        // a first pass finds each lane's largest entries (hence its step), a second computes the
+        // same entries again and rounds them. Recomputing costs less than writing the whole
+        // f32 tables out and reading them back.
         let stride = if t.per_dim { 256 * g } else { 0 };
         // Every element is written before it is read: no need to zero a reused buffer.
-        let mut exact = std::mem::take(&mut self.exact);
-        exact.resize(positions * 256 * lanes, 0.0);
-        let mut bound = vec![0f32; lanes];
-        let mut largest = vec![0f32; lanes];
-        for (p, block) in exact.chunks_exact_mut(256 * lanes).enumerate() {
-            let table = &t.lut[p * stride..p * stride + 256 * g];
-            let cols = &qt[p * g * lanes..(p + 1) * g * lanes];
-            largest.fill(0.0);
-            match lanes {
-                32 => position_block::<32>(table, cols, g, block),
-                64 => position_block::<64>(table, cols, g, block),
-                _ => position_block_any(table, cols, g, lanes, block),
-            }
-            for row in block.chunks_exact(lanes) {
-                for (m, &r) in largest.iter_mut().zip(row) {
-                    *m = m.max(r.abs());
+        let mut block = std::mem::take(&mut self.exact);
+        block.resize(256 * lanes, 0.0);
+        // (A macro, not a closure: a closure would not be compiled with the caller's target
+        // features.)
+        macro_rules! position {
+            ($p:expr, $block:expr, $largest:expr) => {{
+                let p = $p;
+                let table = &t.lut[p * stride..p * stride + 256 * g];
+                let cols = &qt[p * g * lanes..(p + 1) * g * lanes];
+                match lanes {
+                    // The usual shapes with the codeword length `g` a constant too, so that a
+                    // row's terms unroll.
+                    32 if g == 4 => $largest.copy_from_slice(&position_block::<32, 4>(table, cols, $block)),
+                    32 if g == 8 => $largest.copy_from_slice(&position_block::<32, 8>(table, cols, $block)),
+                    32 if g == 2 => $largest.copy_from_slice(&position_block::<32, 2>(table, cols, $block)),
+                    64 if g == 4 => $largest.copy_from_slice(&position_block::<64, 4>(table, cols, $block)),
+                    64 if g == 8 => $largest.copy_from_slice(&position_block::<64, 8>(table, cols, $block)),
+                    64 if g == 2 => $largest.copy_from_slice(&position_block::<64, 2>(table, cols, $block)),
+                    _ => position_block_any(table, cols, g, lanes, $block, $largest),
                 }
-            }
+            }};
+        }
+        let mut bound = vec![0f32; lanes];
+        // The largest magnitude in each lane of the position last computed.
+        let mut largest = vec![0f32; lanes];
+        for p in 0..positions {
+            position!(p, &mut block, &mut largest);
             for (b, &m) in bound.iter_mut().zip(&largest) {
                 *b += m;
             }
@@ -146,25 +158,30 @@ impl QueryTables {
         self.step.clear();
         self.step.extend(bound.iter().map(|&b| if b > 0.0 && b.is_finite() { b / budget } else { 0.0 }));
         let inv: Vec<f32> = self.step.iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
-        self.values.clear();
-        self.values.reserve(exact.len() + 32);
+        let len = positions * 256 * lanes;
+        // Not cleared: every value past the padding is written below, and a buffer of the same
+        // size is reused without being zeroed again.
+        self.values.reserve((len + 32).saturating_sub(self.values.len()));
         // Pad the front so that the tables start on a 64-byte boundary.
         let misalignment = (self.values.as_ptr() as usize % 64) / 2;
         self.offset = (32 - misalignment) % 32;
-        self.values.resize(self.offset, 0);
-        for row in exact.chunks_exact(lanes) {
-            // |value| · inv ≤ budget < 2^15 by construction. Adding 1.5 · 2^23 rounds it to the
-            // nearest integer (ties to even) and leaves that integer in the low bits of the
-            // sum's representation, read back with integer operations that vectorise (`round`
-            // is a library call, and a float-to-integer cast checks for saturation).
-            const MAGIC: f32 = 12_582_912.0;
-            let base = MAGIC.to_bits() as i32;
-            self.values.extend(
-                row.iter()
-                    .zip(&inv)
-                    .map(|(&v, &i)| ((v * i + MAGIC).to_bits() as i32).wrapping_sub(base) as i16),
-            );
+        self.values.resize(self.offset + len, 0);
+        let (offset, values) = (self.offset, &mut self.values);
+        for (p, out) in values[offset..].chunks_exact_mut(256 * lanes).enumerate() {
+            position!(p, &mut block, &mut largest);
+            for (row, out) in block.chunks_exact(lanes).zip(out.chunks_exact_mut(lanes)) {
+                // |value| · inv ≤ budget < 2^15 by construction. Adding 1.5 · 2^23 rounds it to
+                // the nearest integer (ties to even) and leaves that integer in the low bits of
+                // the sum's representation, read back with integer operations that vectorise
+                // (`round` is a library call, and a float-to-integer cast checks for saturation).
+                const MAGIC: f32 = 12_582_912.0;
+                let base = MAGIC.to_bits() as i32;
+                for ((o, &v), &i) in out.iter_mut().zip(row).zip(&inv) {
+                    *o = ((v * i + MAGIC).to_bits() as i32).wrapping_sub(base) as i16;
+                }
+            }
         }
+        let exact = block;
         self.exact = exact;
         self.nq = nq;
         self.lanes = lanes;
@@ -197,12 +214,13 @@ impl QueryTables {
     }
 }
 
-/// One position's 256 table rows of `L` lanes into `out`: row `b` is `Σ_j w(b)[j] · qt[j]`
+/// One position's 256 table rows of `L` lanes (codewords of `G` floats) into `out`: row `b` is `Σ_j w(b)[j] · qt[j]`
 /// (a multiplication and an addition per term, from zero, in `j` order), accumulated in
-/// registers (a row of runtime length would be reloaded and stored once per term).
+/// registers (a row of runtime length would be reloaded and stored once per term). Returns each
+/// lane's largest magnitude.
 #[inline(always)]
-fn position_block<const L: usize>(table: &[f32], cols: &[f32], g: usize, out: &mut [f32]) {
-    for (row, w) in out.chunks_exact_mut(L).zip(table.chunks_exact(g)) {
+fn position_block<const L: usize, const G: usize>(table: &[f32], cols: &[f32], out: &mut [f32]) -> [f32; L] {
+    for (row, w) in out.chunks_exact_mut(L).zip(table.chunks_exact(G)) {
         let mut acc = [0f32; L];
         for (&w, col) in w.iter().zip(cols.chunks_exact(L)) {
             let col: &[f32; L] = col.try_into().expect("L lanes");
@@ -212,17 +230,40 @@ fn position_block<const L: usize>(table: &[f32], cols: &[f32], g: usize, out: &m
         }
         row.copy_from_slice(&acc);
     }
+    // A separate pass over the block (in the L1 cache): folded into the loop above, the
+    // accumulation no longer vectorises.
+    let mut largest = [0f32; L];
+    for row in out.chunks_exact(L) {
+        let row: &[f32; L] = row.try_into().expect("L lanes");
+        for (m, &a) in largest.iter_mut().zip(row) {
+            // (A comparison, not `f32::max`, whose NaN rule costs two more instructions: the
+            // entries are finite.)
+            *m = if a.abs() > *m { a.abs() } else { *m };
+        }
+    }
+    largest
 }
 
-/// [`position_block`] for any number of lanes.
+/// [`position_block`] for any number of lanes (the largest magnitudes into `largest`).
 #[inline(always)]
-fn position_block_any(table: &[f32], cols: &[f32], g: usize, lanes: usize, out: &mut [f32]) {
+fn position_block_any(
+    table: &[f32],
+    cols: &[f32],
+    g: usize,
+    lanes: usize,
+    out: &mut [f32],
+    largest: &mut [f32],
+) {
+    largest.fill(0.0);
     for (row, w) in out.chunks_exact_mut(lanes).zip(table.chunks_exact(g)) {
         row.fill(0.0);
         for (&w, col) in w.iter().zip(cols.chunks_exact(lanes)) {
             for (r, &q) in row.iter_mut().zip(col) {
                 *r += w * q;
             }
+        }
+        for (m, &a) in largest.iter_mut().zip(row.iter()) {
+            *m = m.max(a.abs());
         }
     }
 }
@@ -345,17 +386,28 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn group_avx512(g: &Group<'_>, tokens: &Tokens<'_>, best: &mut [f32]) {
         // `width` is a multiple of 32 (lanes are), at most 64.
-        if g.width > 32 {
-            body512::<2, 4>(g, tokens, best)
-        } else {
-            body512::<1, 2>(g, tokens, best)
+        // The row stride as a constant where it is one of the usual two (queries of up to 64
+        // tokens): row addresses then come from a shift and a displacement.
+        match (g.width > 32, g.tables.lanes) {
+            (true, 64) => body512::<2, 4, 64>(g, tokens, best),
+            (true, _) => body512::<2, 4, 0>(g, tokens, best),
+            (false, 32) => body512::<1, 2, 32>(g, tokens, best),
+            (false, _) => body512::<1, 2, 0>(g, tokens, best),
         }
     }
 
-    /// `V` registers of i16 per token, `F = 2V` of f32.
+    /// `V` registers of i16 per token, `F = 2V` of f32; `S` the row stride in lanes when it is
+    /// known at compile time (else 0: the tables' own).
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn body512<const V: usize, const F: usize>(g: &Group<'_>, tokens: &Tokens<'_>, best: &mut [f32]) {
-        let (lanes, positions) = (g.tables.lanes, g.tables.positions);
+    fn body512<const V: usize, const F: usize, const S: usize>(
+        g: &Group<'_>,
+        tokens: &Tokens<'_>,
+        best: &mut [f32],
+    ) {
+        let (lanes, positions) = (if S > 0 { S } else { g.tables.lanes }, g.tables.positions);
+        debug_assert_eq!(lanes, g.tables.lanes);
+        // Values per byte position (256 rows).
+        let plane = 256 * lanes;
         let values = g.tables.values().as_ptr().wrapping_add(g.first);
         let scores = g.scores.as_ptr().wrapping_add(g.first);
         let mut step = [_mm512_setzero_ps(); F];
@@ -369,21 +421,25 @@ mod x86 {
             // same sum (wrapping i16 addition is associative), half the dependency chain.
             let mut acc = [_mm512_setzero_si512(); V];
             let mut odd = [_mm512_setzero_si512(); V];
-            let row_of = |p: usize, b: u8| values.wrapping_add((p * 256 + b as usize) * lanes);
-            let mut pairs = packed.chunks_exact(2);
-            for (i, pair) in pairs.by_ref().enumerate() {
-                let (r0, r1) = (row_of(2 * i, pair[0]), row_of(2 * i + 1, pair[1]));
-                for v in 0..V {
-                    // SAFETY: `p < positions` and `b < 256` name a row of the tables, and the
-                    // group's lanes are inside it.
-                    unsafe {
-                        acc[v] = _mm512_add_epi16(acc[v], _mm512_loadu_si512(r0.add(v * 32).cast()));
-                        odd[v] = _mm512_add_epi16(odd[v], _mm512_loadu_si512(r1.add(v * 32).cast()));
+            // Row `(p, b)` starts `p * plane + b * lanes` values in; `base` is position `p`'s
+            // first row. Eight code bytes are read as one word and split by shifts.
+            let mut base = values;
+            let mut words = packed.chunks_exact(8);
+            for word in words.by_ref() {
+                let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+                for j in 0..8 {
+                    let r = base.wrapping_add(j * plane + (w >> (8 * j)) as u8 as usize * lanes);
+                    let chain = if j % 2 == 0 { &mut acc } else { &mut odd };
+                    for (v, a) in chain.iter_mut().enumerate() {
+                        // SAFETY: position `p < positions` and byte `b < 256` name a row of the
+                        // tables, and the group's lanes are inside it.
+                        *a = _mm512_add_epi16(*a, unsafe { _mm512_loadu_si512(r.add(v * 32).cast()) });
                     }
                 }
+                base = base.wrapping_add(8 * plane);
             }
-            if let [b] = pairs.remainder() {
-                let r = row_of(positions - 1, *b);
+            for (j, &b) in words.remainder().iter().enumerate() {
+                let r = base.wrapping_add(j * plane + b as usize * lanes);
                 for (v, a) in acc.iter_mut().enumerate() {
                     // SAFETY: as above.
                     *a = _mm512_add_epi16(*a, unsafe { _mm512_loadu_si512(r.add(v * 32).cast()) });
@@ -393,7 +449,8 @@ mod x86 {
                 *a = _mm512_add_epi16(*a, o);
             }
             let s = scores.wrapping_add(row as usize * lanes);
-            let scale = tokens.scale.map(|f| _mm512_set1_ps(f[t].to_f32()));
+            // The factor's f16 bits widened in every lane (exact, as `f16::to_f32`).
+            let scale = tokens.scale.map(|f| _mm512_cvtph_ps(_mm256_set1_epi16(f[t].to_bits() as i16)));
             for (f, m) in max.iter_mut().enumerate() {
                 let a = acc[f / 2];
                 let half =

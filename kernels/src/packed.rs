@@ -144,6 +144,28 @@ pub fn matmul_packed(a: &[f32], m: usize, b: &PackedMat, out: &mut [f32]) {
     matmul(Mat::dense(a, m, b.k), Mat::dense(&b.dense, b.k, b.n), out, b.n, false, 1.0);
 }
 
+/// `out = a[rows] · b` on the calling thread: row `i` of the product is row `rows[i]` of `a`
+/// (row-major, `b.k()` wide) times `b`, with the same bits as [`matmul_packed`] on a copy of
+/// those rows (every output is the same chain of multiply-adds in `k` order), without making the
+/// copy. `out` is `[rows.len(), b.n()]` row-major. Panics on shape mismatch or a row past the end
+/// of `a` (internal invariants).
+pub fn matmul_packed_rows(a: &[f32], rows: &[u32], b: &PackedMat, out: &mut [f32]) {
+    let k = b.k;
+    assert_eq!(out.len(), rows.len() * b.n, "matmul_packed_rows: output shape");
+    assert!(rows.iter().all(|&r| (r as usize + 1) * k <= a.len()), "matmul_packed_rows: row out of range");
+    if b.panels.is_empty() {
+        let copy: Vec<f32> =
+            rows.iter().flat_map(|&r| &a[r as usize * k..(r as usize + 1) * k]).copied().collect();
+        return matmul_packed(&copy, rows.len(), b, out);
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: panels are only built after AVX-512F was detected at run time; every row was
+    // checked to lie inside `a` above.
+    unsafe {
+        x86::matmul_rows(a, rows, b, out)
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[clippy::msrv = "1.89"]
 mod x86 {
@@ -179,12 +201,50 @@ mod x86 {
         }
     }
 
+    /// [`super::matmul_packed_rows`].
+    ///
+    /// # Safety
+    /// `b` must have panels (AVX-512F detected) and every row of `rows` must lie inside `a`.
     #[target_feature(enable = "avx512f")]
-    fn kernel(a: &[f32], stride: usize, rows: usize, k: usize, panel: &[f32], dst: Dst<'_>) {
-        assert!(rows <= MR && rows == dst.rows && k <= stride && panel.len() >= k * NR);
-        assert!(rows == 0 || a.len() >= (rows - 1) * stride + k);
+    pub unsafe fn matmul_rows(a: &[f32], rows: &[u32], b: &PackedMat, out: &mut [f32]) {
+        let (k, n) = (b.k, b.n);
+        for (p, panel) in b.panels.chunks_exact(k * NR).enumerate() {
+            let n0 = p * NR;
+            let width = NR.min(n - n0);
+            for (block, ids) in rows.chunks(MR).enumerate() {
+                let r0 = block * MR;
+                let dst = Dst::new(&mut out[r0 * n + n0..], n, ids.len(), width, false);
+                let mut starts = [0usize; MR];
+                for (s, &r) in starts.iter_mut().zip(ids) {
+                    *s = r as usize * k;
+                }
+                // SAFETY: every row lies inside `a` (the caller's contract).
+                unsafe { kernel_rows(a, &starts, ids.len(), k, panel, dst) };
+            }
+        }
+    }
+
+    /// Rows starting at `a[starts[r]]` (`k` floats each, `r < rows`) times the panel into `dst`.
+    ///
+    /// # Safety
+    /// `starts[r] + k <= a.len()` for every `r < rows`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn kernel_rows(
+        a: &[f32],
+        starts: &[usize; MR],
+        rows: usize,
+        k: usize,
+        panel: &[f32],
+        dst: Dst<'_>,
+    ) {
+        assert!(rows <= MR && rows == dst.rows && panel.len() >= k * NR);
         let mut acc = [_mm512_setzero_ps(); 2 * MR];
         let (ap, pp) = (a.as_ptr(), panel.as_ptr());
+        // Row pointers, advanced one float per step of `k`.
+        let mut ptrs = [ap; MR];
+        for (p, &s) in ptrs.iter_mut().zip(starts) {
+            *p = ap.wrapping_add(s);
+        }
         macro_rules! run {
             ($rows:expr) => {
                 for t in 0..k {
@@ -193,16 +253,16 @@ mod x86 {
                     // SAFETY: as above.
                     let b1 = unsafe { _mm512_loadu_ps(pp.add(t * NR + 16)) };
                     for r in 0..$rows {
-                        // SAFETY: `r < rows`, `t < k`: inside `a` (asserted above).
-                        let av = _mm512_set1_ps(unsafe { *ap.add(r * stride + t) });
+                        // SAFETY: `r < rows`, `t < k`: inside `a` (the caller's contract).
+                        let av = _mm512_set1_ps(unsafe { *ptrs[r].add(t) });
                         acc[2 * r] = _mm512_fmadd_ps(av, b0, acc[2 * r]);
                         acc[2 * r + 1] = _mm512_fmadd_ps(av, b1, acc[2 * r + 1]);
                     }
                 }
             };
         }
-        // A constant row count keeps the accumulators in registers (with a variable one they
-        // live in memory, at a quarter of the speed): one copy of the loop per count.
+        // As in `kernel`: one copy of the loop per row count keeps the accumulators in
+        // registers.
         match rows {
             12 => run!(12),
             11 => run!(11),
@@ -219,6 +279,20 @@ mod x86 {
             _ => {}
         }
         dst.store(&acc);
+    }
+
+    /// Rows `0..rows` of `a`, `stride` floats apart, times the panel into `dst`.
+    #[target_feature(enable = "avx512f")]
+    fn kernel(a: &[f32], stride: usize, rows: usize, k: usize, panel: &[f32], dst: Dst<'_>) {
+        assert!(rows <= MR && k <= stride);
+        assert!(rows == 0 || a.len() >= (rows - 1) * stride + k);
+        let mut starts = [0usize; MR];
+        for (r, s) in starts.iter_mut().enumerate() {
+            *s = r * stride;
+        }
+        // SAFETY: row `r < rows` starts at `r * stride`, and `(rows - 1) * stride + k` floats
+        // are inside `a` (asserted above).
+        unsafe { kernel_rows(a, &starts, rows, k, panel, dst) }
     }
 }
 
@@ -242,6 +316,22 @@ mod tests {
                     assert!((out[i * n + j] - want).abs() <= 1e-4 * want.abs().max(1.0), "({m},{k},{n})");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn gathered_rows_give_the_bits_of_a_copy() {
+        for &(rows, k, n) in &[(1usize, 1usize, 1usize), (13, 128, 32), (25, 64, 40), (40, 17, 96)] {
+            let a: Vec<f32> = (0..50 * k).map(|i| ((i * 31 % 17) as f32) * 0.137 - 1.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 7 % 11) as f32) * 0.31 - 1.7).collect();
+            let packed = PackedMat::pack(Mat::dense(&b, k, n));
+            let ids: Vec<u32> = (0..rows).map(|i| ((i * 37 + 5) % 50) as u32).collect();
+            let copy: Vec<f32> = ids.iter().flat_map(|&r| a[r as usize * k..][..k].to_vec()).collect();
+            let mut want = vec![0f32; rows * n];
+            matmul_packed(&copy, rows, &packed, &mut want);
+            let mut got = vec![f32::NAN; rows * n];
+            matmul_packed_rows(&a, &ids, &packed, &mut got);
+            assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "({rows},{k},{n})");
         }
     }
 

@@ -38,7 +38,7 @@ use kernels::cpu::{Bf16Dense, Kernels, Precision};
 use kernels::lut::{self, QueryTables};
 use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
-use kernels::packed::{matmul_packed, PackedMat};
+use kernels::packed::{matmul_packed, matmul_packed_rows, PackedMat};
 
 /// Candidates per parallel work unit in stages 2 and 3.
 const SCORE_CHUNK: usize = 1024;
@@ -60,12 +60,17 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// How many documents ahead [`Compressed::score_docs_lut`] loads run-coded codes.
+const CODES_AHEAD: usize = 4;
+
 /// [`Compressed::score_docs_lut`]'s buffers, one set per thread.
 #[derive(Default)]
 struct LutBuffers {
     tables: QueryTables,
-    /// The distinct centroids' rows (f32).
-    mat: Vec<f32>,
+    /// The distinct centroids, in order of first use.
+    distinct: Vec<u32>,
+    /// The codes of the document being read.
+    codes: Vec<u32>,
     /// Their scores, `lanes` per row.
     scores: Vec<f32>,
     /// Per centroid, its row in `scores` (`u32::MAX`: none yet).
@@ -616,7 +621,7 @@ impl<'a> Compressed<'a> {
         buffers: &mut LutBuffers,
     ) -> Result<Vec<Hit>> {
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
-        let LutBuffers { tables, mat, scores, slot, rows } = buffers;
+        let LutBuffers { tables, distinct, codes, scores, slot, rows } = buffers;
         tables.fill(&self.state.codec.table(), query.tokens(), nq);
         let lanes = tables.lanes();
         // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
@@ -630,43 +635,51 @@ impl<'a> Compressed<'a> {
         rows.clear();
         slot.clear();
         slot.resize(c, u32::MAX);
-        mat.clear();
-        let mut codes = Vec::new();
-        let mut distinct = 0usize;
+        distinct.clear();
         // Where each document's tokens start in `rows`.
         let mut starts = Vec::with_capacity(docs.len());
-        for &doc in docs {
+        for (i, &doc) in docs.iter().enumerate() {
+            // A later document's codes start loading now (each decode otherwise waits on them).
+            if let Some(&ahead) = docs.get(i + CODES_AHEAD) {
+                kernels::prefetch::prefetch(self.codes.doc_bytes(ahead as usize));
+            }
             starts.push(rows.len());
-            self.doc_codes(doc, &mut codes)?;
-            for &code in &codes {
+            self.doc_codes(doc, codes)?;
+            for &code in codes.iter() {
                 let s = &mut slot[code as usize];
                 if *s == u32::MAX {
-                    *s = distinct as u32;
-                    distinct += 1;
-                    mat.extend_from_slice(
-                        &self.state.centroids[code as usize * dim..(code as usize + 1) * dim],
-                    );
+                    *s = distinct.len() as u32;
+                    distinct.push(code);
                 }
                 rows.push(*s);
             }
         }
-        let scores = grow(scores, distinct * lanes);
-        if distinct <= CENTROID_ROWS {
+        let scores = grow(scores, distinct.len() * lanes);
+        let centroids = &self.state.centroids[..];
+        if distinct.len() <= CENTROID_ROWS {
             // One block: on the calling thread (a hand-off to the pool costs more than it).
-            matmul_packed(mat, distinct, &qt, scores);
+            matmul_packed_rows(centroids, distinct, &qt, scores);
         } else {
             scores
                 .par_chunks_mut(CENTROID_ROWS * lanes)
-                .zip(mat.par_chunks(CENTROID_ROWS * dim))
-                .for_each(|(out, m)| matmul_packed(m, m.len() / dim, &qt, out));
+                .zip(distinct.par_chunks(CENTROID_ROWS))
+                .for_each(|(out, ids)| matmul_packed_rows(centroids, ids, &qt, out));
         }
         let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
         let kernel = kernels::maxsim::Kernel::detect();
         let pl = self.state.codec.packed_len();
         let block = |(chunk, starts): (&[u32], &[usize])| -> Result<TopK> {
             let mut top = TopK::new(k);
+            let mut ranges = chunk.iter().map(|&d| self.tokens(d));
+            let mut next = ranges.next().transpose()?;
             for (&doc, &start) in chunk.iter().zip(starts) {
-                let range = self.tokens(doc)?;
+                let range = next.take().expect("one range per document");
+                // The next document's residual bytes start loading while this one is scored:
+                // its table lookups wait on them.
+                next = ranges.next().transpose()?;
+                if let Some(r) = &next {
+                    kernels::prefetch::prefetch(&self.residuals[r.start * pl..r.end * pl]);
+                }
                 let tokens = lut::Tokens {
                     packed: &self.residuals[range.start * pl..range.end * pl],
                     rows: &rows[start..start + range.len()],

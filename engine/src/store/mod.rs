@@ -58,6 +58,7 @@ use crate::error::{EngineError, Result};
 use crate::index::Segment;
 use crate::search::{Hit, SearchParams, TopK};
 use kernels::maxsim::{PreparedQuery, Scorer};
+use kernels::prefetch::prefetch;
 
 /// How many times [`Index::open`] retries when the index directory was replaced (compacted or
 /// rebuilt with overwrite) while it was being opened.
@@ -182,17 +183,50 @@ impl Part {
         Ok(Part { name: name.to_string(), seg: Segment::open(&path)?, ids: OnceLock::new() })
     }
 
+    /// The id hash table: the stored one (format v5 on), else one built in memory on first use.
+    fn slots(&self) -> &[u32] {
+        let reader = self.seg.reader();
+        if let Some(slots) = reader.doc_id_table() {
+            return slots;
+        }
+        self.ids.get_or_init(|| {
+            let n = self.seg.n_docs();
+            index_format::idhash::build(n, |d| reader.doc_id_bytes(d).unwrap_or_default()).unwrap_or_default()
+        })
+    }
+
     /// The document with external id `id`.
     fn find(&self, id: &str) -> Option<u32> {
         let reader = self.seg.reader();
-        if reader.doc_id_table().is_some() {
-            return reader.find_doc(id);
+        index_format::idhash::lookup(self.slots(), id.as_bytes(), |d| reader.doc_id_bytes(d as usize))
+    }
+
+    /// [`Part::find`] of every id of `ids` into `out` (one answer per id, the same answers),
+    /// with the memory of later lookups loaded ahead: one at a time, each lookup waits on two or
+    /// three cache misses in turn (its slot, then its document's id bytes).
+    fn find_many(&self, ids: &[&str], out: &mut [Option<u32>]) {
+        /// How many ids ahead each stage runs.
+        const AHEAD: usize = 8;
+        let (reader, slots) = (self.seg.reader(), self.slots());
+        let mut home = vec![None; ids.len()];
+        for i in 0..ids.len() + 2 * AHEAD {
+            if let Some(id) = ids.get(i) {
+                home[i] = index_format::idhash::home_slot(slots, id.as_bytes());
+                if let Some(s) = home[i] {
+                    prefetch(&slots[s..s + 1]);
+                }
+            }
+            if let Some(&Some(s)) = i.checked_sub(AHEAD).and_then(|j| home.get(j)) {
+                if let Some(bytes) = reader.doc_id_bytes(slots[s] as usize) {
+                    prefetch(bytes);
+                }
+            }
+            if let Some(j) = i.checked_sub(2 * AHEAD).filter(|&j| j < ids.len()) {
+                out[j] = index_format::idhash::lookup(slots, ids[j].as_bytes(), |d| {
+                    reader.doc_id_bytes(d as usize)
+                });
+            }
         }
-        let slots = self.ids.get_or_init(|| {
-            let n = self.seg.n_docs();
-            index_format::idhash::build(n, |d| reader.doc_id_bytes(d).unwrap_or_default()).unwrap_or_default()
-        });
-        index_format::idhash::lookup(slots, id.as_bytes(), |d| reader.doc_id_bytes(d as usize))
     }
 }
 
@@ -397,6 +431,35 @@ impl Index {
     }
 
     /// Where the live document `id` is: (segment position, document number).
+    /// [`Index::locate`] of every id of `ids`, with the lookups' memory loaded ahead.
+    fn locate_many(&self, ids: &[&str]) -> Vec<Option<(usize, u32)>> {
+        let mut located = vec![None; ids.len()];
+        // The ids not yet found live, by position; newest segment first, as `locate`.
+        let mut pending: Vec<usize> = (0..ids.len()).collect();
+        let mut names = Vec::new();
+        let mut found = Vec::new();
+        for (i, part) in self.inner.parts.iter().enumerate().rev() {
+            if pending.is_empty() {
+                break;
+            }
+            names.clear();
+            names.extend(pending.iter().map(|&j| ids[j]));
+            found.clear();
+            found.resize(names.len(), None);
+            part.find_many(&names, &mut found);
+            let deleted = self.deleted(i);
+            let mut f = found.iter();
+            pending.retain(|&j| match f.next().copied().flatten() {
+                Some(d) if deleted.binary_search(&d).is_err() => {
+                    located[j] = Some((i, d));
+                    false
+                }
+                _ => true,
+            });
+        }
+        located
+    }
+
     pub(crate) fn locate(&self, id: &str) -> Option<(usize, u32)> {
         // Newest first: an id replaced in a later segment is deleted in the earlier one anyway.
         for (i, part) in self.inner.parts.iter().enumerate().rev() {
@@ -512,27 +575,32 @@ impl Index {
     /// As [`Index::search`].
     pub fn rerank<S: AsRef<str>>(&self, query: Query<'_>, candidates: &[S], k: usize) -> Result<Reranked> {
         let tokens = self.query_tokens(query)?;
-        let mut seen = HashSet::with_capacity(candidates.len());
+        // Duplicates are dropped by document number once located (no hashing of the ids), and
+        // among the missing ids by a set (the rare case).
+        let mut missing_seen = HashSet::new();
         let mut missing = Vec::new();
         let mut by_part: Vec<Vec<u32>> = vec![Vec::new(); self.inner.parts.len()];
-        for id in candidates {
-            let id = id.as_ref();
-            if !seen.insert(id) {
-                continue;
-            }
-            match self.locate(id) {
+        let ids: Vec<&str> = candidates.iter().map(AsRef::as_ref).collect();
+        for (id, at) in ids.iter().zip(self.locate_many(&ids)) {
+            match at {
                 Some((i, d)) => by_part[i].push(d),
-                None => missing.push(id.to_string()),
+                None if missing_seen.insert(*id) => missing.push(id.to_string()),
+                None => {}
             }
         }
+        let mut found = 0;
+        for docs in &mut by_part {
+            docs.sort_unstable();
+            docs.dedup();
+            found += docs.len();
+        }
         let prepared = PreparedQuery::new(&tokens, self.dim());
-        let k = k.min(seen.len());
+        let k = k.min(found);
         let mut all = Vec::new();
-        for (part, docs) in self.inner.parts.iter().zip(&mut by_part) {
+        for (part, docs) in self.inner.parts.iter().zip(&by_part) {
             if docs.is_empty() {
                 continue;
             }
-            docs.sort_unstable();
             let hits = match part.seg.compressed() {
                 Some(view) => view.score_candidates(&prepared, docs, k)?,
                 None => score_exact(&part.seg, &prepared, docs, k)?,
