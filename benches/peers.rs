@@ -209,6 +209,7 @@ fn child(phase: &str, engine_name: &str, set: &str, nbits: u32, set_dir: &Path, 
             }
             if let Some(v) = knob("PEERS_NDOCS") {
                 params.ndocs = v as usize;
+                params.scale_ndocs = false;
             }
             if let Some(v) = knob("PEERS_THRESHOLD") {
                 params.centroid_score_threshold = v as f32;

@@ -187,6 +187,15 @@ impl Codes<'_> {
         }
     }
 
+    /// The bytes holding document `doc`'s offset into the run-coded codes, for a caller that
+    /// loads them ahead of [`Codes::doc_bytes`]; empty for the fixed-width kinds.
+    pub fn doc_offset_bytes(&self, doc: usize) -> &[u8] {
+        match self {
+            Codes::Runs(c) => c.doc_offset_bytes(doc),
+            _ => &[],
+        }
+    }
+
     /// The centroids of document `doc`'s tokens (it owns tokens `tokens`), each at least once,
     /// into `out` (cleared first): for run-coded codes each distinct centroid once, increasing;
     /// for the fixed-width kinds every token's code. What candidate scoring needs: a document's

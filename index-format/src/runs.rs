@@ -263,6 +263,16 @@ impl<'a> DocCodes<'a> {
             .unwrap_or_default()
     }
 
+    /// The bytes holding document `doc`'s offset (read by [`DocCodes::doc_bytes`] and every
+    /// decode), for a caller that loads them ahead; empty past the last document.
+    pub fn doc_offset_bytes(&self, doc: usize) -> &'a [u8] {
+        let at = (doc as u64).saturating_mul(self.offset_bits as u64) / 8;
+        usize::try_from(at)
+            .ok()
+            .and_then(|a| self.offsets.get(a..(a + 8).min(self.offsets.len())))
+            .unwrap_or_default()
+    }
+
     /// The code of every token of document `doc` (of `len` tokens), in stored order, into `out`
     /// (cleared first).
     pub fn tokens_into(&self, doc: usize, len: usize, out: &mut Vec<u32>) -> Result<(), RunsError> {

@@ -274,6 +274,7 @@ fn search_params(
     }
     if let Some(n) = ndocs {
         params.ndocs = n.max(k);
+        params.scale_ndocs = false;
     }
     params.exhaustive = exhaustive;
     Ok(params)

@@ -369,6 +369,8 @@ pub(crate) async fn search(
     let params = SearchParams {
         ncells: req.ncells.unwrap_or(defaults.ncells),
         ndocs: req.ndocs.unwrap_or(defaults.ndocs),
+        // A depth in the request is used as given; the default scales with the index.
+        scale_ndocs: req.ndocs.is_none(),
         centroid_score_threshold: req.centroid_score_threshold.unwrap_or(defaults.centroid_score_threshold),
         ..defaults
     };

@@ -15,7 +15,9 @@ pub struct Knobs {
     #[arg(long, value_name = "SCORE")]
     pub threshold: Option<f32>,
     /// Compressed index: candidates kept after the pruned approximate score; a quarter of them
-    /// are scored exactly (default by k: 512 up to k=10, 1024 up to 100, then max(4k, 4096)).
+    /// are scored exactly (default by k: 512 up to k=10, 1024 up to 100, then max(4k, 4096), for
+    /// a segment of up to 32,768 documents, scaled up by (documents / 32,768)^0.68 on larger
+    /// ones; a value given here is used as is).
     #[arg(long, value_name = "N")]
     pub ndocs: Option<usize>,
     /// Compressed index with --store-f16: score the final candidates from decompressed
@@ -45,6 +47,8 @@ impl Knobs {
             ncells: self.ncells.unwrap_or(d.ncells),
             centroid_score_threshold: self.threshold.unwrap_or(d.centroid_score_threshold),
             ndocs: self.ndocs.unwrap_or(d.ndocs),
+            // A depth passed explicitly is used as given.
+            scale_ndocs: self.ndocs.is_none(),
             rescore: if self.no_rescore { Some(0) } else { self.rescore },
             exhaustive: self.exhaustive,
             bf16_centroid_scores: !self.f32_centroid_scores,

@@ -14,8 +14,18 @@ pub struct SearchParams {
     /// by the approximate (centroid-only) score.
     pub centroid_score_threshold: f32,
     /// Stage 2 keeps the `ndocs` best candidates by approximate score; stage 3 keeps `ndocs / 4`
-    /// (at least `k`) by full centroid interaction for exact scoring.
+    /// (at least `k`) by full centroid interaction for exact scoring. With
+    /// [`SearchParams::scale_ndocs`] (the default), this is the depth for a segment of up to
+    /// [`NDOCS_REFERENCE_DOCS`] documents, scaled up for larger ones.
     pub ndocs: usize,
+    /// Scale `ndocs` with the segment searched: by `(n_docs / 32,768)^0.68` on segments of more
+    /// than [`NDOCS_REFERENCE_DOCS`] documents (see [`SearchParams::ndocs_for`]). Measured on
+    /// clustered synthetic sets of 1M, 3M and 10M tokens, the depth that keeps recall@10 against
+    /// exhaustive search at 0.99 grows as the number of documents to the power 0.68, and a fixed
+    /// 512 lost 7% of the top 10 at 10M tokens (docs/PLAID.md "Defaults at scale"). `true` in
+    /// [`SearchParams::for_k`]; set it to `false` to use `ndocs` as given (the CLI, Python and
+    /// HTTP surfaces do when a depth is passed explicitly).
+    pub scale_ndocs: bool,
     /// The exact tier, used when the index stores f16 embeddings:
     /// - `None` (default): score the stage-3 survivors with the exact f16 embeddings instead of
     ///   decompressed residuals (more accurate and cheaper than decompressing);
@@ -51,7 +61,8 @@ impl SearchParams {
     /// 512 candidates keep pruning recall at or above 0.994 everywhere it was measured; 4 cells
     /// and 256 candidates (the previous default) dropped to 0.988 on NPL, and 1 cell to 0.965.
     /// The threshold between 0.4 and 0.5 made no difference on the synthetic sets, so PLAID's
-    /// 0.45 is kept as the pruning guard for real data.
+    /// 0.45 is kept as the pruning guard for real data. The depths grow with segments of more
+    /// than [`NDOCS_REFERENCE_DOCS`] documents ([`SearchParams::scale_ndocs`]).
     pub fn for_k(k: usize) -> Self {
         let (ncells, centroid_score_threshold, ndocs) = if k <= 10 {
             (2, 0.45, 512)
@@ -69,17 +80,63 @@ impl SearchParams {
             exhaustive: false,
             min_centroid_fit: 0.5,
             bf16_centroid_scores: true,
+            scale_ndocs: true,
         }
     }
 
-    /// Number of candidates kept by stage 3 for exact scoring: `ndocs / 4`, at least `k`.
-    pub fn stage3_keep(&self) -> usize {
-        (self.ndocs / 4).max(self.k)
+    /// Stage 2's depth on a segment of `n_docs` documents: `ndocs`, or with
+    /// [`SearchParams::scale_ndocs`] and more than [`NDOCS_REFERENCE_DOCS`] documents,
+    /// `ndocs · (n_docs / NDOCS_REFERENCE_DOCS)^0.68` rounded up (never more than `n_docs`).
+    pub fn ndocs_for(&self, n_docs: usize) -> usize {
+        if !self.scale_ndocs || n_docs <= NDOCS_REFERENCE_DOCS {
+            return self.ndocs;
+        }
+        let factor = (n_docs as f64 / NDOCS_REFERENCE_DOCS as f64).powf(NDOCS_SCALE_EXPONENT);
+        // A float-to-integer cast saturates: a huge `ndocs` stays huge, then bounded by `n_docs`.
+        let scaled = (self.ndocs as f64 * factor).ceil() as usize;
+        scaled.min(n_docs).max(self.ndocs.min(n_docs))
+    }
+
+    /// Number of candidates stage 3 keeps for exact scoring when stage 2 keeps `ndocs`:
+    /// `ndocs / 4`, at least `k`.
+    pub fn stage3_keep(&self, ndocs: usize) -> usize {
+        (ndocs / 4).max(self.k)
     }
 }
+
+/// Documents in a segment up to which `ndocs` is used as set; larger segments scale it (see
+/// [`SearchParams::scale_ndocs`]).
+pub const NDOCS_REFERENCE_DOCS: usize = 32_768;
+
+/// How `ndocs` grows with a segment's documents beyond [`NDOCS_REFERENCE_DOCS`]: the power law
+/// fitted to the depths that keep recall@10 at 0.99 on the 1M, 3M and 10M-token synthetic sets.
+const NDOCS_SCALE_EXPONENT: f64 = 0.68;
 
 impl Default for SearchParams {
     fn default() -> Self {
         Self::for_k(10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_scales_with_large_segments_only_when_asked() {
+        let p = SearchParams::for_k(10);
+        assert_eq!(p.ndocs_for(1), 512);
+        assert_eq!(p.ndocs_for(NDOCS_REFERENCE_DOCS), 512);
+        // 512 · (93,750 / 32,768)^0.68 and 512 · (312,500 / 32,768)^0.68, rounded up.
+        assert_eq!(p.ndocs_for(93_750), 1047);
+        assert_eq!(p.ndocs_for(312_500), 2373);
+        let sizes = [40_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+        assert!(sizes.windows(2).all(|w| p.ndocs_for(w[0]) <= p.ndocs_for(w[1])));
+        let fixed = SearchParams { scale_ndocs: false, ..p.clone() };
+        assert_eq!(fixed.ndocs_for(312_500), 512);
+        // Never more than the documents, and an absurd depth does not overflow.
+        let deep = SearchParams { ndocs: usize::MAX, ..p };
+        assert_eq!(deep.ndocs_for(1_000_000), 1_000_000);
+        assert_eq!(deep.stage3_keep(deep.ndocs_for(1_000_000)), 250_000);
     }
 }

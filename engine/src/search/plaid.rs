@@ -39,6 +39,7 @@ use kernels::lut::{self, QueryTables};
 use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
 use kernels::packed::{matmul_packed, matmul_packed_rows, PackedMat};
+use kernels::prefetch::prefetch;
 
 /// Candidates per parallel work unit in stages 2 and 3.
 const SCORE_CHUNK: usize = 1024;
@@ -60,8 +61,9 @@ thread_local! {
         const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
-/// How many documents ahead [`Compressed::score_docs_lut`] loads run-coded codes.
-const CODES_AHEAD: usize = 4;
+/// How many documents ahead the loops over candidates start loading their offsets (their codes
+/// at half the distance): see [`Compressed::prefetch_doc`].
+const PREFETCH_DOCS: usize = 8;
 
 /// [`Compressed::score_docs_lut`]'s buffers, one set per thread.
 #[derive(Default)]
@@ -315,6 +317,31 @@ impl<'a> Compressed<'a> {
         }
     }
 
+    /// Starts loading what reading document `doc`'s codes will touch, in two steps a few
+    /// documents apart: first its token and code offsets, then (with `bytes`, once the offsets
+    /// are in cache) its code bytes. Candidates are spread over the whole index, and each
+    /// decode otherwise waits on two or three cache misses in turn.
+    fn prefetch_doc(&self, doc: u32, bytes: bool) {
+        let d = doc as usize;
+        if bytes {
+            prefetch(self.codes.doc_bytes(d));
+        } else {
+            prefetch(self.doc_offsets.get(d..d.saturating_add(2)).unwrap_or_default());
+            prefetch(self.codes.doc_offset_bytes(d));
+        }
+    }
+
+    /// [`Compressed::prefetch_doc`]'s two steps for the documents [`PREFETCH_DOCS`] and half
+    /// as many places after position `i` of `docs`.
+    fn prefetch_ahead(&self, docs: &[u32], i: usize) {
+        if let Some(&d) = docs.get(i + PREFETCH_DOCS) {
+            self.prefetch_doc(d, false);
+        }
+        if let Some(&d) = docs.get(i + PREFETCH_DOCS / 2) {
+            self.prefetch_doc(d, true);
+        }
+    }
+
     /// The tokens of document `doc`, checked before anything is sliced or allocated by them:
     /// opening an index checks only the first and last offsets.
     fn tokens(&self, doc: u32) -> Result<std::ops::Range<usize>> {
@@ -491,10 +518,11 @@ impl<'a> Compressed<'a> {
         let keep: Vec<bool> =
             by_centroid.chunks_exact(nq).map(|s| s.iter().filter(|&&v| v >= threshold).count() > 0).collect();
         // Stage 2: pruned approximate scores; stage 3: full approximate scores.
-        let stage2 =
-            self.approx_top(&candidates, &by_centroid, nq, Some(&keep), params.ndocs.max(params.k))?;
+        // The depth for this segment's size (scaled up on large segments by default).
+        let ndocs = params.ndocs_for(self.n_docs());
+        let stage2 = self.approx_top(&candidates, &by_centroid, nq, Some(&keep), ndocs.max(params.k))?;
         let stage2: Vec<u32> = stage2.into_iter().map(|h| h.doc).collect();
-        let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep())?;
+        let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep(ndocs))?;
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
         laps.lap(Stage::Pruning);
@@ -516,7 +544,8 @@ impl<'a> Compressed<'a> {
             let mut best = vec![0f32; nq];
             // The centroids of a document's tokens (from format v4 on, each once).
             let mut codes: Vec<u32> = Vec::new();
-            for &doc in chunk {
+            for (i, &doc) in chunk.iter().enumerate() {
+                self.prefetch_ahead(chunk, i);
                 let floor = if keep.is_some() { 0.0 } else { f32::NEG_INFINITY };
                 best.iter_mut().for_each(|b| *b = floor);
                 let tokens = self.tokens(doc)?;
@@ -639,10 +668,7 @@ impl<'a> Compressed<'a> {
         // Where each document's tokens start in `rows`.
         let mut starts = Vec::with_capacity(docs.len());
         for (i, &doc) in docs.iter().enumerate() {
-            // A later document's codes start loading now (each decode otherwise waits on them).
-            if let Some(&ahead) = docs.get(i + CODES_AHEAD) {
-                kernels::prefetch::prefetch(self.codes.doc_bytes(ahead as usize));
-            }
+            self.prefetch_ahead(docs, i);
             starts.push(rows.len());
             self.doc_codes(doc, codes)?;
             for &code in codes.iter() {
@@ -678,7 +704,7 @@ impl<'a> Compressed<'a> {
                 // its table lookups wait on them.
                 next = ranges.next().transpose()?;
                 if let Some(r) = &next {
-                    kernels::prefetch::prefetch(&self.residuals[r.start * pl..r.end * pl]);
+                    prefetch(&self.residuals[r.start * pl..r.end * pl]);
                 }
                 let tokens = lut::Tokens {
                     packed: &self.residuals[range.start * pl..range.end * pl],

@@ -344,7 +344,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "params": {
             "ncells": params.ncells,
             "threshold": decimal(params.centroid_score_threshold),
-            "ndocs": params.ndocs,
+            // The depth this index searches with (scaled from the set one on large indexes).
+            "ndocs": params.ndocs_for(meta.n_docs as usize),
+            "ndocs_scaled": params.ndocs_for(meta.n_docs as usize) != params.ndocs,
             "rescore": params.rescore,
             "exhaustive": params.exhaustive,
         },
@@ -441,8 +443,13 @@ fn print_report(
     let p = &report["params"];
     writeln!(
         out,
-        "params: ncells {}, threshold {}, ndocs {}, rescore {}, exhaustive {}",
-        p["ncells"], p["threshold"], p["ndocs"], p["rescore"], p["exhaustive"]
+        "params: ncells {}, threshold {}, ndocs {}{}, rescore {}, exhaustive {}",
+        p["ncells"],
+        p["threshold"],
+        p["ndocs"],
+        if p["ndocs_scaled"].as_bool() == Some(true) { " (scaled with the index's size)" } else { "" },
+        p["rescore"],
+        p["exhaustive"]
     )?;
     writeln!(
         out,

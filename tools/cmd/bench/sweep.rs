@@ -78,8 +78,13 @@ pub fn run(
     for &ncells in &args.sweep_ncells {
         for &threshold in &args.sweep_thresholds {
             for &ndocs in &args.sweep_ndocs {
-                let params =
-                    SearchParams { ncells, centroid_score_threshold: threshold, ndocs, ..base.clone() };
+                let params = SearchParams {
+                    ncells,
+                    centroid_score_threshold: threshold,
+                    ndocs,
+                    scale_ndocs: false,
+                    ..base.clone()
+                };
                 for q in queries.iter().cycle().take(warmup) {
                     index.search_one(q, &params, None)?;
                 }
