@@ -186,6 +186,110 @@ pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>
     Ok(codes)
 }
 
+/// The codes of [`assign`], bit for bit, from bf16 products where the kernels have a fast one
+/// (AMX, or AVX-512 BF16: about 1.75× the f32 rate on Zen 4): every centroid is scored from
+/// bf16-rounded inputs, the few within the rounding's bound of the best are scored again exactly
+/// as [`assign`] scores them (one multiply-add chain in dimension order, then minus the half
+/// norm), and the best of those wins, ties to the lower index. Rounding both inputs to bf16 moves
+/// each product by at most 2⁻⁸ of its size, so a score by at most `2⁻⁸ · ‖x‖ · ‖c‖` (Cauchy–
+/// Schwarz): the nearest centroid is always among those re-scored. Elsewhere, and for vectors
+/// with a non-finite value, it is [`assign`].
+///
+/// # Errors
+/// As [`assign`].
+pub fn assign_checked(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>> {
+    let kernels = Kernels::auto();
+    if kernels.bf16_dense.is_none() || !kernels::packed::use_avx512() {
+        return assign(vectors, centroids, dim);
+    }
+    // The shape and value checks of `assign`.
+    assign(&[], centroids, dim)?;
+    if !vectors.len().is_multiple_of(dim) {
+        return assign(vectors, centroids, dim);
+    }
+    let k = centroids.len() / dim;
+    let half_norms: Vec<f32> =
+        centroids.chunks_exact(dim).map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>()).collect();
+    let largest = centroids
+        .chunks_exact(dim)
+        .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt())
+        .fold(0.0f64, f64::max);
+    const ROWS: usize = 1024;
+    const CHUNK: usize = 256;
+    let chunks: Vec<Chunk> =
+        centroids.chunks(CHUNK * dim).map(|c| Chunk::pack(c, dim, Precision::Bf16, &kernels)).collect();
+    let mut codes = vec![0u32; vectors.len() / dim];
+    vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).try_for_each(|(block, out)| {
+        let m = block.len() / dim;
+        // Per vector: the bound on its bf16 scores' error (doubled: two scores are compared,
+        // with a relative margin for the f32 sums), the best bf16 score so far, and the
+        // centroids within the bound of it.
+        let bound: Vec<f64> = block
+            .chunks_exact(dim)
+            .map(|x| {
+                let norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+                2.0 * (1.0 / 256.0) * norm * largest * 1.01 + 1e-6
+            })
+            .collect();
+        let mut best = vec![f32::NEG_INFINITY; m];
+        let mut near: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
+        let mut scores = vec![0f32; m * CHUNK];
+        for (chunk, c0) in chunks.iter().zip((0..k).step_by(CHUNK)) {
+            let cc = chunk.len;
+            let scores = &mut scores[..m * cc];
+            chunk.scores(block, m, scores);
+            for (r, row) in scores.chunks_exact(cc).enumerate() {
+                if !bound[r].is_finite() {
+                    continue;
+                }
+                let shift = &half_norms[c0..c0 + cc];
+                let (_, v) = kernels.elementwise.argmax_shifted(row, shift);
+                let floor = (f64::from(best[r].max(v)) - bound[r]) as f32;
+                if v < floor {
+                    continue;
+                }
+                if v > best[r] {
+                    best[r] = v;
+                    near[r].retain(|&(s, _)| s >= floor);
+                }
+                for (j, (&s, &h)) in row.iter().zip(shift).enumerate() {
+                    if s - h >= floor {
+                        near[r].push((s - h, (c0 + j) as u32));
+                    }
+                }
+            }
+        }
+        let mut flat = Vec::new();
+        for (r, (o, near)) in out.iter_mut().zip(&near).enumerate() {
+            let x = &block[r * dim..(r + 1) * dim];
+            if !bound[r].is_finite() {
+                flat.push(r);
+                continue;
+            }
+            // The exact scores of the near ones, as `assign` computes them.
+            let mut top = (f32::NEG_INFINITY, 0u32);
+            for &(_, c) in near {
+                let cent = &centroids[c as usize * dim..(c as usize + 1) * dim];
+                let v = kernels::packed::dot_chain(x, cent) - half_norms[c as usize];
+                if v > top.0 || (v == top.0 && c < top.1) {
+                    top = (v, c);
+                }
+            }
+            *o = top.1;
+        }
+        // Vectors with a non-finite value: as `assign` codes them.
+        if !flat.is_empty() {
+            let rows: Vec<f32> =
+                flat.iter().flat_map(|&r| block[r * dim..(r + 1) * dim].iter().copied()).collect();
+            for (&r, c) in flat.iter().zip(assign(&rows, centroids, dim)?) {
+                out[r] = c;
+            }
+        }
+        Ok::<(), EngineError>(())
+    })?;
+    Ok(codes)
+}
+
 /// Like [`assign`], writing into `codes` (cleared first).
 fn assign_into(
     vectors: &[f32],
@@ -515,6 +619,33 @@ mod tests {
                 assert!((d(a) - d(b)).abs() <= 1e-4, "vector {i}: {a} ({}) vs {b} ({})", d(a), d(b));
             }
         }
+    }
+
+    /// The bf16-then-checked assignment gives the codes of the f32 one exactly: clustered
+    /// vectors (near ties between neighbouring centroids), a duplicated centroid (an exact tie:
+    /// the lower index), a vector with a NaN, and more centroids and vectors than one chunk and
+    /// block. (Where the CPU has no fast bf16 product it is the f32 one.)
+    #[test]
+    fn checked_assignment_gives_the_f32_codes() {
+        let dim = 64;
+        let mut cents = data(700, dim); // 5600 centroids
+        let dup = cents[11 * dim..12 * dim].to_vec();
+        cents[4000 * dim..4001 * dim].copy_from_slice(&dup);
+        // 2400 vectors, made close to centroids and halfway between two.
+        let mut x = data(300, dim);
+        for i in 0..300 {
+            let (a, b) = ((i * 13) % 5600, (i * 29 + 1) % 5600);
+            for t in 0..dim {
+                let (ca, cb) = (cents[a * dim + t], cents[b * dim + t]);
+                x[i * dim + t] = if i % 2 == 0 { ca + 1e-3 * x[i * dim + t] } else { 0.5 * (ca + cb) };
+            }
+        }
+        x.extend_from_slice(&dup);
+        x[7 * dim + 5] = f32::NAN;
+        let want = assign(&x, &cents, dim).unwrap();
+        assert_eq!(assign_checked(&x, &cents, dim).unwrap(), want);
+        assert_eq!(*want.last().unwrap(), 11);
+        assert!(assign_checked(&x[..dim + 1], &cents, dim).is_err());
     }
 
     /// Lloyd's bf16 assignments: every vector gets the nearest centroid or one within the bf16

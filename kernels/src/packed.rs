@@ -166,6 +166,19 @@ pub fn matmul_packed_rows(a: &[f32], rows: &[u32], b: &PackedMat, out: &mut [f32
     };
 }
 
+/// One output of the packed product on its own: `Σ_t a[t]·b[t]` as a chain of fused
+/// multiply-adds in `t` order from zero, which is what [`matmul_packed`] computes for each output
+/// with the AVX-512 kernel (the same bits).
+pub fn dot_chain(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if use_avx512() {
+        // SAFETY: AVX-512F (hence FMA) was detected at run time.
+        return unsafe { x86::dot_chain(a, b) };
+    }
+    // `mul_add` is fused (one rounding) everywhere: a library call without the instruction.
+    a.iter().zip(b).fold(0f32, |acc, (&x, &y)| x.mul_add(y, acc))
+}
+
 #[cfg(target_arch = "x86_64")]
 #[clippy::msrv = "1.89"]
 mod x86 {
@@ -199,6 +212,12 @@ mod x86 {
                 kernel(&a[r0 * a_stride..], a_stride, rows, k, panel, dst);
             }
         }
+    }
+
+    /// [`super::dot_chain`] with the FMA instruction.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot_chain(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).fold(0f32, |acc, (&x, &y)| x.mul_add(y, acc))
     }
 
     /// [`super::matmul_packed_rows`].
@@ -314,6 +333,27 @@ mod tests {
                 for j in 0..n {
                     let want: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
                     assert!((out[i * n + j] - want).abs() <= 1e-4 * want.abs().max(1.0), "({m},{k},{n})");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn one_output_alone_has_the_bits_of_the_product() {
+        for &(m, k, n) in &[(3usize, 128usize, 40usize), (13, 7, 33)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 31 % 17) as f32) * 0.137 - 1.1).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 7 % 11) as f32) * 0.31 - 1.7).collect();
+            let mut out = vec![0f32; m * n];
+            matmul_packed(&a, m, &PackedMat::pack(Mat::dense(&b, k, n)), &mut out);
+            for i in 0..m {
+                for j in 0..n {
+                    let col: Vec<f32> = (0..k).map(|t| b[t * n + j]).collect();
+                    let alone = dot_chain(&a[i * k..(i + 1) * k], &col);
+                    if use_avx512() {
+                        assert_eq!(alone.to_bits(), out[i * n + j].to_bits(), "({m},{k},{n}) [{i},{j}]");
+                    } else {
+                        assert!((alone - out[i * n + j]).abs() <= 1e-4 * alone.abs().max(1.0));
+                    }
                 }
             }
         }
