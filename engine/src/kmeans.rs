@@ -198,96 +198,146 @@ pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>
 /// # Errors
 /// As [`assign`].
 pub fn assign_checked(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>> {
-    let kernels = Kernels::auto();
-    if kernels.bf16_dense.is_none() || !kernels::packed::use_avx512() {
-        return assign(vectors, centroids, dim);
+    CheckedAssigner::new(centroids, dim)?.assign(vectors)
+}
+
+/// [`assign_checked`] prepared once for a set of centroids (their bf16 packing, half norms and
+/// largest norm), for a caller that assigns many batches to the same centroids.
+pub struct CheckedAssigner {
+    centroids: Vec<f32>,
+    dim: usize,
+    /// `None` where the kernels have no fast bf16 product: then it is [`assign`].
+    bf16: Option<Bf16Prepared>,
+}
+
+/// What [`CheckedAssigner`] computes once.
+struct Bf16Prepared {
+    kernels: Kernels,
+    /// `‖c‖²/2` per centroid, summed as [`assign`] sums it (the same bits).
+    half_norms: Vec<f32>,
+    /// The largest centroid norm.
+    largest: f64,
+    chunks: Vec<Chunk>,
+}
+
+/// Centroids per packed chunk of [`CheckedAssigner`] (as [`assign`]'s).
+const CHECKED_CHUNK: usize = 256;
+
+impl CheckedAssigner {
+    /// Prepares assignment to `centroids` (row-major `[k × dim]`).
+    ///
+    /// # Errors
+    /// As [`assign`] for bad centroids.
+    pub fn new(centroids: &[f32], dim: usize) -> Result<CheckedAssigner> {
+        // The shape and value checks of `assign`.
+        assign(&[], centroids, dim)?;
+        let kernels = Kernels::auto();
+        let bf16 = (kernels.bf16_dense.is_some() && kernels::packed::use_avx512()).then(|| Bf16Prepared {
+            half_norms: centroids
+                .chunks_exact(dim)
+                .map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>())
+                .collect(),
+            largest: centroids
+                .chunks_exact(dim)
+                .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt())
+                .fold(0.0f64, f64::max),
+            chunks: centroids
+                .chunks(CHECKED_CHUNK * dim)
+                .map(|c| Chunk::pack(c, dim, Precision::Bf16, &kernels))
+                .collect(),
+            kernels,
+        });
+        Ok(CheckedAssigner { centroids: centroids.to_vec(), dim, bf16 })
     }
-    // The shape and value checks of `assign`.
-    assign(&[], centroids, dim)?;
-    if !vectors.len().is_multiple_of(dim) {
-        return assign(vectors, centroids, dim);
-    }
-    let k = centroids.len() / dim;
-    let half_norms: Vec<f32> =
-        centroids.chunks_exact(dim).map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>()).collect();
-    let largest = centroids
-        .chunks_exact(dim)
-        .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt())
-        .fold(0.0f64, f64::max);
-    const ROWS: usize = 1024;
-    const CHUNK: usize = 256;
-    let chunks: Vec<Chunk> =
-        centroids.chunks(CHUNK * dim).map(|c| Chunk::pack(c, dim, Precision::Bf16, &kernels)).collect();
-    let mut codes = vec![0u32; vectors.len() / dim];
-    vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).try_for_each(|(block, out)| {
-        let m = block.len() / dim;
-        // Per vector: the bound on its bf16 scores' error (doubled: two scores are compared,
-        // with a relative margin for the f32 sums), the best bf16 score so far, and the
-        // centroids within the bound of it.
-        let bound: Vec<f64> = block
-            .chunks_exact(dim)
-            .map(|x| {
-                let norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-                2.0 * (1.0 / 256.0) * norm * largest * 1.01 + 1e-6
-            })
-            .collect();
-        let mut best = vec![f32::NEG_INFINITY; m];
-        let mut near: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
-        let mut scores = vec![0f32; m * CHUNK];
-        for (chunk, c0) in chunks.iter().zip((0..k).step_by(CHUNK)) {
-            let cc = chunk.len;
-            let scores = &mut scores[..m * cc];
-            chunk.scores(block, m, scores);
-            for (r, row) in scores.chunks_exact(cc).enumerate() {
-                if !bound[r].is_finite() {
-                    continue;
-                }
-                let shift = &half_norms[c0..c0 + cc];
-                let (_, v) = kernels.elementwise.argmax_shifted(row, shift);
-                let floor = (f64::from(best[r].max(v)) - bound[r]) as f32;
-                if v < floor {
-                    continue;
-                }
-                if v > best[r] {
-                    best[r] = v;
-                    near[r].retain(|&(s, _)| s >= floor);
-                }
-                for (j, (&s, &h)) in row.iter().zip(shift).enumerate() {
-                    if s - h >= floor {
-                        near[r].push((s - h, (c0 + j) as u32));
+
+    /// The codes of [`assign`] for `vectors` (`[n × dim]`).
+    ///
+    /// # Errors
+    /// As [`assign`] for a shape error.
+    pub fn assign(&self, vectors: &[f32]) -> Result<Vec<u32>> {
+        let (centroids, dim) = (&self.centroids[..], self.dim);
+        let Some(Bf16Prepared { kernels, half_norms, largest, chunks }) = &self.bf16 else {
+            return assign(vectors, centroids, dim);
+        };
+        if !vectors.len().is_multiple_of(dim) {
+            return assign(vectors, centroids, dim);
+        }
+        let (k, largest) = (centroids.len() / dim, *largest);
+        const ROWS: usize = 1024;
+        let mut codes = vec![0u32; vectors.len() / dim];
+        vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).try_for_each(|(block, out)| {
+            let m = block.len() / dim;
+            // Per vector: the bound on its bf16 scores' error (doubled: two scores are compared,
+            // with a relative margin for the f32 sums), the best bf16 score so far, and the
+            // centroids within the bound of it.
+            let bound: Vec<f64> = block
+                .chunks_exact(dim)
+                .map(|x| {
+                    let norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+                    2.0 * (1.0 / 256.0) * norm * largest * 1.01 + 1e-6
+                })
+                .collect();
+            let mut best = vec![f32::NEG_INFINITY; m];
+            let mut near: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
+            // The chunk's scores in the thread's reused buffer (as `assign`'s).
+            let mut buf = SCORES.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            buf.resize(buf.len().max(m * CHECKED_CHUNK), 0.0);
+            for (chunk, c0) in chunks.iter().zip((0..k).step_by(CHECKED_CHUNK)) {
+                let cc = chunk.len;
+                let scores = &mut buf[..m * cc];
+                chunk.scores(block, m, scores);
+                for (r, row) in scores.chunks_exact(cc).enumerate() {
+                    if !bound[r].is_finite() {
+                        continue;
+                    }
+                    let shift = &half_norms[c0..c0 + cc];
+                    let (_, v) = kernels.elementwise.argmax_shifted(row, shift);
+                    let floor = (f64::from(best[r].max(v)) - bound[r]) as f32;
+                    if v < floor {
+                        continue;
+                    }
+                    if v > best[r] {
+                        best[r] = v;
+                        near[r].retain(|&(s, _)| s >= floor);
+                    }
+                    for (j, (&s, &h)) in row.iter().zip(shift).enumerate() {
+                        if s - h >= floor {
+                            near[r].push((s - h, (c0 + j) as u32));
+                        }
                     }
                 }
             }
-        }
-        let mut flat = Vec::new();
-        for (r, (o, near)) in out.iter_mut().zip(&near).enumerate() {
-            let x = &block[r * dim..(r + 1) * dim];
-            if !bound[r].is_finite() {
-                flat.push(r);
-                continue;
+            SCORES.with(|b| *b.borrow_mut() = buf);
+            let mut flat = Vec::new();
+            for (r, (o, near)) in out.iter_mut().zip(&near).enumerate() {
+                let x = &block[r * dim..(r + 1) * dim];
+                if !bound[r].is_finite() {
+                    flat.push(r);
+                    continue;
+                }
+                // The exact scores of the near ones, as `assign` computes them.
+                let mut top = (f32::NEG_INFINITY, 0u32);
+                for &(_, c) in near {
+                    let cent = &centroids[c as usize * dim..(c as usize + 1) * dim];
+                    let v = kernels::packed::dot_chain(x, cent) - half_norms[c as usize];
+                    if v > top.0 || (v == top.0 && c < top.1) {
+                        top = (v, c);
+                    }
+                }
+                *o = top.1;
             }
-            // The exact scores of the near ones, as `assign` computes them.
-            let mut top = (f32::NEG_INFINITY, 0u32);
-            for &(_, c) in near {
-                let cent = &centroids[c as usize * dim..(c as usize + 1) * dim];
-                let v = kernels::packed::dot_chain(x, cent) - half_norms[c as usize];
-                if v > top.0 || (v == top.0 && c < top.1) {
-                    top = (v, c);
+            // Vectors with a non-finite value: as `assign` codes them.
+            if !flat.is_empty() {
+                let rows: Vec<f32> =
+                    flat.iter().flat_map(|&r| block[r * dim..(r + 1) * dim].iter().copied()).collect();
+                for (&r, c) in flat.iter().zip(assign(&rows, centroids, dim)?) {
+                    out[r] = c;
                 }
             }
-            *o = top.1;
-        }
-        // Vectors with a non-finite value: as `assign` codes them.
-        if !flat.is_empty() {
-            let rows: Vec<f32> =
-                flat.iter().flat_map(|&r| block[r * dim..(r + 1) * dim].iter().copied()).collect();
-            for (&r, c) in flat.iter().zip(assign(&rows, centroids, dim)?) {
-                out[r] = c;
-            }
-        }
-        Ok::<(), EngineError>(())
-    })?;
-    Ok(codes)
+            Ok::<(), EngineError>(())
+        })?;
+        Ok(codes)
+    }
 }
 
 /// Like [`assign`], writing into `codes` (cleared first).

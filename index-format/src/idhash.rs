@@ -56,11 +56,8 @@ pub fn home_slot(slots: &[u32], id: &[u8]) -> Option<usize> {
 /// `id_of` gives a document's id bytes, or `None` for a number that is not a document (corrupt
 /// table: then the lookup fails). At most `slots.len()` probes.
 pub fn lookup<'a>(slots: &[u32], id: &[u8], id_of: impl Fn(u32) -> Option<&'a [u8]>) -> Option<u32> {
-    if slots.is_empty() || !slots.len().is_power_of_two() {
-        return None;
-    }
+    let mut s = home_slot(slots, id)?;
     let mask = slots.len() - 1;
-    let mut s = fnv1a64(id) as usize & mask;
     for _ in 0..slots.len() {
         let d = slots[s];
         if d == EMPTY {

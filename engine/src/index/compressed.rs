@@ -119,6 +119,8 @@ pub fn sample_docs(n_docs: usize, wanted: Option<usize>, seed: u64) -> Vec<usize
 /// State after [`CompressedBuilder::train`].
 struct Trained {
     centroids: Vec<f32>,
+    /// Assignment to `centroids`, prepared once (bf16-packed where that is faster; the f32 codes).
+    assigner: kmeans::CheckedAssigner,
     codec: Codec,
     /// The energy scale of the held-out residuals and whether it helps (`decode_scale`): applied
     /// to the stored decoding tables when chosen and every token turns out to have unit norm
@@ -410,6 +412,7 @@ impl CompressedBuilder {
         let residuals = self.writer.component(Component::Residuals)?;
         self.sample_tokens = n;
         self.trained = Some(Trained {
+            assigner: kmeans::CheckedAssigner::new(&centroids, dim)?,
             centroids,
             codec,
             decode_scale,
@@ -447,6 +450,7 @@ impl CompressedBuilder {
         let codes = BitWriter::new(self.writer.component(Component::CodesRice)?);
         let residuals = self.writer.component(Component::Residuals)?;
         self.trained = Some(Trained {
+            assigner: kmeans::CheckedAssigner::new(&codebook.centroids, dim)?,
             centroids: codebook.centroids,
             codec: codebook.codec,
             decode_scale: DecodeScale { energy: 1.0, recall_unscaled: 0.0, recall_scaled: 0.0 },
@@ -576,7 +580,7 @@ impl CompressedBuilder {
         let dim = self.dim;
         let t = self.trained.as_mut().expect("trained");
         // The f32 codes, from bf16 products checked exactly where the CPU has a fast one.
-        let codes = kmeans::assign_checked(&self.pending, &t.centroids, dim)?;
+        let codes = t.assigner.assign(&self.pending)?;
         for (tok, &c) in self.pending.chunks_exact(dim).zip(&codes) {
             self.fit_sum +=
                 f64::from(crate::codec::dot(tok, &t.centroids[c as usize * dim..(c as usize + 1) * dim]));
@@ -656,8 +660,9 @@ impl CompressedBuilder {
             fit_tokens,
             ..
         } = self;
-        let Trained { centroids, codec, decode_scale, codes, code_offsets, residuals, list_lens, stored } =
-            trained.expect("trained");
+        let Trained {
+            centroids, codec, decode_scale, codes, code_offsets, residuals, list_lens, stored, ..
+        } = trained.expect("trained");
         if stored.as_ref().is_some_and(|s| s.unit_norm) && not_unit_norm {
             return Err(EngineError::InvalidArgument(
                 "the index's tokens have unit norm and decoding renormalises them, but some new tokens \

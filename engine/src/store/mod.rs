@@ -195,15 +195,9 @@ impl Part {
         })
     }
 
-    /// The document with external id `id`.
-    fn find(&self, id: &str) -> Option<u32> {
-        let reader = self.seg.reader();
-        index_format::idhash::lookup(self.slots(), id.as_bytes(), |d| reader.doc_id_bytes(d as usize))
-    }
-
-    /// [`Part::find`] of every id of `ids` into `out` (one answer per id, the same answers),
-    /// with the memory of later lookups loaded ahead: one at a time, each lookup waits on two or
-    /// three cache misses in turn (its slot, then its document's id bytes).
+    /// The document with external id `id`, for every id of `ids` into `out` (one answer per
+    /// id), with the memory of later lookups loaded ahead: one at a time, each lookup waits on
+    /// two or three cache misses in turn (its slot, then its document's id bytes).
     fn find_many(&self, ids: &[&str], out: &mut [Option<u32>]) {
         /// How many ids ahead each stage runs.
         const AHEAD: usize = 8;
@@ -430,11 +424,11 @@ impl Index {
         out
     }
 
-    /// Where the live document `id` is: (segment position, document number).
-    /// [`Index::locate`] of every id of `ids`, with the lookups' memory loaded ahead.
+    /// Where each live document of `ids` is: (segment position, document number), or `None`.
     fn locate_many(&self, ids: &[&str]) -> Vec<Option<(usize, u32)>> {
         let mut located = vec![None; ids.len()];
-        // The ids not yet found live, by position; newest segment first, as `locate`.
+        // The ids not yet found live, by position; newest segment first: an id replaced in a
+        // later segment is deleted in the earlier one anyway.
         let mut pending: Vec<usize> = (0..ids.len()).collect();
         let mut names = Vec::new();
         let mut found = Vec::new();
@@ -460,16 +454,9 @@ impl Index {
         located
     }
 
+    /// Where the live document `id` is: (segment position, document number).
     pub(crate) fn locate(&self, id: &str) -> Option<(usize, u32)> {
-        // Newest first: an id replaced in a later segment is deleted in the earlier one anyway.
-        for (i, part) in self.inner.parts.iter().enumerate().rev() {
-            if let Some(d) = part.find(id) {
-                if self.deleted(i).binary_search(&d).is_err() {
-                    return Some((i, d));
-                }
-            }
-        }
-        None
+        self.locate_many(&[id])[0]
     }
 
     /// The query's token embeddings, encoding text with the index's model (loaded on first use
