@@ -27,5 +27,5 @@ pub mod synth;
 pub use error::{EngineError, Result};
 pub use index::{BuildOptions, CompressedBuilder, CompressedParams, IndexBuilder, Segment};
 pub use kernels::{self, maxsim, KernelChoice, Kernels, Precision};
-pub use search::{Hit, SearchParams};
+pub use search::{Hit, SearchMode, SearchParams};
 pub use store::{Index, Query, Reranked, ScoredDoc, Writer};

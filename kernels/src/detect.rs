@@ -14,6 +14,8 @@ pub(crate) struct Isa {
     pub(crate) avx512: bool,
     /// AVX-512BW (16-bit integer lanes) on top of `avx512`.
     pub(crate) avx512bw: bool,
+    /// AVX-512 VBMI (byte permutes) on top of `avx512bw`.
+    pub(crate) avx512vbmi: bool,
     /// AVX-512 BF16 and VL on top of `avx512`.
     pub(crate) avx512_bf16: bool,
     /// Advanced SIMD (aarch64).
@@ -43,8 +45,9 @@ impl Isa {
             let avx2 = has!("avx2") && has!("fma") && has!("f16c");
             let avx512 = avx2 && has!("avx512f");
             let avx512bw = avx512 && has!("avx512bw");
+            let avx512vbmi = avx512bw && has!("avx512vbmi");
             let avx512_bf16 = avx512 && has!("avx512vl") && has!("avx512bf16");
-            Isa { avx2, avx512, avx512bw, avx512_bf16, neon: false }
+            Isa { avx2, avx512, avx512bw, avx512vbmi, avx512_bf16, neon: false }
         }
         #[cfg(target_arch = "aarch64")]
         {

@@ -10,7 +10,9 @@
 //!   side, in f32 (AVX-512 panels), bf16 (`vdpbf16ps`) and on AMX tiles;
 //! - [`decode`]: decoding of residual-compressed tokens;
 //! - [`lut`]: MaxSim of residual-compressed tokens through per-query lookup tables, without
-//!   decompressing them (the scoring kernel of a WARP-style search mode).
+//!   decompressing them (the exact scoring of compressed tokens);
+//! - [`warp`]: table sums of centroid-grouped compressed tokens against one query token, with
+//!   AVX-512 VBMI byte permutes (the kernel of the WARP search mode).
 //!
 //! Every SIMD path is tested against a portable one in this crate's tests.
 #![deny(missing_docs)]
@@ -28,5 +30,6 @@ pub mod packed;
 pub mod prefetch;
 #[cfg(target_arch = "x86_64")]
 mod tile;
+pub mod warp;
 
 pub use cpu::{Features, KernelChoice, Kernels, Precision};

@@ -1,11 +1,37 @@
 //! The search knobs shared by `search` and `bench`.
 
-use clap::Args;
-use engine::SearchParams;
+use clap::{Args, ValueEnum};
+use engine::{SearchMode, SearchParams};
 
-/// PLAID knobs of a compressed index (ignored by an uncompressed one).
+/// The search a compressed index runs.
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Centroid pruning, then exact scoring of the survivors.
+    #[default]
+    Plaid,
+    /// Per-query-token scoring of the probed centroids' compressed tokens through lookup
+    /// tables, then exact scoring of the best (docs/WARP.md).
+    Warp,
+}
+
+/// PLAID and WARP knobs of a compressed index (ignored by an uncompressed one).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Knobs {
+    /// Compressed index: the search to run.
+    #[arg(long, value_enum, default_value_t = Mode::Plaid)]
+    pub mode: Mode,
+    /// WARP mode: centroids probed per query token (default 16).
+    #[arg(long, value_name = "N")]
+    pub nprobe: Option<usize>,
+    /// WARP mode: a query token's score for a document it did not reach is the score of its
+    /// first probed centroid at which the probed centroids hold this many tokens together
+    /// (default 10000).
+    #[arg(long, value_name = "TOKENS")]
+    pub t_prime: Option<usize>,
+    /// WARP mode: the best N documents by WARP score are scored again as PLAID mode scores its
+    /// survivors (default 64; 0 returns the WARP scores).
+    #[arg(long, value_name = "N")]
+    pub warp_rescore: Option<usize>,
     /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to
     /// k=100, then 8).
     #[arg(long, value_name = "N")]
@@ -52,6 +78,13 @@ impl Knobs {
             rescore: if self.no_rescore { Some(0) } else { self.rescore },
             exhaustive: self.exhaustive,
             bf16_centroid_scores: !self.f32_centroid_scores,
+            mode: match self.mode {
+                Mode::Plaid => SearchMode::Plaid,
+                Mode::Warp => SearchMode::Warp,
+            },
+            nprobe: self.nprobe.unwrap_or(d.nprobe),
+            warp_t_prime: self.t_prime.unwrap_or(d.warp_t_prime),
+            warp_rescore: self.warp_rescore.unwrap_or(d.warp_rescore),
             ..d
         }
     }

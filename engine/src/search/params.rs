@@ -1,5 +1,17 @@
 //! Search parameters.
 
+/// Which search runs over a compressed index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// Centroid pruning, then exact scoring of the survivors ([`crate::search::plaid`]).
+    #[default]
+    Plaid,
+    /// Per-query-token scoring of the probed centroids' compressed tokens through lookup tables,
+    /// with missing-score estimates (WARP), then exact scoring of the best
+    /// [`SearchParams::warp_rescore`].
+    Warp,
+}
+
 /// Parameters of a search. [`SearchParams::for_k`] gives the defaults for a given `k`.
 ///
 /// On an uncompressed index only `k` matters (search is exhaustive and exact). On a compressed
@@ -50,6 +62,18 @@ pub struct SearchParams {
     /// documents near the stage-2 and stage-3 cuts, and stage 4's exact scores are unaffected.
     /// `false` computes them in f32, the same on every CPU.
     pub bf16_centroid_scores: bool,
+    /// The search run on a compressed index: [`SearchMode::Plaid`] (default) or
+    /// [`SearchMode::Warp`].
+    pub mode: SearchMode,
+    /// WARP mode: centroids probed per query token.
+    pub nprobe: usize,
+    /// WARP mode: a query token's estimate for the documents it did not reach is the score of
+    /// its first probed centroid (best first) at which the probed centroids hold this many
+    /// tokens together.
+    pub warp_t_prime: usize,
+    /// WARP mode: the best this many documents by WARP score (at least `k`) are scored again
+    /// as PLAID's final stage scores its survivors; 0 returns the WARP scores.
+    pub warp_rescore: usize,
 }
 
 impl SearchParams {
@@ -81,6 +105,10 @@ impl SearchParams {
             min_centroid_fit: 0.5,
             bf16_centroid_scores: true,
             scale_ndocs: true,
+            mode: SearchMode::Plaid,
+            nprobe: 16,
+            warp_t_prime: 10_000,
+            warp_rescore: 64,
         }
     }
 

@@ -30,7 +30,7 @@ use index_format::{Codes, IndexReader, Ivf};
 use rayon::prelude::*;
 
 use super::stages::{Laps, Stage};
-use super::{Hit, SearchParams, StageTimes, TopK};
+use super::{Hit, SearchMode, SearchParams, StageTimes, TopK};
 use crate::codec::{dot, Codec, Norm};
 use crate::error::{EngineError, Result};
 use kernels::bf16;
@@ -40,6 +40,8 @@ use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
 use kernels::packed::{matmul_packed, matmul_packed_rows, PackedMat};
 use kernels::prefetch::prefetch;
+
+mod warp;
 
 /// Candidates per parallel work unit in stages 2 and 3.
 const SCORE_CHUNK: usize = 1024;
@@ -164,6 +166,28 @@ fn refine_cells(
     *cells = kept;
 }
 
+/// The `pick` best centroids of every query token by `scores` (`[C × nq]`, centroid-major),
+/// query-token-major (`pick` per token), ties to the lower centroid.
+fn best_cells(scores: &[f32], nq: usize, c: usize, pick: usize) -> Vec<u32> {
+    let mut cells: Vec<u32> = Vec::with_capacity(nq * pick);
+    if pick <= SMALL_NCELLS {
+        top_cells_by_column(scores, nq, pick, &mut cells);
+    } else {
+        let mut order: Vec<u32> = Vec::with_capacity(c);
+        for q in 0..nq {
+            let score = |j: u32| scores[j as usize * nq + q];
+            order.clear();
+            order.extend(0..c as u32);
+            let by_score = |a: &u32, b: &u32| score(*b).total_cmp(&score(*a)).then(a.cmp(b));
+            if pick < c {
+                order.select_nth_unstable_by(pick - 1, by_score);
+            }
+            cells.extend_from_slice(&order[..pick]);
+        }
+    }
+    cells
+}
+
 /// Removes from the strictly increasing `docs` every document of the strictly increasing
 /// `deleted`, in one merge pass.
 pub(crate) fn remove_sorted(docs: &mut Vec<u32>, deleted: &[u32]) {
@@ -192,6 +216,8 @@ pub struct CompressedState {
     centroid_fit: Option<f32>,
     /// Renormalise decoded vectors ([`index_format::ResidualMeta::unit_norm`]).
     unit_norm: bool,
+    /// The tokens grouped by centroid for [`SearchMode::Warp`], built on first use.
+    warp: std::sync::OnceLock<warp::WarpLayout>,
 }
 
 impl CompressedState {
@@ -223,7 +249,15 @@ impl CompressedState {
             (true, Some(kind)) => Some((bf16::PackedRows::pack(&centroids, n_centroids, dim), kind)),
             _ => None,
         };
-        Ok(Some(Self { centroids, centroids_bf16, codec, n_centroids, centroid_fit, unit_norm: r.unit_norm }))
+        Ok(Some(Self {
+            centroids,
+            centroids_bf16,
+            codec,
+            n_centroids,
+            centroid_fit,
+            unit_norm: r.unit_norm,
+            warp: std::sync::OnceLock::new(),
+        }))
     }
 
     /// The mean dot product of a held-out training token with its centroid, recorded at build.
@@ -459,6 +493,9 @@ impl<'a> Compressed<'a> {
         if params.exhaustive || poor_fit {
             return self.exhaustive_one(query, params, &mut laps, deleted);
         }
+        if params.mode == SearchMode::Warp {
+            return self.search_warp(query, params, &mut laps, deleted);
+        }
         let nq = query.len();
         let c = self.state.n_centroids;
         // Qᵀ packed once: the stage-1 product and the exact scoring of stage 4 both use it.
@@ -469,22 +506,7 @@ impl<'a> Compressed<'a> {
         // last cell (the product is what costs; these few dot products do not).
         let ncells = params.ncells.clamp(1, c);
         let pick = if rounded { (ncells + BF16_CELL_MARGIN).min(c) } else { ncells };
-        let mut cells: Vec<u32> = Vec::with_capacity(nq * pick);
-        if pick <= SMALL_NCELLS {
-            top_cells_by_column(&by_centroid, nq, pick, &mut cells);
-        } else {
-            let mut order: Vec<u32> = Vec::with_capacity(c);
-            for q in 0..nq {
-                let score = |j: u32| by_centroid[j as usize * nq + q];
-                order.clear();
-                order.extend(0..c as u32);
-                let by_score = |a: &u32, b: &u32| score(*b).total_cmp(&score(*a)).then(a.cmp(b));
-                if pick < c {
-                    order.select_nth_unstable_by(pick - 1, by_score);
-                }
-                cells.extend_from_slice(&order[..pick]);
-            }
-        }
+        let mut cells = best_cells(&by_centroid, nq, c, pick);
         if pick > ncells {
             refine_cells(
                 query.tokens(),

@@ -1,0 +1,365 @@
+//! The WARP search mode ([`crate::search::SearchMode::Warp`]): candidates generated and scored per query token
+//! from the compressed tokens of the centroids it probes, through per-query-token lookup
+//! tables ([`kernels::warp`]), as in WARP (Scheerer et al., SIGIR 2025).
+//!
+//! For one query `Q` (`nq` tokens) over `C` centroids:
+//!
+//! 1. **Probe.** `S = C·Qᵀ` as in PLAID mode; each query token `q` probes its `nprobe` best
+//!    centroids (re-scored in f32), and its **missing-score estimate** `m_q` is the score of the
+//!    first probed centroid (best first) at which the probed centroids' token counts add up to
+//!    `t_prime` (else the last probed one's): about what the best token of a document `q` did
+//!    not reach scores.
+//! 2. **Score.** Every token of a probed centroid `c` scores `(S[c, q] + Σ_p T_q[p][b_p]) · f`
+//!    (its residual bytes `b_p` through `q`'s i8 table, `f` its norm factor), read from a
+//!    centroid-grouped copy of the codes ([`WarpLayout`]: the tokens of each centroid
+//!    together, position-major in blocks of 64, as the VBMI kernel reads them).
+//! 3. **Reduce.** Per document and query token the best such score; a document's score is the
+//!    sum over query tokens, with `m_q` for each query token that reached none of its tokens.
+//! 4. **Rescore.** The best `warp_rescore` documents (at least `k`) are scored by search's
+//!    final stage (the lookup tables of [`kernels::lut`] or the decoded vectors; the exact f16
+//!    tier where the index keeps one) and the best `k` returned; with `warp_rescore` 0 the
+//!    WARP scores are final.
+//!
+//! The centroid-grouped copy is built in memory the first time a segment is searched this way
+//! (one pass over its codes and residual bytes; about 1.3× the residual bytes plus 8 bytes per
+//! token) and kept for the life of the opened index.
+
+use std::cell::Cell;
+
+use kernels::maxsim::{Kernel, PreparedQuery};
+use kernels::ops::Mat;
+use kernels::packed::PackedMat;
+use kernels::prefetch::prefetch;
+use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
+use rayon::prelude::*;
+
+use super::Compressed;
+use crate::codec::{dot, Norm};
+use crate::error::Result;
+use crate::search::stages::{Laps, Stage};
+use crate::search::{Hit, SearchParams, TopK};
+
+/// The tokens of a segment grouped by centroid, in blocks of [`BLOCK`] tokens, for the WARP
+/// mode's scoring.
+#[derive(Debug)]
+pub(crate) struct WarpLayout {
+    positions: usize,
+    /// Per centroid, its first block (`C + 1` entries: centroid `c` owns blocks
+    /// `first_block[c] .. first_block[c + 1]`).
+    first_block: Vec<u32>,
+    /// Per centroid, its tokens.
+    count: Vec<u32>,
+    /// Per block, `positions × BLOCK` residual bytes, position-major.
+    codes: Vec<u8>,
+    /// Per token slot, its document (`u32::MAX` for the padding of a centroid's last block).
+    docs: Vec<u32>,
+    /// Per token slot, the factor its score is multiplied by (0 for padding).
+    scale: Vec<f32>,
+    codebook: Codebook,
+}
+
+impl WarpLayout {
+    /// Groups the tokens of `view` by centroid: a counting pass over the codes, then one over
+    /// the residual bytes. Tokens keep document order within their centroid.
+    ///
+    /// # Errors
+    /// If the segment's codes or offsets are corrupt.
+    pub(crate) fn build(view: &Compressed<'_>) -> Result<Self> {
+        let state = view.state;
+        let (c, n_docs) = (state.n_centroids, view.n_docs());
+        let positions = state.codec.packed_len();
+        // The code of every token, in stored order.
+        let mut all: Vec<u32> = Vec::new();
+        let mut codes = Vec::new();
+        for doc in 0..n_docs as u32 {
+            view.doc_codes(doc, &mut codes)?;
+            all.extend_from_slice(&codes);
+        }
+        let mut count = vec![0u32; c];
+        for &code in &all {
+            count[code as usize] += 1;
+        }
+        let mut first_block = Vec::with_capacity(c + 1);
+        let mut blocks = 0u64;
+        for &n in &count {
+            first_block.push(u32::try_from(blocks).map_err(|_| view.corrupt_codes(0, "too many tokens"))?);
+            blocks += (n as u64).div_ceil(BLOCK as u64);
+        }
+        first_block.push(u32::try_from(blocks).map_err(|_| view.corrupt_codes(0, "too many tokens"))?);
+        let slots = blocks as usize * BLOCK;
+        let mut out_codes = vec![0u8; slots * positions];
+        let mut docs = vec![u32::MAX; slots];
+        let mut scale = vec![0f32; slots];
+        // Each centroid's next free slot.
+        let mut next: Vec<usize> = first_block[..c].iter().map(|&b| b as usize * BLOCK).collect();
+        let factors = view.norm_factors()?;
+        let mut token = 0usize;
+        for doc in 0..n_docs as u32 {
+            let range = view.tokens(doc)?;
+            for t in range {
+                let code = all[token] as usize;
+                token += 1;
+                let slot = next[code];
+                next[code] += 1;
+                let (block, lane) = (slot / BLOCK, slot % BLOCK);
+                let packed = &view.residuals[t * positions..(t + 1) * positions];
+                let base = block * positions * BLOCK + lane;
+                for (p, &b) in packed.iter().enumerate() {
+                    out_codes[base + p * BLOCK] = b;
+                }
+                docs[slot] = doc;
+                scale[slot] = factors.as_ref().map_or(1.0, |f| f[t]);
+            }
+        }
+        let codebook = Codebook::new(&state.codec.table());
+        Ok(WarpLayout { positions, first_block, count, codes: out_codes, docs, scale, codebook })
+    }
+
+    /// Bytes this layout holds in memory.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.codes.len()
+            + 4 * (self.docs.len() + self.scale.len() + self.first_block.len() + self.count.len())
+    }
+}
+
+/// One thread's buffers for the WARP mode, reused across queries.
+#[derive(Default)]
+struct WarpBuffers {
+    /// Per document, its best score against the query token being scored (`-∞`: none yet).
+    best: Vec<f32>,
+    /// The documents `best` holds a score for.
+    touched: Vec<u32>,
+    /// Table sums of one centroid's blocks.
+    sums: Vec<i16>,
+}
+
+thread_local! {
+    static WARP_BUFFERS: Cell<WarpBuffers> = Cell::new(WarpBuffers::default());
+    /// The calling thread's query tables, reused across queries (256 KiB for 32 query tokens
+    /// at dim 128, nbits 2).
+    static WARP_TABLES: Cell<TokenTables> = Cell::new(TokenTables::new());
+}
+
+/// One query token's probes: the probed centroids with their f32 scores, best first.
+struct Probes {
+    cells: Vec<(f32, u32)>,
+    /// The missing-score estimate.
+    missing: f32,
+}
+
+impl<'a> Compressed<'a> {
+    /// The segment's centroid-grouped tokens, built on first use.
+    fn warp_layout(&self) -> Result<&'a WarpLayout> {
+        if let Some(layout) = self.state.warp.get() {
+            return Ok(layout);
+        }
+        // Two threads may both build it; the first stored wins (the same bytes either way).
+        let built = WarpLayout::build(self)?;
+        let _ = self.state.warp.set(built);
+        Ok(self.state.warp.get().expect("stored above"))
+    }
+
+    /// Builds the centroid-grouped copy WARP mode scores from now rather than at the first WARP
+    /// search, and returns its size in bytes.
+    ///
+    /// # Errors
+    /// If the segment's codes or offsets are corrupt.
+    pub fn prepare_warp(&self) -> Result<usize> {
+        Ok(self.warp_layout()?.heap_bytes())
+    }
+
+    /// Per token, the factor its score is multiplied by: the stored inverse norms (format v6),
+    /// the inverse norms of the decoded tokens of a unit-norm index without them, or `None`
+    /// (1) when decoded tokens are not renormalised.
+    fn norm_factors(&self) -> Result<Option<Vec<f32>>> {
+        if let Some(n) = self.norms {
+            return Ok(Some(n.iter().map(|v| v.to_f32()).collect()));
+        }
+        if !self.state.unit_norm {
+            return Ok(None);
+        }
+        let dim = self.dim;
+        let mut factors = Vec::with_capacity(self.n_tokens as usize);
+        let (mut codes, mut decoded) = (Vec::new(), Vec::new());
+        for doc in 0..self.n_docs() as u32 {
+            let range = self.tokens(doc)?;
+            self.doc_codes(doc, &mut codes)?;
+            decoded.clear();
+            decoded.resize(codes.len() * dim, 0.0);
+            let pl = self.state.codec.packed_len();
+            self.state.codec.decode_rows(
+                &self.residuals[range.start * pl..range.end * pl],
+                &codes,
+                &self.state.centroids,
+                Norm::Keep,
+                &mut decoded,
+            )?;
+            for row in decoded.chunks_exact(dim) {
+                let norm = dot(row, row).sqrt();
+                factors.push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+            }
+        }
+        Ok(Some(factors))
+    }
+
+    /// WARP-mode search of one query; see the module documentation.
+    pub(super) fn search_warp(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        laps: &mut Laps<'_>,
+        deleted: &[u32],
+    ) -> Result<Vec<Hit>> {
+        let mut tables = WARP_TABLES.take();
+        let result = self.search_warp_with(query, params, laps, deleted, &mut tables);
+        WARP_TABLES.set(tables);
+        result
+    }
+
+    /// [`Compressed::search_warp`] with the calling thread's query tables.
+    fn search_warp_with(
+        &self,
+        query: &PreparedQuery,
+        params: &SearchParams,
+        laps: &mut Laps<'_>,
+        deleted: &[u32],
+        tables: &mut TokenTables,
+    ) -> Result<Vec<Hit>> {
+        let layout = self.warp_layout()?;
+        let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
+        let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, dim).t());
+        let (by_centroid, _) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
+        let nprobe = params.nprobe.clamp(1, c);
+        let cells = super::best_cells(&by_centroid, nq, c, nprobe);
+        // The probed cells re-scored in f32 (the product may have run in bf16), best first.
+        let probes: Vec<Probes> = query
+            .tokens()
+            .chunks_exact(dim)
+            .zip(cells.chunks_exact(nprobe))
+            .map(|(token, picked)| {
+                let mut scored: Vec<(f32, u32)> = picked
+                    .iter()
+                    .map(|&j| {
+                        (dot(token, &self.state.centroids[j as usize * dim..(j as usize + 1) * dim]), j)
+                    })
+                    .collect();
+                scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut seen = 0usize;
+                let missing = scored
+                    .iter()
+                    .find(|&&(_, j)| {
+                        seen += layout.count[j as usize] as usize;
+                        seen >= params.warp_t_prime
+                    })
+                    .or(scored.last())
+                    .map_or(0.0, |&(s, _)| s);
+                Probes { cells: scored, missing }
+            })
+            .collect();
+        tables.fill(&layout.codebook, query.tokens(), nq);
+        let tables = &*tables;
+        laps.lap(Stage::Candidates);
+        let n_docs = self.n_docs();
+        let kernel = Kernel::detect();
+        // Per query token, the documents it reached and their best token's score, in order of
+        // first reach (the same order on every run).
+        let reach = |q: usize| -> Vec<(u32, f32)> {
+            let mut buf = WARP_BUFFERS.take();
+            let WarpBuffers { best, touched, sums } = &mut buf;
+            if best.len() != n_docs {
+                best.clear();
+                best.resize(n_docs, f32::NEG_INFINITY);
+            }
+            let cells = &probes[q].cells;
+            // Room for every token probed: a document is appended at its first token without a
+            // branch (whether it is new is not predictable).
+            let tokens: usize = cells.iter().map(|&(_, j)| layout.count[j as usize] as usize).sum();
+            touched.resize(tokens + 1, 0);
+            let mut n_touched = 0;
+            let (table, step, positions) = (tables.table(q), tables.step(q), layout.positions);
+            let span = |cell: u32| {
+                let c = cell as usize;
+                layout.first_block[c] as usize..layout.first_block[c + 1] as usize
+            };
+            for (i, &(score, cell)) in cells.iter().enumerate() {
+                // The next centroid's bytes start loading while this one is scored: each probed
+                // centroid is a jump to elsewhere in the layout.
+                if let Some(&(_, next)) = cells.get(i + 1) {
+                    let b = span(next);
+                    prefetch(&layout.codes[b.start * positions * BLOCK..b.end * positions * BLOCK]);
+                    prefetch(&layout.docs[b.start * BLOCK..b.end * BLOCK]);
+                    prefetch(&layout.scale[b.start * BLOCK..b.end * BLOCK]);
+                }
+                let blocks = span(cell);
+                let n = layout.count[cell as usize] as usize;
+                sums.resize(blocks.len() * BLOCK, 0);
+                let sums = &mut sums[..blocks.len() * BLOCK];
+                block_sums(
+                    kernel,
+                    table,
+                    positions,
+                    &layout.codes[blocks.start * positions * BLOCK..blocks.end * positions * BLOCK],
+                    sums,
+                );
+                let first = blocks.start * BLOCK;
+                let docs = &layout.docs[first..first + n];
+                let scale = &layout.scale[first..first + n];
+                for ((&d, &f), &sum) in docs.iter().zip(scale).zip(sums.iter()) {
+                    let s = (score + sum as f32 * step) * f;
+                    let b = &mut best[d as usize];
+                    touched[n_touched] = d;
+                    n_touched += (*b == f32::NEG_INFINITY) as usize;
+                    *b = if s > *b { s } else { *b };
+                }
+            }
+            let out = touched[..n_touched]
+                .iter()
+                .map(|&d| {
+                    let s = best[d as usize];
+                    best[d as usize] = f32::NEG_INFINITY;
+                    (d, s)
+                })
+                .collect();
+            WARP_BUFFERS.set(buf);
+            out
+        };
+        let reached: Vec<Vec<(u32, f32)>> = (0..nq).into_par_iter().with_min_len(4).map(reach).collect();
+        // A document's score: the sum of every query token's estimate, then for each query
+        // token that reached it, its best token's score in place of the estimate (added in
+        // query-token order, so the same whatever the thread count).
+        let base: f32 = probes.iter().map(|p| p.missing).sum();
+        let mut total = vec![0f32; n_docs];
+        // Deleted documents count as seen, so they never become candidates.
+        let mut seen = vec![false; n_docs];
+        for &d in deleted {
+            if let Some(s) = seen.get_mut(d as usize) {
+                *s = true;
+            }
+        }
+        // Each document once, appended without a branch.
+        let mut candidates = vec![0u32; reached.iter().map(Vec::len).sum::<usize>() + 1];
+        let mut n_candidates = 0;
+        for (list, p) in reached.iter().zip(&probes) {
+            for &(d, s) in list {
+                total[d as usize] += s - p.missing;
+                candidates[n_candidates] = d;
+                n_candidates += !seen[d as usize] as usize;
+                seen[d as usize] = true;
+            }
+        }
+        candidates.truncate(n_candidates);
+        let keep = if params.warp_rescore > 0 { params.warp_rescore.max(params.k) } else { params.k };
+        let mut top = TopK::new(keep);
+        for &d in &candidates {
+            top.push(d, base + total[d as usize]);
+        }
+        let best = top.into_sorted();
+        laps.lap(Stage::Pruning);
+        if params.warp_rescore == 0 {
+            return Ok(best);
+        }
+        let mut survivors: Vec<u32> = best.iter().map(|h| h.doc).collect();
+        survivors.sort_unstable();
+        self.final_scores(query, &qt, &survivors, params, laps)
+    }
+}
