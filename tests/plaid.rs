@@ -951,3 +951,64 @@ fn verify_catches_bad_token_norms() {
     let err = Segment::open(&idx).unwrap_err().to_string();
     assert!(err.contains("token norms need"), "{err}");
 }
+
+/// WARP mode over the same index: with every centroid probed and nothing rescored, a document's
+/// WARP score is its table-scored MaxSim up to the i8 tables' rounding; at the defaults (16
+/// probes, the best 64 rescored) it finds the oracle's top 10, and the same bits come back on one
+/// thread and several.
+#[test]
+fn warp_mode_agrees_with_the_oracle() {
+    use engine::SearchMode;
+    let dir = TempDir::new().unwrap();
+    let c = corpus(1500, 64, 11);
+    build(&dir.path().join("i"), &c, CompressedParams::new(2));
+    let index = Segment::open(&dir.path().join("i")).unwrap();
+    let qs = queries(&c, 30, 16);
+    let oracle = index.search_decompressed(&qs, 10).unwrap();
+    let warp = SearchParams {
+        mode: SearchMode::Warp,
+        min_centroid_fit: f32::NEG_INFINITY,
+        ..SearchParams::for_k(10)
+    };
+    let got = index.search(&qs, &warp).unwrap();
+    let r = recall(&got, &oracle);
+    assert!(r >= 0.98, "WARP recall@10 against the oracle is {r}");
+    for (g, o) in got.iter().zip(&oracle) {
+        assert_eq!(g.len(), 10);
+        assert!(g.windows(2).all(|w| w[0].score >= w[1].score));
+        // Rescored hits carry the oracle's own scores.
+        for h in g {
+            if let Some(x) = o.iter().find(|x| x.doc == h.doc) {
+                assert_eq!(x.score, h.score);
+            }
+        }
+    }
+    // Every centroid probed, WARP scores returned as they are.
+    let n_centroids = index.meta().residual.as_ref().unwrap().n_centroids as usize;
+    let full = SearchParams { nprobe: n_centroids, warp_rescore: 0, ..warp.clone() };
+    let raw = index.search(&qs, &full).unwrap();
+    assert!(recall(&raw, &oracle) >= 0.95, "full-probe WARP recall {}", recall(&raw, &oracle));
+    let mut compared = 0;
+    for (g, o) in raw.iter().zip(&oracle) {
+        for h in g {
+            if let Some(x) = o.iter().find(|x| x.doc == h.doc) {
+                // 16 query tokens, each within about 1e-3 of its table-scored maximum.
+                assert!((x.score - h.score).abs() < 16.0 * 2e-3, "{} vs {}", x.score, h.score);
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 200, "{compared}");
+    // Too few probes and no rescoring lose documents: the knob is live.
+    let narrow = SearchParams { nprobe: 1, warp_rescore: 0, ..warp.clone() };
+    assert!(recall(&index.search(&qs, &narrow).unwrap(), &oracle) < r);
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| qs.iter().map(|q| index.search_one(q, &warp, None).unwrap()).collect::<Vec<_>>())
+    };
+    let one = on(1);
+    for (a, b) in one.iter().zip(&on(3)) {
+        let bits = |h: &[engine::Hit]| h.iter().map(|x| (x.doc, x.score.to_bits())).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b));
+    }
+}

@@ -148,6 +148,9 @@ fn adds_deletes_and_compaction_keep_ids_stable_and_scores_exact() {
             let query = Query::tokens(q, DIM).unwrap();
             let hits = index.search(query, 50, &SearchParams::for_k(50)).unwrap();
             assert!(hits.iter().all(|h| model.contains(&h.id)), "a deleted id was returned");
+            let warp = SearchParams { mode: engine::SearchMode::Warp, ..SearchParams::for_k(50) };
+            let warp_hits = index.search(query, 50, &warp).unwrap();
+            assert!(warp_hits.iter().all(|h| model.contains(&h.id)), "WARP returned a deleted id");
             assert!(hits
                 .windows(2)
                 .all(|w| w[0].score > w[1].score || (w[0].score == w[1].score && w[0].id < w[1].id)));

@@ -14,6 +14,14 @@ pub enum Mode {
     Warp,
 }
 
+/// The library's mode for a `--mode` value.
+pub fn search_mode(mode: Mode) -> SearchMode {
+    match mode {
+        Mode::Plaid => SearchMode::Plaid,
+        Mode::Warp => SearchMode::Warp,
+    }
+}
+
 /// PLAID and WARP knobs of a compressed index (ignored by an uncompressed one).
 #[derive(Args, Debug, Clone, Default)]
 pub struct Knobs {
@@ -78,10 +86,7 @@ impl Knobs {
             rescore: if self.no_rescore { Some(0) } else { self.rescore },
             exhaustive: self.exhaustive,
             bf16_centroid_scores: !self.f32_centroid_scores,
-            mode: match self.mode {
-                Mode::Plaid => SearchMode::Plaid,
-                Mode::Warp => SearchMode::Warp,
-            },
+            mode: search_mode(self.mode),
             nprobe: self.nprobe.unwrap_or(d.nprobe),
             warp_t_prime: self.t_prime.unwrap_or(d.warp_t_prime),
             warp_rescore: self.warp_rescore.unwrap_or(d.warp_rescore),

@@ -112,17 +112,30 @@ fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) 
     // Column q's bar: a value must exceed it to enter (minus infinity until the buffer fills).
     let mut bar = vec![f32::NEG_INFINITY; nq];
     for (j, row) in scores.chunks_exact(nq).enumerate() {
+        // One vectorised comparison for the (usual) row that beats no column's bar.
         if !row.iter().zip(&bar).fold(false, |hit, (&v, &b)| hit | (v > b)) {
             continue;
         }
-        for (q, (&v, b)) in row.iter().zip(bar.iter_mut()).enumerate() {
-            if v > *b {
+        // The columns this row beats, 64 at a time as a bit mask, so that only those are
+        // visited: a branch per column would be mispredicted whenever rows still enter often
+        // (early on, or with many cells per token).
+        for first in (0..nq).step_by(64) {
+            let end = (first + 64).min(nq);
+            let mut hits = row[first..end]
+                .iter()
+                .zip(&bar[first..end])
+                .enumerate()
+                .fold(0u64, |m, (i, (&v, &b))| m | (((v > b) as u64) << i));
+            while hits != 0 {
+                let q = first + hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                let v = row[q];
                 let col = &mut best[q];
                 let pos = col.partition_point(|&(s, _)| s >= v);
                 col.insert(pos, (v, j as u32));
                 col.truncate(n);
                 if col.len() == n {
-                    *b = col[n - 1].0;
+                    bar[q] = col[n - 1].0;
                 }
             }
         }

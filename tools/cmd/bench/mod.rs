@@ -19,6 +19,8 @@ use engine::{Hit, SearchParams, Segment};
 use serde_json::{json, Value};
 
 use self::stats::{clock_cost, decimal, drop_page_cache, mean_recall, peak_rss, percentiles};
+use super::knobs::{search_mode, Mode};
+use engine::eval::Run;
 
 /// Arguments of `bench`.
 #[derive(Args, Debug)]
@@ -53,9 +55,18 @@ pub struct BenchArgs {
     /// off, this many times (0 skips it).
     #[arg(long, default_value_t = 5)]
     pub overhead_rounds: usize,
-    /// The PLAID knobs of the measured runs.
+    /// The PLAID and WARP knobs of the measured runs.
     #[command(flatten)]
     pub knobs: super::knobs::Knobs,
+    /// Compressed index: measure each of these search modes, side by side in one run (e.g.
+    /// `plaid,warp`; default: the one --mode names).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "MODE,..")]
+    pub modes: Vec<super::knobs::Mode>,
+    /// Also report recall@k against this TREC run of the same queries (query ids: the row
+    /// numbers of --query-embeddings from 0, or the ids of --queries), e.g. exact MaxSim from
+    /// `colbert-index search` over an uncompressed index of the same embeddings.
+    #[arg(long, value_name = "RUN")]
+    pub truth: Option<PathBuf>,
     /// The pruning-knob sweep.
     #[command(flatten)]
     pub sweep: sweep::SweepArgs,
@@ -74,6 +85,8 @@ pub struct BenchArgs {
 
 /// The queries of a benchmark, with the time each took to encode when they were text.
 struct Queries {
+    /// Query ids: row numbers of the embeddings file, or the ids of the text queries.
+    ids: Vec<String>,
     tokens: Vec<Vec<f32>>,
     encode: Vec<Duration>,
     source: String,
@@ -89,7 +102,13 @@ fn load_queries(args: &BenchArgs, index: &Segment) -> Result<Queries> {
         if q.queries.is_empty() {
             bail!("{}: no queries", path.display());
         }
-        return Ok(Queries { tokens: q.queries, encode: Vec::new(), source: path.display().to_string() });
+        let ids = (0..q.queries.len()).map(|i| i.to_string()).collect();
+        return Ok(Queries {
+            ids,
+            tokens: q.queries,
+            encode: Vec::new(),
+            source: path.display().to_string(),
+        });
     }
     let path = args.queries.as_ref().context("give --query-embeddings FILE or --queries FILE")?;
     let records = read_queries(path)?;
@@ -111,7 +130,8 @@ fn load_queries(args: &BenchArgs, index: &Segment) -> Result<Queries> {
         }
         tokens.push(e);
     }
-    Ok(Queries { tokens, encode, source: path.display().to_string() })
+    let ids = records.iter().map(|r| r.id.clone()).collect();
+    Ok(Queries { ids, tokens, encode, source: path.display().to_string() })
 }
 
 /// One measured pass: every query alone, with stage timing.
@@ -253,12 +273,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     // embeddings, over its compressed tokens, decoded or table-scored as search scores them).
     let truth = index.search_exhaustive(qs, args.k)?;
     let params = args.knobs.params(args.k);
-    let mode = if !index.is_compressed() {
-        "exhaustive"
-    } else if params.exhaustive {
-        "decompressed"
-    } else {
-        "plaid"
+    let modes = if args.modes.is_empty() { vec![args.knobs.mode] } else { args.modes.clone() };
+    let label = |mode: Mode| {
+        if !index.is_compressed() {
+            "exhaustive"
+        } else if params.exhaustive {
+            "decompressed"
+        } else {
+            match mode {
+                Mode::Plaid => "plaid",
+                Mode::Warp => "warp",
+            }
+        }
+    };
+    // An uncompressed or exhaustive search is the same in every mode: measured once.
+    let modes = if index.is_compressed() && !params.exhaustive { modes } else { modes[..1].to_vec() };
+    let truth_run = match &args.truth {
+        Some(path) => Some(TruthRun::load(path, &queries.ids, args.k)?),
+        None => None,
     };
     // A v6 index's compressed tokens are scored through lookup tables, by search and the
     // oracle alike (docs/PLAID.md, "Scoring without decoding").
@@ -278,13 +310,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if args.cold {
             passes.insert(0, ("cold", true));
         }
-        for (cache, cold) in passes {
+        // Every mode at this thread count, one after the other.
+        let plan: Vec<((&str, bool), Mode)> =
+            passes.iter().flat_map(|&p| modes.iter().map(move |&m| (p, m))).collect();
+        for ((cache, cold), mode) in plan {
+            let params = SearchParams { mode: search_mode(mode), ..params.clone() };
             let cold_note = if cold { drop_page_cache().err() } else { None };
             let warmup = if cold { 0 } else { args.warmup };
             let pass = pool.install(|| measure(&index, qs, &params, warmup))?;
             let wall: Duration = pass.latency.iter().sum();
             runs.push(json!({
-                "mode": mode,
+                "mode": label(mode),
                 "oracle": oracle,
                 "threads": threads,
                 "cache": cache,
@@ -295,6 +331,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 "qps_single": qs.len() as f64 / wall.as_secs_f64(),
                 "qps_batched": qs.len() as f64 / pass.batch.as_secs_f64(),
                 "recall_at_k": mean_recall(&pass.results, &truth),
+                "recall_vs_truth": truth_run.as_ref().map(|t| t.recall(&index, &pass.results)),
                 "loop_overhead_fraction": pass.loop_overhead.as_secs_f64() / wall.as_secs_f64(),
             }));
         }
@@ -375,6 +412,38 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The `--truth` run: each query's best `k` document ids, in the order of the queries.
+struct TruthRun {
+    top: Vec<Vec<String>>,
+}
+
+impl TruthRun {
+    /// Reads `path` and takes the best `k` of each of `ids`' queries.
+    fn load(path: &std::path::Path, ids: &[String], k: usize) -> Result<Self> {
+        let run = Run::from_path(path)?;
+        let top = ids
+            .iter()
+            .map(|q| {
+                let ranked = run.ranking(q);
+                if ranked.is_empty() {
+                    bail!("{}: no results for query {q} (one of the benchmark's queries)", path.display());
+                }
+                Ok(ranked.iter().take(k).map(|e| e.doc_id.clone()).collect())
+            })
+            .collect::<Result<_>>()?;
+        Ok(TruthRun { top })
+    }
+
+    /// Mean recall of `results` (one list per query, in order) against the run.
+    fn recall(&self, index: &Segment, results: &[Vec<Hit>]) -> f64 {
+        let per_query = results.iter().zip(&self.top).map(|(got, want)| {
+            let found = got.iter().filter(|h| want.iter().any(|w| *w == index.doc_id(h.doc))).count();
+            found as f64 / want.len().max(1) as f64
+        });
+        per_query.sum::<f64>() / self.top.len().max(1) as f64
+    }
+}
+
 /// Latency of reranking `--rerank` random candidates per query, at each thread count.
 fn measure_rerank(args: &BenchArgs, qs: &[Vec<f32>]) -> Result<Value> {
     let index = engine::Index::open(&args.index)?;
@@ -451,17 +520,28 @@ fn print_report(
         p["rescore"],
         p["exhaustive"]
     )?;
+    let runs = report["runs"].as_array().cloned().unwrap_or_default();
+    let with_truth = runs.iter().any(|r| r["recall_vs_truth"].is_number());
     writeln!(
         out,
-        "{:<12} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}",
-        "mode", "threads", "cache", "p50 ms", "p95 ms", "p99 ms", "QPS", "QPS batch", "recall@k"
+        "{:<12} {:>7} {:>5} {:>9} {:>9} {:>9} {:>10} {:>11} {:>9}{}",
+        "mode",
+        "threads",
+        "cache",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "QPS",
+        "QPS batch",
+        "recall@k",
+        if with_truth { "  vs --truth" } else { "" }
     )?;
-    let runs = report["runs"].as_array().cloned().unwrap_or_default();
     for r in &runs {
         let t = &r["stages"]["total"];
+        let truth = r["recall_vs_truth"].as_f64().map_or(String::new(), |v| format!(" {v:>11.4}"));
         writeln!(
             out,
-            "{:<12} {:>7} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>11.1} {:>9.4}",
+            "{:<12} {:>7} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>11.1} {:>9.4}{truth}",
             r["mode"].as_str().unwrap_or(""),
             r["threads"].as_u64().unwrap_or(0),
             r["cache"].as_str().unwrap_or(""),
@@ -480,15 +560,16 @@ fn print_report(
     writeln!(out)?;
     writeln!(
         out,
-        "{:<7} {:>5} {:<11} {:>9} {:>9} {:>9} {:>9}",
-        "threads", "cache", "stage", "p50 ms", "p95 ms", "p99 ms", "mean ms"
+        "{:<12} {:>7} {:>5} {:<11} {:>9} {:>9} {:>9} {:>9}",
+        "mode", "threads", "cache", "stage", "p50 ms", "p95 ms", "p99 ms", "mean ms"
     )?;
     for r in &runs {
         for name in STAGES {
             if let Some(s) = r["stages"].get(name) {
                 writeln!(
                     out,
-                    "{:>7} {:>5} {:<11} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    "{:<12} {:>7} {:>5} {:<11} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                    r["mode"].as_str().unwrap_or(""),
                     r["threads"].as_u64().unwrap_or(0),
                     r["cache"].as_str().unwrap_or(""),
                     name,
