@@ -140,6 +140,21 @@ fn synth_files_feed_build_and_bench_reports_every_stage_and_a_sweep() {
         table.contains("candidates") && table.contains("maxsim") && table.contains("recall@k"),
         "{table}"
     );
+    // Both modes side by side, and recall against a given run: PLAID's own run at the same
+    // settings is found in full.
+    let run_file = dir.path().join("plaid.run");
+    std::fs::write(&run_file, cli_ok(&["search", "--index", s(&index), "--query-embeddings", s(&queries)]))
+        .unwrap();
+    let both = bench(
+        &index,
+        &queries,
+        &["--overhead-rounds", "0", "--modes", "plaid,warp", "--truth", s(&run_file)],
+    );
+    let runs = both["runs"].as_array().unwrap();
+    let modes: Vec<&str> = runs.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+    assert_eq!(modes, ["plaid", "warp"]);
+    assert_eq!(runs[0]["recall_vs_truth"].as_f64(), Some(1.0));
+    assert!((0.5..=1.0).contains(&runs[1]["recall_vs_truth"].as_f64().unwrap()), "{}", runs[1]);
     // Bad input: a sweep of an uncompressed index, an existing synth output.
     let flat = dir.path().join("flat");
     cli_ok(&["build", "--embeddings", s(&docs), "--index", s(&flat), "--nbits", "16"]);
