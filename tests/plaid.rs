@@ -985,7 +985,7 @@ fn warp_mode_agrees_with_the_oracle() {
     }
     // Every centroid probed, WARP scores returned as they are.
     let n_centroids = index.meta().residual.as_ref().unwrap().n_centroids as usize;
-    let full = SearchParams { nprobe: n_centroids, warp_rescore: 0, ..warp.clone() };
+    let full = SearchParams { nprobe: Some(n_centroids), warp_rescore: Some(0), ..warp.clone() };
     let raw = index.search(&qs, &full).unwrap();
     assert!(recall(&raw, &oracle) >= 0.95, "full-probe WARP recall {}", recall(&raw, &oracle));
     let mut compared = 0;
@@ -1000,7 +1000,7 @@ fn warp_mode_agrees_with_the_oracle() {
     }
     assert!(compared > 200, "{compared}");
     // Too few probes and no rescoring lose documents: the knob is live.
-    let narrow = SearchParams { nprobe: 1, warp_rescore: 0, ..warp.clone() };
+    let narrow = SearchParams { nprobe: Some(1), warp_rescore: Some(0), ..warp.clone() };
     assert!(recall(&index.search(&qs, &narrow).unwrap(), &oracle) < r);
     let on = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();

@@ -28,7 +28,8 @@ pub struct Knobs {
     /// Compressed index: the search to run.
     #[arg(long, value_enum, default_value_t = Mode::Plaid)]
     pub mode: Mode,
-    /// WARP mode: centroids probed per query token (default 16).
+    /// WARP mode: centroids probed per query token (default: enough to hold about 1,024 tokens
+    /// at the index's average, e.g. 9 at 1M tokens and 8,192 centroids, 4 at 10M and 32,768).
     #[arg(long, value_name = "N")]
     pub nprobe: Option<usize>,
     /// WARP mode: a query token's score for a document it did not reach is the score of its
@@ -37,7 +38,8 @@ pub struct Knobs {
     #[arg(long, value_name = "TOKENS")]
     pub t_prime: Option<usize>,
     /// WARP mode: the best N documents by WARP score are scored again as PLAID mode scores its
-    /// survivors (default 64; 0 returns the WARP scores).
+    /// survivors (default 128 for a segment of up to 32,768 documents, times
+    /// (documents / 32,768)^0.3 on larger ones; 0 returns the WARP scores).
     #[arg(long, value_name = "N")]
     pub warp_rescore: Option<usize>,
     /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to
@@ -87,9 +89,9 @@ impl Knobs {
             exhaustive: self.exhaustive,
             bf16_centroid_scores: !self.f32_centroid_scores,
             mode: search_mode(self.mode),
-            nprobe: self.nprobe.unwrap_or(d.nprobe),
+            nprobe: self.nprobe.or(d.nprobe),
             warp_t_prime: self.t_prime.unwrap_or(d.warp_t_prime),
-            warp_rescore: self.warp_rescore.unwrap_or(d.warp_rescore),
+            warp_rescore: self.warp_rescore.or(d.warp_rescore),
             ..d
         }
     }

@@ -65,15 +65,18 @@ pub struct SearchParams {
     /// The search run on a compressed index: [`SearchMode::Plaid`] (default) or
     /// [`SearchMode::Warp`].
     pub mode: SearchMode,
-    /// WARP mode: centroids probed per query token.
-    pub nprobe: usize,
+    /// WARP mode: centroids probed per query token; `None` (default): enough to reach about
+    /// [`WARP_PROBE_TOKENS`] tokens on average ([`SearchParams::nprobe_for`]).
+    pub nprobe: Option<usize>,
     /// WARP mode: a query token's estimate for the documents it did not reach is the score of
     /// its first probed centroid (best first) at which the probed centroids hold this many
     /// tokens together.
     pub warp_t_prime: usize,
     /// WARP mode: the best this many documents by WARP score (at least `k`) are scored again
-    /// as PLAID's final stage scores its survivors; 0 returns the WARP scores.
-    pub warp_rescore: usize,
+    /// as PLAID's final stage scores its survivors; 0 returns the WARP scores. `None`
+    /// (default): [`WARP_RESCORE_REFERENCE`] on segments of up to [`NDOCS_REFERENCE_DOCS`]
+    /// documents, more on larger ones ([`SearchParams::warp_rescore_for`]).
+    pub warp_rescore: Option<usize>,
 }
 
 impl SearchParams {
@@ -106,9 +109,9 @@ impl SearchParams {
             bf16_centroid_scores: true,
             scale_ndocs: true,
             mode: SearchMode::Plaid,
-            nprobe: 16,
+            nprobe: None,
             warp_t_prime: 10_000,
-            warp_rescore: 64,
+            warp_rescore: None,
         }
     }
 
@@ -125,6 +128,28 @@ impl SearchParams {
         scaled.min(n_docs).max(self.ndocs.min(n_docs))
     }
 
+    /// WARP mode's probes per query token on a segment of `n_tokens` tokens and `n_centroids`
+    /// centroids: [`SearchParams::nprobe`], or enough centroids to hold about
+    /// [`WARP_PROBE_TOKENS`] tokens at the segment's average (at least 2, at most 64 and the
+    /// centroids).
+    pub fn nprobe_for(&self, n_tokens: u64, n_centroids: usize) -> usize {
+        let n = self.nprobe.unwrap_or_else(|| {
+            let per_centroid = (n_tokens as f64 / n_centroids.max(1) as f64).max(1.0);
+            ((WARP_PROBE_TOKENS as f64 / per_centroid).ceil() as usize).clamp(2, 64)
+        });
+        n.clamp(1, n_centroids.max(1))
+    }
+
+    /// WARP mode's rescoring depth on a segment of `n_docs` documents:
+    /// [`SearchParams::warp_rescore`], or [`WARP_RESCORE_REFERENCE`] scaled by
+    /// `(n_docs / NDOCS_REFERENCE_DOCS)^0.3` beyond [`NDOCS_REFERENCE_DOCS`] documents.
+    pub fn warp_rescore_for(&self, n_docs: usize) -> usize {
+        self.warp_rescore.unwrap_or_else(|| {
+            let factor = (n_docs as f64 / NDOCS_REFERENCE_DOCS as f64).max(1.0).powf(WARP_RESCORE_EXPONENT);
+            (WARP_RESCORE_REFERENCE as f64 * factor).ceil() as usize
+        })
+    }
+
     /// Number of candidates stage 3 keeps for exact scoring when stage 2 keeps `ndocs`:
     /// `ndocs / 4`, at least `k`.
     pub fn stage3_keep(&self, ndocs: usize) -> usize {
@@ -135,6 +160,19 @@ impl SearchParams {
 /// Documents in a segment up to which `ndocs` is used as set; larger segments scale it (see
 /// [`SearchParams::scale_ndocs`]).
 pub const NDOCS_REFERENCE_DOCS: usize = 32_768;
+
+/// WARP mode probes about this many tokens per query token by default (see
+/// [`SearchParams::nprobe_for`]): measured on the 1M and 10M-token synthetic sets (docs/WARP.md),
+/// fewer probes lost recall against exact MaxSim and more bought none.
+pub const WARP_PROBE_TOKENS: usize = 1024;
+
+/// WARP mode's default rescoring depth on segments of up to [`NDOCS_REFERENCE_DOCS`] documents.
+pub const WARP_RESCORE_REFERENCE: usize = 128;
+
+/// How WARP mode's rescoring depth grows beyond [`NDOCS_REFERENCE_DOCS`] documents: 128 at 1M
+/// tokens and 256 at 10M (252 by this rule) were the shallowest depths that kept PLAID mode's
+/// recall against exact MaxSim (docs/WARP.md).
+const WARP_RESCORE_EXPONENT: f64 = 0.3;
 
 /// How `ndocs` grows with a segment's documents beyond [`NDOCS_REFERENCE_DOCS`]: the power law
 /// fitted to the depths that keep recall@10 at 0.99 on the 1M, 3M and 10M-token synthetic sets.

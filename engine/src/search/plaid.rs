@@ -91,8 +91,9 @@ thread_local! {
 /// documents of 32 tokens at dim 128 needs 0.5 M, of 300 tokens at dim 384 7.4 M.
 const MAX_KEPT_FLOATS: usize = 2 << 20;
 
-/// Up to this many cells per query token, stage 1 selects them in one pass over the scores.
-const SMALL_NCELLS: usize = 16;
+/// Up to this many cells per query token, stage 1 (and WARP's probe selection) selects them in
+/// one pass over the scores.
+const SMALL_NCELLS: usize = 64;
 
 /// From bf16 centroid scores, stage 1 picks this many cells per query token beyond `ncells`
 /// and keeps the `ncells` best by f32 score. bf16 rounding moves a score by about 1e-4 on

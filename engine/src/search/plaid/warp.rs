@@ -145,6 +145,82 @@ thread_local! {
     static WARP_TABLES: Cell<TokenTables> = Cell::new(TokenTables::new());
 }
 
+/// The sum over query tokens ([`Compressed::search_warp`]'s step 4), with buffers reused
+/// across queries.
+#[derive(Default)]
+struct Merge {
+    /// Per document, the sum of its query tokens' scores less their estimates (0: none).
+    total: Vec<f32>,
+    /// Per document, one bit: already a candidate (or deleted).
+    seen: Vec<u64>,
+    candidates: Vec<u32>,
+}
+
+thread_local! {
+    static WARP_MERGE: Cell<Merge> = Cell::new(Merge::default());
+}
+
+impl Merge {
+    /// The best `keep` documents of `reached` (per query token, its documents and their best
+    /// token's score) by `Σ_q` (score, or the estimate where `q` did not reach the document),
+    /// never one of `deleted`. Leaves the buffers zeroed for the next query.
+    fn top(
+        &mut self,
+        reached: &[Vec<(u32, f32)>],
+        probes: &[Probes],
+        deleted: &[u32],
+        n_docs: usize,
+        keep: usize,
+    ) -> Vec<Hit> {
+        let Merge { total, seen, candidates } = self;
+        if total.len() != n_docs {
+            total.clear();
+            total.resize(n_docs, 0.0);
+            seen.clear();
+            seen.resize(n_docs.div_ceil(64), 0);
+        }
+        let bit = |d: u32| (d as usize / 64, 1u64 << (d % 64));
+        // Deleted documents count as seen, so they never become candidates.
+        for &d in deleted.iter().filter(|&&d| (d as usize) < n_docs) {
+            let (w, b) = bit(d);
+            seen[w] |= b;
+        }
+        // Each document once, appended without a branch; the sums in query-token order, so the
+        // same whatever the thread count.
+        candidates.clear();
+        candidates.resize(reached.iter().map(Vec::len).sum::<usize>() + 1, 0);
+        let mut n = 0;
+        for (list, p) in reached.iter().zip(probes) {
+            for (i, &(d, s)) in list.iter().enumerate() {
+                if let Some(&(ahead, _)) = list.get(i + SCATTER_AHEAD) {
+                    prefetch(&total[ahead as usize..ahead as usize + 1]);
+                }
+                total[d as usize] += s - p.missing;
+                let (w, b) = bit(d);
+                candidates[n] = d;
+                n += (seen[w] & b == 0) as usize;
+                seen[w] |= b;
+            }
+        }
+        candidates.truncate(n);
+        let base: f32 = probes.iter().map(|p| p.missing).sum();
+        let mut top = TopK::new(keep);
+        for &d in candidates.iter() {
+            top.push(d, base + total[d as usize]);
+            total[d as usize] = 0.0;
+            seen[d as usize / 64] = 0;
+        }
+        for &d in deleted.iter().filter(|&&d| (d as usize) < n_docs) {
+            seen[d as usize / 64] = 0;
+        }
+        top.into_sorted()
+    }
+}
+
+/// How many tokens (or documents) ahead the scattered updates of per-document sums hint their
+/// entry to the cache.
+const SCATTER_AHEAD: usize = 16;
+
 /// One query token's probes: the probed centroids with their f32 scores, best first.
 struct Probes {
     cells: Vec<(f32, u32)>,
@@ -233,22 +309,28 @@ impl<'a> Compressed<'a> {
         let layout = self.warp_layout()?;
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
         let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, dim).t());
+        let nprobe = params.nprobe_for(self.n_tokens, c);
+        let centroids = &self.state.centroids;
+        let score = |token: &[f32], j: u32| (dot(token, &centroids[j as usize * dim..(j as usize + 1) * dim]), j);
         let (by_centroid, _) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
-        let nprobe = params.nprobe.clamp(1, c);
         let cells = super::best_cells(&by_centroid, nq, c, nprobe);
-        // The probed cells re-scored in f32 (the product may have run in bf16), best first.
-        let probes: Vec<Probes> = query
+        // The probed cells re-scored in f32 (the product may have run in bf16).
+        let chosen: Vec<Vec<(f32, u32)>> = query
             .tokens()
             .chunks_exact(dim)
             .zip(cells.chunks_exact(nprobe))
-            .map(|(token, picked)| {
-                let mut scored: Vec<(f32, u32)> = picked
-                    .iter()
-                    .map(|&j| {
-                        (dot(token, &self.state.centroids[j as usize * dim..(j as usize + 1) * dim]), j)
-                    })
-                    .collect();
-                scored.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            .map(|(token, picked)| picked.iter().map(|&j| score(token, j)).collect())
+            .collect();
+        let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let probes: Vec<Probes> = chosen
+            .into_iter()
+            .map(|mut scored| {
+                // The best `nprobe`, best first (ties to the lower centroid).
+                if scored.len() > nprobe {
+                    scored.select_nth_unstable_by(nprobe - 1, by_score);
+                    scored.truncate(nprobe);
+                }
+                scored.sort_unstable_by(by_score);
                 let mut seen = 0usize;
                 let missing = scored
                     .iter()
@@ -314,7 +396,12 @@ impl<'a> Compressed<'a> {
                 let first = blocks.start * BLOCK;
                 let docs = &layout.docs[first..first + n];
                 let scale = &layout.scale[first..first + n];
-                for ((&d, &f), &sum) in docs.iter().zip(scale).zip(sums.iter()) {
+                for (i, ((&d, &f), &sum)) in docs.iter().zip(scale).zip(sums.iter()).enumerate() {
+                    // `best` outgrows the L2 cache on large segments (4 bytes per document):
+                    // the entry of a later token starts loading now.
+                    if let Some(&ahead) = docs.get(i + SCATTER_AHEAD) {
+                        prefetch(&best[ahead as usize..ahead as usize + 1]);
+                    }
                     let s = (score + sum as f32 * step) * f;
                     let b = &mut best[d as usize];
                     touched[n_touched] = d;
@@ -337,35 +424,13 @@ impl<'a> Compressed<'a> {
         // A document's score: the sum of every query token's estimate, then for each query
         // token that reached it, its best token's score in place of the estimate (added in
         // query-token order, so the same whatever the thread count).
-        let base: f32 = probes.iter().map(|p| p.missing).sum();
-        let mut total = vec![0f32; n_docs];
-        // Deleted documents count as seen, so they never become candidates.
-        let mut seen = vec![false; n_docs];
-        for &d in deleted {
-            if let Some(s) = seen.get_mut(d as usize) {
-                *s = true;
-            }
-        }
-        // Each document once, appended without a branch.
-        let mut candidates = vec![0u32; reached.iter().map(Vec::len).sum::<usize>() + 1];
-        let mut n_candidates = 0;
-        for (list, p) in reached.iter().zip(&probes) {
-            for &(d, s) in list {
-                total[d as usize] += s - p.missing;
-                candidates[n_candidates] = d;
-                n_candidates += !seen[d as usize] as usize;
-                seen[d as usize] = true;
-            }
-        }
-        candidates.truncate(n_candidates);
-        let keep = if params.warp_rescore > 0 { params.warp_rescore.max(params.k) } else { params.k };
-        let mut top = TopK::new(keep);
-        for &d in &candidates {
-            top.push(d, base + total[d as usize]);
-        }
-        let best = top.into_sorted();
+        let rescore = params.warp_rescore_for(n_docs);
+        let keep = if rescore > 0 { rescore.max(params.k) } else { params.k };
+        let mut merge = WARP_MERGE.take();
+        let best = merge.top(&reached, &probes, deleted, n_docs, keep);
+        WARP_MERGE.set(merge);
         laps.lap(Stage::Pruning);
-        if params.warp_rescore == 0 {
+        if rescore == 0 {
             return Ok(best);
         }
         let mut survivors: Vec<u32> = best.iter().map(|h| h.doc).collect();
