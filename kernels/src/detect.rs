@@ -16,6 +16,8 @@ pub(crate) struct Isa {
     pub(crate) avx512bw: bool,
     /// AVX-512 VBMI (byte permutes) on top of `avx512bw`.
     pub(crate) avx512vbmi: bool,
+    /// AVX-512 VNNI (8-bit dot products into 32-bit lanes) on top of `avx512bw`.
+    pub(crate) avx512vnni: bool,
     /// AVX-512 BF16 and VL on top of `avx512`.
     pub(crate) avx512_bf16: bool,
     /// Advanced SIMD (aarch64).
@@ -46,8 +48,9 @@ impl Isa {
             let avx512 = avx2 && has!("avx512f");
             let avx512bw = avx512 && has!("avx512bw");
             let avx512vbmi = avx512bw && has!("avx512vbmi");
+            let avx512vnni = avx512bw && has!("avx512vnni");
             let avx512_bf16 = avx512 && has!("avx512vl") && has!("avx512bf16");
-            Isa { avx2, avx512, avx512bw, avx512vbmi, avx512_bf16, neon: false }
+            Isa { avx2, avx512, avx512bw, avx512vbmi, avx512vnni, avx512_bf16, neon: false }
         }
         #[cfg(target_arch = "aarch64")]
         {

@@ -11,6 +11,8 @@
 //! - [`decode`]: decoding of residual-compressed tokens;
 //! - [`lut`]: MaxSim of residual-compressed tokens through per-query lookup tables, without
 //!   decompressing them (the exact scoring of compressed tokens);
+//! - [`int8`]: 8-bit products of many rows with a few query tokens (AVX-512 VNNI), WARP
+//!   mode's first look at every centroid;
 //! - [`warp`]: table sums of centroid-grouped compressed tokens against one query token, with
 //!   AVX-512 VBMI byte permutes (the kernel of the WARP search mode).
 //!
@@ -23,6 +25,7 @@ pub mod bf16;
 pub mod cpu;
 pub mod decode;
 mod detect;
+pub mod int8;
 pub mod lut;
 pub mod maxsim;
 pub mod ops;

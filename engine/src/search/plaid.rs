@@ -99,7 +99,7 @@ const SMALL_NCELLS: usize = 64;
 /// and keeps the `ncells` best by f32 score. bf16 rounding moves a score by about 1e-4 on
 /// average and by at most about 1e-3 (measured on CISI's 384-d and synthetic 128-d centroids);
 /// a swap past four cells would take a larger error than that.
-const BF16_CELL_MARGIN: usize = 4;
+pub(super) const BF16_CELL_MARGIN: usize = 4;
 
 /// Appends to `out`, for every column `q` of the row-major `[rows × nq]` matrix `scores`, the
 /// row indices of the `n` highest values of that column (ties to the lower row), in one pass

@@ -30,6 +30,7 @@ use kernels::maxsim::{Kernel, PreparedQuery};
 use kernels::ops::Mat;
 use kernels::packed::PackedMat;
 use kernels::prefetch::prefetch;
+use kernels::int8::{self, I8Columns, I8Rows};
 use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
 use rayon::prelude::*;
 
@@ -56,6 +57,8 @@ pub(crate) struct WarpLayout {
     /// Per token slot, the factor its score is multiplied by (0 for padding).
     scale: Vec<f32>,
     codebook: Codebook,
+    /// The centroids in 8 bits, where the CPU has the fast product ([`int8::fast`]).
+    centroids_i8: Option<I8Rows>,
 }
 
 impl WarpLayout {
@@ -112,7 +115,8 @@ impl WarpLayout {
             }
         }
         let codebook = Codebook::new(&state.codec.table());
-        Ok(WarpLayout { positions, first_block, count, codes: out_codes, docs, scale, codebook })
+        let centroids_i8 = int8::fast().then(|| I8Rows::new(&state.centroids, c, view.dim));
+        Ok(WarpLayout { positions, first_block, count, codes: out_codes, docs, scale, codebook, centroids_i8 })
     }
 
     /// Bytes this layout holds in memory.
@@ -126,6 +130,14 @@ impl WarpLayout {
 /// use (and an eighth as many of its documents and factors: 4 bytes per token, against 32 code
 /// bytes at dim 128, nbits 2).
 const PREFETCH_BYTES: usize = 512;
+
+/// Centroids per parallel block of the 8-bit centroid scores.
+const I8_ROWS: usize = 2048;
+
+/// From 8-bit centroid scores, this many cells per query token beyond `nprobe` are picked and
+/// re-scored in f32. 8-bit rounding moves a unit-norm product at dim 128 by about 1e-3 (at most
+/// a few times that), twice bf16's.
+const I8_CELL_MARGIN: usize = 8;
 
 /// One thread's buffers for the WARP mode, reused across queries.
 #[derive(Default)]
@@ -312,13 +324,29 @@ impl<'a> Compressed<'a> {
         let nprobe = params.nprobe_for(self.n_tokens, c);
         let centroids = &self.state.centroids;
         let score = |token: &[f32], j: u32| (dot(token, &centroids[j as usize * dim..(j as usize + 1) * dim]), j);
-        let (by_centroid, _) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
-        let cells = super::best_cells(&by_centroid, nq, c, nprobe);
-        // The probed cells re-scored in f32 (the product may have run in bf16).
+        // Every centroid's score: from 8-bit products where the CPU has them (WARP needs only the
+        // probes' scores, which are re-scored in f32 below: a few more cells are picked so that
+        // rounding cannot swap one at the edge), else the product PLAID's stage 1 runs.
+        let (by_centroid, pick) = match layout.centroids_i8.as_ref().filter(|_| params.bf16_centroid_scores) {
+            Some(rows) => {
+                let cols = I8Columns::new(query.tokens(), nq, dim);
+                let mut scores = vec![0f32; c * nq];
+                scores.par_chunks_mut(I8_ROWS * nq).enumerate().for_each(|(i, out)| {
+                    int8::scores(rows, i * I8_ROWS, &cols, out);
+                });
+                (scores, (nprobe + I8_CELL_MARGIN).min(c))
+            }
+            None => {
+                let (scores, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
+                (scores, if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe })
+            }
+        };
+        let cells = super::best_cells(&by_centroid, nq, c, pick);
+        // The probed cells re-scored in f32.
         let chosen: Vec<Vec<(f32, u32)>> = query
             .tokens()
             .chunks_exact(dim)
-            .zip(cells.chunks_exact(nprobe))
+            .zip(cells.chunks_exact(pick))
             .map(|(token, picked)| picked.iter().map(|&j| score(token, j)).collect())
             .collect();
         let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
