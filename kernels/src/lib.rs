@@ -31,6 +31,7 @@ pub mod maxsim;
 pub mod ops;
 pub mod packed;
 pub mod prefetch;
+pub mod select;
 #[cfg(target_arch = "x86_64")]
 mod tile;
 pub mod warp;

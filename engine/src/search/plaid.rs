@@ -103,47 +103,9 @@ pub(super) const BF16_CELL_MARGIN: usize = 4;
 
 /// Appends to `out`, for every column `q` of the row-major `[rows × nq]` matrix `scores`, the
 /// row indices of the `n` highest values of that column (ties to the lower row), in one pass
-/// over the rows. Each column keeps a small sorted buffer and the value its last entry holds, so
-/// a row that beats no column's bar costs one vectorised comparison.
+/// over the rows ([`kernels::select::top_by_column`]).
 fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) {
-    if nq == 0 || n == 0 {
-        return;
-    }
-    let mut best: Vec<Vec<(f32, u32)>> = (0..nq).map(|_| Vec::with_capacity(n + 1)).collect();
-    // Column q's bar: a value must exceed it to enter (minus infinity until the buffer fills).
-    let mut bar = vec![f32::NEG_INFINITY; nq];
-    for (j, row) in scores.chunks_exact(nq).enumerate() {
-        // One vectorised comparison for the (usual) row that beats no column's bar.
-        if !row.iter().zip(&bar).fold(false, |hit, (&v, &b)| hit | (v > b)) {
-            continue;
-        }
-        // The columns this row beats, 64 at a time as a bit mask, so that only those are
-        // visited: a branch per column would be mispredicted whenever rows still enter often
-        // (early on, or with many cells per token).
-        for first in (0..nq).step_by(64) {
-            let end = (first + 64).min(nq);
-            let mut hits = row[first..end]
-                .iter()
-                .zip(&bar[first..end])
-                .enumerate()
-                .fold(0u64, |m, (i, (&v, &b))| m | (((v > b) as u64) << i));
-            while hits != 0 {
-                let q = first + hits.trailing_zeros() as usize;
-                hits &= hits - 1;
-                let v = row[q];
-                let col = &mut best[q];
-                let pos = col.partition_point(|&(s, _)| s >= v);
-                col.insert(pos, (v, j as u32));
-                col.truncate(n);
-                if col.len() == n {
-                    bar[q] = col[n - 1].0;
-                }
-            }
-        }
-    }
-    for col in &best {
-        out.extend(col.iter().map(|&(_, j)| j));
-    }
+    kernels::select::top_by_column(scores, nq, n, out)
 }
 
 /// `cells` holds `pick` cells per query token (token `q`'s at `cells[q * pick..]`, chosen by

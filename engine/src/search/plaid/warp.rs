@@ -155,6 +155,8 @@ thread_local! {
     /// The calling thread's query tables, reused across queries (256 KiB for 32 query tokens
     /// at dim 128, nbits 2).
     static WARP_TABLES: Cell<TokenTables> = Cell::new(TokenTables::new());
+    /// The calling thread's 8-bit centroid scores, reused across queries.
+    static I8_SCORES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 /// The sum over query tokens ([`Compressed::search_warp`]'s step 4), with buffers reused
@@ -330,7 +332,10 @@ impl<'a> Compressed<'a> {
         let (by_centroid, pick) = match layout.centroids_i8.as_ref().filter(|_| params.bf16_centroid_scores) {
             Some(rows) => {
                 let cols = I8Columns::new(query.tokens(), nq, dim);
-                let mut scores = vec![0f32; c * nq];
+                // Every element is written: a reused buffer is not zeroed (nor faulted in again:
+                // 4 MiB for 32,768 centroids and 32 query tokens).
+                let mut scores = I8_SCORES.take();
+                scores.resize(c * nq, 0.0);
                 scores.par_chunks_mut(I8_ROWS * nq).enumerate().for_each(|(i, out)| {
                     int8::scores(rows, i * I8_ROWS, &cols, out);
                 });
@@ -342,6 +347,7 @@ impl<'a> Compressed<'a> {
             }
         };
         let cells = super::best_cells(&by_centroid, nq, c, pick);
+        I8_SCORES.set(by_centroid);
         // The probed cells re-scored in f32.
         let chosen: Vec<Vec<(f32, u32)>> = query
             .tokens()
