@@ -286,7 +286,9 @@ mod tests {
                     let exact: f32 = (0..dim).map(|d| a[r * dim + d] * b[q * dim + d]).sum();
                     // Each side rounded by at most half a step per value.
                     let bound = (0..dim)
-                        .map(|d| a[r * dim + d].abs() * cb.step[q] / 2.0 + b[q * dim + d].abs() * ra.step[r] / 2.0)
+                        .map(|d| {
+                            a[r * dim + d].abs() * cb.step[q] / 2.0 + b[q * dim + d].abs() * ra.step[r] / 2.0
+                        })
                         .sum::<f32>()
                         + dim as f32 * ra.step[r] * cb.step[q] / 4.0
                         + 1e-4;

@@ -345,7 +345,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None
     };
     let sweep = if args.sweep.sweep {
-        let points = pool.install(|| sweep::run(&index, qs, &truth, &params, &args.sweep, args.warmup))?;
+        let (plaid, warp) = (modes.contains(&Mode::Plaid), modes.contains(&Mode::Warp));
+        let points =
+            pool.install(|| sweep::run(&index, qs, &truth, &params, &args.sweep, args.warmup, plaid, warp))?;
         let title = format!(
             "{}: recall@{} vs p50 latency, {} thread(s)",
             args.index
@@ -386,6 +388,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "ndocs_scaled": params.ndocs_for(meta.n_docs as usize) != params.ndocs,
             "rescore": params.rescore,
             "exhaustive": params.exhaustive,
+            // WARP mode's knobs as this index uses them (derived from its size by default).
+            "nprobe": meta.residual.as_ref().map(|r| params.nprobe_for(meta.n_tokens, r.n_centroids as usize)),
+            "warp_rescore": params.warp_rescore_for(meta.n_docs as usize),
         },
         "peak_rss_bytes": peak_rss(),
         "runs": runs,
@@ -520,6 +525,9 @@ fn print_report(
         p["rescore"],
         p["exhaustive"]
     )?;
+    if report["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["mode"] == "warp")) {
+        writeln!(out, "warp: nprobe {}, rescore {}", p["nprobe"], p["warp_rescore"])?;
+    }
     let runs = report["runs"].as_array().cloned().unwrap_or_default();
     let with_truth = runs.iter().any(|r| r["recall_vs_truth"].is_number());
     writeln!(
@@ -699,13 +707,24 @@ fn print_markdown(
         writeln!(out)?;
         writeln!(out, "Sweep: {} settings; the Pareto frontier:", points.len())?;
         writeln!(out)?;
-        writeln!(out, "| ncells | threshold | ndocs | p50 ms | p95 ms | recall@k |")?;
-        writeln!(out, "|---|---|---|---|---|---|")?;
+        writeln!(
+            out,
+            "| mode | ncells | threshold | ndocs | nprobe | rescore | p50 ms | p95 ms | recall@k |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
         for p in front {
             writeln!(
                 out,
-                "| {} | {} | {} | {:.3} | {:.3} | {:.4} |",
-                p.ncells, p.threshold, p.ndocs, p.p50_ms, p.p95_ms, p.recall
+                "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.4} |",
+                p.mode,
+                sweep::cell(p.ncells),
+                sweep::cell(p.threshold),
+                sweep::cell(p.ndocs),
+                sweep::cell(p.nprobe),
+                sweep::cell(p.warp_rescore),
+                p.p50_ms,
+                p.p95_ms,
+                p.recall
             )?;
         }
     }

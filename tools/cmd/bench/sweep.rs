@@ -1,12 +1,13 @@
-//! `bench --sweep`: recall and latency over a grid of the PLAID pruning knobs, and the Pareto
-//! frontier (the settings no other setting beats on both recall and latency).
+//! `bench --sweep`: recall and latency over a grid of the PLAID pruning knobs and of the WARP
+//! knobs, and the Pareto frontier (the settings no other setting beats on both recall and
+//! latency).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::Args;
-use engine::{Hit, SearchParams, Segment};
+use engine::{Hit, SearchMode, SearchParams, Segment};
 
 use super::stats::{decimal, mean_recall, percentiles};
 
@@ -25,6 +26,12 @@ pub struct SweepArgs {
     /// Sweep: values of --ndocs.
     #[arg(long, value_delimiter = ',', default_value = "64,128,256,512,1024", value_name = "N,..")]
     pub sweep_ndocs: Vec<usize>,
+    /// Sweep, WARP mode (when --mode or --modes names it): values of --nprobe.
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16", value_name = "N,..")]
+    pub sweep_nprobe: Vec<usize>,
+    /// Sweep, WARP mode: values of --warp-rescore.
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512", value_name = "N,..")]
+    pub sweep_warp_rescore: Vec<usize>,
     /// Sweep: where to write the recall-vs-latency SVG.
     #[arg(long, default_value = "sweep.svg", value_name = "FILE.svg")]
     pub svg: PathBuf,
@@ -33,12 +40,18 @@ pub struct SweepArgs {
 /// One setting of the grid and what it measured.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Point {
-    /// Centroids probed per query token.
-    pub ncells: usize,
-    /// Centroid score threshold (as the decimal given).
-    pub threshold: f64,
-    /// Candidates kept by the pruned approximate score.
-    pub ndocs: usize,
+    /// The search mode: `plaid` or `warp`.
+    pub mode: &'static str,
+    /// PLAID: centroids probed per query token.
+    pub ncells: Option<usize>,
+    /// PLAID: centroid score threshold (as the decimal given).
+    pub threshold: Option<f64>,
+    /// PLAID: candidates kept by the pruned approximate score.
+    pub ndocs: Option<usize>,
+    /// WARP: centroids probed per query token.
+    pub nprobe: Option<usize>,
+    /// WARP: documents rescored.
+    pub warp_rescore: Option<usize>,
     /// Median latency of one query, ms.
     pub p50_ms: f64,
     /// 95th percentile latency, ms.
@@ -52,12 +65,41 @@ pub struct Point {
 impl Point {
     /// The settings, as a short label.
     pub fn label(&self) -> String {
-        format!("nc{} t{} nd{}", self.ncells, self.threshold, self.ndocs)
+        let show = |v: Option<f64>| v.map_or("-".to_string(), |v| v.to_string());
+        match self.mode {
+            "warp" => format!(
+                "warp np{} rs{}",
+                show(self.nprobe.map(|v| v as f64)),
+                show(self.warp_rescore.map(|v| v as f64))
+            ),
+            _ => format!(
+                "nc{} t{} nd{}",
+                show(self.ncells.map(|v| v as f64)),
+                show(self.threshold),
+                show(self.ndocs.map(|v| v as f64))
+            ),
+        }
+    }
+
+    fn empty(mode: &'static str) -> Self {
+        Point {
+            mode,
+            ncells: None,
+            threshold: None,
+            ndocs: None,
+            nprobe: None,
+            warp_rescore: None,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            recall: 0.0,
+            pareto: false,
+        }
     }
 }
 
-/// Measures every setting of the grid (other parameters from `base`) on `queries`, one query
-/// per call, and marks the Pareto frontier.
+/// Measures every setting of the grids (other parameters from `base`) on `queries`, one query
+/// per call: the PLAID grid when `plaid`, the WARP grid when `warp`; marks the Pareto frontier.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     index: &Segment,
     queries: &[Vec<f32>],
@@ -65,46 +107,75 @@ pub fn run(
     base: &SearchParams,
     args: &SweepArgs,
     warmup: usize,
+    plaid: bool,
+    warp: bool,
 ) -> Result<Vec<Point>> {
     if !index.is_compressed() {
         bail!("--sweep needs a compressed index (the uncompressed kind has no pruning knobs)");
     }
-    if args.sweep_ncells.is_empty() || args.sweep_thresholds.is_empty() || args.sweep_ndocs.is_empty() {
+    if plaid
+        && (args.sweep_ncells.is_empty() || args.sweep_thresholds.is_empty() || args.sweep_ndocs.is_empty())
+    {
         bail!(
             "--sweep needs at least one value of each of --sweep-ncells, --sweep-thresholds, --sweep-ndocs"
         );
     }
+    if warp && (args.sweep_nprobe.is_empty() || args.sweep_warp_rescore.is_empty()) {
+        bail!(
+            "--sweep of WARP mode needs at least one value of each of --sweep-nprobe, --sweep-warp-rescore"
+        );
+    }
+    let measure = |params: &SearchParams, mut point: Point| -> Result<Point> {
+        for q in queries.iter().cycle().take(warmup) {
+            index.search_one(q, params, None)?;
+        }
+        let mut lat: Vec<Duration> = Vec::with_capacity(queries.len());
+        let mut got = Vec::with_capacity(queries.len());
+        for q in queries {
+            let t = Instant::now();
+            got.push(index.search_one(q, params, None)?);
+            lat.push(t.elapsed());
+        }
+        let p = percentiles(&lat);
+        (point.p50_ms, point.p95_ms, point.recall) = (p.p50_ms, p.p95_ms, mean_recall(&got, truth));
+        Ok(point)
+    };
     let mut points = Vec::new();
-    for &ncells in &args.sweep_ncells {
-        for &threshold in &args.sweep_thresholds {
-            for &ndocs in &args.sweep_ndocs {
+    if plaid {
+        for &ncells in &args.sweep_ncells {
+            for &threshold in &args.sweep_thresholds {
+                for &ndocs in &args.sweep_ndocs {
+                    let params = SearchParams {
+                        mode: SearchMode::Plaid,
+                        ncells,
+                        centroid_score_threshold: threshold,
+                        ndocs,
+                        scale_ndocs: false,
+                        ..base.clone()
+                    };
+                    let point = Point {
+                        ncells: Some(ncells),
+                        threshold: Some(decimal(threshold)),
+                        ndocs: Some(ndocs),
+                        ..Point::empty("plaid")
+                    };
+                    points.push(measure(&params, point)?);
+                }
+            }
+        }
+    }
+    if warp {
+        for &nprobe in &args.sweep_nprobe {
+            for &rescore in &args.sweep_warp_rescore {
                 let params = SearchParams {
-                    ncells,
-                    centroid_score_threshold: threshold,
-                    ndocs,
-                    scale_ndocs: false,
+                    mode: SearchMode::Warp,
+                    nprobe: Some(nprobe),
+                    warp_rescore: Some(rescore),
                     ..base.clone()
                 };
-                for q in queries.iter().cycle().take(warmup) {
-                    index.search_one(q, &params, None)?;
-                }
-                let mut lat: Vec<Duration> = Vec::with_capacity(queries.len());
-                let mut got = Vec::with_capacity(queries.len());
-                for q in queries {
-                    let t = Instant::now();
-                    got.push(index.search_one(q, &params, None)?);
-                    lat.push(t.elapsed());
-                }
-                let p = percentiles(&lat);
-                points.push(Point {
-                    ncells,
-                    threshold: decimal(threshold),
-                    ndocs,
-                    p50_ms: p.p50_ms,
-                    p95_ms: p.p95_ms,
-                    recall: mean_recall(&got, truth),
-                    pareto: false,
-                });
+                let point =
+                    Point { nprobe: Some(nprobe), warp_rescore: Some(rescore), ..Point::empty("warp") };
+                points.push(measure(&params, point)?);
             }
         }
     }
@@ -128,22 +199,30 @@ pub fn mark_pareto(points: &mut [Point]) {
     }
 }
 
+/// A knob's value for a table, `-` where the mode has no such knob.
+pub fn cell<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("-".to_string(), |v| v.to_string())
+}
+
 /// Prints the points as a table, frontier first by latency.
 pub fn print_points(out: &mut impl std::io::Write, points: &[Point]) -> std::io::Result<()> {
     let mut sorted: Vec<&Point> = points.iter().collect();
     sorted.sort_by(|a, b| b.pareto.cmp(&a.pareto).then(a.p50_ms.total_cmp(&b.p50_ms)));
     writeln!(
         out,
-        "{:>6} {:>9} {:>6} {:>9} {:>9} {:>9} {:>7}",
-        "ncells", "threshold", "ndocs", "p50 ms", "p95 ms", "recall@k", "pareto"
+        "{:<6} {:>6} {:>9} {:>6} {:>6} {:>7} {:>9} {:>9} {:>9} {:>7}",
+        "mode", "ncells", "threshold", "ndocs", "nprobe", "rescore", "p50 ms", "p95 ms", "recall@k", "pareto"
     )?;
     for p in sorted {
         writeln!(
             out,
-            "{:>6} {:>9} {:>6} {:>9.3} {:>9.3} {:>9.4} {:>7}",
-            p.ncells,
-            p.threshold,
-            p.ndocs,
+            "{:<6} {:>6} {:>9} {:>6} {:>6} {:>7} {:>9.3} {:>9.3} {:>9.4} {:>7}",
+            p.mode,
+            cell(p.ncells),
+            cell(p.threshold),
+            cell(p.ndocs),
+            cell(p.nprobe),
+            cell(p.warp_rescore),
             p.p50_ms,
             p.p95_ms,
             p.recall,
@@ -158,7 +237,15 @@ mod tests {
     use super::*;
 
     fn pt(p50_ms: f64, recall: f64) -> Point {
-        Point { ncells: 1, threshold: 0.5, ndocs: 1, p50_ms, p95_ms: p50_ms, recall, pareto: false }
+        Point {
+            ncells: Some(1),
+            threshold: Some(0.5),
+            ndocs: Some(1),
+            p50_ms,
+            p95_ms: p50_ms,
+            recall,
+            ..Point::empty("plaid")
+        }
     }
 
     #[test]

@@ -26,11 +26,11 @@
 
 use std::cell::Cell;
 
+use kernels::int8::{self, I8Columns, I8Rows};
 use kernels::maxsim::{Kernel, PreparedQuery};
 use kernels::ops::Mat;
 use kernels::packed::PackedMat;
 use kernels::prefetch::prefetch;
-use kernels::int8::{self, I8Columns, I8Rows};
 use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
 use rayon::prelude::*;
 
@@ -116,7 +116,16 @@ impl WarpLayout {
         }
         let codebook = Codebook::new(&state.codec.table());
         let centroids_i8 = int8::fast().then(|| I8Rows::new(&state.centroids, c, view.dim));
-        Ok(WarpLayout { positions, first_block, count, codes: out_codes, docs, scale, codebook, centroids_i8 })
+        Ok(WarpLayout {
+            positions,
+            first_block,
+            count,
+            codes: out_codes,
+            docs,
+            scale,
+            codebook,
+            centroids_i8,
+        })
     }
 
     /// Bytes this layout holds in memory.
@@ -325,7 +334,8 @@ impl<'a> Compressed<'a> {
         let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, dim).t());
         let nprobe = params.nprobe_for(self.n_tokens, c);
         let centroids = &self.state.centroids;
-        let score = |token: &[f32], j: u32| (dot(token, &centroids[j as usize * dim..(j as usize + 1) * dim]), j);
+        let score =
+            |token: &[f32], j: u32| (dot(token, &centroids[j as usize * dim..(j as usize + 1) * dim]), j);
         // Every centroid's score: from 8-bit products where the CPU has them (WARP needs only the
         // probes' scores, which are re-scored in f32 below: a few more cells are picked so that
         // rounding cannot swap one at the edge), else the product PLAID's stage 1 runs.
