@@ -204,6 +204,29 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
             .collect();
         assert_eq!(got, trec(&run, &qi.to_string()), "query {qi}");
     }
+    // WARP mode over HTTP equals the CLI's WARP search.
+    let warp_run = cli_ok(&[
+        "search",
+        "--index",
+        s(&idx),
+        "--query-embeddings",
+        s(&dir.path().join("q.st")),
+        "-k",
+        "20",
+        "--mode",
+        "warp",
+    ]);
+    let (status, got) =
+        server.post("/search", &json!({"query_embeddings": rows(&queries[1], 32), "k": 20, "mode": "warp"}));
+    assert_eq!(status, 200, "{got}");
+    searches += 1;
+    let got: Vec<(String, String)> = got["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["id"].as_str().unwrap().to_string(), score6(&h["score"])))
+        .collect();
+    assert_eq!(got, trec(&warp_run, "1"), "WARP query 1");
 
     // Rerank by id equals the CLI's rerank of the same candidates (given in another order).
     let mut cands: Vec<String> = trec(&run, "0").into_iter().map(|(id, _)| id).collect();
@@ -278,6 +301,7 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
         assert_error(server.call("POST", "/search", Some(&body.to_string())), 400, needle)
     };
     search_bad(json!({"query_embeddings": q0, "k": 0}), "k must be between 1 and 30");
+    search_bad(json!({"query_embeddings": q0, "mode": "fast"}), "mode must be");
     search_bad(json!({"query_embeddings": q0, "k": 31}), "k must be between 1 and 30");
     search_bad(json!({"query_embeddings": q0, "k": "ten"}), "invalid type");
     search_bad(json!({"query_embeddings": [vec![1e39f64; 32]]}), "non-finite");
@@ -305,13 +329,17 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
     assert_eq!(count("/rerank", 200), 2, "{metrics}");
     assert_eq!(count("/rerank", 400), 12, "{metrics}");
     assert_eq!(count("/rerank", 413), 1, "{metrics}");
-    assert_eq!(count("/search", 400), 5, "{metrics}");
+    assert_eq!(count("/search", 400), 6, "{metrics}");
     assert_eq!(count("/search", 405), 1, "{metrics}");
     assert_eq!(count("/health", 200), 1, "{metrics}");
     assert_eq!(count("/openapi.json", 200), 1, "{metrics}");
     assert_eq!(count("other", 404), 2, "{metrics}");
+    // Successful searches, the six refused (400) and the GET (405).
     assert!(
-        metrics.contains("colbert_request_duration_seconds_count{endpoint=\"/search\"} 10\n"),
+        metrics.contains(&format!(
+            "colbert_request_duration_seconds_count{{endpoint=\"/search\"}} {}\n",
+            searches + 7
+        )),
         "{metrics}"
     );
     assert!(metrics.contains("colbert_index_documents 80\n"), "{metrics}");

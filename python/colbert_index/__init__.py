@@ -307,6 +307,9 @@ class Index:
         threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
+        mode: str = "plaid",
+        nprobe: Optional[int] = None,
+        warp_rescore: Optional[int] = None,
         as_numpy: bool = False,
     ):
         """The ``k`` best documents for one query or a batch.
@@ -321,10 +324,12 @@ class Index:
 
         ``ncells``, ``threshold`` and ``ndocs`` override the PLAID knobs (defaults depend on
         ``k``; see ``colbert-index search --help``); ``exhaustive=True`` scores every document
-        of a compressed index (the recall oracle).
+        of a compressed index (the recall oracle). ``mode="warp"`` runs WARP mode instead of
+        PLAID's pruning, with ``nprobe`` centroids per query token and the best ``warp_rescore``
+        documents rescored (defaults derived from the index; see docs/WARP.md).
         """
         normalised, single = _queries(queries)
-        knobs = (ncells, threshold, ndocs, exhaustive)
+        knobs = (ncells, threshold, ndocs, exhaustive, mode, nprobe, warp_rescore)
         results = self._native.search(normalised, int(k), *knobs)
         if as_numpy:
             results = [_numpy_hits(r) for r in results]

@@ -62,6 +62,9 @@ class NativeIndex:
         threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
+        mode: str = "plaid",
+        nprobe: Optional[int] = None,
+        warp_rescore: Optional[int] = None,
     ) -> List[_Hits]: ...
     def rerank(
         self, query: Union[str, npt.NDArray[np.float32]], candidates: List[str], k: int

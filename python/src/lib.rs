@@ -13,7 +13,7 @@ use std::sync::RwLock;
 
 use engine::index::{build_from_source, BuildStage, InMemory, SourceBuild, DEFAULT_TRAIN_MEMORY};
 use engine::store::{AddOptions, Query, Writer};
-use engine::{BuildOptions, CompressedParams, KernelChoice, SearchParams};
+use engine::{BuildOptions, CompressedParams, KernelChoice, SearchMode, SearchParams};
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 
@@ -255,17 +255,31 @@ impl NativeIndex {
 }
 
 /// Search knobs from keyword arguments; unset ones take the defaults for `k`.
+#[allow(clippy::too_many_arguments)] // Python keyword arguments
 fn search_params(
     k: usize,
     ncells: Option<usize>,
     threshold: Option<f32>,
     ndocs: Option<usize>,
     exhaustive: bool,
+    mode: &str,
+    nprobe: Option<usize>,
+    warp_rescore: Option<usize>,
 ) -> PyResult<SearchParams> {
     if k == 0 {
         return Err(invalid("k must be at least 1".into()));
     }
     let mut params = SearchParams::for_k(k);
+    params.mode = match mode {
+        "plaid" => SearchMode::Plaid,
+        "warp" => SearchMode::Warp,
+        other => return Err(invalid(format!("mode must be \"plaid\" or \"warp\", not {other:?}"))),
+    };
+    if nprobe == Some(0) {
+        return Err(invalid("nprobe must be at least 1".into()));
+    }
+    params.nprobe = nprobe;
+    params.warp_rescore = warp_rescore;
     if let Some(n) = ncells {
         params.ncells = n.max(1);
     }
@@ -324,7 +338,7 @@ impl NativeIndex {
 
     /// Batch search: `queries` is a list of str (encoded with the index's recorded model) or a
     /// list of C-contiguous float32 `[len, dim]` arrays.
-    #[pyo3(signature = (queries, k, ncells=None, threshold=None, ndocs=None, exhaustive=false))]
+    #[pyo3(signature = (queries, k, ncells=None, threshold=None, ndocs=None, exhaustive=false, mode="plaid", nprobe=None, warp_rescore=None))]
     #[allow(clippy::too_many_arguments)] // Python keyword arguments
     fn search(
         &self,
@@ -335,8 +349,11 @@ impl NativeIndex {
         threshold: Option<f32>,
         ndocs: Option<usize>,
         exhaustive: bool,
+        mode: &str,
+        nprobe: Option<usize>,
+        warp_rescore: Option<usize>,
     ) -> PyResult<Vec<Hits>> {
-        let params = search_params(k, ncells, threshold, ndocs, exhaustive)?;
+        let params = search_params(k, ncells, threshold, ndocs, exhaustive, mode, nprobe, warp_rescore)?;
         let index = self.snapshot();
         let results = if let Ok(texts) = queries.extract::<Vec<String>>() {
             py.detach(|| {

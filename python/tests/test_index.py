@@ -60,6 +60,21 @@ def test_exhaustive_search_scores_every_document(index, docs):
     assert full[0][1] >= pruned[0][1] - 1e-4
 
 
+def test_warp_mode_finds_the_source_and_rejects_an_unknown_mode(index, docs):
+    for target in (3, 150):
+        q = query_near(docs[target], seed=target)
+        hits = index.search(q, k=5, mode="warp")
+        assert hits[0][0] == f"doc-{target}"
+        # The rescored hits carry the scores PLAID mode gives the same documents.
+        plaid = dict(index.search(q, k=50))
+        for doc, score in hits:
+            if doc in plaid:
+                assert score == plaid[doc]
+        assert index.search(q, k=5, mode="warp", nprobe=2, warp_rescore=0)[0][0] == f"doc-{target}"
+    with pytest.raises(ValueError, match="mode"):
+        index.search(query_near(docs[0], seed=0), k=5, mode="fast")
+
+
 def test_uncompressed_scores_are_exact_maxsim(tmp_path, docs, ids):
     index = Index.build(tmp_path / "exact", documents=docs, ids=ids, nbits=16)
     q = query_near(docs[42], seed=4)

@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
 use engine::maxsim::{PreparedQuery, Scorer};
-use engine::{Index, Query, SearchParams};
+use engine::{Index, Query, SearchMode, SearchParams};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -330,6 +330,13 @@ pub(crate) struct SearchRequest {
     ndocs: Option<usize>,
     #[serde(default)]
     centroid_score_threshold: Option<f32>,
+    /// `"plaid"` (default) or `"warp"`.
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    nprobe: Option<usize>,
+    #[serde(default)]
+    warp_rescore: Option<usize>,
     /// Attach each document's text where the index stores it (default true).
     #[serde(default, alias = "return_documents")]
     return_text: Option<bool>,
@@ -362,9 +369,16 @@ pub(crate) async fn search(
             req.k
         )));
     }
-    if req.ncells == Some(0) || req.ndocs == Some(0) {
-        return Err(ApiError::bad_request("ncells and ndocs must be at least 1"));
+    if req.ncells == Some(0) || req.ndocs == Some(0) || req.nprobe == Some(0) {
+        return Err(ApiError::bad_request("ncells, ndocs and nprobe must be at least 1"));
     }
+    let mode = match req.mode.as_deref() {
+        None | Some("plaid") => SearchMode::Plaid,
+        Some("warp") => SearchMode::Warp,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!("mode must be \"plaid\" or \"warp\", not {other:?}")))
+        }
+    };
     let defaults = SearchParams::for_k(req.k);
     let params = SearchParams {
         ncells: req.ncells.unwrap_or(defaults.ncells),
@@ -372,6 +386,9 @@ pub(crate) async fn search(
         // A depth in the request is used as given; the default scales with the index.
         scale_ndocs: req.ndocs.is_none(),
         centroid_score_threshold: req.centroid_score_threshold.unwrap_or(defaults.centroid_score_threshold),
+        mode,
+        nprobe: req.nprobe,
+        warp_rescore: req.warp_rescore,
         ..defaults
     };
     let k = req.k;

@@ -53,6 +53,9 @@ pub fn document() -> Value {
         "ncells": { "type": "integer", "minimum": 1, "description": "Compressed index: centroids probed per query token (default by k)." },
         "ndocs": { "type": "integer", "minimum": 1, "description": "Compressed index: candidates kept after the approximate score (default by k)." },
         "centroid_score_threshold": { "type": "number", "description": "Compressed index: centroid pruning threshold (default by k)." },
+        "mode": { "type": "string", "enum": ["plaid", "warp"], "description": "Compressed index: the search to run (default plaid)." },
+        "nprobe": { "type": "integer", "minimum": 1, "description": "WARP mode: centroids probed per query token (default derived from the index)." },
+        "warp_rescore": { "type": "integer", "minimum": 0, "description": "WARP mode: documents rescored exactly (default derived from the index; 0 returns WARP scores)." },
         "return_text": { "type": "boolean", "default": true, "description": "Attach each hit's text where the index stores texts (built with --bm25); `return_documents` is accepted as an alias." }
     });
     for (props, extra) in [(&mut rerank_props, rerank_extra), (&mut search_props, search_extra)] {

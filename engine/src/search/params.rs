@@ -60,7 +60,9 @@ pub struct SearchParams {
     /// scores then carry errors of about 1e-4 (at most about 1e-3); the cells probed are still
     /// chosen by f32 scores (a few extra are picked and re-scored), so rounding only moves
     /// documents near the stage-2 and stage-3 cuts, and stage 4's exact scores are unaffected.
-    /// `false` computes them in f32, the same on every CPU.
+    /// `false` computes them in f32, the same on every CPU. In [`SearchMode::Warp`], which needs
+    /// only each query token's best centroids (re-scored in f32), the rounded scores come from
+    /// 8-bit products where the CPU has AVX-512 VNNI ([`kernels::int8`]), else as above.
     pub bf16_centroid_scores: bool,
     /// The search run on a compressed index: [`SearchMode::Plaid`] (default) or
     /// [`SearchMode::Warp`].
