@@ -142,6 +142,8 @@ fn adds_deletes_and_compaction_keep_ids_stable_and_scores_exact() {
         let index = Index::open(&idx).unwrap();
         index.verify().unwrap();
         assert_eq!(index.n_docs() as usize, model.len());
+        // WARP mode's in-memory layout, built ahead of the first WARP search (compressed only).
+        assert_eq!(index.prepare_warp().unwrap() > 0, nbits == "2");
         let queries = f.queries();
         let mut before = Vec::new();
         for q in &queries {

@@ -64,6 +64,11 @@ impl I8Rows {
     pub fn rows(&self) -> usize {
         self.step.len()
     }
+
+    /// Bytes held.
+    pub fn heap_bytes(&self) -> usize {
+        self.data.len() + 4 * self.step.len()
+    }
 }
 
 /// Query tokens quantised to 8 bits, packed for [`scores`]: for each group of four values,

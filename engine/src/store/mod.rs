@@ -390,6 +390,23 @@ impl Index {
         self.inner.parts.iter().map(|p| &p.seg)
     }
 
+    /// Builds now, for every compressed segment, what WARP mode searches
+    /// ([`crate::SearchMode::Warp`]: the tokens regrouped by centroid, kept in memory while this
+    /// snapshot is open) instead of at the first WARP search, which would otherwise pay for it
+    /// (about 2 s per 10M tokens). Returns the bytes held.
+    ///
+    /// # Errors
+    /// If a segment's codes or offsets are corrupt.
+    pub fn prepare_warp(&self) -> Result<usize> {
+        let mut bytes = 0usize;
+        for part in &self.inner.parts {
+            if let Some(view) = part.seg.compressed() {
+                bytes = bytes.saturating_add(view.prepare_warp()?);
+            }
+        }
+        Ok(bytes)
+    }
+
     /// The deleted documents of segment `i` (strictly increasing).
     fn deleted(&self, i: usize) -> &[u32] {
         &self.inner.manifest.segments[i].deleted

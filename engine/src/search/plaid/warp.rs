@@ -132,6 +132,7 @@ impl WarpLayout {
     pub(crate) fn heap_bytes(&self) -> usize {
         self.codes.len()
             + 4 * (self.docs.len() + self.scale.len() + self.first_block.len() + self.count.len())
+            + self.centroids_i8.as_ref().map_or(0, I8Rows::heap_bytes)
     }
 }
 
