@@ -38,8 +38,9 @@ pub struct Knobs {
     #[arg(long, value_name = "TOKENS")]
     pub t_prime: Option<usize>,
     /// WARP mode: the best N documents by WARP score are scored again as PLAID mode scores its
-    /// survivors (default 128 for a segment of up to 32,768 documents, times
-    /// (documents / 32,768)^0.3 on larger ones; 0 returns the WARP scores).
+    /// survivors (default: as many as PLAID mode scores exactly, ndocs / 4: 128 up to k=10, 256
+    /// up to k=100, for a segment of up to 32,768 documents, times (documents / 32,768)^0.3 on
+    /// larger ones; 0 returns the WARP scores).
     #[arg(long, value_name = "N")]
     pub warp_rescore: Option<usize>,
     /// Compressed index: centroids probed per query token (default by k: 2 up to k=10, 4 up to

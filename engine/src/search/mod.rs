@@ -7,7 +7,7 @@ pub mod plaid;
 pub mod stages;
 pub mod topk;
 
-pub use params::{SearchMode, SearchParams, NDOCS_REFERENCE_DOCS, WARP_PROBE_TOKENS, WARP_RESCORE_REFERENCE};
+pub use params::{SearchMode, SearchParams, NDOCS_REFERENCE_DOCS, WARP_PROBE_TOKENS};
 pub use stages::StageTimes;
 pub use topk::TopK;
 

@@ -76,8 +76,9 @@ pub struct SearchParams {
     pub warp_t_prime: usize,
     /// WARP mode: the best this many documents by WARP score (at least `k`) are scored again
     /// as PLAID's final stage scores its survivors; 0 returns the WARP scores. `None`
-    /// (default): [`WARP_RESCORE_REFERENCE`] on segments of up to [`NDOCS_REFERENCE_DOCS`]
-    /// documents, more on larger ones ([`SearchParams::warp_rescore_for`]).
+    /// (default): as many as PLAID mode's final stage scores (`ndocs / 4`, at least `k`: 128
+    /// for k ≤ 10, 256 for k ≤ 100) on segments of up to [`NDOCS_REFERENCE_DOCS`] documents,
+    /// more on larger ones ([`SearchParams::warp_rescore_for`]).
     pub warp_rescore: Option<usize>,
 }
 
@@ -143,12 +144,14 @@ impl SearchParams {
     }
 
     /// WARP mode's rescoring depth on a segment of `n_docs` documents:
-    /// [`SearchParams::warp_rescore`], or [`WARP_RESCORE_REFERENCE`] scaled by
+    /// [`SearchParams::warp_rescore`], or PLAID's final-stage count at the reference size
+    /// ([`SearchParams::stage3_keep`] of the unscaled `ndocs`) times
     /// `(n_docs / NDOCS_REFERENCE_DOCS)^0.3` beyond [`NDOCS_REFERENCE_DOCS`] documents.
     pub fn warp_rescore_for(&self, n_docs: usize) -> usize {
         self.warp_rescore.unwrap_or_else(|| {
             let factor = (n_docs as f64 / NDOCS_REFERENCE_DOCS as f64).max(1.0).powf(WARP_RESCORE_EXPONENT);
-            (WARP_RESCORE_REFERENCE as f64 * factor).ceil() as usize
+            // A float-to-integer cast saturates.
+            (self.stage3_keep(self.ndocs) as f64 * factor).ceil() as usize
         })
     }
 
@@ -167,9 +170,6 @@ pub const NDOCS_REFERENCE_DOCS: usize = 32_768;
 /// [`SearchParams::nprobe_for`]): measured on the 1M and 10M-token synthetic sets (docs/WARP.md),
 /// fewer probes lost recall against exact MaxSim and more bought none.
 pub const WARP_PROBE_TOKENS: usize = 1024;
-
-/// WARP mode's default rescoring depth on segments of up to [`NDOCS_REFERENCE_DOCS`] documents.
-pub const WARP_RESCORE_REFERENCE: usize = 128;
 
 /// How WARP mode's rescoring depth grows beyond [`NDOCS_REFERENCE_DOCS`] documents: 128 at 1M
 /// tokens and 256 at 10M (252 by this rule) were the shallowest depths that kept PLAID mode's
@@ -206,5 +206,22 @@ mod tests {
         let deep = SearchParams { ndocs: usize::MAX, ..p };
         assert_eq!(deep.ndocs_for(1_000_000), 1_000_000);
         assert_eq!(deep.stage3_keep(deep.ndocs_for(1_000_000)), 250_000);
+    }
+
+    #[test]
+    fn warp_defaults_follow_the_segment_and_k() {
+        let p = SearchParams::for_k(10);
+        // 1,024 tokens' worth of centroids: 1M tokens over 8,192, 10M over 32,768.
+        assert_eq!(p.nprobe_for(1_000_000, 8192), 9);
+        assert_eq!(p.nprobe_for(10_000_000, 32_768), 4);
+        assert_eq!(p.nprobe_for(100, 8), 8); // every centroid: 12.5 tokens each
+        assert_eq!(p.nprobe_for(100_000, 8), 2);
+        assert_eq!(p.nprobe_for(100, 1), 1);
+        assert_eq!(SearchParams { nprobe: Some(40), ..p.clone() }.nprobe_for(1_000_000, 8192), 40);
+        // PLAID's final-stage count, grown by (docs / 32,768)^0.3 on large segments.
+        assert_eq!(p.warp_rescore_for(31_250), 128);
+        assert_eq!(p.warp_rescore_for(312_500), 252);
+        assert_eq!(SearchParams::for_k(100).warp_rescore_for(10_000), 256);
+        assert_eq!(SearchParams { warp_rescore: Some(0), ..p }.warp_rescore_for(312_500), 0);
     }
 }
