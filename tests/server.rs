@@ -191,18 +191,21 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
         "-k",
         "20",
     ]);
+    // A /search response's hits as (id, score to 6 decimals), as `trec` reads a run.
+    let hits = |body: &Value| -> Vec<(String, String)> {
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h["id"].as_str().unwrap().to_string(), score6(&h["score"])))
+            .collect()
+    };
     let mut searches = 0;
     for (qi, q) in queries.iter().enumerate() {
         let (status, got) = server.post("/search", &json!({"query_embeddings": rows(q, 32), "k": 20}));
         assert_eq!(status, 200, "{got}");
         searches += 1;
-        let got: Vec<(String, String)> = got["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| (h["id"].as_str().unwrap().to_string(), score6(&h["score"])))
-            .collect();
-        assert_eq!(got, trec(&run, &qi.to_string()), "query {qi}");
+        assert_eq!(hits(&got), trec(&run, &qi.to_string()), "query {qi}");
     }
     // WARP mode over HTTP equals the CLI's WARP search.
     let warp_run = cli_ok(&[
@@ -220,13 +223,7 @@ fn rerank_and_search_match_the_cli_and_bad_requests_get_json_errors() {
         server.post("/search", &json!({"query_embeddings": rows(&queries[1], 32), "k": 20, "mode": "warp"}));
     assert_eq!(status, 200, "{got}");
     searches += 1;
-    let got: Vec<(String, String)> = got["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| (h["id"].as_str().unwrap().to_string(), score6(&h["score"])))
-        .collect();
-    assert_eq!(got, trec(&warp_run, "1"), "WARP query 1");
+    assert_eq!(hits(&got), trec(&warp_run, "1"), "WARP query 1");
 
     // Rerank by id equals the CLI's rerank of the same candidates (given in another order).
     let mut cands: Vec<String> = trec(&run, "0").into_iter().map(|(id, _)| id).collect();
