@@ -51,6 +51,22 @@ const DECODE_CHUNK: usize = 64;
 const LUT_CHUNK: usize = 256;
 /// Centroids per parallel work unit of the lookup-table scoring's centroid scores.
 const CENTROID_ROWS: usize = 1024;
+/// The fewest documents a parallel work unit of the lookup-table scoring (or of stages 2 and 3)
+/// gets when a query's few documents are split across threads.
+const MIN_SPLIT: usize = 32;
+
+/// Items per parallel work unit when `n` items are scored: `most` where the pool has one
+/// thread or `n` fills every thread's share of units of `most`, else about four units per
+/// thread (at least `MIN_SPLIT` items each), so that one query's few hundred documents keep
+/// every thread busy. Documents are scored one by one and the units' best are merged by score
+/// and number, so the split changes no result.
+fn split_len(n: usize, most: usize) -> usize {
+    let threads = rayon::current_num_threads();
+    if threads <= 1 {
+        return most;
+    }
+    n.div_ceil(threads * 4).clamp(MIN_SPLIT, most)
+}
 /// Centroids per block of the stage-1 product (and parallel work unit): a multiple of the bf16
 /// kernels' row blocks ([`bf16::ROW_GRANULE`]), so that a split changes no bit; 2,112 centroids
 /// × 32 query tokens is about 17 MFLOP, far above the cost of handing a block to a thread.
@@ -565,10 +581,11 @@ impl<'a> Compressed<'a> {
             }
             Ok(top)
         };
-        let top = if docs.len() <= SCORE_CHUNK {
+        let chunk = split_len(docs.len(), SCORE_CHUNK);
+        let top = if docs.len() <= chunk {
             score_chunk(docs)?
         } else {
-            docs.par_chunks(SCORE_CHUNK).map(score_chunk).try_reduce(
+            docs.par_chunks(chunk).map(score_chunk).try_reduce(
                 || TopK::new(n),
                 |mut a, b| {
                     a.merge(b);
@@ -649,46 +666,59 @@ impl<'a> Compressed<'a> {
     ) -> Result<Vec<Hit>> {
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
         let LutBuffers { tables, distinct, codes, scores, slot, rows } = buffers;
-        tables.fill(&self.state.codec.table(), query.tokens(), nq);
-        let lanes = tables.lanes();
-        // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
-        // the tables' row layout.
-        let mut padded = query.tokens().to_vec();
-        padded.resize(lanes * dim, 0.0);
-        // The f32 scores of the documents' distinct centroids. Each is the same dot product
-        // (the product kernel sums every output in dimension order, whichever rows it is
-        // computed with), so a document scores the same whichever documents come with it.
-        let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
-        rows.clear();
-        slot.clear();
-        slot.resize(c, u32::MAX);
-        distinct.clear();
-        // Where each document's tokens start in `rows`.
-        let mut starts = Vec::with_capacity(docs.len());
-        for (i, &doc) in docs.iter().enumerate() {
-            self.prefetch_ahead(docs, i);
-            starts.push(rows.len());
-            self.doc_codes(doc, codes)?;
-            for &code in codes.iter() {
-                let s = &mut slot[code as usize];
-                if *s == u32::MAX {
-                    *s = distinct.len() as u32;
-                    distinct.push(code);
+        let lanes = nq.div_ceil(lut::LANE_GROUP).max(1) * lut::LANE_GROUP;
+        // The tables fill on one thread while the documents' centroids are gathered and scored
+        // on the others (neither reads what the other writes).
+        let table = self.state.codec.table();
+        let mut fill = || tables.fill(&table, query.tokens(), nq);
+        let mut gather = || -> Result<Vec<usize>> {
+            // The query padded to `lanes` tokens (zero rows), so that centroid scores come out
+            // in the tables' row layout.
+            let mut padded = query.tokens().to_vec();
+            padded.resize(lanes * dim, 0.0);
+            // The f32 scores of the documents' distinct centroids. Each is the same dot product
+            // (the product kernel sums every output in dimension order, whichever rows it is
+            // computed with), so a document scores the same whichever documents come with it.
+            let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
+            rows.clear();
+            slot.clear();
+            slot.resize(c, u32::MAX);
+            distinct.clear();
+            // Where each document's tokens start in `rows`.
+            let mut starts = Vec::with_capacity(docs.len());
+            for (i, &doc) in docs.iter().enumerate() {
+                self.prefetch_ahead(docs, i);
+                starts.push(rows.len());
+                self.doc_codes(doc, codes)?;
+                for &code in codes.iter() {
+                    let s = &mut slot[code as usize];
+                    if *s == u32::MAX {
+                        *s = distinct.len() as u32;
+                        distinct.push(code);
+                    }
+                    rows.push(*s);
                 }
-                rows.push(*s);
             }
-        }
-        let scores = grow(scores, distinct.len() * lanes);
-        let centroids = &self.state.centroids[..];
-        if distinct.len() <= CENTROID_ROWS {
-            // One block: on the calling thread (a hand-off to the pool costs more than it).
-            matmul_packed_rows(centroids, distinct, &qt, scores);
+            let scores = grow(scores, distinct.len() * lanes);
+            let centroids = &self.state.centroids[..];
+            if distinct.len() <= CENTROID_ROWS {
+                // One block: on the calling thread (a hand-off to the pool costs more than it).
+                matmul_packed_rows(centroids, distinct, &qt, scores);
+            } else {
+                scores
+                    .par_chunks_mut(CENTROID_ROWS * lanes)
+                    .zip(distinct.par_chunks(CENTROID_ROWS))
+                    .for_each(|(out, ids)| matmul_packed_rows(centroids, ids, &qt, out));
+            }
+            Ok(starts)
+        };
+        let starts = if rayon::current_num_threads() > 1 {
+            rayon::join(fill, gather).1?
         } else {
-            scores
-                .par_chunks_mut(CENTROID_ROWS * lanes)
-                .zip(distinct.par_chunks(CENTROID_ROWS))
-                .for_each(|(out, ids)| matmul_packed_rows(centroids, ids, &qt, out));
-        }
+            fill();
+            gather()?
+        };
+        debug_assert_eq!(tables.lanes(), lanes);
         let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
         let kernel = kernels::maxsim::Kernel::detect();
         let pl = self.state.codec.packed_len();
@@ -713,10 +743,11 @@ impl<'a> Compressed<'a> {
             }
             Ok(top)
         };
-        let top = if docs.len() <= LUT_CHUNK {
+        let chunk = split_len(docs.len(), LUT_CHUNK);
+        let top = if docs.len() <= chunk {
             block((docs, &starts))?
         } else {
-            docs.par_chunks(LUT_CHUNK).zip(starts.par_chunks(LUT_CHUNK)).map(block).try_reduce(
+            docs.par_chunks(chunk).zip(starts.par_chunks(chunk)).map(block).try_reduce(
                 || TopK::new(k),
                 |mut a, b| {
                     a.merge(b);
