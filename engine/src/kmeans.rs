@@ -27,6 +27,7 @@ use crate::rng::Rng;
 use crate::synth::normalize;
 use kernels::bf16::{self, PackedB};
 use kernels::cpu::{Bf16Dense, Kernels};
+use kernels::int8::{self, I8Columns, I8Rows};
 use kernels::ops::Mat;
 use kernels::packed::{matmul_packed, PackedMat};
 
@@ -186,14 +187,19 @@ pub fn assign(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<Vec<u32>
     Ok(codes)
 }
 
-/// The codes of [`assign`], bit for bit, from bf16 products where the kernels have a fast one
-/// (AMX, or AVX-512 BF16: about 1.75× the f32 rate on Zen 4): every centroid is scored from
-/// bf16-rounded inputs, the few within the rounding's bound of the best are scored again exactly
-/// as [`assign`] scores them (one multiply-add chain in dimension order, then minus the half
-/// norm), and the best of those wins, ties to the lower index. Rounding both inputs to bf16 moves
-/// each product by at most 2⁻⁸ of its size, so a score by at most `2⁻⁸ · ‖x‖ · ‖c‖` (Cauchy–
-/// Schwarz): the nearest centroid is always among those re-scored. Elsewhere, and for vectors
-/// with a non-finite value, it is [`assign`].
+/// The codes of [`assign`], bit for bit, from cheaper products where the CPU has one: 8-bit
+/// products (AVX-512 VNNI: about twice bf16's rate), else bf16 products (AMX, or AVX-512 BF16:
+/// about 1.75× the f32 rate on Zen 4). Every centroid is scored from rounded inputs, the few
+/// within the rounding's bound of the best are scored again exactly as [`assign`] scores them
+/// (one multiply-add chain in dimension order, then minus the half norm), and the best of those
+/// wins, ties to the lower index: the nearest centroid is always among those re-scored.
+///
+/// The bounds: rounding both inputs to bf16 moves each product by at most 2⁻⁸ of its size, so a
+/// score by at most `2⁻⁸ · ‖x‖ · ‖c‖` (Cauchy–Schwarz). Quantising each vector to 8 bits
+/// symmetrically (`x ≈ s_x · i`, `|i| ≤ 127`, `s_x = max|x| / 127`) moves each value by at most
+/// half a step, so a score by at most `‖x‖₁ · s_c / 2 + ‖c‖₁ · s_x / 2 + dim · s_x · s_c / 4`,
+/// taken with the largest `s_c` and `‖c‖₁` of any centroid. Elsewhere, and for vectors with a
+/// non-finite value, it is [`assign`].
 ///
 /// # Errors
 /// As [`assign`].
@@ -201,23 +207,56 @@ pub fn assign_checked(vectors: &[f32], centroids: &[f32], dim: usize) -> Result<
     CheckedAssigner::new(centroids, dim)?.assign(vectors)
 }
 
-/// [`assign_checked`] prepared once for a set of centroids (their bf16 packing, half norms and
-/// largest norm), for a caller that assigns many batches to the same centroids.
+/// [`assign_checked`] prepared once for a set of centroids (their rounded packing, half norms
+/// and the sizes its bound needs), for a caller that assigns many batches to the same
+/// centroids.
 pub struct CheckedAssigner {
     centroids: Vec<f32>,
     dim: usize,
-    /// `None` where the kernels have no fast bf16 product: then it is [`assign`].
-    bf16: Option<Bf16Prepared>,
+    /// `None` where the kernels have no fast rounded product: then it is [`assign`].
+    fast: Option<Prepared>,
+}
+
+/// The rounded products a [`CheckedAssigner`] scores with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rounding {
+    /// 8-bit products (AVX-512 VNNI).
+    Int8,
+    /// bf16 products (AMX or AVX-512 BF16).
+    Bf16,
 }
 
 /// What [`CheckedAssigner`] computes once.
-struct Bf16Prepared {
+struct Prepared {
     kernels: Kernels,
     /// `‖c‖²/2` per centroid, summed as [`assign`] sums it (the same bits).
     half_norms: Vec<f32>,
     /// The largest centroid norm.
     largest: f64,
-    chunks: Vec<Chunk>,
+    products: Products,
+}
+
+/// The centroids packed for the rounded product, in chunks of [`CHECKED_CHUNK`].
+enum Products {
+    Bf16(Vec<Chunk>),
+    Int8 {
+        chunks: Vec<I8Columns>,
+        /// The largest 8-bit step of any centroid.
+        step: f64,
+        /// The largest `‖c‖₁` of any centroid.
+        l1: f64,
+    },
+}
+
+/// One block of vectors' side of [`Products`].
+enum BlockProducts<'a> {
+    Bf16(&'a [Chunk]),
+    Int8(&'a [I8Columns], I8Rows),
+}
+
+/// The 8-bit quantisation step of `v` (as [`kernels::int8`] takes it), in f64.
+fn step_of(v: &[f32]) -> f64 {
+    f64::from(v.iter().fold(0f32, |m, &x| m.max(x.abs()))) / 127.0
 }
 
 /// Centroids per packed chunk of [`CheckedAssigner`] (as [`assign`]'s).
@@ -229,25 +268,73 @@ impl CheckedAssigner {
     /// # Errors
     /// As [`assign`] for bad centroids.
     pub fn new(centroids: &[f32], dim: usize) -> Result<CheckedAssigner> {
+        let kernels = Kernels::auto();
+        let rounding = if kernels::int8::fast() {
+            Some(Rounding::Int8)
+        } else {
+            kernels.bf16_dense.is_some().then_some(Rounding::Bf16)
+        };
+        Self::with_rounding(centroids, dim, rounding)
+    }
+
+    /// [`CheckedAssigner::new`] with the rounded product chosen by the caller (`None`: the f32
+    /// assignment); one the CPU has no fast kernel for is not used.
+    ///
+    /// # Errors
+    /// As [`assign`] for bad centroids.
+    pub fn with_rounding(
+        centroids: &[f32],
+        dim: usize,
+        rounding: Option<Rounding>,
+    ) -> Result<CheckedAssigner> {
         // The shape and value checks of `assign`.
         assign(&[], centroids, dim)?;
         let kernels = Kernels::auto();
-        let bf16 = (kernels.bf16_dense.is_some() && kernels::packed::use_avx512()).then(|| Bf16Prepared {
-            half_norms: centroids
-                .chunks_exact(dim)
-                .map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>())
-                .collect(),
-            largest: centroids
-                .chunks_exact(dim)
-                .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt())
-                .fold(0.0f64, f64::max),
-            chunks: centroids
-                .chunks(CHECKED_CHUNK * dim)
-                .map(|c| Chunk::pack(c, dim, Precision::Bf16, &kernels))
-                .collect(),
-            kernels,
+        let rounding = rounding.filter(|r| match r {
+            Rounding::Int8 => kernels::int8::fast(),
+            Rounding::Bf16 => kernels.bf16_dense.is_some(),
         });
-        Ok(CheckedAssigner { centroids: centroids.to_vec(), dim, bf16 })
+        // The exact re-check is `packed::dot_chain`, which is `assign`'s arithmetic only with
+        // AVX-512.
+        let rounding = rounding.filter(|_| kernels::packed::use_avx512());
+        let fast = rounding.map(|rounding| {
+            let rows = || centroids.chunks_exact(dim);
+            let products = match rounding {
+                Rounding::Bf16 => Products::Bf16(
+                    centroids
+                        .chunks(CHECKED_CHUNK * dim)
+                        .map(|c| Chunk::pack(c, dim, Precision::Bf16, &kernels))
+                        .collect(),
+                ),
+                Rounding::Int8 => Products::Int8 {
+                    chunks: centroids
+                        .chunks(CHECKED_CHUNK * dim)
+                        .map(|c| I8Columns::new(c, c.len() / dim, dim))
+                        .collect(),
+                    step: rows().map(step_of).fold(0.0, f64::max),
+                    l1: rows()
+                        .map(|c| c.iter().map(|&v| f64::from(v.abs())).sum::<f64>())
+                        .fold(0.0, f64::max),
+                },
+            };
+            Prepared {
+                half_norms: rows().map(|c| 0.5 * c.iter().map(|x| x * x).sum::<f32>()).collect(),
+                largest: rows()
+                    .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt())
+                    .fold(0.0f64, f64::max),
+                products,
+                kernels,
+            }
+        });
+        Ok(CheckedAssigner { centroids: centroids.to_vec(), dim, fast })
+    }
+
+    /// The rounded product this assigner scores with (`None`: the f32 assignment).
+    pub fn rounding(&self) -> Option<Rounding> {
+        self.fast.as_ref().map(|p| match p.products {
+            Products::Bf16(_) => Rounding::Bf16,
+            Products::Int8 { .. } => Rounding::Int8,
+        })
     }
 
     /// The codes of [`assign`] for `vectors` (`[n × dim]`).
@@ -256,7 +343,7 @@ impl CheckedAssigner {
     /// As [`assign`] for a shape error.
     pub fn assign(&self, vectors: &[f32]) -> Result<Vec<u32>> {
         let (centroids, dim) = (&self.centroids[..], self.dim);
-        let Some(Bf16Prepared { kernels, half_norms, largest, chunks }) = &self.bf16 else {
+        let Some(Prepared { kernels, half_norms, largest, products }) = &self.fast else {
             return assign(vectors, centroids, dim);
         };
         if !vectors.len().is_multiple_of(dim) {
@@ -267,25 +354,44 @@ impl CheckedAssigner {
         let mut codes = vec![0u32; vectors.len() / dim];
         vectors.par_chunks(ROWS * dim).zip(codes.par_chunks_mut(ROWS)).try_for_each(|(block, out)| {
             let m = block.len() / dim;
-            // Per vector: the bound on its bf16 scores' error (doubled: two scores are compared,
-            // with a relative margin for the f32 sums), the best bf16 score so far, and the
-            // centroids within the bound of it.
+            // Per vector: the bound on its rounded scores' error (doubled: two scores are
+            // compared, with a relative margin for the f32 arithmetic), the best rounded score so
+            // far, and the centroids within the bound of it.
             let bound: Vec<f64> = block
                 .chunks_exact(dim)
                 .map(|x| {
                     let norm = x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-                    2.0 * (1.0 / 256.0) * norm * largest * 1.01 + 1e-6
+                    let error = match products {
+                        Products::Bf16(_) => (1.0 / 256.0) * norm * largest,
+                        Products::Int8 { step, l1, .. } => {
+                            let x_l1: f64 = x.iter().map(|&v| f64::from(v.abs())).sum();
+                            let x_step = step_of(x);
+                            x_l1 * step / 2.0
+                                + l1 * x_step / 2.0
+                                + dim as f64 * x_step * step / 4.0
+                                + 1e-6 * norm * largest
+                        }
+                    };
+                    2.0 * error * 1.01 + 1e-6
                 })
                 .collect();
+            // The block in 8 bits, once for every chunk.
+            let block_products = match products {
+                Products::Bf16(chunks) => BlockProducts::Bf16(chunks),
+                Products::Int8 { chunks, .. } => BlockProducts::Int8(chunks, I8Rows::new(block, m, dim)),
+            };
             let mut best = vec![f32::NEG_INFINITY; m];
             let mut near: Vec<Vec<(f32, u32)>> = vec![Vec::new(); m];
             // The chunk's scores in the thread's reused buffer (as `assign`'s).
             let mut buf = SCORES.with(|b| std::mem::take(&mut *b.borrow_mut()));
             buf.resize(buf.len().max(m * CHECKED_CHUNK), 0.0);
-            for (chunk, c0) in chunks.iter().zip((0..k).step_by(CHECKED_CHUNK)) {
-                let cc = chunk.len;
+            for (i, c0) in (0..k).step_by(CHECKED_CHUNK).enumerate() {
+                let cc = CHECKED_CHUNK.min(k - c0);
                 let scores = &mut buf[..m * cc];
-                chunk.scores(block, m, scores);
+                match &block_products {
+                    BlockProducts::Int8(chunks, rows) => int8::scores(rows, 0, &chunks[i], scores),
+                    BlockProducts::Bf16(chunks) => chunks[i].scores(block, m, scores),
+                }
                 for (r, row) in scores.chunks_exact(cc).enumerate() {
                     if !bound[r].is_finite() {
                         continue;
@@ -671,10 +777,11 @@ mod tests {
         }
     }
 
-    /// The bf16-then-checked assignment gives the codes of the f32 one exactly: clustered
+    /// The rounded-then-checked assignment (8-bit and bf16 products) gives the codes of the f32
+    /// one exactly: clustered
     /// vectors (near ties between neighbouring centroids), a duplicated centroid (an exact tie:
     /// the lower index), a vector with a NaN, and more centroids and vectors than one chunk and
-    /// block. (Where the CPU has no fast bf16 product it is the f32 one.)
+    /// block. (Where the CPU has no fast rounded product it is the f32 one.)
     #[test]
     fn checked_assignment_gives_the_f32_codes() {
         let dim = 64;
@@ -694,6 +801,10 @@ mod tests {
         x[7 * dim + 5] = f32::NAN;
         let want = assign(&x, &cents, dim).unwrap();
         assert_eq!(assign_checked(&x, &cents, dim).unwrap(), want);
+        for rounding in [Some(Rounding::Int8), Some(Rounding::Bf16), None] {
+            let assigner = CheckedAssigner::with_rounding(&cents, dim, rounding).unwrap();
+            assert_eq!(assigner.assign(&x).unwrap(), want, "{:?}", assigner.rounding());
+        }
         assert_eq!(*want.last().unwrap(), 11);
         assert!(assign_checked(&x[..dim + 1], &cents, dim).is_err());
     }

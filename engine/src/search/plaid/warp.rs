@@ -386,13 +386,28 @@ impl<'a> Compressed<'a> {
                     fill(tables);
                 }
                 I8_SCORES.set(scores);
+                if cells.len() != nq * pick {
+                    return Err(self.corrupt_centroids());
+                }
                 cells
             }
             None => {
                 fill(tables);
-                let (scores, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
-                let pick = if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe };
-                super::best_cells(&scores, nq, c, pick)
+                let pick =
+                    |rounded: bool| if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe };
+                let (mut scores, mut keep) = (Vec::new(), Vec::new());
+                let (rounded, cells) = self.centroid_scores(
+                    query,
+                    &qt,
+                    params.bf16_centroid_scores,
+                    pick,
+                    f32::INFINITY,
+                    (&mut scores, &mut keep),
+                );
+                if cells.len() != nq * pick(rounded) {
+                    return Err(self.corrupt_centroids());
+                }
+                cells
             }
         };
         let pick = cells.len() / nq.max(1);
