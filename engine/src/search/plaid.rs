@@ -40,7 +40,6 @@ use kernels::maxsim::PreparedQuery;
 use kernels::ops::{grow, Mat};
 use kernels::packed::{matmul_packed, matmul_packed_rows, PackedMat};
 use kernels::prefetch::prefetch;
-use kernels::select::TopByColumn;
 
 mod warp;
 
@@ -52,22 +51,6 @@ const DECODE_CHUNK: usize = 64;
 const LUT_CHUNK: usize = 256;
 /// Centroids per parallel work unit of the lookup-table scoring's centroid scores.
 const CENTROID_ROWS: usize = 1024;
-/// The fewest documents a parallel work unit of the lookup-table scoring (or of stages 2 and 3)
-/// gets when a query's few documents are split across threads.
-const MIN_SPLIT: usize = 32;
-
-/// Items per parallel work unit when `n` items are scored: `most` where the pool has one
-/// thread or `n` fills every thread's share of units of `most`, else about four units per
-/// thread (at least `MIN_SPLIT` items each), so that one query's few hundred documents keep
-/// every thread busy. Documents are scored one by one and the units' best are merged by score
-/// and number, so the split changes no result.
-fn split_len(n: usize, most: usize) -> usize {
-    let threads = rayon::current_num_threads();
-    if threads <= 1 {
-        return most;
-    }
-    n.div_ceil(threads * 4).clamp(MIN_SPLIT, most)
-}
 /// Centroids per block of the stage-1 product (and parallel work unit): a multiple of the bf16
 /// kernels' row blocks ([`bf16::ROW_GRANULE`]), so that a split changes no bit; 2,112 centroids
 /// × 32 query tokens is about 17 MFLOP, far above the cost of handing a block to a thread.
@@ -101,9 +84,6 @@ struct LutBuffers {
 }
 
 thread_local! {
-    /// Stage 1's centroid scores and threshold flags of the calling thread, reused across
-    /// queries (4 MiB of scores for 32,768 centroids and 32 query tokens).
-    static STAGE1_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<bool>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
     static LUT_BUFFERS: std::cell::Cell<LutBuffers> = std::cell::Cell::new(LutBuffers::default());
 }
 
@@ -111,11 +91,22 @@ thread_local! {
 /// documents of 32 tokens at dim 128 needs 0.5 M, of 300 tokens at dim 384 7.4 M.
 const MAX_KEPT_FLOATS: usize = 2 << 20;
 
+/// Up to this many cells per query token, stage 1 (and WARP's probe selection) selects them in
+/// one pass over the scores.
+const SMALL_NCELLS: usize = 64;
+
 /// From bf16 centroid scores, stage 1 picks this many cells per query token beyond `ncells`
 /// and keeps the `ncells` best by f32 score. bf16 rounding moves a score by about 1e-4 on
 /// average and by at most about 1e-3 (measured on CISI's 384-d and synthetic 128-d centroids);
 /// a swap past four cells would take a larger error than that.
 pub(super) const BF16_CELL_MARGIN: usize = 4;
+
+/// Appends to `out`, for every column `q` of the row-major `[rows × nq]` matrix `scores`, the
+/// row indices of the `n` highest values of that column (ties to the lower row), in one pass
+/// over the rows ([`kernels::select::top_by_column`]).
+fn top_cells_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) {
+    kernels::select::top_by_column(scores, nq, n, out)
+}
 
 /// `cells` holds `pick` cells per query token (token `q`'s at `cells[q * pick..]`, chosen by
 /// rounded scores); re-scores them in f32 against `tokens` (`nq × dim`) and `centroids` (also
@@ -149,6 +140,28 @@ fn refine_cells(
         kept.extend(scored[..ncells].iter().map(|&(_, j)| j));
     }
     *cells = kept;
+}
+
+/// The `pick` best centroids of every query token by `scores` (`[C × nq]`, centroid-major),
+/// query-token-major (`pick` per token), ties to the lower centroid.
+fn best_cells(scores: &[f32], nq: usize, c: usize, pick: usize) -> Vec<u32> {
+    let mut cells: Vec<u32> = Vec::with_capacity(nq * pick);
+    if pick <= SMALL_NCELLS {
+        top_cells_by_column(scores, nq, pick, &mut cells);
+    } else {
+        let mut order: Vec<u32> = Vec::with_capacity(c);
+        for q in 0..nq {
+            let score = |j: u32| scores[j as usize * nq + q];
+            order.clear();
+            order.extend(0..c as u32);
+            let by_score = |a: &u32, b: &u32| score(*b).total_cmp(&score(*a)).then(a.cmp(b));
+            if pick < c {
+                order.select_nth_unstable_by(pick - 1, by_score);
+            }
+            cells.extend_from_slice(&order[..pick]);
+        }
+    }
+    cells
 }
 
 /// Removes from the strictly increasing `docs` every document of the strictly increasing
@@ -288,12 +301,6 @@ impl<'a> Compressed<'a> {
         EngineError::Format(index_format::FormatError::corrupt(path, detail))
     }
 
-    /// Centroid scores that are not numbers (a query's are checked): the centroids are corrupt.
-    fn corrupt_centroids(&self) -> EngineError {
-        let path = self.dir.join(index_format::Component::Centroids.file_name());
-        EngineError::Format(index_format::FormatError::corrupt(path, "a centroid's scores are not numbers"))
-    }
-
     /// A corruption of the codes found while searching, in document `doc` (`verify` reports it
     /// too).
     fn corrupt_codes(&self, doc: u32, detail: impl std::fmt::Display) -> EngineError {
@@ -396,73 +403,36 @@ impl<'a> Compressed<'a> {
         self.embeddings.map(|e| &e[r.start * self.dim..r.end * self.dim])
     }
 
-    /// Stage 1: `C·Qᵀ` as `[C × nq]` f32 scores into `scores` (centroid-major: row `j` holds
-    /// centroid `j`'s score against every query token, the layout stages 2 and 3 look up by
-    /// code), with `Qᵀ` packed as given; in bf16 when `bf16` is set and the state keeps bf16
-    /// centroids. Returns whether the scores were rounded (computed in bf16), and the best
-    /// `pick(rounded)` centroids of every query token by these scores (ties to the lower
-    /// centroid, best first; `pick` at most the centroid count), `pick` per query token where
-    /// every score is a number. Sets `keep[j]` to whether any score of centroid `j` is at least
-    /// `threshold`.
-    fn centroid_scores(
-        &self,
-        query: &PreparedQuery,
-        qt: &PackedMat,
-        bf16: bool,
-        pick: impl FnOnce(bool) -> usize,
-        threshold: f32,
-        (scores, keep): (&mut Vec<f32>, &mut Vec<bool>),
-    ) -> (bool, Vec<u32>) {
+    /// Stage 1: `C·Qᵀ` as `[C × nq]` f32 scores (centroid-major: row `j` holds centroid `j`'s
+    /// score against every query token, the layout stages 2 and 3 look up by code), with `Qᵀ`
+    /// packed as given; in bf16 when `bf16` is set and the state keeps bf16 centroids.
+    /// Returns the scores and whether they were rounded (computed in bf16).
+    fn centroid_scores(&self, query: &PreparedQuery, qt: &PackedMat, bf16: bool) -> (Vec<f32>, bool) {
         let (c, nq, dim) = (self.state.n_centroids, qt.n(), self.dim);
-        // Every element is written: reused buffers are not zeroed (nor faulted in again).
-        scores.resize(c * nq, 0.0);
-        keep.resize(c, false);
-        let rounded = self.state.centroids_bf16.as_ref().filter(|_| bf16);
-        let pick = pick(rounded.is_some());
-        let qt16 = rounded.map(|_| {
-            let q = query.tokens();
-            let mut qt16 = bf16::PackedB::default();
-            qt16.repack(dim, nq, |d, t| q[t * dim + d]);
-            qt16
-        });
-        let centroids = &self.state.centroids;
+        let mut scores = vec![0f32; c * nq];
         // Blocks of STAGE1_ROWS centroids, on as many threads as the pool has: the blocks are
-        // the same whatever the thread count, so the scores are too, bit for bit. Each block is
-        // taken into its thread's selection of the best cells while its scores are in the cache
-        // (the threads' selections merged: the same cells as one pass over every score).
-        let block = |mut top: TopByColumn, (i, (out, keep)): (usize, (&mut [f32], &mut [bool]))| {
-            let (first, n) = (i * STAGE1_ROWS, out.len() / nq);
-            match (rounded, &qt16) {
-                (Some((rows, kind)), Some(qt16)) => {
-                    bf16::matmul_row_range(*kind, rows, first..first + n, qt16, out)
-                }
-                _ => matmul_packed(&centroids[first * dim..(first + n) * dim], n, qt, out),
+        // the same whatever the thread count, so the scores are too, bit for bit.
+        let blocks = scores.par_chunks_mut(STAGE1_ROWS * nq).enumerate();
+        match self.state.centroids_bf16.as_ref().filter(|_| bf16) {
+            Some((rows, kind)) => {
+                let q = query.tokens();
+                let mut qt16 = bf16::PackedB::default();
+                qt16.repack(dim, nq, |d, t| q[t * dim + d]);
+                blocks.for_each(|(i, out)| {
+                    let first = i * STAGE1_ROWS;
+                    bf16::matmul_row_range(*kind, rows, first..first + out.len() / nq, &qt16, out);
+                });
+                (scores, true)
             }
-            top.push(out, first as u32);
-            // A count rather than `any`: no early exit, so it vectorises (most centroids have
-            // no score above the threshold).
-            for (k, row) in keep.iter_mut().zip(out.chunks_exact(nq)) {
-                *k = row.iter().filter(|&&v| v >= threshold).count() > 0;
+            None => {
+                let centroids = &self.state.centroids;
+                blocks.for_each(|(i, out)| {
+                    let (first, n) = (i * STAGE1_ROWS, out.len() / nq);
+                    matmul_packed(&centroids[first * dim..(first + n) * dim], n, qt, out);
+                });
+                (scores, false)
             }
-            top
-        };
-        let top = if rayon::current_num_threads() > 1 {
-            let blocks = scores.par_chunks_mut(STAGE1_ROWS * nq).zip(keep.par_chunks_mut(STAGE1_ROWS));
-            blocks.enumerate().fold(|| TopByColumn::new(nq, pick), block).reduce(
-                || TopByColumn::new(nq, pick),
-                |mut a, b| {
-                    a.merge(b);
-                    a
-                },
-            )
-        } else {
-            // One thread: no hand-off to the pool.
-            let blocks = scores.chunks_mut(STAGE1_ROWS * nq).zip(keep.chunks_mut(STAGE1_ROWS));
-            blocks.enumerate().fold(TopByColumn::new(nq, pick), block)
-        };
-        let mut cells = Vec::with_capacity(nq * pick);
-        top.finish(&mut cells);
-        (rounded.is_some(), cells)
+        }
     }
 
     /// Searches one query; see the module documentation.
@@ -506,24 +476,14 @@ impl<'a> Compressed<'a> {
         let c = self.state.n_centroids;
         // Qᵀ packed once: the stage-1 product and the exact scoring of stage 4 both use it.
         let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, self.dim).t());
+        let (mut by_centroid, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
         // Stage 1: probe the ncells best centroids of each query token. From bf16 scores, a few
         // more are picked and re-scored in f32, so that rounding cannot swap a near tie at the
         // last cell (the product is what costs; these few dot products do not).
         let ncells = params.ncells.clamp(1, c);
-        let pick = |rounded: bool| if rounded { (ncells + BF16_CELL_MARGIN).min(c) } else { ncells };
-        let threshold = params.centroid_score_threshold;
-        let (mut by_centroid, mut keep) = STAGE1_BUFFERS.take();
-        let (rounded, mut cells) = self.centroid_scores(
-            query,
-            &qt,
-            params.bf16_centroid_scores,
-            pick,
-            threshold,
-            (&mut by_centroid, &mut keep),
-        );
-        let pick = pick(rounded);
+        let pick = if rounded { (ncells + BF16_CELL_MARGIN).min(c) } else { ncells };
+        let mut cells = best_cells(&by_centroid, nq, c, pick);
         if pick > ncells {
-            let picked = cells.clone();
             refine_cells(
                 query.tokens(),
                 &self.state.centroids,
@@ -533,12 +493,6 @@ impl<'a> Compressed<'a> {
                 pick,
                 ncells,
             );
-            // The picked centroids' scores are exact now: whether they pass the threshold is
-            // decided on those.
-            for &j in &picked {
-                let row = &by_centroid[j as usize * nq..(j as usize + 1) * nq];
-                keep[j as usize] = row.iter().any(|&v| v >= threshold);
-            }
         }
         cells.sort_unstable();
         cells.dedup();
@@ -555,13 +509,18 @@ impl<'a> Compressed<'a> {
         }
         remove_sorted(&mut candidates, deleted);
         laps.lap(Stage::Candidates);
+        // A count rather than `any`: no early exit, so it vectorises (most centroids have no
+        // score above the threshold, and an early-exit scan of all 8192 × 32 took a tenth of
+        // the query).
+        let threshold = params.centroid_score_threshold;
+        let keep: Vec<bool> =
+            by_centroid.chunks_exact(nq).map(|s| s.iter().filter(|&&v| v >= threshold).count() > 0).collect();
         // Stage 2: pruned approximate scores; stage 3: full approximate scores.
         // The depth for this segment's size (scaled up on large segments by default).
         let ndocs = params.ndocs_for(self.n_docs());
         let stage2 = self.approx_top(&candidates, &by_centroid, nq, Some(&keep), ndocs.max(params.k))?;
         let stage2: Vec<u32> = stage2.into_iter().map(|h| h.doc).collect();
         let stage3 = self.approx_top(&stage2, &by_centroid, nq, None, params.stage3_keep(ndocs))?;
-        STAGE1_BUFFERS.set((by_centroid, keep));
         let mut survivors: Vec<u32> = stage3.into_iter().map(|h| h.doc).collect();
         survivors.sort_unstable();
         laps.lap(Stage::Pruning);
@@ -606,11 +565,10 @@ impl<'a> Compressed<'a> {
             }
             Ok(top)
         };
-        let chunk = split_len(docs.len(), SCORE_CHUNK);
-        let top = if docs.len() <= chunk {
+        let top = if docs.len() <= SCORE_CHUNK {
             score_chunk(docs)?
         } else {
-            docs.par_chunks(chunk).map(score_chunk).try_reduce(
+            docs.par_chunks(SCORE_CHUNK).map(score_chunk).try_reduce(
                 || TopK::new(n),
                 |mut a, b| {
                     a.merge(b);
@@ -691,59 +649,46 @@ impl<'a> Compressed<'a> {
     ) -> Result<Vec<Hit>> {
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
         let LutBuffers { tables, distinct, codes, scores, slot, rows } = buffers;
-        let lanes = nq.div_ceil(lut::LANE_GROUP).max(1) * lut::LANE_GROUP;
-        // The tables fill on one thread while the documents' centroids are gathered and scored
-        // on the others (neither reads what the other writes).
-        let table = self.state.codec.table();
-        let mut fill = || tables.fill(&table, query.tokens(), nq);
-        let mut gather = || -> Result<Vec<usize>> {
-            // The query padded to `lanes` tokens (zero rows), so that centroid scores come out
-            // in the tables' row layout.
-            let mut padded = query.tokens().to_vec();
-            padded.resize(lanes * dim, 0.0);
-            // The f32 scores of the documents' distinct centroids. Each is the same dot product
-            // (the product kernel sums every output in dimension order, whichever rows it is
-            // computed with), so a document scores the same whichever documents come with it.
-            let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
-            rows.clear();
-            slot.clear();
-            slot.resize(c, u32::MAX);
-            distinct.clear();
-            // Where each document's tokens start in `rows`.
-            let mut starts = Vec::with_capacity(docs.len());
-            for (i, &doc) in docs.iter().enumerate() {
-                self.prefetch_ahead(docs, i);
-                starts.push(rows.len());
-                self.doc_codes(doc, codes)?;
-                for &code in codes.iter() {
-                    let s = &mut slot[code as usize];
-                    if *s == u32::MAX {
-                        *s = distinct.len() as u32;
-                        distinct.push(code);
-                    }
-                    rows.push(*s);
+        tables.fill(&self.state.codec.table(), query.tokens(), nq);
+        let lanes = tables.lanes();
+        // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
+        // the tables' row layout.
+        let mut padded = query.tokens().to_vec();
+        padded.resize(lanes * dim, 0.0);
+        // The f32 scores of the documents' distinct centroids. Each is the same dot product
+        // (the product kernel sums every output in dimension order, whichever rows it is
+        // computed with), so a document scores the same whichever documents come with it.
+        let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
+        rows.clear();
+        slot.clear();
+        slot.resize(c, u32::MAX);
+        distinct.clear();
+        // Where each document's tokens start in `rows`.
+        let mut starts = Vec::with_capacity(docs.len());
+        for (i, &doc) in docs.iter().enumerate() {
+            self.prefetch_ahead(docs, i);
+            starts.push(rows.len());
+            self.doc_codes(doc, codes)?;
+            for &code in codes.iter() {
+                let s = &mut slot[code as usize];
+                if *s == u32::MAX {
+                    *s = distinct.len() as u32;
+                    distinct.push(code);
                 }
+                rows.push(*s);
             }
-            let scores = grow(scores, distinct.len() * lanes);
-            let centroids = &self.state.centroids[..];
-            if distinct.len() <= CENTROID_ROWS {
-                // One block: on the calling thread (a hand-off to the pool costs more than it).
-                matmul_packed_rows(centroids, distinct, &qt, scores);
-            } else {
-                scores
-                    .par_chunks_mut(CENTROID_ROWS * lanes)
-                    .zip(distinct.par_chunks(CENTROID_ROWS))
-                    .for_each(|(out, ids)| matmul_packed_rows(centroids, ids, &qt, out));
-            }
-            Ok(starts)
-        };
-        let starts = if rayon::current_num_threads() > 1 {
-            rayon::join(fill, gather).1?
+        }
+        let scores = grow(scores, distinct.len() * lanes);
+        let centroids = &self.state.centroids[..];
+        if distinct.len() <= CENTROID_ROWS {
+            // One block: on the calling thread (a hand-off to the pool costs more than it).
+            matmul_packed_rows(centroids, distinct, &qt, scores);
         } else {
-            fill();
-            gather()?
-        };
-        debug_assert_eq!(tables.lanes(), lanes);
+            scores
+                .par_chunks_mut(CENTROID_ROWS * lanes)
+                .zip(distinct.par_chunks(CENTROID_ROWS))
+                .for_each(|(out, ids)| matmul_packed_rows(centroids, ids, &qt, out));
+        }
         let (tables, scores, rows) = (&*tables, &*scores, &rows[..]);
         let kernel = kernels::maxsim::Kernel::detect();
         let pl = self.state.codec.packed_len();
@@ -768,11 +713,10 @@ impl<'a> Compressed<'a> {
             }
             Ok(top)
         };
-        let chunk = split_len(docs.len(), LUT_CHUNK);
-        let top = if docs.len() <= chunk {
+        let top = if docs.len() <= LUT_CHUNK {
             block((docs, &starts))?
         } else {
-            docs.par_chunks(chunk).zip(starts.par_chunks(chunk)).map(block).try_reduce(
+            docs.par_chunks(LUT_CHUNK).zip(starts.par_chunks(LUT_CHUNK)).map(block).try_reduce(
                 || TopK::new(k),
                 |mut a, b| {
                     a.merge(b);
@@ -953,7 +897,7 @@ mod tests {
             let scores: Vec<f32> = vals[..rows * nq].iter().map(|&v| v as f32 / 4.0).collect();
             let n = n.min(rows);
             let mut got = Vec::new();
-            kernels::select::top_by_column(&scores, nq, n, &mut got);
+            top_cells_by_column(&scores, nq, n, &mut got);
             let mut want = Vec::new();
             for q in 0..nq {
                 let col = |j: u32| scores[j as usize * nq + q];
@@ -982,11 +926,11 @@ mod tests {
             // Perturbations of up to 0.1, so near ties may swap.
             let mut rounded: Vec<f32> = exact.iter().zip(&noise).map(|(&e, &n)| e + n as f32 / 20.0).collect();
             let mut cells = Vec::new();
-            kernels::select::top_by_column(&rounded, nq, pick, &mut cells);
+            top_cells_by_column(&rounded, nq, pick, &mut cells);
             let picked = cells.clone();
             refine_cells(&tokens, &centroids, dim, &mut rounded, &mut cells, pick, ncells);
             let mut want = Vec::new();
-            kernels::select::top_by_column(&exact, nq, ncells, &mut want);
+            top_cells_by_column(&exact, nq, ncells, &mut want);
             for q in 0..nq {
                 let truth = &want[q * ncells..(q + 1) * ncells];
                 if truth.iter().all(|j| picked[q * pick..(q + 1) * pick].contains(j)) {

@@ -31,7 +31,6 @@ use kernels::maxsim::{Kernel, PreparedQuery};
 use kernels::ops::Mat;
 use kernels::packed::PackedMat;
 use kernels::prefetch::prefetch;
-use kernels::select::TopByColumn;
 use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
 use rayon::prelude::*;
 
@@ -341,76 +340,25 @@ impl<'a> Compressed<'a> {
         // Every centroid's score: from 8-bit products where the CPU has them (WARP needs only the
         // probes' scores, which are re-scored in f32 below: a few more cells are picked so that
         // rounding cannot swap one at the edge), else the product PLAID's stage 1 runs.
-        // WARP's query tables fill beside the centroid scores where there are threads for both
-        // (neither reads what the other writes).
-        let int8 = layout.centroids_i8.as_ref().filter(|_| params.bf16_centroid_scores);
-        let fill = |tables: &mut TokenTables| tables.fill(&layout.codebook, query.tokens(), nq);
-        let cells = match int8 {
+        let (by_centroid, pick) = match layout.centroids_i8.as_ref().filter(|_| params.bf16_centroid_scores) {
             Some(rows) => {
                 let cols = I8Columns::new(query.tokens(), nq, dim);
-                let pick = (nprobe + I8_CELL_MARGIN).min(c);
                 // Every element is written: a reused buffer is not zeroed (nor faulted in again:
                 // 4 MiB for 32,768 centroids and 32 query tokens).
                 let mut scores = I8_SCORES.take();
                 scores.resize(c * nq, 0.0);
-                // Each block of centroids is taken into the selection while its scores are in
-                // the cache; a thread's blocks come in order into its own selection, merged in
-                // row order at the end (the same cells however the blocks are shared out).
-                let block = |mut top: TopByColumn, (i, out): (usize, &mut [f32])| {
+                scores.par_chunks_mut(I8_ROWS * nq).enumerate().for_each(|(i, out)| {
                     int8::scores(rows, i * I8_ROWS, &cols, out);
-                    top.push(out, (i * I8_ROWS) as u32);
-                    top
-                };
-                let mut cells = Vec::with_capacity(nq * pick);
-                if rayon::current_num_threads() > 1 {
-                    let select = || {
-                        scores
-                            .par_chunks_mut(I8_ROWS * nq)
-                            .enumerate()
-                            .fold(|| TopByColumn::new(nq, pick), block)
-                            .reduce(
-                                || TopByColumn::new(nq, pick),
-                                |mut a, b| {
-                                    a.merge(b);
-                                    a
-                                },
-                            )
-                    };
-                    rayon::join(select, || fill(tables)).0.finish(&mut cells);
-                } else {
-                    // One thread: the tables fill after the scores (filled before, they would
-                    // be pushed out of the cache), and no hand-off to the pool.
-                    let top =
-                        scores.chunks_mut(I8_ROWS * nq).enumerate().fold(TopByColumn::new(nq, pick), block);
-                    top.finish(&mut cells);
-                    fill(tables);
-                }
-                I8_SCORES.set(scores);
-                if cells.len() != nq * pick {
-                    return Err(self.corrupt_centroids());
-                }
-                cells
+                });
+                (scores, (nprobe + I8_CELL_MARGIN).min(c))
             }
             None => {
-                fill(tables);
-                let pick =
-                    |rounded: bool| if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe };
-                let (mut scores, mut keep) = (Vec::new(), Vec::new());
-                let (rounded, cells) = self.centroid_scores(
-                    query,
-                    &qt,
-                    params.bf16_centroid_scores,
-                    pick,
-                    f32::INFINITY,
-                    (&mut scores, &mut keep),
-                );
-                if cells.len() != nq * pick(rounded) {
-                    return Err(self.corrupt_centroids());
-                }
-                cells
+                let (scores, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
+                (scores, if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe })
             }
         };
-        let pick = cells.len() / nq.max(1);
+        let cells = super::best_cells(&by_centroid, nq, c, pick);
+        I8_SCORES.set(by_centroid);
         // The probed cells re-scored in f32.
         let chosen: Vec<Vec<(f32, u32)>> = query
             .tokens()
@@ -440,6 +388,7 @@ impl<'a> Compressed<'a> {
                 Probes { cells: scored, missing }
             })
             .collect();
+        tables.fill(&layout.codebook, query.tokens(), nq);
         let tables = &*tables;
         laps.lap(Stage::Candidates);
         let n_docs = self.n_docs();
