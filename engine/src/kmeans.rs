@@ -254,11 +254,6 @@ enum BlockProducts<'a> {
     Int8(&'a [I8Columns], I8Rows),
 }
 
-/// The 8-bit quantisation step of `v` (as [`kernels::int8`] takes it), in f64.
-fn step_of(v: &[f32]) -> f64 {
-    f64::from(v.iter().fold(0f32, |m, &x| m.max(x.abs()))) / 127.0
-}
-
 /// Centroids per packed chunk of [`CheckedAssigner`] (as [`assign`]'s).
 const CHECKED_CHUNK: usize = 256;
 
@@ -268,13 +263,8 @@ impl CheckedAssigner {
     /// # Errors
     /// As [`assign`] for bad centroids.
     pub fn new(centroids: &[f32], dim: usize) -> Result<CheckedAssigner> {
-        let kernels = Kernels::auto();
-        let rounding = if kernels::int8::fast() {
-            Some(Rounding::Int8)
-        } else {
-            kernels.bf16_dense.is_some().then_some(Rounding::Bf16)
-        };
-        Self::with_rounding(centroids, dim, rounding)
+        let rounding = if int8::fast() { Rounding::Int8 } else { Rounding::Bf16 };
+        Self::with_rounding(centroids, dim, Some(rounding))
     }
 
     /// [`CheckedAssigner::new`] with the rounded product chosen by the caller (`None`: the f32
@@ -291,7 +281,7 @@ impl CheckedAssigner {
         assign(&[], centroids, dim)?;
         let kernels = Kernels::auto();
         let rounding = rounding.filter(|r| match r {
-            Rounding::Int8 => kernels::int8::fast(),
+            Rounding::Int8 => int8::fast(),
             Rounding::Bf16 => kernels.bf16_dense.is_some(),
         });
         // The exact re-check is `packed::dot_chain`, which is `assign`'s arithmetic only with
@@ -311,7 +301,7 @@ impl CheckedAssigner {
                         .chunks(CHECKED_CHUNK * dim)
                         .map(|c| I8Columns::new(c, c.len() / dim, dim))
                         .collect(),
-                    step: rows().map(step_of).fold(0.0, f64::max),
+                    step: rows().map(|c| f64::from(int8::step(c))).fold(0.0, f64::max),
                     l1: rows()
                         .map(|c| c.iter().map(|&v| f64::from(v.abs())).sum::<f64>())
                         .fold(0.0, f64::max),
@@ -365,7 +355,7 @@ impl CheckedAssigner {
                         Products::Bf16(_) => (1.0 / 256.0) * norm * largest,
                         Products::Int8 { step, l1, .. } => {
                             let x_l1: f64 = x.iter().map(|&v| f64::from(v.abs())).sum();
-                            let x_step = step_of(x);
+                            let x_step = f64::from(int8::step(x));
                             x_l1 * step / 2.0
                                 + l1 * x_step / 2.0
                                 + dim as f64 * x_step * step / 4.0

@@ -26,14 +26,23 @@ pub struct I8Rows {
     step: Vec<f32>,
 }
 
-/// Quantises one vector: its step and the rounded multiples.
-fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
+/// The value of one step when `v` is quantised: `max |v| / 127` (0 for a zero vector or one with
+/// an infinity, which quantises to zeros). Each value moves by at most half of it.
+pub fn step(v: &[f32]) -> f32 {
     let largest = v.iter().fold(0f32, |m, &x| if x.abs() > m { x.abs() } else { m });
     if largest == 0.0 || !largest.is_finite() {
+        return 0.0;
+    }
+    largest / 127.0
+}
+
+/// Quantises one vector: its step and the rounded multiples.
+fn quantise(v: &[f32], out: &mut [i8]) -> f32 {
+    let step = step(v);
+    if step == 0.0 {
         out.fill(0);
         return 0.0;
     }
-    let step = largest / 127.0;
     for (o, &x) in out.iter_mut().zip(v) {
         *o = (x / step).round().clamp(-127.0, 127.0) as i8;
     }
