@@ -2,7 +2,7 @@
 //! uncompressed and a small updated index is damaged in turn — bytes flipped, words overwritten,
 //! the file truncated, with the footer left as it was (so the CRC or the length catches it) and
 //! with the footer fixed up (so the damage reaches the parsers) — and `search`,
-//! `search --exhaustive`, `info` and `verify` are run on it in a child process under an
+//! `search --exhaustive`, `search --mode warp`, `info` and `verify` are run on it in a child process under an
 //! address-space limit and a watchdog. None may panic, abort, die by a signal or hang; every
 //! failure is a one-line error naming a file of the index; and `verify` must refuse every file
 //! whose footer was left as it was, naming that file.
@@ -204,7 +204,8 @@ fn build_indexes(dir: &Path) -> (Vec<(&'static str, PathBuf)>, PathBuf) {
     let updated = dir.join("updated");
     cli_ok(&["build", "--embeddings", s(&docs), "--index", s(&compressed)]);
     cli_ok(&["build", "--embeddings", s(&docs), "--index", s(&plain), "--nbits", "16"]);
-    cli_ok(&["build", "--embeddings", s(&docs), "--index", s(&updated)]);
+    // The updated index keeps the centroid-grouped layout (v7 `warp_*` files, in both segments).
+    cli_ok(&["build", "--embeddings", s(&docs), "--index", s(&updated), "--warp-layout"]);
     let more = dir.join("more.safetensors");
     synth(&more, "12", "8");
     let ids = dir.join("more.ids");
@@ -217,6 +218,7 @@ fn build_indexes(dir: &Path) -> (Vec<(&'static str, PathBuf)>, PathBuf) {
         cli_ok(&["verify", "--index", s(idx)]);
     }
     assert!(updated.join("manifest.bin").is_file() && updated.join("seg-000001").is_dir());
+    assert!(updated.join("warp_docs.u32").is_file() && updated.join("seg-000001/warp_docs.u32").is_file());
     (vec![("compressed", compressed), ("plain", plain), ("updated", updated)], queries)
 }
 
@@ -241,10 +243,17 @@ fn run_trial(t: &Trial, work: &[(&str, PathBuf)], queries: &Path, seed: u64) -> 
     for args in [
         vec!["search", "--index", s(idx), "--query-embeddings", q],
         vec!["search", "--index", s(idx), "--query-embeddings", q, "--exhaustive"],
+        vec!["search", "--index", s(idx), "--query-embeddings", q, "--mode", "warp"],
         vec!["info", "--index", s(idx)],
         vec!["verify", "--index", s(idx)],
     ] {
-        let command = if args.contains(&"--exhaustive") { "search --exhaustive" } else { args[0] };
+        let command = if args.contains(&"--exhaustive") {
+            "search --exhaustive"
+        } else if args.contains(&"--mode") {
+            "search --mode warp"
+        } else {
+            args[0]
+        };
         let trial = format!("seed {seed:#x}: {name}/{} ({what}): colbert-index {command}", t.file.display());
         let (status, err) = match run_limited(&args) {
             Ok(r) => r,
@@ -274,7 +283,7 @@ fn run_trial(t: &Trial, work: &[(&str, PathBuf)], queries: &Path, seed: u64) -> 
     failures
 }
 
-/// The sweep: 4 kinds of damage × every file of three indexes (46) × 4 commands (about 740
+/// The sweep: 4 kinds of damage × every file of three indexes (54) × 5 commands (about 1,080
 /// child processes, split over two workers).
 #[test]
 fn every_damaged_file_is_an_error_or_a_result_never_a_crash() {
@@ -319,7 +328,7 @@ fn every_damaged_file_is_an_error_or_a_result_never_a_crash() {
     });
     assert!(
         failures.is_empty(),
-        "{} of {} trials × 4 commands failed (seed {seed:#x}; rerun with COLBERT_CORRUPTION_SEED={seed:x}):\n{}",
+        "{} of {} trials × 5 commands failed (seed {seed:#x}; rerun with COLBERT_CORRUPTION_SEED={seed:x}):\n{}",
         failures.len(),
         trials.len(),
         failures.join("\n")

@@ -406,3 +406,53 @@ fn compare_runs(got: &str, expected: &str) {
     }
     assert_eq!(got.lines().count(), expected.lines().count());
 }
+
+/// Version 7: the centroid-grouped layout WARP mode reads in place (`--warp-layout`).
+const V7: Fixture = Fixture {
+    version: 7,
+    docs: (2031, 40, 24),
+    queries: (4054, 3, 5),
+    ids: true,
+    build_flags: &["--nbits", "2", "--centroids", "24", "--seed", "23", "--warp-layout"],
+};
+
+/// The WARP mode's own scores (every centroid probed, nothing rescored) at k = 5: what the
+/// stored layout answers.
+fn warp_run_text(index: &Segment, queries: &QueryEmbeddings) -> String {
+    let params = SearchParams {
+        mode: engine::SearchMode::Warp,
+        nprobe: Some(24),
+        warp_rescore: Some(0),
+        min_centroid_fit: f32::NEG_INFINITY,
+        ..SearchParams::for_k(5)
+    };
+    let mut out = String::new();
+    for (q, hits) in index.search(&queries.queries, &params).unwrap().iter().enumerate() {
+        for (r, h) in hits.iter().enumerate() {
+            out += &format!("{q} Q0 {} {} {:.6} golden\n", index.doc_id(h.doc), r + 1, h.score);
+        }
+    }
+    out
+}
+
+#[test]
+#[ignore = "writes the golden fixture; run by hand when introducing a format version"]
+fn create_golden_v7() {
+    create_golden(&V7);
+    let dir = golden_dir(7);
+    let index = Segment::open(&dir.join("index")).unwrap();
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    fs::write(dir.join("expected_warp.run"), warp_run_text(&index, &queries)).unwrap();
+}
+
+#[test]
+fn golden_v7_opens_verifies_and_answers_the_same() {
+    let index = check_golden(7);
+    assert!(index.meta().residual.is_some_and(|r| r.warp_layout && r.token_norms));
+    let files = index.reader().warp_files().expect("v7 with --warp-layout stores the layout");
+    assert_eq!(files.counts.iter().map(|&n| u64::from(n)).sum::<u64>(), index.meta().n_tokens);
+    let dir = golden_dir(7);
+    let queries = QueryEmbeddings::open(&dir.join("queries.safetensors")).unwrap();
+    let expected = fs::read_to_string(dir.join("expected_warp.run")).unwrap();
+    compare_runs(&warp_run_text(&index, &queries), &expected);
+}

@@ -32,14 +32,25 @@ fn corpus(n_docs: usize, dim: usize, seed: u64) -> SynthCorpus {
 
 /// Builds a compressed index of `corpus` at `dest`, training on every token.
 fn build(dest: &Path, corpus: &SynthCorpus, params: CompressedParams) -> IndexMeta {
-    let dim = corpus.spec().dim;
     let all = corpus.generate_all();
+    build_tokens(dest, corpus.spec().dim, &all.tokens, &all.doclens, params)
+}
+
+/// Builds a compressed index at `dest` of documents `d0..` with `doclens` tokens each, training on
+/// every token.
+fn build_tokens(
+    dest: &Path,
+    dim: usize,
+    tokens: &[f32],
+    doclens: &[u32],
+    params: CompressedParams,
+) -> IndexMeta {
     let mut b = CompressedBuilder::create(dest, dim, params, BuildOptions::default()).unwrap();
-    b.train(&all.tokens, (all.tokens.len() / dim) as u64).unwrap();
+    b.train(tokens, (tokens.len() / dim) as u64).unwrap();
     let mut off = 0;
-    for (i, &l) in all.doclens.iter().enumerate() {
+    for (i, &l) in doclens.iter().enumerate() {
         let n = l as usize * dim;
-        b.add(&format!("d{i}"), &all.tokens[off..off + n]).unwrap();
+        b.add(&format!("d{i}"), &tokens[off..off + n]).unwrap();
         off += n;
     }
     b.finish().unwrap()
@@ -956,6 +967,135 @@ fn verify_catches_bad_token_norms() {
 /// WARP score is its table-scored MaxSim up to the i8 tables' rounding; at the defaults (16
 /// probes, the best 64 rescored) it finds the oracle's top 10, and the same bits come back on one
 /// thread and several.
+/// A stored centroid-grouped layout (`CompressedParams::warp_layout`, format v7) holds exactly
+/// what the in-memory one groups: WARP searches give the same bits from either, for unit-norm
+/// tokens (stored f16 factors) and tokens that are not (no factors), at nbits 2 and 4; the stored
+/// one verifies, and takes little memory.
+#[test]
+fn a_stored_warp_layout_answers_as_the_in_memory_one() {
+    use engine::SearchMode;
+    let dir = TempDir::new().unwrap();
+    let c = corpus(700, 64, 23);
+    let qs = queries(&c, 12, 16);
+    for (nbits, scale) in [(2, 1.0f32), (4, 1.7)] {
+        let dim = c.spec().dim;
+        let mut all = c.generate_all();
+        all.tokens.iter_mut().for_each(|v| *v *= scale);
+        let make = |name: &str, warp_layout: bool| {
+            let dest = dir.path().join(format!("{name}{nbits}"));
+            let params = CompressedParams { warp_layout, ..CompressedParams::new(nbits) };
+            let meta = build_tokens(&dest, dim, &all.tokens, &all.doclens, params);
+            assert_eq!(meta.residual.unwrap().warp_layout, warp_layout);
+            assert_eq!(meta.residual.unwrap().unit_norm, scale == 1.0);
+            Segment::open(&dest).unwrap()
+        };
+        let (plain, stored) = (make("plain", false), make("stored", true));
+        stored.verify().unwrap();
+        assert!(plain.reader().warp_files().is_none());
+        let files = stored.reader().warp_files().expect("stored layout");
+        assert_eq!(files.norms.is_some(), scale == 1.0);
+        let n_centroids = stored.meta().residual.unwrap().n_centroids as usize;
+        let warp = SearchParams {
+            mode: SearchMode::Warp,
+            min_centroid_fit: f32::NEG_INFINITY,
+            ..SearchParams::for_k(10)
+        };
+        for params in [
+            warp.clone(),
+            SearchParams { nprobe: Some(n_centroids), warp_rescore: Some(0), ..warp.clone() },
+            SearchParams { nprobe: Some(3), warp_rescore: Some(0), ..warp.clone() },
+        ] {
+            let bits = |index: &Segment| {
+                let got = index.search(&qs, &params).unwrap();
+                got.iter()
+                    .map(|h| h.iter().map(|x| (x.doc, x.score.to_bits())).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            };
+            let (a, b) = (bits(&plain), bits(&stored));
+            assert!(a.iter().all(|h| h.len() == 10));
+            assert_eq!(a, b, "nbits {nbits}, scale {scale}, {params:?}");
+        }
+        let (in_memory, mapped) = (
+            plain.compressed().unwrap().prepare_warp().unwrap(),
+            stored.compressed().unwrap().prepare_warp().unwrap(),
+        );
+        assert!(mapped * 4 < in_memory, "{mapped} bytes held for the stored layout, {in_memory} built");
+    }
+}
+
+/// `verify` checks a stored layout against the codes, residuals and norms it was grouped from:
+/// a change with a valid CRC is found and the file named; `open` still accepts what only verify
+/// can see, and refuses counts that disagree with the token count or the slot arrays' lengths.
+#[test]
+fn verify_checks_the_stored_warp_layout_against_the_codes() {
+    let dir = TempDir::new().unwrap();
+    let c = corpus(300, 32, 5);
+    let src = dir.path().join("src");
+    build(&src, &c, CompressedParams { warp_layout: true, ..CompressedParams::new(2) });
+    Segment::open(&src).unwrap().verify().unwrap();
+    let positions = 32 * 2 / 8;
+    let counts: Vec<u32> = payload(&src.join("warp_counts.u32"))
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let first_block = |cell: usize| counts[..cell].iter().map(|&n| (n as usize).div_ceil(64)).sum::<usize>();
+    let docs: Vec<u32> = payload(&src.join("warp_docs.u32"))
+        .chunks_exact(4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    // A centroid whose first two tokens are of different documents, and one with padding.
+    let cell = (0..counts.len())
+        .find(|&c| counts[c] >= 2 && docs[first_block(c) * 64] != docs[first_block(c) * 64 + 1])
+        .unwrap();
+    let slot = first_block(cell) * 64;
+    let padded = (0..counts.len()).find(|&c| !counts[c].is_multiple_of(64)).unwrap();
+    let pad_slot = first_block(padded) * 64 + counts[padded] as usize;
+    let damage = |name: &str, what: &dyn Fn(&mut Vec<u8>)| {
+        let dest = copy_index(&src, &dir.path().join(name.replace('.', "_")));
+        let component = Component::EVERY.into_iter().find(|c| c.file_name() == name).unwrap();
+        let mut bytes = payload(&dest.join(name));
+        what(&mut bytes);
+        rewrite(&dest.join(name), component, &bytes);
+        dest
+    };
+    let refused_by_verify = |dest: &Path, name: &str| {
+        let index = Segment::open(dest).expect("open checks lengths only");
+        let err = index.verify().unwrap_err().to_string();
+        assert!(err.contains(name), "{err}");
+    };
+    // A residual byte of a real slot (byte position 1 of the slot); the documents of two slots
+    // swapped; a padding slot's factor set.
+    let d = damage("warp_codes.u8", &|b| b[slot * positions + 64] ^= 0x10);
+    refused_by_verify(&d, "warp_codes.u8");
+    let d = damage("warp_docs.u32", &|b| {
+        let (x, y) = (slot * 4, (slot + 1) * 4);
+        let first: [u8; 4] = b[x..x + 4].try_into().unwrap();
+        b.copy_within(y..y + 4, x);
+        b[y..y + 4].copy_from_slice(&first);
+    });
+    refused_by_verify(&d, "warp_docs.u32");
+    let d = damage("warp_norms.f16", &|b| {
+        b[pad_slot * 2..pad_slot * 2 + 2].copy_from_slice(&half::f16::ONE.to_le_bytes())
+    });
+    refused_by_verify(&d, "warp_norms.f16");
+    // A token moved between two centroids: the sum holds, the slots do not.
+    let d = damage("warp_counts.u32", &|b| {
+        let (x, y) = (cell * 4, (cell + 1) * 4);
+        let n = u32::from_le_bytes(b[x..x + 4].try_into().unwrap());
+        let m = u32::from_le_bytes(b[y..y + 4].try_into().unwrap());
+        b[x..x + 4].copy_from_slice(&(n - 1).to_le_bytes());
+        b[y..y + 4].copy_from_slice(&(m + 1).to_le_bytes());
+    });
+    match Segment::open(&d) {
+        Ok(index) => assert!(index.verify().unwrap_err().to_string().contains("warp_")),
+        Err(e) => assert!(e.to_string().contains("warp_"), "{e}"),
+    }
+    // Counts that add up to another token count are refused at open.
+    let d = damage("warp_counts.u32", &|b| b[cell * 4] = b[cell * 4].wrapping_add(1));
+    let err = Segment::open(&d).unwrap_err().to_string();
+    assert!(err.contains("warp_counts.u32") && err.contains("add up"), "{err}");
+}
+
 #[test]
 fn warp_mode_agrees_with_the_oracle() {
     use engine::SearchMode;

@@ -112,6 +112,69 @@ fn all_ids(index: &Index) -> Vec<String> {
     ids
 }
 
+/// An index built with `--warp-layout` (format v7's centroid-grouped copy, read in place by WARP
+/// mode) answers WARP searches with the same bits as its twin without it (which builds the copy
+/// in memory) through adds, deletes and compaction; added segments keep the layout, and
+/// `compact` adds or drops it on request.
+#[test]
+fn the_stored_warp_layout_follows_adds_and_compaction() {
+    use engine::store::CompactOptions;
+    use engine::SearchMode;
+    let f = Fixture::new(300);
+    let twin = f.build("twin", "2");
+    let idx = f.dir.path().join("warp");
+    cli_ok(&[
+        "build",
+        "--embeddings",
+        &f.p("docs.st"),
+        "--ids",
+        &f.p("ids.txt"),
+        "--index",
+        s(&idx),
+        "--warp-layout",
+    ]);
+    let warp = SearchParams {
+        mode: SearchMode::Warp,
+        min_centroid_fit: f32::NEG_INFINITY,
+        ..SearchParams::for_k(10)
+    };
+    let raw = SearchParams { nprobe: Some(4), warp_rescore: Some(0), ..warp.clone() };
+    let answers = |dir: &Path| {
+        let index = Index::open(dir).unwrap();
+        index.verify().unwrap();
+        let mut out = Vec::new();
+        for q in f.queries() {
+            for p in [&warp, &raw] {
+                let hits = index.search(Query::tokens(&q, DIM).unwrap(), 10, p).unwrap();
+                out.push(hits.iter().map(|h| (h.id.clone(), h.score.to_bits())).collect::<Vec<_>>());
+            }
+        }
+        out
+    };
+    let stored = |dir: &Path| dir.join("warp_docs.u32").is_file();
+    assert!(stored(&idx) && !stored(&twin));
+    assert_eq!(answers(&idx), answers(&twin));
+    for dir in [&idx, &twin] {
+        f.add(dir, "more_ids.txt", false).unwrap();
+        Writer::open(dir, "test").unwrap().delete(&["d3", "n7"]).unwrap();
+    }
+    assert!(stored(&idx.join("seg-000001")) && !stored(&twin.join("seg-000001")));
+    assert_eq!(answers(&idx), answers(&twin));
+    // Compaction keeps it by default, drops it or adds it on request; the answers never move.
+    let before = answers(&idx);
+    Writer::open(&idx, "test").unwrap().compact().unwrap();
+    assert!(stored(&idx));
+    assert_eq!(answers(&idx), before);
+    Writer::open(&idx, "test").unwrap().compact_with(CompactOptions { warp_layout: Some(false) }).unwrap();
+    assert!(!stored(&idx));
+    assert_eq!(answers(&idx), before);
+    Writer::open(&twin, "test").unwrap().compact_with(CompactOptions { warp_layout: Some(true) }).unwrap();
+    assert!(stored(&twin));
+    assert_eq!(answers(&twin), before);
+    let meta = Index::open(&twin).unwrap().meta().clone();
+    assert!(meta.format_version >= 7 && meta.residual.is_some_and(|r| r.warp_layout));
+}
+
 #[test]
 fn adds_deletes_and_compaction_keep_ids_stable_and_scores_exact() {
     let f = Fixture::new(200);

@@ -63,6 +63,18 @@ pub enum Component {
     /// residual) to unit length: the inverse of its L2 norm, in f16 (v6, residual kind, when
     /// [`crate::ResidualMeta::token_norms`]).
     TokenNorms,
+    /// `warp_counts.u32`: per centroid, how many tokens it holds in the centroid-grouped copy
+    /// (v7, residual kind, when [`crate::ResidualMeta::warp_layout`]; see [`crate::warp`]).
+    WarpCounts,
+    /// `warp_codes.u8`: the residual bytes of every token grouped by centroid, in blocks of
+    /// [`crate::warp::BLOCK`] tokens, position-major within a block (v7).
+    WarpCodes,
+    /// `warp_docs.u32`: per slot of [`Component::WarpCodes`], its document (`u32::MAX` for the
+    /// padding of a centroid's last block) (v7).
+    WarpDocs,
+    /// `warp_norms.f16`: per slot of [`Component::WarpCodes`], its token's norm factor (as
+    /// [`Component::TokenNorms`]; 0 for padding) (v7, when the index stores token norms).
+    WarpNorms,
 }
 
 /// What a file's bytes pay for, as `colbert-index info` splits an index's size.
@@ -78,6 +90,8 @@ pub enum SizeClass {
     Embeddings,
     /// Document offsets and external ids.
     PerDocument,
+    /// The centroid-grouped copy of the codes for the WARP search mode (v7, optional).
+    Warp,
     /// What does not grow with the corpus: metadata, centroids, buckets, the IVF's per-centroid
     /// offsets and parameters.
     Fixed,
@@ -85,12 +99,13 @@ pub enum SizeClass {
 
 impl SizeClass {
     /// Every class, in report order.
-    pub const ALL: [SizeClass; 6] = [
+    pub const ALL: [SizeClass; 7] = [
         SizeClass::Residuals,
         SizeClass::Codes,
         SizeClass::Ivf,
         SizeClass::Embeddings,
         SizeClass::PerDocument,
+        SizeClass::Warp,
         SizeClass::Fixed,
     ];
 
@@ -102,6 +117,7 @@ impl SizeClass {
             SizeClass::Ivf => "ivf",
             SizeClass::Embeddings => "embeddings",
             SizeClass::PerDocument => "per_document",
+            SizeClass::Warp => "warp",
             SizeClass::Fixed => "fixed",
         }
     }
@@ -119,6 +135,9 @@ impl Component {
             | Component::CodeOffsets => SizeClass::Codes,
             Component::IvfDocs | Component::IvfRice => SizeClass::Ivf,
             Component::Embeddings => SizeClass::Embeddings,
+            Component::WarpCounts | Component::WarpCodes | Component::WarpDocs | Component::WarpNorms => {
+                SizeClass::Warp
+            }
             Component::DocOffsets
             | Component::DocIdOffsets
             | Component::DocIdBytes
@@ -144,7 +163,7 @@ impl Component {
     ];
 
     /// Every component of any version.
-    pub const EVERY: [Component; 22] = [
+    pub const EVERY: [Component; 26] = [
         Component::Meta,
         Component::DocOffsets,
         Component::Embeddings,
@@ -167,6 +186,10 @@ impl Component {
         Component::Manifest,
         Component::FileChecksums,
         Component::TokenNorms,
+        Component::WarpCounts,
+        Component::WarpCodes,
+        Component::WarpDocs,
+        Component::WarpNorms,
     ];
 
     /// The file name inside the index directory.
@@ -194,6 +217,10 @@ impl Component {
             Component::Manifest => "manifest.bin",
             Component::FileChecksums => "checksums.crc32",
             Component::TokenNorms => "norms.f16",
+            Component::WarpCounts => "warp_counts.u32",
+            Component::WarpCodes => "warp_codes.u8",
+            Component::WarpDocs => "warp_docs.u32",
+            Component::WarpNorms => "warp_norms.f16",
         }
     }
 
@@ -222,6 +249,10 @@ impl Component {
             Component::Manifest => 20,
             Component::FileChecksums => 21,
             Component::TokenNorms => 22,
+            Component::WarpCounts => 23,
+            Component::WarpCodes => 24,
+            Component::WarpDocs => 25,
+            Component::WarpNorms => 26,
         }
     }
 
@@ -233,9 +264,19 @@ impl Component {
             | Component::Residuals
             | Component::IvfRiceK
             | Component::Manifest
-            | Component::FileChecksums => 1,
-            Component::Embeddings | Component::Centroids | Component::Codes16 | Component::TokenNorms => 2,
-            Component::Buckets | Component::Codes32 | Component::IvfDocs | Component::DocIdHash => 4,
+            | Component::FileChecksums
+            | Component::WarpCodes => 1,
+            Component::Embeddings
+            | Component::Centroids
+            | Component::Codes16
+            | Component::TokenNorms
+            | Component::WarpNorms => 2,
+            Component::Buckets
+            | Component::Codes32
+            | Component::IvfDocs
+            | Component::DocIdHash
+            | Component::WarpCounts
+            | Component::WarpDocs => 4,
             Component::DocOffsets
             | Component::DocIdOffsets
             | Component::IvfOffsets

@@ -28,6 +28,7 @@ pub mod packed;
 pub mod reader;
 pub mod runs;
 pub mod version;
+pub mod warp;
 pub mod writer;
 
 pub use bytes::{Bytes, Plain};
@@ -38,4 +39,5 @@ pub use manifest::{Manifest, SegmentEntry};
 pub use meta::{IndexKind, IndexMeta, ResidualMeta};
 pub use reader::{doc_range, Codes, IndexReader, Ivf, IvfCursor};
 pub use version::{FormatVersion, FORMAT_VERSION, OLDEST_SUPPORTED_VERSION};
+pub use warp::WarpFiles;
 pub use writer::{remove_stale_siblings, ComponentWriter, IndexWriter};

@@ -57,6 +57,11 @@ pub struct ResidualMeta {
     /// without being decoded. Only with [`ResidualMeta::unit_norm`]; absent (false) before v6.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub token_norms: bool,
+    /// Whether the index keeps a centroid-grouped copy of its tokens (`warp_*` files, v7), which
+    /// the WARP search mode reads in place instead of building it in memory. Absent (false)
+    /// before v7 and in indexes built without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warp_layout: bool,
 }
 
 impl ResidualMeta {

@@ -354,6 +354,9 @@ fn check_meta(path: &Path, meta: &IndexMeta) -> Result<()> {
                     "token norms need format version 6 and unit-norm tokens",
                 ));
             }
+            if r.warp_layout && meta.format_version < 7 {
+                return Err(FormatError::corrupt(path, "a centroid-grouped layout needs format version 7"));
+            }
             Ok(())
         }
     }
@@ -459,6 +462,12 @@ impl IndexReader {
                 if r.token_norms {
                     v.push(Component::TokenNorms);
                 }
+                if r.warp_layout {
+                    v.extend([Component::WarpCounts, Component::WarpCodes, Component::WarpDocs]);
+                    if r.token_norms {
+                        v.push(Component::WarpNorms);
+                    }
+                }
                 v
             }
             _ => Component::ALL.to_vec(),
@@ -524,6 +533,9 @@ impl IndexReader {
             let norms = self.typed::<f16>(Component::TokenNorms)?;
             self.check_len(Component::TokenNorms, norms.len(), m.n_tokens)?;
         }
+        if self.files.contains_key(&Component::WarpCounts) {
+            self.warp_starts()?;
+        }
         let id_offsets = self.typed::<u64>(Component::DocIdOffsets)?;
         self.check_len(Component::DocIdOffsets, id_offsets.len(), n_offsets)?;
         let id_bytes = self.files[&Component::DocIdBytes].payload.len() as u64;
@@ -549,6 +561,48 @@ impl IndexReader {
             }
         }
         Ok(())
+    }
+
+    /// Checks the centroid-grouped layout's lengths (its counts against the centroid and token
+    /// counts, every slot array against the slots they imply) and returns each centroid's first
+    /// block ([`crate::warp::block_starts`]).
+    fn warp_starts(&self) -> Result<Vec<u32>> {
+        let m = &self.meta;
+        let c = m.residual.map_or(0, |r| r.n_centroids);
+        let counts = self.typed::<u32>(Component::WarpCounts)?;
+        self.check_len(Component::WarpCounts, counts.len(), c)?;
+        let total = counts.iter().try_fold(0u64, |sum, &n| sum.checked_add(u64::from(n)));
+        if total != Some(m.n_tokens) {
+            return Err(FormatError::corrupt(
+                self.path(Component::WarpCounts),
+                format!("counts add up to {total:?} tokens, the metadata says {}", m.n_tokens),
+            ));
+        }
+        let starts = crate::warp::block_starts(counts).ok_or_else(|| {
+            FormatError::corrupt(self.path(Component::WarpCounts), "more blocks than can be addressed")
+        })?;
+        let slots = mul(u64::from(*starts.last().expect("C + 1 entries")), crate::warp::BLOCK);
+        let slots = self.size(slots, "the layout's slots")?;
+        let row = mul(m.dim, m.kind.nbits()).and_then(|b| b.checked_div(8));
+        let bytes = self.size(row.and_then(|row| mul(slots, row)), "the layout's bytes")?;
+        self.check_len(Component::WarpCodes, self.typed::<u8>(Component::WarpCodes)?.len(), bytes)?;
+        self.check_len(Component::WarpDocs, self.typed::<u32>(Component::WarpDocs)?.len(), slots)?;
+        if self.files.contains_key(&Component::WarpNorms) {
+            self.check_len(Component::WarpNorms, self.typed::<f16>(Component::WarpNorms)?.len(), slots)?;
+        }
+        Ok(starts)
+    }
+
+    /// The centroid-grouped copy of the tokens (v7, [`ResidualMeta::warp_layout`]), its lengths
+    /// checked at open.
+    pub fn warp_files(&self) -> Option<crate::warp::WarpFiles<'_>> {
+        let typed = |c: Component| self.files.get(&c).map(|m| &m.payload);
+        Some(crate::warp::WarpFiles {
+            counts: typed(Component::WarpCounts)?.typed::<u32>()?,
+            codes: typed(Component::WarpCodes)?.typed::<u8>()?,
+            docs: typed(Component::WarpDocs)?.typed::<u32>()?,
+            norms: typed(Component::WarpNorms).and_then(|b| b.typed::<f16>()),
+        })
     }
 
     /// The id lookup table (`doc_ids.hash`, v5 and later; see [`crate::idhash`]), checked at open
@@ -898,6 +952,18 @@ impl IndexReader {
             if let Some(Ok(d)) = ivf.advance(cur) {
                 return Err(extra(d, cent));
             }
+        }
+        if let Some(files) = self.warp_files() {
+            let starts = self.warp_starts()?;
+            let primary = crate::warp::Primary {
+                doc_offsets: self.doc_offsets(),
+                codes,
+                residuals: self.residuals().expect("residual kind"),
+                positions: mul(m.dim, m.kind.nbits()).and_then(|b| b.checked_div(8)).unwrap_or(0) as usize,
+                norms: self.token_norms(),
+            };
+            crate::warp::verify(&files, &starts, &primary)
+                .map_err(|(c, detail)| FormatError::corrupt(self.path(c), detail))?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Format versions and the compatibility check.
 
 /// The format version this library writes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 /// The oldest format version this library reads.
 pub const OLDEST_SUPPORTED_VERSION: u32 = 1;
 
@@ -24,6 +24,9 @@ pub enum FormatVersion {
     /// Version 6: a residual index of unit-norm tokens stores each token's inverse decoded norm
     /// (`norms.f16`), so that tokens can be scored through per-query lookup tables.
     V6 = 6,
+    /// Version 7: a residual index may keep a centroid-grouped copy of its tokens for the WARP
+    /// search mode (`warp_counts.u32`, `warp_codes.u8`, `warp_docs.u32`, `warp_norms.f16`).
+    V7 = 7,
 }
 
 impl FormatVersion {
@@ -36,6 +39,7 @@ impl FormatVersion {
             4 => Some(Self::V4),
             5 => Some(Self::V5),
             6 => Some(Self::V6),
+            7 => Some(Self::V7),
             _ => None,
         }
     }

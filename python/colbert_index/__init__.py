@@ -192,6 +192,7 @@ class Index:
         ids: Optional[Iterable[Any]] = None,
         nbits: int = 2,
         store_f16: bool = False,
+        warp_layout: bool = False,
         centroids: Optional[int] = None,
         sample_docs: Optional[int] = None,
         train_memory_mib: Optional[int] = None,
@@ -222,7 +223,10 @@ class Index:
 
         ``ids`` are the external ids, one per document (default ``"0"``, ``"1"``, ...).
         ``nbits`` 1, 2 or 4 builds a compressed index (centroids and quantised residuals,
-        searched with PLAID pruning); 16 keeps exact f16 embeddings (exhaustive search). The
+        searched with PLAID pruning); 16 keeps exact f16 embeddings (exhaustive search).
+        ``warp_layout=True`` also stores the centroid-grouped copy of the codes that
+        ``search(..., mode="warp")`` reads in place (about ``dim * nbits / 8 + 6`` more bytes
+        per token; no in-memory copy built at the first WARP search). The
         other arguments are those of ``colbert-index build`` (see its ``--help``). Nothing
         appears at ``path`` unless the build succeeds; an existing index is an error unless
         ``overwrite=True``.
@@ -237,6 +241,7 @@ class Index:
         knobs = {
             "nbits": nbits,
             "store_f16": store_f16,
+            "warp_layout": warp_layout,
             "centroids": centroids,
             "sample_docs": sample_docs,
             "train_memory_mib": train_memory_mib,

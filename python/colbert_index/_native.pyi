@@ -12,6 +12,7 @@ _Hits = List[Tuple[str, float]]
 class BuildKnobs(TypedDict):
     nbits: int
     store_f16: bool
+    warp_layout: bool
     centroids: Optional[int]
     sample_docs: Optional[int]
     train_memory_mib: Optional[int]

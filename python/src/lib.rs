@@ -31,6 +31,7 @@ fn lock_holder() -> String {
 struct BuildKnobs {
     nbits: u32,
     store_f16: bool,
+    warp_layout: bool,
     centroids: Option<usize>,
     sample_docs: Option<usize>,
     train_memory_mib: Option<usize>,
@@ -50,6 +51,11 @@ impl BuildKnobs {
     ) -> PyResult<SourceBuild<'a>> {
         let options = BuildOptions { overwrite: self.overwrite, encoder, build_params };
         let compressed = match self.nbits {
+            16 if self.warp_layout => {
+                return Err(invalid(
+                    "warp_layout groups compressed codes: use it with nbits 1, 2 or 4".to_string(),
+                ))
+            }
             16 => None,
             1 | 2 | 4 => {
                 let codec = match self.codec.as_str() {
@@ -67,6 +73,7 @@ impl BuildKnobs {
                     kmeans_iters: self.kmeans_iters,
                     seed: self.seed,
                     store_f16: self.store_f16,
+                    warp_layout: self.warp_layout,
                     codec,
                     kernels: kernel_choice(&self.kernels)?.resolve().map_err(|e| to_py(e.into()))?,
                     ..CompressedParams::new(self.nbits)

@@ -75,6 +75,17 @@ def test_warp_mode_finds_the_source_and_rejects_an_unknown_mode(index, docs):
         index.search(query_near(docs[0], seed=0), k=5, mode="fast")
 
 
+def test_a_stored_warp_layout_answers_as_the_in_memory_one(tmp_path, index, docs, ids):
+    stored = Index.build(tmp_path / "warp", documents=docs, ids=ids, warp_layout=True)
+    assert (tmp_path / "warp" / "warp_docs.u32").is_file()
+    for target in (3, 150):
+        q = query_near(docs[target], seed=target)
+        for knobs in ({}, {"nprobe": 2, "warp_rescore": 0}):
+            assert stored.search(q, k=5, mode="warp", **knobs) == index.search(q, k=5, mode="warp", **knobs)
+    with pytest.raises(ValueError, match="warp_layout"):
+        Index.build(tmp_path / "f16", documents=docs, ids=ids, nbits=16, warp_layout=True)
+
+
 def test_uncompressed_scores_are_exact_maxsim(tmp_path, docs, ids):
     index = Index.build(tmp_path / "exact", documents=docs, ids=ids, nbits=16)
     q = query_near(docs[42], seed=4)

@@ -68,6 +68,13 @@ pub struct BuildArgs {
     /// candidates exactly (adds 2 bytes per dimension per token).
     #[arg(long)]
     pub store_f16: bool,
+    /// Compressed index: also keep a centroid-grouped copy of the codes (format v7's `warp_*`
+    /// files, about `dim · nbits / 8 + 6` bytes per token), which `search --mode warp` reads in
+    /// place: its first search does not build the copy in memory (seconds at 10M tokens), and
+    /// WARP mode works on indexes larger than memory. `add` keeps it for new segments;
+    /// `compact --warp-layout` adds it to an existing index.
+    #[arg(long)]
+    pub warp_layout: bool,
     /// Compressed index: number of centroids (default 2^floor(log2(16·sqrt(tokens))); at most
     /// the number of sample tokens).
     #[arg(long, value_name = "N")]
@@ -110,6 +117,9 @@ pub struct BuildArgs {
 pub fn run(args: &BuildArgs) -> Result<()> {
     if !matches!(args.nbits, 1 | 2 | 4 | 16) {
         bail!("--nbits {}: use 1, 2 or 4 (compressed) or 16 (uncompressed f16)", args.nbits);
+    }
+    if args.warp_layout && args.nbits == 16 {
+        bail!("--warp-layout groups compressed codes: use it with --nbits 1, 2 or 4 (an --nbits 16 index has none)");
     }
     train_memory_bytes(args)?;
     for leftover in index_format::remove_stale_siblings(&args.index) {
@@ -226,6 +236,7 @@ fn compressed_params(args: &BuildArgs) -> Result<CompressedParams> {
         kmeans_iters: args.kmeans_iters,
         seed: args.seed,
         store_f16: args.store_f16,
+        warp_layout: args.warp_layout,
         codec: match args.codec {
             CodecArg::Joint => CodecConfig::joint(args.nbits),
             CodecArg::PerDim => CodecConfig::per_dim(args.nbits),

@@ -53,6 +53,15 @@ pub struct CompactArgs {
     /// The index to compact.
     #[arg(long, value_name = "DIR")]
     pub index: PathBuf,
+    /// Compressed index: write the centroid-grouped layout WARP search mode reads in place
+    /// (format v7; see `build --warp-layout`) into the compacted index. Default: keep what the
+    /// index has.
+    #[arg(long, conflicts_with = "no_warp_layout")]
+    pub warp_layout: bool,
+    /// Compressed index: drop the centroid-grouped layout (WARP mode then builds it in memory
+    /// at its first search, as for indexes without it).
+    #[arg(long)]
+    pub no_warp_layout: bool,
 }
 
 /// Runs `add`.
@@ -164,7 +173,12 @@ pub fn run_compact(args: &CompactArgs) -> Result<()> {
     let start = Instant::now();
     let writer = Writer::open(&args.index, "compact")?;
     let spin = crate::output::spinner(format!("compacting {}", args.index.display()));
-    let done = writer.compact()?;
+    let warp_layout = match (args.warp_layout, args.no_warp_layout) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let done = writer.compact_with(engine::store::CompactOptions { warp_layout })?;
     spin.finish_and_clear();
     eprintln!(
         "compacted {} segments into one: {} documents kept, {} deleted documents dropped, in {:.2?}",

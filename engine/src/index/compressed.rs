@@ -73,6 +73,11 @@ pub struct CompressedParams {
     /// Keep the exact f16 embeddings too (`embeddings.f16`), for exact rescoring of the final
     /// candidates (costs `2 × dim` bytes per token).
     pub store_f16: bool,
+    /// Keep a centroid-grouped copy of the codes (format v7's `warp_*` files, about
+    /// `dim · nbits / 8 + 6` bytes per token plus each centroid's last block padded to 64
+    /// tokens), which the WARP search mode reads in place: no in-memory copy built at the first
+    /// WARP search, and WARP mode over indexes larger than memory.
+    pub warp_layout: bool,
     /// The kernels of k-means (its Lloyd assignments run in bf16 where these have a bf16
     /// product that [`kernels::Precision::Auto`] picks).
     pub kernels: kernels::Kernels,
@@ -89,6 +94,7 @@ impl CompressedParams {
             seed: 0,
             codec: CodecConfig::joint(nbits),
             store_f16: false,
+            warp_layout: false,
             kernels: kernels::Kernels::auto(),
         }
     }
@@ -710,6 +716,17 @@ impl CompressedBuilder {
             let decoding = Codec::from_parts(dim, params.nbits, cutoffs.to_vec(), weights.to_vec())?;
             write_norms(&writer, &doc_offsets, &code_offsets, n_centroids, &decoding, &centroids)?;
         }
+        if params.warp_layout {
+            let positions = codec.packed_len();
+            super::warp_layout::write(
+                &writer,
+                &doc_offsets,
+                &code_offsets,
+                n_centroids,
+                positions,
+                unit_norm,
+            )?;
+        }
         writer.write_component(Component::DocOffsets, as_bytes(&doc_offsets))?;
         writer.write_component(Component::DocIdOffsets, as_bytes(&id_offsets))?;
         writer.write_component(Component::DocIdBytes, &ids)?;
@@ -756,6 +773,7 @@ impl CompressedBuilder {
                 joint_codebooks: codec.joint(),
                 unit_norm,
                 token_norms: unit_norm,
+                warp_layout: params.warp_layout,
             }),
             encoder: options.encoder,
             build,

@@ -5,6 +5,7 @@ mod compressed;
 mod decode_scale;
 mod sample;
 mod source;
+pub(crate) mod warp_layout;
 
 pub use build::{check_values, read_doc_ids, BuildOptions, IndexBuilder};
 pub use compressed::{

@@ -268,6 +268,8 @@ pub struct Compressed<'a> {
     norms: Option<&'a [f16]>,
     /// Score compressed tokens through lookup tables ([`Compressed::lut_ready`]).
     lut: bool,
+    /// The stored centroid-grouped copy of the tokens (v7), for the WARP mode.
+    warp_files: Option<index_format::WarpFiles<'a>>,
 }
 
 impl<'a> Compressed<'a> {
@@ -288,6 +290,7 @@ impl<'a> Compressed<'a> {
             embeddings: reader.has_embeddings().then(|| reader.embeddings()),
             norms: reader.token_norms(),
             lut: reader.token_norms().is_some(),
+            warp_files: reader.warp_files(),
         }
     }
 

@@ -52,7 +52,7 @@ use std::sync::{Arc, OnceLock};
 use index_format::{IndexMeta, Manifest};
 use rayon::prelude::*;
 
-pub use update::{AddOptions, AddReport, Adding, Compacted, DeleteReport, Writer};
+pub use update::{AddOptions, AddReport, Adding, CompactOptions, Compacted, DeleteReport, Writer};
 
 use crate::error::{EngineError, Result};
 use crate::index::Segment;

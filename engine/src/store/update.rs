@@ -45,6 +45,15 @@ pub struct DeleteReport {
     pub missing: Vec<String>,
 }
 
+/// How [`Writer::compact_with`] writes the compacted index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactOptions {
+    /// Keep the centroid-grouped layout the WARP mode reads (format v7's `warp_*` files) in the
+    /// compacted index: `Some(true)` adds it, `Some(false)` drops it, `None` keeps what the base
+    /// segment has. (Compressed indexes only; segments added later follow the base.)
+    pub warp_layout: Option<bool>,
+}
+
 /// What a compaction published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compacted {
@@ -108,7 +117,14 @@ impl Writer {
         };
         let builder = match codebook(base)? {
             Some(cb) => {
-                SegmentBuilder::Compressed(Box::new(encoding_builder(writer, base, cb, build_options)?))
+                let warp_layout = has_warp_layout(base);
+                SegmentBuilder::Compressed(Box::new(encoding_builder(
+                    writer,
+                    base,
+                    cb,
+                    build_options,
+                    warp_layout,
+                )?))
             }
             None => {
                 SegmentBuilder::Plain(Box::new(IndexBuilder::create_in(writer, meta.dim, build_options)?))
@@ -161,6 +177,15 @@ impl Writer {
     /// # Errors
     /// If no document is left, or a file cannot be read or written.
     pub fn compact(self) -> Result<Compacted> {
+        self.compact_with(CompactOptions::default())
+    }
+
+    /// [`Writer::compact`] with options: e.g. adding or dropping the centroid-grouped layout of a
+    /// compressed index ([`CompactOptions::warp_layout`]).
+    ///
+    /// # Errors
+    /// As [`Writer::compact`].
+    pub fn compact_with(self, options: CompactOptions) -> Result<Compacted> {
         let live = self.index.n_docs();
         if live == 0 {
             return Err(EngineError::InvalidArgument(format!(
@@ -185,7 +210,8 @@ impl Writer {
         };
         match codebook(base)? {
             Some(cb) => {
-                let mut b = encoding_builder(writer, base, cb, build_options)?;
+                let warp_layout = options.warp_layout.unwrap_or_else(|| has_warp_layout(base));
+                let mut b = encoding_builder(writer, base, cb, build_options, warp_layout)?;
                 let mut codes = Vec::new();
                 for (i, part) in parts.iter().enumerate() {
                     let view = part.seg.compressed().ok_or_else(|| mixed_kinds(&part.name))?;
@@ -231,16 +257,24 @@ impl Writer {
     }
 }
 
-/// A compressed builder writing into `writer` with `base`'s kind, nbits, f16 tier and codebook.
+/// Whether `seg` stores the centroid-grouped layout (format v7's `warp_*` files).
+fn has_warp_layout(seg: &Segment) -> bool {
+    seg.meta().residual.is_some_and(|r| r.warp_layout)
+}
+
+/// A compressed builder writing into `writer` with `base`'s kind, nbits, f16 tier and codebook,
+/// with or without the centroid-grouped layout.
 fn encoding_builder(
     writer: IndexWriter,
     base: &Segment,
     codebook: Codebook,
     options: BuildOptions,
+    warp_layout: bool,
 ) -> Result<CompressedBuilder> {
     let meta = base.meta();
     let params = CompressedParams {
         store_f16: base.reader().has_embeddings(),
+        warp_layout,
         ..CompressedParams::new(meta.kind.nbits())
     };
     let mut b = CompressedBuilder::create_in(writer, meta.dim, params, options)?;

@@ -34,14 +34,20 @@ use kernels::prefetch::prefetch;
 use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
 use rayon::prelude::*;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use index_format::{Component, WarpFiles};
+
 use super::Compressed;
 use crate::codec::{dot, Norm};
-use crate::error::Result;
+use crate::error::{EngineError, Result};
+use crate::index::warp_layout;
 use crate::search::stages::{Laps, Stage};
 use crate::search::{Hit, SearchParams, TopK};
 
 /// The tokens of a segment grouped by centroid, in blocks of [`BLOCK`] tokens, for the WARP
-/// mode's scoring.
+/// mode's scoring: read in place from the index's `warp_*` files (format v7), or built in
+/// memory for an index without them.
 #[derive(Debug)]
 pub(crate) struct WarpLayout {
     positions: usize,
@@ -50,88 +56,130 @@ pub(crate) struct WarpLayout {
     first_block: Vec<u32>,
     /// Per centroid, its tokens.
     count: Vec<u32>,
+    /// The slots, when built in memory (`None`: the index's stored files).
+    owned: Option<OwnedSlots>,
+    codebook: Codebook,
+    /// The centroids in 8 bits, where the CPU has the fast product ([`int8::fast`]).
+    centroids_i8: Option<I8Rows>,
+}
+
+/// The slots of a layout built in memory.
+#[derive(Debug)]
+struct OwnedSlots {
     /// Per block, `positions × BLOCK` residual bytes, position-major.
     codes: Vec<u8>,
     /// Per token slot, its document (`u32::MAX` for the padding of a centroid's last block).
     docs: Vec<u32>,
     /// Per token slot, the factor its score is multiplied by (0 for padding).
     scale: Vec<f32>,
-    codebook: Codebook,
-    /// The centroids in 8 bits, where the CPU has the fast product ([`int8::fast`]).
-    centroids_i8: Option<I8Rows>,
+}
+
+/// The slots one search reads: in memory or mapped.
+#[derive(Clone, Copy)]
+struct Slots<'a> {
+    codes: &'a [u8],
+    docs: &'a [u32],
+    scale: Scale<'a>,
+    /// Whether the documents come from a file (unverified: each is checked against the
+    /// document count before it indexes anything).
+    mapped: bool,
+}
+
+/// Per token slot, the factor its score is multiplied by.
+#[derive(Clone, Copy)]
+enum Scale<'a> {
+    F32(&'a [f32]),
+    /// The stored factors (`warp_norms.f16`): converted exactly.
+    F16(&'a [f16]),
+    /// No factors (tokens not renormalised).
+    One,
+}
+
+/// A segment's codes and documents, for [`warp_layout::group_range`].
+struct ViewTokens<'v, 'a>(&'v Compressed<'a>);
+
+impl warp_layout::TokenSource for ViewTokens<'_, '_> {
+    fn n_docs(&self) -> usize {
+        self.0.n_docs()
+    }
+
+    fn doc_codes(&self, doc: usize, out: &mut Vec<u32>) -> Result<std::ops::Range<usize>> {
+        self.0.doc_codes(doc as u32, out)?;
+        self.0.tokens(doc as u32)
+    }
 }
 
 impl WarpLayout {
-    /// Groups the tokens of `view` by centroid: a counting pass over the codes, then one over
-    /// the residual bytes. Tokens keep document order within their centroid.
+    /// Groups the tokens of `view` by centroid in memory: a counting pass over the codes, then
+    /// one over the residual bytes. Tokens keep document order within their centroid.
     ///
     /// # Errors
     /// If the segment's codes or offsets are corrupt.
     pub(crate) fn build(view: &Compressed<'_>) -> Result<Self> {
         let state = view.state;
-        let (c, n_docs) = (state.n_centroids, view.n_docs());
+        let c = state.n_centroids;
         let positions = state.codec.packed_len();
-        // The code of every token, in stored order.
-        let mut all: Vec<u32> = Vec::new();
-        let mut codes = Vec::new();
-        for doc in 0..n_docs as u32 {
-            view.doc_codes(doc, &mut codes)?;
-            all.extend_from_slice(&codes);
-        }
-        let mut count = vec![0u32; c];
-        for &code in &all {
-            count[code as usize] += 1;
-        }
-        let mut first_block = Vec::with_capacity(c + 1);
-        let mut blocks = 0u64;
-        for &n in &count {
-            first_block.push(u32::try_from(blocks).map_err(|_| view.corrupt_codes(0, "too many tokens"))?);
-            blocks += (n as u64).div_ceil(BLOCK as u64);
-        }
-        first_block.push(u32::try_from(blocks).map_err(|_| view.corrupt_codes(0, "too many tokens"))?);
-        let slots = blocks as usize * BLOCK;
-        let mut out_codes = vec![0u8; slots * positions];
-        let mut docs = vec![u32::MAX; slots];
-        let mut scale = vec![0f32; slots];
-        // Each centroid's next free slot.
-        let mut next: Vec<usize> = first_block[..c].iter().map(|&b| b as usize * BLOCK).collect();
+        let source = ViewTokens(view);
+        let (count, first_block) = warp_layout::count(&source, c)?;
         let factors = view.norm_factors()?;
-        let mut token = 0usize;
-        for doc in 0..n_docs as u32 {
-            let range = view.tokens(doc)?;
-            for t in range {
-                let code = all[token] as usize;
-                token += 1;
-                let slot = next[code];
-                next[code] += 1;
-                let (block, lane) = (slot / BLOCK, slot % BLOCK);
-                let packed = &view.residuals[t * positions..(t + 1) * positions];
-                let base = block * positions * BLOCK + lane;
-                for (p, &b) in packed.iter().enumerate() {
-                    out_codes[base + p * BLOCK] = b;
-                }
-                docs[slot] = doc;
-                scale[slot] = factors.as_ref().map_or(1.0, |f| f[t]);
-            }
-        }
-        let codebook = Codebook::new(&state.codec.table());
-        let centroids_i8 = int8::fast().then(|| I8Rows::new(&state.centroids, c, view.dim));
-        Ok(WarpLayout {
+        let (codes, docs, scale) = warp_layout::group_range(
+            &source,
+            &first_block,
+            0..c,
             positions,
-            first_block,
-            count,
-            codes: out_codes,
-            docs,
-            scale,
-            codebook,
-            centroids_i8,
-        })
+            view.residuals,
+            factors.as_deref(),
+            1.0,
+            0.0,
+        )?;
+        Ok(Self::with_slots(view, first_block, count, Some(OwnedSlots { codes, docs, scale })))
     }
 
-    /// Bytes this layout holds in memory.
+    /// The layout of `view`'s stored files: only the per-centroid counts are read.
+    ///
+    /// # Errors
+    /// If the counts are corrupt (the reader checked them at open).
+    fn stored(view: &Compressed<'_>, files: &WarpFiles<'_>) -> Result<Self> {
+        let first_block = index_format::warp::block_starts(files.counts).ok_or_else(|| {
+            EngineError::Format(index_format::FormatError::corrupt(
+                view.dir.join(Component::WarpCounts.file_name()),
+                "more blocks than can be addressed",
+            ))
+        })?;
+        Ok(Self::with_slots(view, first_block, files.counts.to_vec(), None))
+    }
+
+    fn with_slots(
+        view: &Compressed<'_>,
+        first_block: Vec<u32>,
+        count: Vec<u32>,
+        owned: Option<OwnedSlots>,
+    ) -> Self {
+        let state = view.state;
+        let codebook = Codebook::new(&state.codec.table());
+        let centroids_i8 = int8::fast().then(|| I8Rows::new(&state.centroids, state.n_centroids, view.dim));
+        WarpLayout { positions: state.codec.packed_len(), first_block, count, owned, codebook, centroids_i8 }
+    }
+
+    /// The slots to read: the owned ones, else `view`'s stored files.
+    fn slots<'s>(&'s self, view: &Compressed<'s>) -> Option<Slots<'s>> {
+        if let Some(o) = &self.owned {
+            return Some(Slots {
+                codes: &o.codes,
+                docs: &o.docs,
+                scale: Scale::F32(&o.scale),
+                mapped: false,
+            });
+        }
+        let files = view.warp_files?;
+        let scale = files.norms.map_or(Scale::One, Scale::F16);
+        Some(Slots { codes: files.codes, docs: files.docs, scale, mapped: true })
+    }
+
+    /// Bytes this layout holds in memory (a stored layout's files are mapped, not counted).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.codes.len()
-            + 4 * (self.docs.len() + self.scale.len() + self.first_block.len() + self.count.len())
+        self.owned.as_ref().map_or(0, |o| o.codes.len() + 4 * (o.docs.len() + o.scale.len()))
+            + 4 * (self.first_block.len() + self.count.len())
             + self.centroids_i8.as_ref().map_or(0, I8Rows::heap_bytes)
     }
 }
@@ -158,6 +206,8 @@ struct WarpBuffers {
     touched: Vec<u32>,
     /// Table sums of one centroid's blocks.
     sums: Vec<i16>,
+    /// One centroid's token factors, converted from the stored f16.
+    factors: Vec<f32>,
 }
 
 thread_local! {
@@ -259,18 +309,41 @@ impl<'a> Compressed<'a> {
             return Ok(layout);
         }
         // Two threads may both build it; the first stored wins (the same bytes either way).
-        let built = WarpLayout::build(self)?;
+        let built = match &self.warp_files {
+            Some(files) => WarpLayout::stored(self, files)?,
+            None => WarpLayout::build(self)?,
+        };
         let _ = self.state.warp.set(built);
         Ok(self.state.warp.get().expect("stored above"))
     }
 
     /// Builds the centroid-grouped copy WARP mode scores from now rather than at the first WARP
-    /// search, and returns its size in bytes.
+    /// search (for an index that stores it, only its per-centroid counts are read), and returns
+    /// its size in memory in bytes.
     ///
     /// # Errors
     /// If the segment's codes or offsets are corrupt.
     pub fn prepare_warp(&self) -> Result<usize> {
         Ok(self.warp_layout()?.heap_bytes())
+    }
+
+    /// A corruption of the stored layout found while searching (`verify` reports it too).
+    fn corrupt_warp(&self, cell: u32) -> EngineError {
+        let path = self.dir.join(Component::WarpDocs.file_name());
+        EngineError::Format(index_format::FormatError::corrupt(
+            path,
+            format!("centroid {cell} lists a document past the last"),
+        ))
+    }
+
+    /// The stored layout's files went missing from the view (not expected: state and view come
+    /// from one reader).
+    fn corrupt_warp_files(&self) -> EngineError {
+        let path = self.dir.join(Component::WarpCodes.file_name());
+        EngineError::Format(index_format::FormatError::corrupt(
+            path,
+            "the centroid-grouped layout is not mapped",
+        ))
     }
 
     /// Per token, the factor its score is multiplied by: the stored inverse norms (format v6),
@@ -331,6 +404,7 @@ impl<'a> Compressed<'a> {
         tables: &mut TokenTables,
     ) -> Result<Vec<Hit>> {
         let layout = self.warp_layout()?;
+        let slots = layout.slots(self).ok_or_else(|| self.corrupt_warp_files())?;
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
         let qt = PackedMat::pack(Mat::dense(query.tokens(), nq, dim).t());
         let nprobe = params.nprobe_for(self.n_tokens, c);
@@ -395,9 +469,8 @@ impl<'a> Compressed<'a> {
         let kernel = Kernel::detect();
         // Per query token, the documents it reached and their best token's score, in order of
         // first reach (the same order on every run).
-        let reach = |q: usize| -> Vec<(u32, f32)> {
-            let mut buf = WARP_BUFFERS.take();
-            let WarpBuffers { best, touched, sums } = &mut buf;
+        let reach_into = |buf: &mut WarpBuffers, q: usize| -> Result<Vec<(u32, f32)>> {
+            let WarpBuffers { best, touched, sums, factors } = buf;
             if best.len() != n_docs {
                 best.clear();
                 best.resize(n_docs, f32::NEG_INFINITY);
@@ -420,12 +493,19 @@ impl<'a> Compressed<'a> {
                 if let Some(&(_, next)) = cells.get(i + 1) {
                     let b = span(next).start;
                     let head = |len: usize, bytes: usize| len.min(bytes);
-                    let codes = &layout.codes[b * positions * BLOCK..];
+                    let codes = &slots.codes[b * positions * BLOCK..];
                     prefetch(&codes[..head(codes.len(), PREFETCH_BYTES)]);
-                    let docs = &layout.docs[b * BLOCK..];
+                    let docs = &slots.docs[b * BLOCK..];
                     prefetch(&docs[..head(docs.len(), PREFETCH_BYTES / 8)]);
-                    let scale = &layout.scale[b * BLOCK..];
-                    prefetch(&scale[..head(scale.len(), PREFETCH_BYTES / 8)]);
+                    match slots.scale {
+                        Scale::F32(f) => {
+                            prefetch(&f[b * BLOCK..][..head(f.len() - b * BLOCK, PREFETCH_BYTES / 8)])
+                        }
+                        Scale::F16(f) => {
+                            prefetch(&f[b * BLOCK..][..head(f.len() - b * BLOCK, PREFETCH_BYTES / 16)])
+                        }
+                        Scale::One => {}
+                    }
                 }
                 let blocks = span(cell);
                 let n = layout.count[cell as usize] as usize;
@@ -435,12 +515,28 @@ impl<'a> Compressed<'a> {
                     kernel,
                     table,
                     positions,
-                    &layout.codes[blocks.start * positions * BLOCK..blocks.end * positions * BLOCK],
+                    &slots.codes[blocks.start * positions * BLOCK..blocks.end * positions * BLOCK],
                     sums,
                 );
                 let first = blocks.start * BLOCK;
-                let docs = &layout.docs[first..first + n];
-                let scale = &layout.scale[first..first + n];
+                let docs = &slots.docs[first..first + n];
+                // A stored layout is read unverified: its documents index `best`.
+                if slots.mapped && docs.iter().fold(0, |m, &d| m.max(d)) as usize >= n_docs {
+                    return Err(self.corrupt_warp(cell));
+                }
+                let scale: &[f32] = match slots.scale {
+                    Scale::F32(f) => &f[first..first + n],
+                    Scale::F16(f) => {
+                        factors.resize(n, 0.0);
+                        f[first..first + n].convert_to_f32_slice(factors);
+                        factors
+                    }
+                    Scale::One => {
+                        factors.clear();
+                        factors.resize(n, 1.0);
+                        factors
+                    }
+                };
                 for (i, ((&d, &f), &sum)) in docs.iter().zip(scale).zip(sums.iter()).enumerate() {
                     // `best` outgrows the L2 cache on large segments (4 bytes per document):
                     // the entry of a later token starts loading now.
@@ -462,10 +558,16 @@ impl<'a> Compressed<'a> {
                     (d, s)
                 })
                 .collect();
-            WARP_BUFFERS.set(buf);
-            out
+            Ok(out)
         };
-        let reached: Vec<Vec<(u32, f32)>> = (0..nq).into_par_iter().with_min_len(4).map(reach).collect();
+        let reach = |q: usize| -> Result<Vec<(u32, f32)>> {
+            let mut buf = WARP_BUFFERS.take();
+            let result = reach_into(&mut buf, q);
+            WARP_BUFFERS.set(buf);
+            result
+        };
+        let reached: Vec<Vec<(u32, f32)>> =
+            (0..nq).into_par_iter().with_min_len(4).map(reach).collect::<Result<_>>()?;
         // A document's score: the sum of every query token's estimate, then for each query
         // token that reached it, its best token's score in place of the estimate (added in
         // query-token order, so the same whatever the thread count).
