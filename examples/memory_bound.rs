@@ -8,13 +8,15 @@
 //!
 //! Two passes over the queries: the first right after the script dropped the page cache
 //! (cold), the second again (warm, as far as the cap lets pages stay cached). Each query searches
-//! the top 10 and reranks CANDIDATES (default 1000) documents drawn at random. Prints p50/p95 of
-//! both calls per pass, the bytes read from disk per query (`/proc/self/io`), and the peak RSS.
+//! the top 10 (PLAID mode, then WARP mode: from the stored centroid-grouped layout when the index
+//! has one, `build --warp-layout`) and reranks CANDIDATES (default 1000) documents drawn at
+//! random. Prints p50/p95 of each call per pass, the bytes read from disk per query
+//! (`/proc/self/io`), and the peak RSS.
 
 use std::time::{Duration, Instant};
 
 use engine::embeddings::QueryEmbeddings;
-use engine::{Index, Query, SearchParams};
+use engine::{Index, Query, SearchMode, SearchParams};
 
 fn proc_field(file: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(file).ok()?;
@@ -57,27 +59,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         queries.queries.len(),
         n_cand
     );
+    let stored = index.segments().all(|s| s.reader().warp_files().is_some());
+    println!("WARP mode reads {}", if stored { "the stored layout" } else { "a layout built in memory" });
+    let warp = SearchParams { mode: SearchMode::Warp, ..SearchParams::for_k(10) };
+    let read = || proc_field("/proc/self/io", "read_bytes:").unwrap_or(0);
     for pass in ["cold", "warm"] {
-        let read0 = proc_field("/proc/self/io", "read_bytes:").unwrap_or(0);
-        let (mut s, mut r) = (Vec::new(), Vec::new());
+        // Per call kind: latencies and bytes read from disk.
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        let mut bytes = [0u64; 3];
         for (q, c) in queries.queries.iter().zip(&candidates) {
             let query = Query::tokens(q, dim)?;
-            let t = Instant::now();
-            index.search(query, 10, &SearchParams::for_k(10))?;
-            s.push(t.elapsed());
-            let t = Instant::now();
-            index.rerank(query, c, 10)?;
-            r.push(t.elapsed());
+            for (i, (times, bytes)) in times.iter_mut().zip(bytes.iter_mut()).enumerate() {
+                let (read0, t) = (read(), Instant::now());
+                match i {
+                    0 => drop(index.search(query, 10, &SearchParams::for_k(10))?),
+                    1 => drop(index.search(query, 10, &warp)?),
+                    _ => drop(index.rerank(query, c, 10)?),
+                }
+                times.push(t.elapsed());
+                *bytes += read() - read0;
+            }
         }
-        let read = proc_field("/proc/self/io", "read_bytes:").unwrap_or(0) - read0;
-        println!(
-            "{pass}: search p50 {:.2} ms p95 {:.2} ms; rerank p50 {:.2} ms p95 {:.2} ms; {:.0} KiB read from disk per query",
-            pct(&mut s, 0.5),
-            pct(&mut s, 0.95),
-            pct(&mut r, 0.5),
-            pct(&mut r, 0.95),
-            read as f64 / 1024.0 / queries.queries.len() as f64
-        );
+        let n = queries.queries.len() as f64;
+        let line: Vec<String> = ["search", "WARP search", "rerank"]
+            .iter()
+            .zip(times.iter_mut().zip(bytes))
+            .map(|(name, (t, b))| {
+                format!(
+                    "{name} p50 {:.2} ms p95 {:.2} ms, {:.0} KiB read",
+                    pct(t, 0.5),
+                    pct(t, 0.95),
+                    b as f64 / 1024.0 / n
+                )
+            })
+            .collect();
+        println!("{pass} (per query): {}", line.join("; "));
     }
     println!("peak RSS {:.0} MiB", proc_field("/proc/self/status", "VmHWM:").unwrap_or(0) as f64 / 1024.0);
     Ok(())

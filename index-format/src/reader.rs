@@ -395,10 +395,18 @@ impl IndexReader {
             }
         }
         // A compressed index reads its residuals and exact f16 tier a few documents at a time
-        // (PLAID's last stage, rerank by id), and its ids by document: no read-ahead there.
+        // (PLAID's last stage, rerank by id), its ids by document, and its stored WARP layout a
+        // few centroids at a time: no read-ahead there.
         // The uncompressed kind scans its embeddings whole and keeps the kernel's read-ahead.
         if meta.kind != IndexKind::Uncompressed {
-            for c in [Component::Residuals, Component::Embeddings, Component::DocIdBytes] {
+            for c in [
+                Component::Residuals,
+                Component::Embeddings,
+                Component::DocIdBytes,
+                Component::WarpCodes,
+                Component::WarpDocs,
+                Component::WarpNorms,
+            ] {
                 if let Some(m) = files.get(&c) {
                     m.payload.advise_random();
                 }

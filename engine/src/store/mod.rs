@@ -393,7 +393,10 @@ impl Index {
     /// Builds now, for every compressed segment, what WARP mode searches
     /// ([`crate::SearchMode::Warp`]: the tokens regrouped by centroid, kept in memory while this
     /// snapshot is open) instead of at the first WARP search, which would otherwise pay for it
-    /// (about 2 s per 10M tokens). Returns the bytes held.
+    /// (about 2 s per 10M tokens). A segment that stores the grouping (format v7, built with
+    /// `warp_layout`) has nothing to build: its files' pages are mapped now instead of at each
+    /// probed centroid's first use (read from disk where not cached; skip this call for an
+    /// index larger than memory). Returns the bytes held in memory.
     ///
     /// # Errors
     /// If a segment's codes or offsets are corrupt.

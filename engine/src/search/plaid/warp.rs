@@ -184,6 +184,17 @@ impl WarpLayout {
     }
 }
 
+/// Reads one value per 4 KiB page of `values`, so that the pages of a mapped file are in the
+/// page tables.
+fn touch_pages<T: Copy + Default>(values: &[T]) {
+    let step = (4096 / std::mem::size_of::<T>().max(1)).max(1);
+    let mut sink = T::default();
+    for i in (0..values.len()).step_by(step) {
+        sink = std::hint::black_box(values[i]);
+    }
+    std::hint::black_box(sink);
+}
+
 /// How many bytes of the next probed centroid's codes are hinted to the cache ahead of their
 /// use (and an eighth as many of its documents and factors: 4 bytes per token, against 32 code
 /// bytes at dim 128, nbits 2).
@@ -318,13 +329,22 @@ impl<'a> Compressed<'a> {
     }
 
     /// Builds the centroid-grouped copy WARP mode scores from now rather than at the first WARP
-    /// search (for an index that stores it, only its per-centroid counts are read), and returns
-    /// its size in memory in bytes.
+    /// search, and returns its size in memory in bytes. For an index that stores it (format v7,
+    /// `warp_layout`), its per-centroid counts are read and its files' pages mapped (read from
+    /// disk where not cached): do not call this where the index is larger than memory.
     ///
     /// # Errors
     /// If the segment's codes or offsets are corrupt.
     pub fn prepare_warp(&self) -> Result<usize> {
-        Ok(self.warp_layout()?.heap_bytes())
+        let layout = self.warp_layout()?;
+        if let Some(files) = self.warp_files.filter(|_| layout.owned.is_none()) {
+            // A stored layout: every page mapped now (read from disk if it is not cached), so
+            // that searches do not pay a page fault at each probed centroid's first use.
+            touch_pages(files.codes);
+            touch_pages(files.docs);
+            touch_pages(files.norms.unwrap_or_default());
+        }
+        Ok(layout.heap_bytes())
     }
 
     /// A corruption of the stored layout found while searching (`verify` reports it too).
