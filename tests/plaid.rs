@@ -1015,6 +1015,28 @@ fn a_stored_warp_layout_answers_as_the_in_memory_one() {
             assert!(a.iter().all(|h| h.len() == 10));
             assert_eq!(a, b, "nbits {nbits}, scale {scale}, {params:?}");
         }
+        // The default mode (auto) runs WARP mode where the layout is stored and k ≤ 10, PLAID
+        // mode otherwise (WARP's own scores returned, so that the two modes' answers differ).
+        let hits = |index: &Segment, params: &SearchParams| {
+            let got = index.search(&qs, params).unwrap();
+            got.iter()
+                .map(|h| h.iter().map(|x| (x.doc, x.score.to_bits())).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        };
+        for k in [10, 11] {
+            let auto = SearchParams {
+                warp_rescore: Some(0),
+                min_centroid_fit: f32::NEG_INFINITY,
+                ..SearchParams::for_k(k)
+            };
+            assert_eq!(auto.mode, SearchMode::Auto);
+            let mode = |mode| SearchParams { mode, ..auto.clone() };
+            assert_eq!(hits(&plain, &auto), hits(&plain, &mode(SearchMode::Plaid)));
+            let stored_mode =
+                if k <= engine::search::AUTO_WARP_MAX_K { SearchMode::Warp } else { SearchMode::Plaid };
+            assert_eq!(hits(&stored, &auto), hits(&stored, &mode(stored_mode)), "k {k}");
+            assert_ne!(hits(&stored, &mode(SearchMode::Warp)), hits(&stored, &mode(SearchMode::Plaid)));
+        }
         let (in_memory, mapped) = (
             plain.compressed().unwrap().prepare_warp().unwrap(),
             stored.compressed().unwrap().prepare_warp().unwrap(),

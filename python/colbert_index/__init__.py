@@ -312,7 +312,7 @@ class Index:
         threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
-        mode: str = "plaid",
+        mode: str = "auto",
         nprobe: Optional[int] = None,
         warp_rescore: Optional[int] = None,
         as_numpy: bool = False,
@@ -331,7 +331,9 @@ class Index:
         ``k``; see ``colbert-index search --help``); ``exhaustive=True`` scores every document
         of a compressed index (the recall oracle). ``mode="warp"`` runs WARP mode instead of
         PLAID's pruning, with ``nprobe`` centroids per query token and the best ``warp_rescore``
-        documents rescored (defaults derived from the index; see docs/WARP.md).
+        documents rescored (defaults derived from the index; see docs/WARP.md);
+        ``mode="plaid"`` always runs PLAID mode; ``mode="auto"`` (default) runs WARP mode for
+        ``k <= 10`` on an index built with ``warp_layout=True``, PLAID mode otherwise.
         """
         normalised, single = _queries(queries)
         knobs = (ncells, threshold, ndocs, exhaustive, mode, nprobe, warp_rescore)

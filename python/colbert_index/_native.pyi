@@ -63,7 +63,7 @@ class NativeIndex:
         threshold: Optional[float] = None,
         ndocs: Optional[int] = None,
         exhaustive: bool = False,
-        mode: str = "plaid",
+        mode: str = "auto",
         nprobe: Optional[int] = None,
         warp_rescore: Optional[int] = None,
     ) -> List[_Hits]: ...

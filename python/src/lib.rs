@@ -278,9 +278,10 @@ fn search_params(
     }
     let mut params = SearchParams::for_k(k);
     params.mode = match mode {
+        "auto" => SearchMode::Auto,
         "plaid" => SearchMode::Plaid,
         "warp" => SearchMode::Warp,
-        other => return Err(invalid(format!("mode must be \"plaid\" or \"warp\", not {other:?}"))),
+        other => return Err(invalid(format!("mode must be \"auto\", \"plaid\" or \"warp\", not {other:?}"))),
     };
     if nprobe == Some(0) {
         return Err(invalid("nprobe must be at least 1".into()));

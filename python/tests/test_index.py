@@ -82,6 +82,9 @@ def test_a_stored_warp_layout_answers_as_the_in_memory_one(tmp_path, index, docs
         q = query_near(docs[target], seed=target)
         for knobs in ({}, {"nprobe": 2, "warp_rescore": 0}):
             assert stored.search(q, k=5, mode="warp", **knobs) == index.search(q, k=5, mode="warp", **knobs)
+            # The default mode runs WARP on an index that stores its layout, PLAID elsewhere.
+            assert stored.search(q, k=5, **knobs) == stored.search(q, k=5, mode="warp", **knobs)
+            assert index.search(q, k=5, **knobs) == index.search(q, k=5, mode="plaid", **knobs)
     with pytest.raises(ValueError, match="warp_layout"):
         Index.build(tmp_path / "f16", documents=docs, ids=ids, nbits=16, warp_layout=True)
 

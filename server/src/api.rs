@@ -330,7 +330,8 @@ pub(crate) struct SearchRequest {
     ndocs: Option<usize>,
     #[serde(default)]
     centroid_score_threshold: Option<f32>,
-    /// `"plaid"` (default) or `"warp"`.
+    /// `"auto"` (default: WARP for k ≤ 10 on an index that stores its layout, else PLAID),
+    /// `"plaid"` or `"warp"`.
     #[serde(default)]
     mode: Option<String>,
     #[serde(default)]
@@ -373,10 +374,13 @@ pub(crate) async fn search(
         return Err(ApiError::bad_request("ncells, ndocs and nprobe must be at least 1"));
     }
     let mode = match req.mode.as_deref() {
-        None | Some("plaid") => SearchMode::Plaid,
+        None | Some("auto") => SearchMode::Auto,
+        Some("plaid") => SearchMode::Plaid,
         Some("warp") => SearchMode::Warp,
         Some(other) => {
-            return Err(ApiError::bad_request(format!("mode must be \"plaid\" or \"warp\", not {other:?}")))
+            return Err(ApiError::bad_request(format!(
+                "mode must be \"auto\", \"plaid\" or \"warp\", not {other:?}"
+            )))
         }
     };
     let defaults = SearchParams::for_k(req.k);

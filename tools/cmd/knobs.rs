@@ -6,8 +6,11 @@ use engine::{SearchMode, SearchParams};
 /// The search a compressed index runs.
 #[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
-    /// Centroid pruning, then exact scoring of the survivors.
+    /// WARP mode for k up to 10 on an index built with --warp-layout, PLAID mode otherwise
+    /// (docs/WARP.md, "Which mode").
     #[default]
+    Auto,
+    /// Centroid pruning, then exact scoring of the survivors.
     Plaid,
     /// Per-query-token scoring of the probed centroids' compressed tokens through lookup
     /// tables, then exact scoring of the best (docs/WARP.md).
@@ -17,6 +20,7 @@ pub enum Mode {
 /// The library's mode for a `--mode` value.
 pub fn search_mode(mode: Mode) -> SearchMode {
     match mode {
+        Mode::Auto => SearchMode::Auto,
         Mode::Plaid => SearchMode::Plaid,
         Mode::Warp => SearchMode::Warp,
     }
@@ -26,7 +30,7 @@ pub fn search_mode(mode: Mode) -> SearchMode {
 #[derive(Args, Debug, Clone, Default)]
 pub struct Knobs {
     /// Compressed index: the search to run.
-    #[arg(long, value_enum, default_value_t = Mode::Plaid)]
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
     /// WARP mode: centroids probed per query token (default: enough to hold about 1,024 tokens
     /// at the index's average, e.g. 9 at 1M tokens and 8,192 centroids, 4 at 10M and 32,768).

@@ -7,7 +7,7 @@ pub mod plaid;
 pub mod stages;
 pub mod topk;
 
-pub use params::{SearchMode, SearchParams, NDOCS_REFERENCE_DOCS, WARP_PROBE_TOKENS};
+pub use params::{SearchMode, SearchParams, AUTO_WARP_MAX_K, NDOCS_REFERENCE_DOCS, WARP_PROBE_TOKENS};
 pub use stages::StageTimes;
 pub use topk::TopK;
 

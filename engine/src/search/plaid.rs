@@ -272,6 +272,14 @@ pub struct Compressed<'a> {
     warp_files: Option<index_format::WarpFiles<'a>>,
 }
 
+impl Compressed<'_> {
+    /// Whether the segment stores the centroid-grouped layout WARP mode reads (format v7,
+    /// `warp_layout`): then [`SearchMode::Auto`] runs WARP mode for small `k`.
+    pub fn stores_warp_layout(&self) -> bool {
+        self.warp_files.is_some()
+    }
+}
+
 impl<'a> Compressed<'a> {
     /// Views `reader` (a residual index) with its loaded `state`.
     ///
@@ -472,7 +480,7 @@ impl<'a> Compressed<'a> {
         if params.exhaustive || poor_fit {
             return self.exhaustive_one(query, params, &mut laps, deleted);
         }
-        if params.mode == SearchMode::Warp {
+        if params.mode_for(self.warp_files.is_some()) == SearchMode::Warp {
             return self.search_warp(query, params, &mut laps, deleted);
         }
         let nq = query.len();

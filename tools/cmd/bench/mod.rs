@@ -15,7 +15,7 @@ use clap::Args;
 use engine::corpus::read_queries;
 use engine::embeddings::QueryEmbeddings;
 use engine::search::StageTimes;
-use engine::{Hit, SearchParams, Segment};
+use engine::{Hit, SearchMode, SearchParams, Segment};
 use serde_json::{json, Value};
 
 use self::stats::{clock_cost, decimal, drop_page_cache, mean_recall, peak_rss, percentiles};
@@ -281,6 +281,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "decompressed"
         } else {
             match mode {
+                Mode::Auto => "auto",
                 Mode::Plaid => "plaid",
                 Mode::Warp => "warp",
             }
@@ -317,9 +318,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let params = SearchParams { mode: search_mode(mode), ..params.clone() };
             let cold_note = if cold { drop_page_cache().err() } else { None };
             let warmup = if cold { 0 } else { args.warmup };
-            if !cold && params.mode == engine::SearchMode::Warp {
-                // Warm: WARP mode's grouped tokens built (or, stored, their pages mapped) first.
-                if let Some(view) = index.compressed() {
+            if let Some(view) = index.compressed() {
+                if !cold && params.mode_for(view.stores_warp_layout()) == SearchMode::Warp {
+                    // Warm: WARP mode's grouped tokens built (or, stored, their pages mapped) first.
                     view.prepare_warp()?;
                 }
             }
@@ -351,7 +352,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None
     };
     let sweep = if args.sweep.sweep {
-        let (plaid, warp) = (modes.contains(&Mode::Plaid), modes.contains(&Mode::Warp));
+        // `auto` sweeps the knobs of the mode it runs on this index.
+        let stored = index.compressed().is_some_and(|v| v.stores_warp_layout());
+        let runs = |m: SearchMode| {
+            modes
+                .iter()
+                .any(|&mode| SearchParams { mode: search_mode(mode), ..params.clone() }.mode_for(stored) == m)
+        };
+        let (plaid, warp) = (runs(SearchMode::Plaid), runs(SearchMode::Warp));
         let points =
             pool.install(|| sweep::run(&index, qs, &truth, &params, &args.sweep, args.warmup, plaid, warp))?;
         let title = format!(
