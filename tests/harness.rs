@@ -1,7 +1,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::common::*;
@@ -98,6 +98,8 @@ fn synth_files_feed_build_and_bench_reports_every_stage_and_a_sweep() {
         ],
     );
     let run = &r["runs"][0];
+    // The default mode, resolved to PLAID on an index without the stored WARP layout.
+    assert_eq!((&run["mode"], &run["runs_as"]), (&json!("auto"), &json!("plaid")));
     let stages = &run["stages"];
     for name in ["candidates", "pruning", "maxsim", "tail", "search", "total"] {
         assert!(stages[name]["p50_ms"].as_f64().unwrap() >= 0.0, "stage {name}");

@@ -328,6 +328,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let wall: Duration = pass.latency.iter().sum();
             runs.push(json!({
                 "mode": label(mode),
+                // The mode that ran (`auto` resolved for this index).
+                "runs_as": match params.mode_for(index.compressed().is_some_and(|v| v.stores_warp_layout())) {
+                    SearchMode::Warp => "warp",
+                    _ => "plaid",
+                },
                 "oracle": oracle,
                 "threads": threads,
                 "cache": cache,
@@ -539,7 +544,7 @@ fn print_report(
         p["rescore"],
         p["exhaustive"]
     )?;
-    if report["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["mode"] == "warp")) {
+    if report["runs"].as_array().is_some_and(|r| r.iter().any(|r| r["runs_as"] == "warp")) {
         writeln!(out, "warp: nprobe {}, rescore {}", p["nprobe"], p["warp_rescore"])?;
     }
     let runs = report["runs"].as_array().cloned().unwrap_or_default();
@@ -564,7 +569,7 @@ fn print_report(
         writeln!(
             out,
             "{:<12} {:>7} {:>5} {:>9.3} {:>9.3} {:>9.3} {:>10.1} {:>11.1} {:>9.4}{truth}",
-            r["mode"].as_str().unwrap_or(""),
+            mode_label(r),
             r["threads"].as_u64().unwrap_or(0),
             r["cache"].as_str().unwrap_or(""),
             f(&t["p50_ms"]),
@@ -591,7 +596,7 @@ fn print_report(
                 writeln!(
                     out,
                     "{:<12} {:>7} {:>5} {:<11} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
-                    r["mode"].as_str().unwrap_or(""),
+                    mode_label(r),
                     r["threads"].as_u64().unwrap_or(0),
                     r["cache"].as_str().unwrap_or(""),
                     name,
@@ -637,6 +642,16 @@ fn print_report(
     Ok(())
 }
 
+/// A run's mode as printed: `auto` with the mode it ran, e.g. `auto:warp`.
+fn mode_label(r: &Value) -> String {
+    let mode = r["mode"].as_str().unwrap_or("");
+    if mode == "auto" {
+        format!("auto:{}", r["runs_as"].as_str().unwrap_or(""))
+    } else {
+        mode.to_string()
+    }
+}
+
 /// The report as Markdown tables: runs, stages, harness overhead and the sweep's frontier.
 fn print_markdown(
     out: &mut impl Write,
@@ -662,14 +677,15 @@ fn print_markdown(
         f(&report["peak_rss_bytes"]) / 1e6,
     )?;
     writeln!(out)?;
-    writeln!(out, "| threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |")?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "| mode | threads | cache | p50 ms | p95 ms | p99 ms | QPS | QPS batched | recall@k |")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
     let runs = report["runs"].as_array().cloned().unwrap_or_default();
     for r in &runs {
         let t = &r["stages"]["total"];
         writeln!(
             out,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} |",
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} | {:.4} |",
+            mode_label(r),
             r["threads"],
             r["cache"].as_str().unwrap_or(""),
             f(&t["p50_ms"]),
