@@ -173,6 +173,11 @@ fn the_stored_warp_layout_follows_adds_and_compaction() {
     assert_eq!(answers(&twin), before);
     let meta = Index::open(&twin).unwrap().meta().clone();
     assert!(meta.format_version >= 7 && meta.residual.is_some_and(|r| r.warp_layout));
+    // An uncompressed index has no codes to group: an error, and the index is left as it was.
+    let plain = f.build("plain", "16");
+    let err = Writer::open(&plain, "test").unwrap().compact_with(CompactOptions { warp_layout: Some(true) });
+    assert!(matches!(err, Err(EngineError::InvalidArgument(ref m)) if m.contains("uncompressed")), "{err:?}");
+    Index::open(&plain).unwrap().verify().unwrap();
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Writing a residual-compressed index (format v5: v4's run-coded layout plus the id table;
-//! `build --nbits 1|2|4`) from a stream of documents.
+//! Writing a residual-compressed index (format v7: v4's run-coded layout, the id table, the
+//! norm factors of unit-norm tokens and, with [`CompressedParams::warp_layout`], the
+//! centroid-grouped copy WARP mode reads; `build --nbits 1|2|4`) from a stream of documents.
 //!
 //! The build runs in three steps:
 //!

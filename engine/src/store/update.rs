@@ -196,6 +196,13 @@ impl Writer {
         let parts = &self.index.inner.parts;
         let base = &parts[0].seg;
         let meta = base.meta();
+        if options.warp_layout == Some(true) && meta.residual.is_none() {
+            return Err(EngineError::InvalidArgument(format!(
+                "{}: the centroid-grouped WARP layout groups compressed codes; this index is \
+                 uncompressed (--nbits 16)",
+                self.dir.display()
+            )));
+        }
         let writer = IndexWriter::create_replacement(&self.dir, &self.lock)?;
         let build_options = BuildOptions {
             overwrite: true,

@@ -20,9 +20,11 @@
 //!    tier where the index keeps one) and the best `k` returned; with `warp_rescore` 0 the
 //!    WARP scores are final.
 //!
-//! The centroid-grouped copy is built in memory the first time a segment is searched this way
-//! (one pass over its codes and residual bytes; about 1.3× the residual bytes plus 8 bytes per
-//! token) and kept for the life of the opened index.
+//! A segment that stores the centroid-grouped copy (format v7, built with
+//! [`crate::CompressedParams::warp_layout`]) is read in place, memory-mapped. Otherwise the copy
+//! is built in memory the first time the segment is searched this way (one pass over its codes
+//! and residual bytes; about 1.3× the residual bytes plus 8 bytes per token) and kept for the
+//! life of the opened index.
 
 use std::cell::Cell;
 
