@@ -13,6 +13,8 @@
 #   QUERIES       queries per size for `bench` (default 200)
 #   EXACT_SAMPLE  queries checked against exact MaxSim (an uncompressed f16 index of the same
 #                 embeddings, searched exhaustively); 0 skips it (default 20)
+#   BUILD_FLAGS   extra `build` flags, e.g. "--warp-layout" (the default search mode then runs
+#                 WARP mode at k <= 10; delete DIR/<N>m/index to rebuild an existing index)
 #
 # Columns: build wall time, its k-means training part and peak RSS (`/usr/bin/time -v`); index
 # size; p50/p95 of one query at 1 thread and at all cores; batched QPS at all cores; recall@10
@@ -26,6 +28,7 @@ DIR=${1:-target/scale}
 SIZES=${SIZES:-"1 10"}
 QUERIES=${QUERIES:-200}
 EXACT_SAMPLE=${EXACT_SAMPLE:-20}
+BUILD_FLAGS=${BUILD_FLAGS:-}
 THREADS=$(nproc)
 mkdir -p "$DIR"
 
@@ -51,7 +54,8 @@ for m in $SIZES; do
     fi
     if [ ! -f "$d/index/meta.json" ]; then
         echo "== ${m}M tokens: build" >&2
-        timed "$d/build" "$BIN" build --embeddings "$d/corpus.safetensors" --index "$d/index" --overwrite
+        # shellcheck disable=SC2086 # BUILD_FLAGS is a list of flags
+        timed "$d/build" "$BIN" build --embeddings "$d/corpus.safetensors" --index "$d/index" --overwrite $BUILD_FLAGS
     fi
     echo "== ${m}M tokens: bench at 1 and $THREADS threads" >&2
     "$BIN" info --index "$d/index" --json >"$d/info.json"
