@@ -388,11 +388,20 @@ class Index:
         deleted, missing = self._native.delete(_as_ids(ids, None) or [])
         return {"deleted": deleted, "missing": missing}
 
-    def compact(self) -> dict:
-        """Merges all segments into one and drops deleted documents. Returns
+    def compact(self, warp_layout: Optional[bool] = None) -> dict:
+        """Merges all segments into one and drops deleted documents. ``warp_layout=True`` adds
+        the stored layout WARP mode reads in place (as ``build(..., warp_layout=True)``; no
+        retraining), ``False`` drops it, ``None`` keeps what the index has. Returns
         ``{"docs": kept, "dropped": removed}``."""
-        docs, dropped = self._native.compact()
+        docs, dropped = self._native.compact(warp_layout)
         return {"docs": docs, "dropped": dropped}
+
+    def prepare_warp(self) -> int:
+        """Prepares WARP mode now rather than at its first search: builds its in-memory copy of
+        the tokens grouped by centroid, or for an index that stores it maps its pages (reading
+        them from disk if not cached; skip this for an index larger than memory). Returns the
+        bytes held in memory."""
+        return self._native.prepare_warp()
 
     def reload(self) -> "Index":
         """Re-reads the index from disk, picking up changes other processes published;

@@ -459,12 +459,16 @@ impl NativeIndex {
         Ok((report.deleted, report.missing))
     }
 
-    /// Merges segments and drops deleted documents; returns `(docs kept, docs dropped)`.
-    fn compact(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+    /// Merges segments and drops deleted documents, adding (`Some(true)`) or dropping
+    /// (`Some(false)`) the stored WARP layout or keeping the base's (`None`); returns
+    /// `(docs kept, docs dropped)`.
+    #[pyo3(signature = (warp_layout=None))]
+    fn compact(&self, py: Python<'_>, warp_layout: Option<bool>) -> PyResult<(u64, u64)> {
         let dir = self.snapshot().dir().to_path_buf();
+        let options = engine::store::CompactOptions { warp_layout };
         let (done, index) = py
             .detach(|| -> engine::Result<_> {
-                let done = Writer::open(&dir, &lock_holder())?.compact()?;
+                let done = Writer::open(&dir, &lock_holder())?.compact_with(options)?;
                 Ok((done, engine::Index::open(&dir)?))
             })
             .map_err(to_py)?;
@@ -478,6 +482,13 @@ impl NativeIndex {
         let fresh = py.detach(|| index.reload()).map_err(to_py)?;
         self.replace(fresh);
         Ok(())
+    }
+
+    /// Prepares WARP mode now (builds its in-memory layout, or maps a stored one's pages);
+    /// returns the bytes held in memory.
+    fn prepare_warp(&self, py: Python<'_>) -> PyResult<usize> {
+        let index = self.snapshot();
+        py.detach(|| index.prepare_warp()).map_err(to_py)
     }
 
     /// Checks every file's checksum.

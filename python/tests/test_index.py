@@ -87,6 +87,16 @@ def test_a_stored_warp_layout_answers_as_the_in_memory_one(tmp_path, index, docs
             assert index.search(q, k=5, **knobs) == index.search(q, k=5, mode="plaid", **knobs)
     with pytest.raises(ValueError, match="warp_layout"):
         Index.build(tmp_path / "f16", documents=docs, ids=ids, nbits=16, warp_layout=True)
+    assert stored.prepare_warp() > 0
+    # compact adds or drops the layout; the answers stay the same.
+    q = query_near(docs[3], seed=3)
+    before = stored.search(q, k=5, mode="warp")
+    stored.compact(warp_layout=False)
+    assert not (tmp_path / "warp" / "warp_docs.u32").is_file()
+    assert stored.search(q, k=5, mode="warp") == before
+    stored.compact(warp_layout=True)
+    assert (tmp_path / "warp" / "warp_docs.u32").is_file()
+    assert stored.search(q, k=5, mode="warp") == before
 
 
 def test_uncompressed_scores_are_exact_maxsim(tmp_path, docs, ids):
