@@ -64,18 +64,15 @@ impl Fixture {
     }
 
     fn build(&self, name: &str, nbits: &str) -> PathBuf {
+        self.build_with(name, &["--nbits", nbits])
+    }
+
+    /// Builds `docs.st` with `ids.txt` at `name` with the extra `build` flags.
+    fn build_with(&self, name: &str, flags: &[&str]) -> PathBuf {
         let idx = self.dir.path().join(name);
-        cli_ok(&[
-            "build",
-            "--embeddings",
-            &self.p("docs.st"),
-            "--ids",
-            &self.p("ids.txt"),
-            "--index",
-            s(&idx),
-            "--nbits",
-            nbits,
-        ]);
+        let (docs, ids) = (self.p("docs.st"), self.p("ids.txt"));
+        let args = ["build", "--embeddings", &docs, "--ids", &ids, "--index", s(&idx)];
+        cli_ok(&[&args[..], flags].concat());
         idx
     }
 
@@ -122,17 +119,7 @@ fn the_stored_warp_layout_follows_adds_and_compaction() {
     use engine::SearchMode;
     let f = Fixture::new(300);
     let twin = f.build("twin", "2");
-    let idx = f.dir.path().join("warp");
-    cli_ok(&[
-        "build",
-        "--embeddings",
-        &f.p("docs.st"),
-        "--ids",
-        &f.p("ids.txt"),
-        "--index",
-        s(&idx),
-        "--warp-layout",
-    ]);
+    let idx = f.build_with("warp", &["--warp-layout"]);
     let warp = SearchParams {
         mode: SearchMode::Warp,
         min_centroid_fit: f32::NEG_INFINITY,

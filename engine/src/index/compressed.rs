@@ -784,6 +784,49 @@ impl CompressedBuilder {
     }
 }
 
+/// A file [`CompressedBuilder::finish`] already wrote into the temporary directory, read back
+/// memory-mapped (the inverted file, the norm factors and the WARP layout are derived from the
+/// finished codes and residuals).
+pub(super) struct WrittenFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    component: Component,
+}
+
+impl WrittenFile {
+    /// Maps `component` of the index `writer` is writing.
+    pub(super) fn open(writer: &IndexWriter, component: Component) -> Result<Self> {
+        let path = writer.temp_dir().join(component.file_name());
+        let file = File::open(&path).map_err(io_err(&path))?;
+        let map = map_file(&file).map_err(io_err(&path))?;
+        Ok(Self { path, map, component })
+    }
+
+    /// The payload, its footer checked.
+    pub(super) fn payload(&self) -> Result<&[u8]> {
+        Ok(Footer::split(&self.path, &self.map, self.component.id())?.0)
+    }
+
+    /// This file (`codes.rice`) as the run-coded codes of the documents `doc_offsets` delimits,
+    /// with their packed `code_offsets`.
+    pub(super) fn doc_codes<'a>(
+        &'a self,
+        code_offsets: &'a [u8],
+        doc_offsets: &[u64],
+        n_centroids: usize,
+    ) -> Result<DocCodes<'a>> {
+        let n_docs = doc_offsets.len() - 1;
+        let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
+        DocCodes::new(self.payload()?, code_offsets, n_docs, n_tokens, n_centroids as u64)
+            .map_err(|e| self.corrupt(format!("the codes just written do not fit their offsets: {e:?}")))
+    }
+
+    /// An error naming this file: what was just written does not read back.
+    pub(super) fn corrupt(&self, detail: String) -> EngineError {
+        EngineError::Format(index_format::FormatError::corrupt(&self.path, detail))
+    }
+}
+
 /// Documents per parallel block of [`write_norms`].
 const NORM_BLOCK_DOCS: usize = 1024;
 
@@ -799,22 +842,12 @@ fn write_norms(
     decoding: &Codec,
     centroids: &[f32],
 ) -> Result<()> {
-    let map_payload = |c: Component| -> Result<(PathBuf, memmap2::Mmap)> {
-        let path = writer.temp_dir().join(c.file_name());
-        let file = File::open(&path).map_err(io_err(&path))?;
-        let map = map_file(&file).map_err(io_err(&path))?;
-        Ok((path, map))
-    };
-    let (codes_path, codes_map) = map_payload(Component::CodesRice)?;
-    let (codes_payload, _) = Footer::split(&codes_path, &codes_map, Component::CodesRice.id())?;
-    let (res_path, res_map) = map_payload(Component::Residuals)?;
-    let (residuals, _) = Footer::split(&res_path, &res_map, Component::Residuals.id())?;
+    let codes_file = WrittenFile::open(writer, Component::CodesRice)?;
+    let codes = codes_file.doc_codes(code_offsets, doc_offsets, n_centroids)?;
+    let residuals_file = WrittenFile::open(writer, Component::Residuals)?;
+    let residuals = residuals_file.payload()?;
     let n_docs = doc_offsets.len() - 1;
-    let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
-    let corrupt =
-        |detail: String| EngineError::Format(index_format::FormatError::corrupt(&codes_path, detail));
-    let codes = DocCodes::new(codes_payload, code_offsets, n_docs, n_tokens, n_centroids as u64)
-        .map_err(|e| corrupt(format!("the codes just written do not fit their offsets: {e:?}")))?;
+    let corrupt = |detail: String| codes_file.corrupt(detail);
     let (dim, pl) = (decoding.dim(), decoding.packed_len());
     let mut out = writer.component(Component::TokenNorms)?;
     // Rounds of one block of documents per thread, written in order after each round.
@@ -867,15 +900,9 @@ fn write_ivf(
     code_offsets: &[u8],
     list_lens: &[u64],
 ) -> Result<()> {
-    let path: PathBuf = writer.temp_dir().join(Component::CodesRice.file_name());
-    let file = File::open(&path).map_err(io_err(&path))?;
-    let map = map_file(&file).map_err(io_err(&path))?;
-    let (payload, _) = Footer::split(&path, &map, Component::CodesRice.id())?;
-    let n_docs = doc_offsets.len() - 1;
-    let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
-    let corrupt = |detail: String| EngineError::Format(index_format::FormatError::corrupt(&path, detail));
-    let codes = DocCodes::new(payload, code_offsets, n_docs, n_tokens, list_lens.len() as u64)
-        .map_err(|e| corrupt(format!("the codes just written do not fit their offsets: {e:?}")))?;
+    let codes_file = WrittenFile::open(writer, Component::CodesRice)?;
+    let codes = codes_file.doc_codes(code_offsets, doc_offsets, list_lens.len())?;
+    let corrupt = |detail: String| codes_file.corrupt(detail);
     let mut offsets = Vec::with_capacity(list_lens.len() + 1);
     offsets.push(0u64);
     for &l in list_lens {

@@ -5,18 +5,17 @@
 //! Both go through [`group_range`], so a stored layout holds exactly the bytes the in-memory
 //! build makes.
 
-use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
 use std::path::PathBuf;
 
 use half::f16;
-use index_format::bytes::{as_bytes, map_file};
-use index_format::footer::Footer;
+use index_format::bytes::{as_bytes, cast_slice};
 use index_format::runs::DocCodes;
 use index_format::warp::{block_starts, BLOCK, PADDING_DOC};
 use index_format::{Component, IndexWriter};
 
+use super::compressed::WrittenFile;
 use crate::error::{EngineError, Result};
 
 /// Most bytes of slots (code bytes, document and factor) [`write`] holds in memory at once: the
@@ -95,11 +94,11 @@ pub(crate) fn group_range<F: Copy>(
     Ok((codes_out, docs, scale))
 }
 
-/// The finished files of a segment being written, to group.
+/// The finished codes of a segment being written, to group.
 struct Written<'a> {
     codes: DocCodes<'a>,
     doc_offsets: &'a [u64],
-    codes_path: PathBuf,
+    file: &'a WrittenFile,
 }
 
 impl TokenSource for Written<'_> {
@@ -109,12 +108,9 @@ impl TokenSource for Written<'_> {
 
     fn doc_codes(&self, doc: usize, out: &mut Vec<u32>) -> Result<Range<usize>> {
         let (a, b) = (self.doc_offsets[doc] as usize, self.doc_offsets[doc + 1] as usize);
-        self.codes.tokens_into(doc, b - a, out).map_err(|e| {
-            EngineError::Format(index_format::FormatError::corrupt(
-                &self.codes_path,
-                format!("document {doc} just written does not decode: {e}"),
-            ))
-        })?;
+        self.codes
+            .tokens_into(doc, b - a, out)
+            .map_err(|e| self.file.corrupt(format!("document {doc} just written does not decode: {e}")))?;
         Ok(a..b)
     }
 }
@@ -130,41 +126,19 @@ pub(crate) fn write(
     positions: usize,
     norms: bool,
 ) -> Result<()> {
-    let map = |c: Component| -> Result<(PathBuf, memmap2::Mmap)> {
-        let path = writer.temp_dir().join(c.file_name());
-        let io = |e| EngineError::Io { path: path.clone(), source: e };
-        let file = File::open(&path).map_err(io)?;
-        let map = map_file(&file).map_err(io)?;
-        Ok((path, map))
-    };
-    let (codes_path, codes_map) = map(Component::CodesRice)?;
-    let (codes_payload, _) = Footer::split(&codes_path, &codes_map, Component::CodesRice.id())?;
-    let (res_path, res_map) = map(Component::Residuals)?;
-    let (residuals, _) = Footer::split(&res_path, &res_map, Component::Residuals.id())?;
-    let norms_map = if norms { Some(map(Component::TokenNorms)?) } else { None };
-    let factors: Option<&[f16]> = match &norms_map {
-        Some((path, m)) => {
-            let (payload, _) = Footer::split(path, m, Component::TokenNorms.id())?;
-            let f = index_format::bytes::cast_slice::<f16>(payload).ok_or_else(|| {
-                EngineError::Format(index_format::FormatError::corrupt(
-                    path,
-                    "the norms just written are misaligned",
-                ))
-            })?;
-            Some(f)
-        }
+    let codes_file = WrittenFile::open(writer, Component::CodesRice)?;
+    let codes = codes_file.doc_codes(code_offsets, doc_offsets, n_centroids)?;
+    let residuals_file = WrittenFile::open(writer, Component::Residuals)?;
+    let residuals = residuals_file.payload()?;
+    let norms_file = if norms { Some(WrittenFile::open(writer, Component::TokenNorms)?) } else { None };
+    let factors: Option<&[f16]> = match &norms_file {
+        Some(file) => Some(
+            cast_slice::<f16>(file.payload()?)
+                .ok_or_else(|| file.corrupt("the norms just written are misaligned".into()))?,
+        ),
         None => None,
     };
-    let n_docs = doc_offsets.len() - 1;
-    let n_tokens = *doc_offsets.last().expect("non-empty") as usize;
-    let codes =
-        DocCodes::new(codes_payload, code_offsets, n_docs, n_tokens, n_centroids as u64).map_err(|e| {
-            EngineError::Format(index_format::FormatError::corrupt(
-                &codes_path,
-                format!("the codes just written do not fit their offsets: {e:?}"),
-            ))
-        })?;
-    let source = Written { codes, doc_offsets, codes_path };
+    let source = Written { codes, doc_offsets, file: &codes_file };
     let (counts, starts) = count(&source, n_centroids)?;
     writer.write_component(Component::WarpCounts, as_bytes(&counts))?;
     let mut out_codes = writer.component(Component::WarpCodes)?;
