@@ -147,6 +147,19 @@ fn the_stored_warp_layout_follows_adds_and_compaction() {
     }
     assert!(stored(&idx.join("seg-000001")) && !stored(&twin.join("seg-000001")));
     assert_eq!(answers(&idx), answers(&twin));
+    // What `prepare_warp` maps: the layout files of both segments, less their footers.
+    let layout_files = |dir: &Path| -> u64 {
+        let names = ["warp_counts.u32", "warp_codes.u8", "warp_docs.u32", "warp_norms.f16"];
+        let sizes = [dir.to_path_buf(), dir.join("seg-000001")]
+            .into_iter()
+            .flat_map(|d| names.map(|n| fs::metadata(d.join(n)).map_or(0, |m| m.len() - 32)));
+        sizes.sum()
+    };
+    let opened = Index::open(&idx).unwrap();
+    assert!(layout_files(&idx) > 0);
+    assert_eq!(opened.stored_warp_bytes(), layout_files(&idx));
+    opened.prepare_warp().unwrap();
+    assert_eq!(Index::open(&twin).unwrap().stored_warp_bytes(), 0);
     // Compaction keeps it by default, drops it or adds it on request; the answers never move.
     let before = answers(&idx);
     Writer::open(&idx, "test").unwrap().compact().unwrap();

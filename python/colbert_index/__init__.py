@@ -403,6 +403,12 @@ class Index:
         bytes held in memory."""
         return self._native.prepare_warp()
 
+    @property
+    def stored_warp_bytes(self) -> int:
+        """Bytes of the stored WARP layout's files (``build(..., warp_layout=True)``; 0 without
+        one): what ``prepare_warp()`` maps, for deciding whether that fits in memory."""
+        return self._native.stored_warp_bytes
+
     def reload(self) -> "Index":
         """Re-reads the index from disk, picking up changes other processes published;
         returns ``self``."""

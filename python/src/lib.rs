@@ -491,6 +491,12 @@ impl NativeIndex {
         py.detach(|| index.prepare_warp()).map_err(to_py)
     }
 
+    /// Bytes of the stored WARP layout's files (0 without one): what `prepare_warp` maps.
+    #[getter]
+    fn stored_warp_bytes(&self) -> u64 {
+        self.snapshot().stored_warp_bytes()
+    }
+
     /// Checks every file's checksum.
     fn verify(&self, py: Python<'_>) -> PyResult<()> {
         let index = self.snapshot();

@@ -88,6 +88,7 @@ def test_a_stored_warp_layout_answers_as_the_in_memory_one(tmp_path, index, docs
     with pytest.raises(ValueError, match="warp_layout"):
         Index.build(tmp_path / "f16", documents=docs, ids=ids, nbits=16, warp_layout=True)
     assert stored.prepare_warp() > 0
+    assert stored.stored_warp_bytes > 0 and index.stored_warp_bytes == 0
     # compact adds or drops the layout; the answers stay the same.
     q = query_near(docs[3], seed=3)
     before = stored.search(q, k=5, mode="warp")

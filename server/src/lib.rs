@@ -61,10 +61,17 @@ pub struct Config {
     pub max_concurrency: usize,
     /// How often [`Server::serve`] checks the index for published updates (`None`: never).
     pub reload_interval: Option<Duration>,
+    /// Map the pages of an index's stored WARP layout (format v7, built with `--warp-layout`)
+    /// at [`Server::bind`] and after each reload, when its files total at most this many bytes,
+    /// so that the first searches do not each pay page faults ([`Index::prepare_warp`]). 0
+    /// never does; a layout larger than memory should not be mapped whole (`colbert-index
+    /// serve` defaults to half the memory the process may use).
+    pub prepare_warp_max_bytes: u64,
 }
 
 impl Default for Config {
-    /// 16 MiB bodies, 1000 documents, 30 s, one request per core, reload every 5 s.
+    /// 16 MiB bodies, 1000 documents, 30 s, one request per core, reload every 5 s, no WARP
+    /// layout mapped up front (the library does not look at the machine's memory).
     fn default() -> Self {
         Config {
             max_body_bytes: 16 << 20,
@@ -72,6 +79,7 @@ impl Default for Config {
             timeout: Duration::from_secs(30),
             max_concurrency: std::thread::available_parallelism().map_or(1, usize::from),
             reload_interval: Some(Duration::from_secs(5)),
+            prepare_warp_max_bytes: 0,
         }
     }
 }
@@ -121,6 +129,7 @@ impl AppState {
     fn reload(&self) -> engine::Result<bool> {
         let current = self.served();
         let fresh = current.index.reload()?;
+        prepare_warp(&fresh, self.config.prepare_warp_max_bytes)?;
         // A compaction or a rebuild replaces the base segment (its metadata differs): its texts
         // are reopened too.
         let replaced_dir = fresh.meta() != current.index.meta();
@@ -131,6 +140,17 @@ impl AppState {
         }
         Ok(changed)
     }
+}
+
+/// Maps `index`'s stored WARP layout if it has one of at most `max_bytes`; returns the bytes
+/// mapped (0: none). Pages already mapped cost little to visit again.
+fn prepare_warp(index: &Index, max_bytes: u64) -> engine::Result<u64> {
+    let stored = index.stored_warp_bytes();
+    if stored == 0 || stored > max_bytes {
+        return Ok(0);
+    }
+    index.prepare_warp()?;
+    Ok(stored)
 }
 
 /// The router serving every endpoint over `index` (for embedding in another axum application,
@@ -211,17 +231,33 @@ pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     addr: SocketAddr,
+    warp_mapped: u64,
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port; [`Server::local_addr`] tells which).
+    /// Binds `addr` (port 0 picks a free port; [`Server::local_addr`] tells which), then maps
+    /// the index's stored WARP layout where [`Config::prepare_warp_max_bytes`] allows (on a
+    /// blocking thread: reading it from disk may take seconds).
     ///
     /// # Errors
-    /// If the address cannot be resolved or bound.
+    /// If the address cannot be resolved or bound, or the stored layout is corrupt.
     pub async fn bind(addr: impl ToSocketAddrs, index: Index, config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        Ok(Server { listener, state: AppState::new(index, config), addr })
+        let max_bytes = config.prepare_warp_max_bytes;
+        let (index, warp_mapped) = tokio::task::spawn_blocking(move || {
+            let mapped = prepare_warp(&index, max_bytes);
+            (index, mapped)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        let warp_mapped = warp_mapped.map_err(std::io::Error::other)?;
+        Ok(Server { listener, state: AppState::new(index, config), addr, warp_mapped })
+    }
+
+    /// Bytes of the stored WARP layout [`Server::bind`] mapped (0: none, or none stored).
+    pub fn warp_mapped_bytes(&self) -> u64 {
+        self.warp_mapped
     }
 
     /// The address the server listens on.
@@ -312,6 +348,32 @@ mod tests {
         }
         builder.finish().unwrap();
         Index::open(&path).unwrap()
+    }
+
+    /// A server maps a stored WARP layout at bind when it is within the configured size.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bind_maps_a_stored_warp_layout_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warp");
+        let params = engine::CompressedParams { warp_layout: true, ..engine::CompressedParams::new(2) };
+        let mut b = engine::CompressedBuilder::create(&path, 8, params, BuildOptions::default()).unwrap();
+        let tokens: Vec<f32> = (0..64 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+        b.train(&tokens, 64).unwrap();
+        for (d, doc) in tokens.chunks_exact(4 * 8).enumerate() {
+            b.add(&format!("d{d}"), doc).unwrap();
+        }
+        b.finish().unwrap();
+        let index = Index::open(&path).unwrap();
+        let stored = index.stored_warp_bytes();
+        assert!(stored > 0);
+        for (budget, mapped) in [(u64::MAX, stored), (stored, stored), (stored - 1, 0), (0, 0)] {
+            let config = Config { prepare_warp_max_bytes: budget, ..Config::default() };
+            let server = Server::bind("127.0.0.1:0", index.clone(), config).await.unwrap();
+            assert_eq!(server.warp_mapped_bytes(), mapped, "budget {budget}");
+        }
+        let plain = tiny_index(dir.path());
+        let config = Config { prepare_warp_max_bytes: u64::MAX, ..Config::default() };
+        assert_eq!(Server::bind("127.0.0.1:0", plain, config).await.unwrap().warp_mapped_bytes(), 0);
     }
 
     fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {

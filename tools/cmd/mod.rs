@@ -5,6 +5,7 @@ pub mod build;
 pub mod eval;
 pub mod info;
 pub mod knobs;
+pub mod memory;
 pub mod rerank;
 pub mod search;
 pub mod serve;

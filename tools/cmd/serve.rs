@@ -37,6 +37,35 @@ pub struct ServeArgs {
     /// every SECS seconds and serve them without a restart; 0 never checks.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub reload_secs: u64,
+    /// An index built with --warp-layout: map its stored layout's pages at startup and after
+    /// each reload, so that the first WARP searches do not each wait on page faults. `auto`
+    /// does when the layout is at most half the memory this process may use (the machine's,
+    /// or its memory control group's limit); an index larger than memory is left to be read as
+    /// it is searched.
+    #[arg(long, value_enum, default_value_t = PrepareWarp::Auto)]
+    pub prepare_warp: PrepareWarp,
+}
+
+/// When `serve` maps a stored WARP layout up front.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrepareWarp {
+    /// When it is at most half the memory the process may use.
+    Auto,
+    /// Always (reads the whole layout from disk if it is not cached).
+    Always,
+    /// Never: pages are read at each probed centroid's first use.
+    Never,
+}
+
+impl PrepareWarp {
+    /// The largest layout to map, in bytes.
+    fn max_bytes(self) -> u64 {
+        match self {
+            PrepareWarp::Auto => super::memory::usable_bytes().map_or(0, |m| m / 2),
+            PrepareWarp::Always => u64::MAX,
+            PrepareWarp::Never => 0,
+        }
+    }
 }
 
 /// Runs `serve` until SIGTERM or ctrl-c, then lets the requests in flight finish.
@@ -62,15 +91,31 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         timeout: Duration::from_millis(args.timeout_ms),
         max_concurrency: args.max_concurrency.unwrap_or(defaults.max_concurrency),
         reload_interval: (args.reload_secs > 0).then(|| Duration::from_secs(args.reload_secs)),
+        prepare_warp_max_bytes: args.prepare_warp.max_bytes(),
     };
+    let stored_warp = index.stored_warp_bytes();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start tokio")?;
     let (documents, dim) = (index.n_docs(), index.dim());
     runtime.block_on(async {
         let shutdown = colbert_server::shutdown_signal().context("cannot install signal handlers")?;
+        let started = std::time::Instant::now();
         let server = Server::bind((args.host.as_str(), args.port), index, config)
             .await
             .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
+        if server.warp_mapped_bytes() > 0 {
+            eprintln!(
+                "mapped the stored WARP layout ({:.1} MiB) in {:.2} s",
+                mib(server.warp_mapped_bytes()),
+                started.elapsed().as_secs_f64()
+            );
+        } else if stored_warp > 0 {
+            eprintln!(
+                "the stored WARP layout ({:.1} MiB) is read as it is searched (--prepare-warp)",
+                mib(stored_warp)
+            );
+        }
         eprintln!(
             "listening on http://{} ({}: {documents} documents, dim {dim})",
             server.local_addr(),

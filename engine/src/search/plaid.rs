@@ -278,6 +278,15 @@ impl Compressed<'_> {
     pub fn stores_warp_layout(&self) -> bool {
         self.warp_files.is_some()
     }
+
+    /// Bytes of the stored centroid-grouped layout's files (format v7; 0 without one): what
+    /// [`Compressed::prepare_warp`] maps.
+    pub fn stored_warp_bytes(&self) -> u64 {
+        self.warp_files.map_or(0, |f| {
+            let words = (f.counts.len() + f.docs.len()) as u64;
+            f.codes.len() as u64 + 4 * words + 2 * f.norms.map_or(0, <[_]>::len) as u64
+        })
+    }
 }
 
 impl<'a> Compressed<'a> {

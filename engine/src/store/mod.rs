@@ -410,6 +410,18 @@ impl Index {
         Ok(bytes)
     }
 
+    /// Bytes of the centroid-grouped layout stored in this snapshot's segments (format v7,
+    /// `warp_layout`; 0 where none stores it): what [`Index::prepare_warp`] maps, for a caller
+    /// deciding whether it fits in memory.
+    pub fn stored_warp_bytes(&self) -> u64 {
+        self.inner
+            .parts
+            .iter()
+            .filter_map(|p| p.seg.compressed())
+            .map(|view| view.stored_warp_bytes())
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// The deleted documents of segment `i` (strictly increasing).
     fn deleted(&self, i: usize) -> &[u32] {
         &self.inner.manifest.segments[i].deleted
