@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 venv=target/python-venv
 rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" "numpy>=1.21" "pytest>=7" "requests>=2" "cohere>=5"
+"$venv/bin/pip" install --quiet --disable-pip-version-check "maturin>=1.7,<2" "numpy>=1.21" "pytest>=7" "requests>=2" "cohere>=5" \
+    "ray[serve]==2.60.0"
 # The workspace's test build (a no-op after `cargo test --workspace`, which tools/test.sh runs
 # first): the `colbert-index` binary the tests drive, compiled with the same features.
 cargo test --workspace --no-run
