@@ -1,6 +1,6 @@
 """Latency of a sharded collection on Ray next to one index over the same documents.
 
-usage: python tools/sharded_latency.py DOCS.st QUERIES.st WORKDIR [SHARDS] [ROUNDS]
+usage: python tools/sharded_latency.py DOCS.st QUERIES.st WORKDIR [SHARDS] [ROUNDS] [TRUTH.run]
 
 DOCS.st and QUERIES.st are `colbert-index synth` outputs (f16 or f32 `embeddings` with `doclens`;
 `queries`). Builds, if WORKDIR lacks them, one index (`whole`) and SHARDS shards (`shards/`, by
@@ -8,7 +8,9 @@ DOCS.st and QUERIES.st are `colbert-index synth` outputs (f16 or f32 `embeddings
 measures, alternating the two sides per round: the median latency of one query at a time, and
 the throughput of the whole query set as one batch. Prints one JSON line per side and round,
 and the overlap of the two sides' top 10 (each shard trains its own centroids, so the two
-compressed searches need not agree exactly). Needs the package from a release build and ray.
+compressed searches need not agree exactly) and, given a TREC run of the exact top 10 (e.g.
+`colbert-index search` over an `--nbits 16` index of the same documents), each side's recall@10
+against it. Needs the package from a release build and ray.
 """
 
 import json
@@ -44,6 +46,13 @@ def main():
     docs_path, queries_path, work = sys.argv[1:4]
     n_shards = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
+    truth = {}
+    if len(sys.argv) > 6:
+        with open(sys.argv[6]) as f:
+            for line in f:
+                qid, _, doc, rank = line.split()[:4]
+                if int(rank) <= 10:
+                    truth.setdefault(int(qid), set()).add(doc)
     os.makedirs(work, exist_ok=True)
     whole_dir, shards_dir = os.path.join(work, "whole"), os.path.join(work, f"shards-{n_shards}")
     if not os.path.isdir(whole_dir) or not os.path.isdir(shards_dir):
@@ -68,6 +77,10 @@ def main():
     overlap = statistics.mean(
         len({h[0] for h in whole.search(q, k=10)} & {h[0] for h in sharded.search(q, k=10)}) / 10 for q in queries
     )
+    if truth:
+        for name, target in (("one index", whole), (f"{n_shards} shards on Ray", sharded)):
+            found = [len({h[0] for h in target.search(q, k=10)} & truth[i]) / 10 for i, q in enumerate(queries)]
+            print(json.dumps({"side": name, "recall@10_vs_exact": round(statistics.mean(found), 4)}), flush=True)
     for r in range(rounds):
         for name, target in (("one index", whole), (f"{n_shards} shards on Ray", sharded)):
             times = []

@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import threading
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -44,6 +46,9 @@ __all__ = ["ShardedIndex", "build_shards", "read_shards", "serve_app", "shard_of
 #: The file in a sharded collection's directory that lists its shards.
 SHARDS_FILE = "shards.json"
 _PARTITION = "blake2b-64-mod-n"
+# Queries up to this many bytes travel inline with each shard's call (Ray inlines arguments up
+# to 100 KiB); larger batches go once into the object store.
+_INLINE_BYTES = 64 << 10
 
 Hit = Tuple[str, float]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -107,15 +112,26 @@ def build_shards(
     empty = [s for s, p in enumerate(parts) if not p]
     if empty:
         raise ValueError(f"{n} documents leave shard {empty[0]} of {n_shards} empty; use fewer shards")
+    created_root = not os.path.exists(root)
     os.makedirs(root, exist_ok=True)
     names = [f"shard-{s:03d}" for s in range(n_shards)]
-    for name, part in zip(names, parts):
-        shard_ids = [id_list[i] for i in part]
-        if texts is not None:
-            Index.build(os.path.join(root, name), texts=[items[i] for i in part], ids=shard_ids, **build_options)
-        else:
-            Index.build(os.path.join(root, name), documents=[items[i] for i in part], ids=shard_ids, **build_options)
-    _write_manifest(root, names)
+    built: List[str] = []
+    try:
+        for name, part in zip(names, parts):
+            path = os.path.join(root, name)
+            key = "texts" if texts is not None else "documents"
+            shard = {key: [items[i] for i in part], "ids": [id_list[i] for i in part]}
+            Index.build(path, **shard, **build_options)
+            built.append(path)
+        _write_manifest(root, names)
+    except BaseException:
+        # Nothing half-built is left behind: the shards this call wrote go, and the directory
+        # if this call made it.
+        for path in built:
+            shutil.rmtree(path, ignore_errors=True)
+        if created_root:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
     return [os.path.join(root, name) for name in names]
 
 
@@ -186,13 +202,47 @@ def _search_knobs(**knobs: Any) -> Dict[str, Any]:
     return {name: value for name, value in knobs.items() if value is not None}
 
 
+def _shard_plan(
+    shards: Union[PathLike, Sequence[PathLike]],
+    options: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]],
+    what: str,
+) -> Tuple[List[str], bool, List[Dict[str, Any]]]:
+    """The shard directories (from ``shards.json`` when ``shards`` is one directory: then
+    partitioned by :func:`shard_of`), and each shard's options (one dict for all, or one each)."""
+    if isinstance(shards, (str, os.PathLike)):
+        paths, partitioned = read_shards(shards), True
+    else:
+        paths, partitioned = [os.fspath(p) for p in shards], False
+        if not paths:
+            raise ValueError("shards: no index directories given")
+    if options is None or isinstance(options, dict):
+        per_shard = [dict(options or {}) for _ in paths]
+    else:
+        per_shard = [dict(o) for o in options]
+        if len(per_shard) != len(paths):
+            raise ValueError(f"{what}: {len(per_shard)} dicts for {len(paths)} shards")
+    return paths, partitioned, per_shard
+
+
 # ---------------------------------------------------------------------------------- one shard
 class _Shard:
-    """What runs in each shard's actor (or Serve replica): one open :class:`Index`."""
+    """What runs in each shard's actor (or Serve replica): one open :class:`Index`, reopened at
+    its latest published state every ``reload_secs`` seconds when that is given (a failed
+    reload keeps the current state)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, reload_secs: float = 0.0):
         self.path = path
         self.index = Index.open(path)
+        if reload_secs > 0:
+            threading.Thread(target=self._reload_every, args=(reload_secs,), daemon=True).start()
+
+    def _reload_every(self, seconds: float) -> None:
+        stop = threading.Event()
+        while not stop.wait(seconds):
+            try:
+                self.reload()
+            except Exception:  # noqa: BLE001 - a file being replaced: try again next time
+                pass
 
     def describe(self) -> Dict[str, Any]:
         return {"path": self.path, "dim": self.index.dim, "documents": len(self.index)}
@@ -253,18 +303,7 @@ class ShardedIndex:
         more ``num_cpus`` asked than free) would wait forever: after ``start_timeout`` seconds
         the actors are stopped and TimeoutError names the resources asked for."""
         ray = _import_ray()
-        if isinstance(shards, (str, os.PathLike)):
-            paths, partitioned = read_shards(shards), True
-        else:
-            paths, partitioned = [os.fspath(p) for p in shards], False
-            if not paths:
-                raise ValueError("shards: no index directories given")
-        if actor_options is None or isinstance(actor_options, dict):
-            per_shard = [dict(actor_options or {}) for _ in paths]
-        else:
-            per_shard = [dict(o) for o in actor_options]
-            if len(per_shard) != len(paths):
-                raise ValueError(f"actor_options: {len(per_shard)} dicts for {len(paths)} shards")
+        paths, partitioned, per_shard = _shard_plan(shards, actor_options, "actor_options")
         remote = ray.remote(_Shard)
         actors = [
             remote.options(max_concurrency=max_concurrency, **opts).remote(os.path.abspath(p))
@@ -322,8 +361,10 @@ class ShardedIndex:
             ncells=ncells, threshold=threshold, ndocs=ndocs, nprobe=nprobe, warp_rescore=warp_rescore
         )
         knobs.update(exhaustive=bool(exhaustive), mode=mode)
-        # One copy of the queries in the object store, read by every shard.
-        batch = self._ray.put(normalised)
+        # A large batch goes once into the object store, read by every shard; small queries
+        # travel inline with each call (cheaper than a store round trip).
+        size = sum(q.nbytes if isinstance(q, np.ndarray) else len(q) for q in normalised)
+        batch = self._ray.put(normalised) if size > _INLINE_BYTES else normalised
         per_shard = self._gather("search", batch, int(k), knobs)
         merged = [merge_hits((shard[q] for shard in per_shard), int(k)) for q in range(len(normalised))]
         return merged[0] if single else merged
@@ -528,29 +569,23 @@ def serve_app(
     shard_options: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
     router_options: Optional[Dict[str, Any]] = None,
     max_documents: int = 1000,
+    reload_secs: float = 5.0,
 ) -> Any:
     """A Ray Serve application over a sharded collection: one deployment per shard (named
     ``colbert-shard-000``, ...; ``shard_options`` go to its ``.options()``, e.g.
     ``num_replicas`` or ``ray_actor_options``, one dict for all or one per shard) behind an
     ingress deployment ``colbert-router`` answering ``POST /search``, ``POST /rerank`` (by id)
     and ``GET /health`` in ``colbert-index serve``'s JSON. Run it with ``serve.run(app)``;
-    ``max_documents`` bounds ``k`` and the documents of one rerank."""
+    ``max_documents`` bounds ``k`` and the documents of one rerank. Every replica reopens its
+    shard at its latest published state every ``reload_secs`` seconds (0: never), so updates
+    made with :class:`ShardedIndex` or :class:`Index` elsewhere are served without a restart."""
     ray = _import_ray()  # noqa: F841 - fails early with the install hint
     from ray import serve
 
-    if isinstance(shards, (str, os.PathLike)):
-        paths = read_shards(shards)
-    else:
-        paths = [os.fspath(p) for p in shards]
-    if shard_options is None or isinstance(shard_options, dict):
-        per_shard = [dict(shard_options or {}) for _ in paths]
-    else:
-        per_shard = [dict(o) for o in shard_options]
-        if len(per_shard) != len(paths):
-            raise ValueError(f"shard_options: {len(per_shard)} dicts for {len(paths)} shards")
+    paths, _, per_shard = _shard_plan(shards, shard_options, "shard_options")
     shard = serve.deployment(_Shard)
     bound = [
-        shard.options(name=f"colbert-shard-{i:03d}", **opts).bind(os.path.abspath(p))
+        shard.options(name=f"colbert-shard-{i:03d}", **opts).bind(os.path.abspath(p), float(reload_secs))
         for i, (p, opts) in enumerate(zip(paths, per_shard))
     ]
     router = serve.deployment(_Router).options(name="colbert-router", **(router_options or {}))

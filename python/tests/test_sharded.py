@@ -1,7 +1,9 @@
 """Sharding on Ray: a sharded collection answers as one index over the same documents."""
 
 import json
+import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -148,17 +150,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ray_serve_answers_as_the_library(cluster, collection, corpus):
+def test_ray_serve_answers_as_the_library(cluster, collection, corpus, tmp_path):
     requests = pytest.importorskip("requests")
     from ray import serve
 
     root, whole, _ = collection
     docs, _ = corpus
+    served = tmp_path / "shards"
+    shutil.copytree(root / "shards", served)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         small = {"ray_actor_options": {"num_cpus": 0.25}}
-        app = serve_app(root / "shards", shard_options=small, router_options=small, max_documents=50)
+        app = serve_app(served, shard_options=small, router_options=small, max_documents=50, reload_secs=0.5)
         serve.run(app, route_prefix="/colbert")
         url = f"http://127.0.0.1:{port}/colbert"
         q = query_near(docs[42], seed=42)
@@ -177,5 +181,14 @@ def test_ray_serve_answers_as_the_library(cluster, collection, corpus):
             assert answer.status_code == 400 and answer.json()["error"], answer.text
         assert requests.post(f"{url}/rerank", json={"query_embeddings": q.tolist(), "documents": ["text"]}, timeout=30).status_code == 400
         assert requests.get(f"{url}/nowhere", timeout=30).status_code == 404
+        # A document added to its shard by another handle is served after the next reload.
+        Index.open(served / f"shard-{shard_of('fresh', N_SHARDS):03d}").add(documents=[docs[42]], ids=["fresh"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            hits = requests.post(f"{url}/search", json={"query_embeddings": q.tolist(), "k": 2}, timeout=30).json()
+            if "fresh" in [h["id"] for h in hits["results"]]:
+                break
+            time.sleep(0.2)
+        assert sorted(h["id"] for h in hits["results"]) == ["doc-42", "fresh"], hits
     finally:
         serve.shutdown()
