@@ -39,7 +39,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import Index, Reranked, _as_ids, _as_query, _as_texts, _queries, _rows_and_lens
+from . import Index, Reranked, _as_ids, _as_query, _as_texts, _numpy_hits, _queries, _rows_and_lens
 
 __all__ = ["ShardedIndex", "build_shards", "read_shards", "serve_app", "shard_of", "SHARDS_FILE"]
 
@@ -352,6 +352,7 @@ class ShardedIndex:
         mode: str = "auto",
         nprobe: Optional[int] = None,
         warp_rescore: Optional[int] = None,
+        as_numpy: bool = False,
     ):
         """The ``k`` best documents of all shards for one query or a batch, as
         :meth:`Index.search` (same arguments, same result shapes): every shard returns its best
@@ -367,6 +368,8 @@ class ShardedIndex:
         batch = self._ray.put(normalised) if size > _INLINE_BYTES else normalised
         per_shard = self._gather("search", batch, int(k), knobs)
         merged = [merge_hits((shard[q] for shard in per_shard), int(k)) for q in range(len(normalised))]
+        if as_numpy:
+            merged = [_numpy_hits(hits) for hits in merged]
         return merged[0] if single else merged
 
     def rerank(self, query: Any, candidate_ids: Iterable[Any], k: int = 10) -> Reranked:

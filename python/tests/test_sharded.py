@@ -97,6 +97,8 @@ def test_search_and_rerank_equal_one_index(cluster, collection, corpus):
             close(sharded.search(q, k=7), whole.search(q, k=7))
         for got, want in zip(sharded.search(queries, k=5), whole.search(queries, k=5)):
             close(got, want)
+        ids_np, scores_np = sharded.search(queries[0], k=4, as_numpy=True)
+        close(list(zip(ids_np, scores_np)), whole.search(queries[0], k=4))
         candidates = ["doc-5", "nope", "doc-90", "doc-5", "doc-200", "doc-13", "also-nope"]
         got, want = sharded.rerank(queries[0], candidates, k=3), whole.rerank(queries[0], candidates, k=3)
         close(got.hits, want.hits)
