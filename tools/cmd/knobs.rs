@@ -43,7 +43,7 @@ pub struct Knobs {
     pub t_prime: Option<usize>,
     /// WARP mode: the best N documents by WARP score are scored again as PLAID mode scores its
     /// survivors (default: as many as PLAID mode scores exactly, ndocs / 4: 128 up to k=10, 256
-    /// up to k=100, for a segment of up to 32,768 documents, times (documents / 32,768)^0.3 on
+    /// up to k=100, for a segment of up to 32,768 documents, times (documents / 32,768)^0.18 on
     /// larger ones; 0 returns the WARP scores).
     #[arg(long, value_name = "N")]
     pub warp_rescore: Option<usize>,

@@ -168,7 +168,7 @@ impl SearchParams {
     /// WARP mode's rescoring depth on a segment of `n_docs` documents:
     /// [`SearchParams::warp_rescore`], or PLAID's final-stage count at the reference size
     /// ([`SearchParams::stage3_keep`] of the unscaled `ndocs`) times
-    /// `(n_docs / NDOCS_REFERENCE_DOCS)^0.3` beyond [`NDOCS_REFERENCE_DOCS`] documents.
+    /// `(n_docs / NDOCS_REFERENCE_DOCS)^0.18` beyond [`NDOCS_REFERENCE_DOCS`] documents.
     pub fn warp_rescore_for(&self, n_docs: usize) -> usize {
         self.warp_rescore.unwrap_or_else(|| {
             let factor = (n_docs as f64 / NDOCS_REFERENCE_DOCS as f64).max(1.0).powf(WARP_RESCORE_EXPONENT);
@@ -194,9 +194,10 @@ pub const NDOCS_REFERENCE_DOCS: usize = 32_768;
 pub const WARP_PROBE_TOKENS: usize = 1024;
 
 /// How WARP mode's rescoring depth grows beyond [`NDOCS_REFERENCE_DOCS`] documents: 128 at 1M
-/// tokens and 256 at 10M (252 by this rule) were the shallowest depths that kept PLAID mode's
-/// recall against exact MaxSim (docs/WARP.md).
-const WARP_RESCORE_EXPONENT: f64 = 0.3;
+/// tokens (112 lost recall) and 176 at 10M (160 lost recall; 184 and deeper gained none) were the
+/// shallowest depths that kept PLAID mode's recall against exact MaxSim (docs/WARP.md); this
+/// rule gives 193 at 10M.
+const WARP_RESCORE_EXPONENT: f64 = 0.18;
 
 /// How `ndocs` grows with a segment's documents beyond [`NDOCS_REFERENCE_DOCS`]: the power law
 /// fitted to the depths that keep recall@10 at 0.99 on the 1M, 3M and 10M-token synthetic sets.
@@ -257,9 +258,9 @@ mod tests {
         assert_eq!(p.nprobe_for(100_000, 8), 2);
         assert_eq!(p.nprobe_for(100, 1), 1);
         assert_eq!(SearchParams { nprobe: Some(40), ..p.clone() }.nprobe_for(1_000_000, 8192), 40);
-        // PLAID's final-stage count, grown by (docs / 32,768)^0.3 on large segments.
+        // PLAID's final-stage count, grown by (docs / 32,768)^0.18 on large segments.
         assert_eq!(p.warp_rescore_for(31_250), 128);
-        assert_eq!(p.warp_rescore_for(312_500), 252);
+        assert_eq!(p.warp_rescore_for(312_500), 193);
         assert_eq!(SearchParams::for_k(100).warp_rescore_for(10_000), 256);
         assert_eq!(SearchParams { warp_rescore: Some(0), ..p }.warp_rescore_for(312_500), 0);
     }
