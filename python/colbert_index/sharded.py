@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -97,18 +98,8 @@ def build_shards(
     root = os.fspath(root)
     if os.path.exists(root) and (not os.path.isdir(root) or os.listdir(root)):
         raise FileExistsError(f"{root}: exists and is not an empty directory")
-    if texts is not None:
-        if embeddings is not None or doclens is not None or documents is not None:
-            raise ValueError("give either texts= or embeddings, not both")
-        items: List[Any] = _as_texts(texts)
-    else:
-        rows, lens = _rows_and_lens(embeddings, doclens, documents)
-        items = np.split(rows, np.cumsum(lens)[:-1])
+    key, items, id_list, parts = _partition(embeddings, doclens, documents, texts, ids, n_shards)
     n = len(items)
-    id_list = _as_ids(ids, n) or [str(i) for i in range(n)]
-    parts: List[List[int]] = [[] for _ in range(n_shards)]
-    for i, doc_id in enumerate(id_list):
-        parts[shard_of(doc_id, n_shards)].append(i)
     empty = [s for s, p in enumerate(parts) if not p]
     if empty:
         raise ValueError(f"{n} documents leave shard {empty[0]} of {n_shards} empty; use fewer shards")
@@ -119,7 +110,6 @@ def build_shards(
     try:
         for name, part in zip(names, parts):
             path = os.path.join(root, name)
-            key = "texts" if texts is not None else "documents"
             shard = {key: [items[i] for i in part], "ids": [id_list[i] for i in part]}
             Index.build(path, **shard, **build_options)
             built.append(path)
@@ -133,6 +123,27 @@ def build_shards(
             shutil.rmtree(root, ignore_errors=True)
         raise
     return [os.path.join(root, name) for name in names]
+
+
+def _partition(
+    embeddings: Any, doclens: Any, documents: Any, texts: Any, ids: Any, n_shards: int
+) -> Tuple[str, List[Any], List[str], List[List[int]]]:
+    """The documents given as for :meth:`Index.build` split by :func:`shard_of` of their ids
+    (default ``"0"``, ``"1"``, ...): the keyword they go to :meth:`Index.build` or
+    :meth:`Index.add` under (``texts`` or ``documents``), the documents (per-document views of
+    the rows), the ids, and per shard the positions of its documents."""
+    if texts is not None:
+        if embeddings is not None or doclens is not None or documents is not None:
+            raise ValueError("give either texts= or embeddings, not both")
+        key, items = "texts", list(_as_texts(texts))
+    else:
+        rows, lens = _rows_and_lens(embeddings, doclens, documents)
+        key, items = "documents", np.split(rows, np.cumsum(lens)[:-1])
+    id_list = _as_ids(ids, len(items)) or [str(i) for i in range(len(items))]
+    parts: List[List[int]] = [[] for _ in range(n_shards)]
+    for i, doc_id in enumerate(id_list):
+        parts[shard_of(doc_id, n_shards)].append(i)
+    return key, items, id_list, parts
 
 
 def _write_manifest(root: str, names: List[str]) -> None:
@@ -237,8 +248,8 @@ class _Shard:
             threading.Thread(target=self._reload_every, args=(reload_secs,), daemon=True).start()
 
     def _reload_every(self, seconds: float) -> None:
-        stop = threading.Event()
-        while not stop.wait(seconds):
+        while True:
+            time.sleep(seconds)
             try:
                 self.reload()
             except Exception:  # noqa: BLE001 - a file being replaced: try again next time
@@ -403,23 +414,14 @@ class ShardedIndex:
         shards commit one after another: if one fails, the shards before it keep their
         documents (add again with ``replace=True``)."""
         self._need_partition("add")
-        if texts is not None:
-            if embeddings is not None or doclens is not None or documents is not None:
-                raise ValueError("give either texts= or embeddings, not both")
-            items: List[Any] = _as_texts(texts)
-        else:
-            rows, lens = _rows_and_lens(embeddings, doclens, documents)
-            items = np.split(rows, np.cumsum(lens)[:-1])
-        id_list = _as_ids(ids, len(items)) or []
-        parts: List[List[int]] = [[] for _ in self._actors]
-        for i, doc_id in enumerate(id_list):
-            parts[shard_of(doc_id, len(self._actors))].append(i)
+        if ids is None:
+            raise ValueError("ids: add needs one id per document (it decides the shard)")
+        key, items, id_list, parts = _partition(embeddings, doclens, documents, texts, ids, len(self._actors))
         added, replaced = 0, []
         for actor, part in zip(self._actors, parts):
             if not part:
                 continue
             options: Dict[str, Any] = {"ids": [id_list[i] for i in part], "replace": bool(replace)}
-            key = "texts" if texts is not None else "documents"
             options[key] = [items[i] for i in part]
             out = self._ray.get(actor.add.remote(options))
             added += out["added"]

@@ -129,12 +129,13 @@ impl AppState {
     fn reload(&self) -> engine::Result<bool> {
         let current = self.served();
         let fresh = current.index.reload()?;
-        prepare_warp(&fresh, self.config.prepare_warp_max_bytes)?;
         // A compaction or a rebuild replaces the base segment (its metadata differs): its texts
         // are reopened too.
         let replaced_dir = fresh.meta() != current.index.meta();
         let changed = replaced_dir || fresh.manifest() != current.index.manifest();
         if changed {
+            // Only a new snapshot has pages to map: an unchanged one was mapped before.
+            prepare_warp(&fresh, self.config.prepare_warp_max_bytes)?;
             let texts = if replaced_dir { Served::new(fresh.clone()).texts } else { current.texts };
             *self.served.write().unwrap_or_else(|p| p.into_inner()) = Served { index: fresh, texts };
         }
@@ -143,7 +144,8 @@ impl AppState {
 }
 
 /// Maps `index`'s stored WARP layout if it has one of at most `max_bytes`; returns the bytes
-/// mapped (0: none). Pages already mapped cost little to visit again.
+/// mapped (0: none). Segments kept from an earlier snapshot are visited again (cheaply: their
+/// pages are mapped already).
 fn prepare_warp(index: &Index, max_bytes: u64) -> engine::Result<u64> {
     let stored = index.stored_warp_bytes();
     if stored == 0 || stored > max_bytes {

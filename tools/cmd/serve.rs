@@ -102,7 +102,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         let started = std::time::Instant::now();
         let server = Server::bind((args.host.as_str(), args.port), index, config)
             .await
-            .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+            .with_context(|| format!("cannot start serving on {}:{}", args.host, args.port))?;
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         if server.warp_mapped_bytes() > 0 {
             eprintln!(
