@@ -242,7 +242,8 @@ impl Server {
     /// blocking thread: reading it from disk may take seconds).
     ///
     /// # Errors
-    /// If the address cannot be resolved or bound, or the stored layout is corrupt.
+    /// If the address cannot be resolved or bound, or the stored layout is corrupt (an error of
+    /// kind [`std::io::ErrorKind::InvalidData`] naming the file).
     pub async fn bind(addr: impl ToSocketAddrs, index: Index, config: Config) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -253,7 +254,8 @@ impl Server {
         })
         .await
         .map_err(std::io::Error::other)?;
-        let warp_mapped = warp_mapped.map_err(std::io::Error::other)?;
+        // `InvalidData`: the index is at fault, not the address.
+        let warp_mapped = warp_mapped.map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         Ok(Server { listener, state: AppState::new(index, config), addr, warp_mapped })
     }
 

@@ -100,9 +100,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     runtime.block_on(async {
         let shutdown = colbert_server::shutdown_signal().context("cannot install signal handlers")?;
         let started = std::time::Instant::now();
-        let server = Server::bind((args.host.as_str(), args.port), index, config)
-            .await
-            .with_context(|| format!("cannot start serving on {}:{}", args.host, args.port))?;
+        let server = Server::bind((args.host.as_str(), args.port), index, config).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                anyhow::Error::new(e)
+            } else {
+                anyhow::Error::new(e).context(format!("cannot listen on {}:{}", args.host, args.port))
+            }
+        })?;
         let mib = |bytes: u64| bytes as f64 / (1u64 << 20) as f64;
         if server.warp_mapped_bytes() > 0 {
             eprintln!(
