@@ -283,6 +283,16 @@ impl PackedRows {
         pack_padded(a, k, rows, k, stored_pairs(k), &mut data);
         PackedRows { rows, k, data }
     }
+
+    /// Rows `rows` as the kernels read them (`ks` u32 per row): the AMX kernel reads whole tiles
+    /// of rows, so the slice runs past `rows.end` to the next multiple of a tile from
+    /// `rows.start`, as far as the padding the rows were stored with (rows of a next range, if
+    /// any, are read but not written out).
+    fn tile_rows(&self, rows: Range<usize>, ks: usize) -> &[u32] {
+        let stored = self.data.len() / ks.max(1);
+        let end = (rows.start + rows.len().div_ceil(TILE_PAIRS) * TILE_PAIRS).min(stored).max(rows.end);
+        &self.data[rows.start * ks..end * ks]
+    }
 }
 
 /// `out = a · b` for pre-rounded rows `a` (`[a.rows, b.k]`); `out` is `[a.rows, b.n]` row-major.
@@ -300,7 +310,7 @@ pub fn matmul_row_range(kernel: Kernel, a: &PackedRows, rows: Range<usize>, b: &
     assert!(rows.start <= rows.end && rows.end <= a.rows, "bf16 matmul: row range out of bounds");
     let m = rows.len();
     assert_eq!(out.len(), m * b.n, "bf16 matmul: output shape");
-    let data = &a.data[rows.start * b.ks..rows.end * b.ks];
+    let data = a.tile_rows(rows, b.ks);
     match kernel {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available()` confirmed AVX-512F and AVX-512 BF16 at run time.
@@ -587,6 +597,34 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A range of rows that does not end on a tile (the last centroids of an index whose count is
+    /// not a multiple of 16) still hands the tile kernel whole tiles: through the model, on any
+    /// CPU, the ranges give the whole product bit for bit (this failed an assertion on AMX CPUs).
+    #[test]
+    fn row_ranges_hand_the_tile_kernel_whole_tiles() {
+        for (m, k, n) in [(ROW_GRANULE * 3 + 17, 128, 32), (1000, 64, 16), (7, 40, 5)] {
+            let (a, w) = inputs(m, k, n);
+            let (rows, b) = (PackedRows::pack(&a, m, k), PackedB::pack(&w, k, n));
+            let mut whole = vec![f32::NAN; m * n];
+            amx::row_block(
+                &mut amx::Model::default(),
+                rows.tile_rows(0..m, b.ks),
+                m,
+                &b,
+                &mut whole,
+                n,
+                false,
+            );
+            let mut split = vec![f32::NAN; m * n];
+            for (i, out) in split.chunks_mut(ROW_GRANULE * n).enumerate() {
+                let (start, len) = (i * ROW_GRANULE, out.len() / n);
+                let data = rows.tile_rows(start..start + len, b.ks);
+                amx::row_block(&mut amx::Model::default(), data, len, &b, out, n, false);
+            }
+            assert!(whole.iter().zip(&split).all(|(x, y)| x.to_bits() == y.to_bits()), "({m},{k},{n})");
         }
     }
 
