@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use engine::codec::CodecConfig;
 use engine::synth::{SynthCorpus, SynthSpec, TokensPerDoc};
-use engine::{BuildOptions, CompressedBuilder, CompressedParams, EngineError, SearchParams, Segment};
+use engine::{
+    BuildOptions, CompressedBuilder, CompressedParams, EngineError, SearchMode, SearchParams, Segment,
+};
 use index_format::footer::FooterWriter;
 use index_format::packed::{best_rice_param, put_rice_list, BitWriter};
 use index_format::{Codes, Component, FormatError, IndexKind, IndexMeta};
@@ -182,7 +184,8 @@ fn bf16_centroid_scores_agree_with_f32() {
 }
 
 /// Stage 1 splits its product across threads in fixed blocks of centroids (and stages 2–4 split
-/// their candidates): one query answers with the same bits on one thread and on several.
+/// their candidates), as does WARP mode's probe selection: one query answers with the same bits
+/// on one thread and on several.
 #[test]
 fn one_query_gives_the_same_bits_on_one_thread_and_several() {
     let dir = TempDir::new().unwrap();
@@ -193,10 +196,19 @@ fn one_query_gives_the_same_bits_on_one_thread_and_several() {
     assert!(meta.residual.unwrap().n_centroids > 4224, "{meta:?}");
     let index = Segment::open(&dir.path().join("i")).unwrap();
     let qs = queries(&c, 12, 16);
-    for bf16_centroid_scores in [true, false] {
+    // WARP mode too: its 8-bit centroid scores are chosen from block by block on each thread and
+    // the threads' choices merged.
+    let modes = [
+        (SearchMode::Plaid, true),
+        (SearchMode::Plaid, false),
+        (SearchMode::Warp, true),
+        (SearchMode::Warp, false),
+    ];
+    for (mode, bf16_centroid_scores) in modes {
         let params = SearchParams {
             bf16_centroid_scores,
             min_centroid_fit: f32::NEG_INFINITY,
+            mode,
             ..SearchParams::for_k(10)
         };
         let on = |threads: usize| {
@@ -211,7 +223,11 @@ fn one_query_gives_the_same_bits_on_one_thread_and_several() {
             for (a, b) in one.iter().zip(&many) {
                 let bits =
                     |h: &[engine::Hit]| h.iter().map(|h| (h.doc, h.score.to_bits())).collect::<Vec<_>>();
-                assert_eq!(bits(a), bits(b), "{threads} threads, bf16 stage 1: {bf16_centroid_scores}");
+                assert_eq!(
+                    bits(a),
+                    bits(b),
+                    "{threads} threads, {mode:?}, rounded scores: {bf16_centroid_scores}"
+                );
             }
         }
     }

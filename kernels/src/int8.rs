@@ -164,10 +164,13 @@ fn scores_portable(rows: &I8Rows, first: usize, cols: &I8Columns, out: &mut [f32
     }
 }
 
-/// One score from its integer sum: the same operations on every path.
+/// One score from its integer sum: the same operations on every path. The `+ 0.0` turns a
+/// `-0.0` (a negative sum whose product of steps underflows) into `+0.0`, so that the scores
+/// hold no `-0.0` and block-wise selections of the best rows ([`crate::select::ColumnTop`])
+/// agree with one pass over all of them.
 #[inline(always)]
 fn finish(sum: i32, offset: i32, row_step: f32, col_step: f32) -> f32 {
-    (sum - offset) as f32 * (row_step * col_step)
+    (sum - offset) as f32 * (row_step * col_step) + 0.0
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -259,10 +262,13 @@ mod x86 {
                         _mm512_loadu_ps(cols.step.as_ptr().add(lane)),
                     )
                 };
-                // (sum − offset) as f32 · (row step · column step), as `finish` computes it.
-                let score = _mm512_mul_ps(
-                    _mm512_cvtepi32_ps(_mm512_sub_epi32(v, offset)),
-                    _mm512_mul_ps(row_step, col_step),
+                // (sum − offset) as f32 · (row step · column step) + 0, as `finish` computes it.
+                let score = _mm512_add_ps(
+                    _mm512_mul_ps(
+                        _mm512_cvtepi32_ps(_mm512_sub_epi32(v, offset)),
+                        _mm512_mul_ps(row_step, col_step),
+                    ),
+                    _mm512_setzero_ps(),
                 );
                 let keep = (nq - lane).min(LANES);
                 let mask: __mmask16 = if keep == LANES { !0 } else { (1u16 << keep) - 1 };
@@ -310,6 +316,21 @@ mod tests {
                     assert!((got - exact).abs() <= bound, "{got} vs {exact} (bound {bound})");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn no_path_gives_a_negative_zero() {
+        // Steps of about 1e-27 each: their product underflows to zero, and the sums are negative.
+        let (dim, nq) = (16, 3);
+        let a: Vec<f32> = (0..2 * dim).map(|i| if i % 3 == 0 { 1e-25 } else { 3e-26 }).collect();
+        let b: Vec<f32> = (0..nq * dim).map(|i| if i % 2 == 0 { -1e-25 } else { -2e-26 }).collect();
+        let (ra, cb) = (I8Rows::new(&a, 2, dim), I8Columns::new(&b, nq, dim));
+        let (mut fast, mut slow) = (vec![1f32; 2 * nq], vec![1f32; 2 * nq]);
+        scores(&ra, 0, &cb, &mut fast);
+        scores_portable(&ra, 0, &cb, &mut slow);
+        for v in fast.iter().chain(&slow) {
+            assert_eq!(v.to_bits(), 0, "{v:?} is not +0.0");
         }
     }
 }

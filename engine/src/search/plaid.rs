@@ -669,7 +669,34 @@ impl<'a> Compressed<'a> {
     ) -> Result<Vec<Hit>> {
         let (nq, dim, c) = (query.len(), self.dim, self.state.n_centroids);
         let LutBuffers { tables, distinct, codes, scores, slot, rows } = buffers;
-        tables.fill(&self.state.codec.table(), query.tokens(), nq);
+        // The tables are filled while the documents' codes are read (on two threads where the
+        // pool has a free one; one after the other otherwise).
+        let ((), starts) = rayon::join(
+            || tables.fill(&self.state.codec.table(), query.tokens(), nq),
+            || -> Result<Vec<usize>> {
+                rows.clear();
+                slot.clear();
+                slot.resize(c, u32::MAX);
+                distinct.clear();
+                // Where each document's tokens start in `rows`.
+                let mut starts = Vec::with_capacity(docs.len());
+                for (i, &doc) in docs.iter().enumerate() {
+                    self.prefetch_ahead(docs, i);
+                    starts.push(rows.len());
+                    self.doc_codes(doc, codes)?;
+                    for &code in codes.iter() {
+                        let s = &mut slot[code as usize];
+                        if *s == u32::MAX {
+                            *s = distinct.len() as u32;
+                            distinct.push(code);
+                        }
+                        rows.push(*s);
+                    }
+                }
+                Ok(starts)
+            },
+        );
+        let starts = starts?;
         let lanes = tables.lanes();
         // The query padded to `lanes` tokens (zero rows), so that centroid scores come out in
         // the tables' row layout.
@@ -679,25 +706,6 @@ impl<'a> Compressed<'a> {
         // (the product kernel sums every output in dimension order, whichever rows it is
         // computed with), so a document scores the same whichever documents come with it.
         let qt = PackedMat::pack(Mat::dense(&padded, lanes, dim).t());
-        rows.clear();
-        slot.clear();
-        slot.resize(c, u32::MAX);
-        distinct.clear();
-        // Where each document's tokens start in `rows`.
-        let mut starts = Vec::with_capacity(docs.len());
-        for (i, &doc) in docs.iter().enumerate() {
-            self.prefetch_ahead(docs, i);
-            starts.push(rows.len());
-            self.doc_codes(doc, codes)?;
-            for &code in codes.iter() {
-                let s = &mut slot[code as usize];
-                if *s == u32::MAX {
-                    *s = distinct.len() as u32;
-                    distinct.push(code);
-                }
-                rows.push(*s);
-            }
-        }
         let scores = grow(scores, distinct.len() * lanes);
         let centroids = &self.state.centroids[..];
         if distinct.len() <= CENTROID_ROWS {

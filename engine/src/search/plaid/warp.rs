@@ -33,6 +33,7 @@ use kernels::maxsim::{Kernel, PreparedQuery};
 use kernels::ops::Mat;
 use kernels::packed::PackedMat;
 use kernels::prefetch::prefetch;
+use kernels::select::{self, ColumnTop};
 use kernels::warp::{block_sums, Codebook, TokenTables, BLOCK};
 use rayon::prelude::*;
 
@@ -228,7 +229,7 @@ thread_local! {
     /// The calling thread's query tables, reused across queries (256 KiB for 32 query tokens
     /// at dim 128, nbits 2).
     static WARP_TABLES: Cell<TokenTables> = Cell::new(TokenTables::new());
-    /// The calling thread's 8-bit centroid scores, reused across queries.
+    /// The calling thread's 8-bit scores of one block of centroids, reused across queries.
     static I8_SCORES: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
@@ -433,58 +434,91 @@ impl<'a> Compressed<'a> {
         let centroids = &self.state.centroids;
         let score =
             |token: &[f32], j: u32| (dot(token, &centroids[j as usize * dim..(j as usize + 1) * dim]), j);
-        // Every centroid's score: from 8-bit products where the CPU has them (WARP needs only the
-        // probes' scores, which are re-scored in f32 below: a few more cells are picked so that
-        // rounding cannot swap one at the edge), else the product PLAID's stage 1 runs.
-        let (by_centroid, pick) = match layout.centroids_i8.as_ref().filter(|_| params.bf16_centroid_scores) {
+        // Per query token, the cells picked by every centroid's score: from 8-bit products where
+        // the CPU has them (WARP needs only the probes' scores, which are re-scored in f32 below:
+        // a few more cells are picked so that rounding cannot swap one at the edge), else from
+        // the product PLAID's stage 1 runs.
+        let picked: Vec<Vec<(f32, u32)>> = match layout
+            .centroids_i8
+            .as_ref()
+            .filter(|_| params.bf16_centroid_scores)
+        {
             Some(rows) => {
                 let cols = I8Columns::new(query.tokens(), nq, dim);
-                // Every element is written: a reused buffer is not zeroed (nor faulted in again:
-                // 4 MiB for 32,768 centroids and 32 query tokens).
-                let mut scores = I8_SCORES.take();
-                scores.resize(c * nq, 0.0);
-                scores.par_chunks_mut(I8_ROWS * nq).enumerate().for_each(|(i, out)| {
-                    int8::scores(rows, i * I8_ROWS, &cols, out);
-                });
-                (scores, (nprobe + I8_CELL_MARGIN).min(c))
+                let pick = (nprobe + I8_CELL_MARGIN).min(c);
+                // Each block's scores are chosen from while they are in cache, and the blocks'
+                // choices merged: the full matrix (4 MiB for 32,768 centroids and 32 query tokens)
+                // is never written out. The blocks are the same whatever the thread count.
+                let n_blocks = c.div_ceil(I8_ROWS);
+                let blocks: Vec<Vec<Vec<(f32, u32)>>> = (0..n_blocks)
+                    .into_par_iter()
+                    .with_min_len(n_blocks.div_ceil(rayon::current_num_threads()))
+                    .fold(
+                        || ColumnTop::new(nq, pick),
+                        |mut top, i| {
+                            let (first, n) = (i * I8_ROWS, I8_ROWS.min(c - i * I8_ROWS));
+                            // Every element is written: a reused buffer is not zeroed.
+                            let mut scores = I8_SCORES.take();
+                            scores.resize(I8_ROWS * nq, 0.0);
+                            let out = &mut scores[..n * nq];
+                            int8::scores(rows, first, &cols, out);
+                            top.feed(out, first as u32);
+                            I8_SCORES.set(scores);
+                            top
+                        },
+                    )
+                    .map(ColumnTop::finish)
+                    .collect();
+                select::merge_columns(&blocks, pick)
             }
             None => {
                 let (scores, rounded) = self.centroid_scores(query, &qt, params.bf16_centroid_scores);
-                (scores, if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe })
+                let pick = if rounded { (nprobe + super::BF16_CELL_MARGIN).min(c) } else { nprobe };
+                let cells = super::best_cells(&scores, nq, c, pick);
+                // `pick` per token (fewer only from NaN scores: corrupt centroids).
+                (0..nq)
+                    .map(|q| {
+                        cells.get(q * pick..(q + 1) * pick).unwrap_or(&[]).iter().map(|&j| (0.0, j)).collect()
+                    })
+                    .collect()
             }
         };
-        let cells = super::best_cells(&by_centroid, nq, c, pick);
-        I8_SCORES.set(by_centroid);
-        // The probed cells re-scored in f32.
-        let chosen: Vec<Vec<(f32, u32)>> = query
-            .tokens()
-            .chunks_exact(dim)
-            .zip(cells.chunks_exact(pick))
-            .map(|(token, picked)| picked.iter().map(|&j| score(token, j)).collect())
-            .collect();
-        let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        let probes: Vec<Probes> = chosen
-            .into_iter()
-            .map(|mut scored| {
-                // The best `nprobe`, best first (ties to the lower centroid).
-                if scored.len() > nprobe {
-                    scored.select_nth_unstable_by(nprobe - 1, by_score);
-                    scored.truncate(nprobe);
-                }
-                scored.sort_unstable_by(by_score);
-                let mut seen = 0usize;
-                let missing = scored
-                    .iter()
-                    .find(|&&(_, j)| {
-                        seen += layout.count[j as usize] as usize;
-                        seen >= params.warp_t_prime
+        // The probes (their f32 scores and estimates) while the tables are filled, on two threads
+        // where the pool has a free one.
+        let (probes, ()) = rayon::join(
+            || {
+                // The picked cells re-scored in f32.
+                let chosen: Vec<Vec<(f32, u32)>> = query
+                    .tokens()
+                    .chunks_exact(dim)
+                    .zip(&picked)
+                    .map(|(token, picked)| picked.iter().map(|&(_, j)| score(token, j)).collect())
+                    .collect();
+                let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+                chosen
+                    .into_iter()
+                    .map(|mut scored| {
+                        // The best `nprobe`, best first (ties to the lower centroid).
+                        if scored.len() > nprobe {
+                            scored.select_nth_unstable_by(nprobe - 1, by_score);
+                            scored.truncate(nprobe);
+                        }
+                        scored.sort_unstable_by(by_score);
+                        let mut seen = 0usize;
+                        let missing = scored
+                            .iter()
+                            .find(|&&(_, j)| {
+                                seen += layout.count[j as usize] as usize;
+                                seen >= params.warp_t_prime
+                            })
+                            .or(scored.last())
+                            .map_or(0.0, |&(s, _)| s);
+                        Probes { cells: scored, missing }
                     })
-                    .or(scored.last())
-                    .map_or(0.0, |&(s, _)| s);
-                Probes { cells: scored, missing }
-            })
-            .collect();
-        tables.fill(&layout.codebook, query.tokens(), nq);
+                    .collect::<Vec<Probes>>()
+            },
+            || tables.fill(&layout.codebook, query.tokens(), nq),
+        );
         let tables = &*tables;
         laps.lap(Stage::Candidates);
         let n_docs = self.n_docs();
