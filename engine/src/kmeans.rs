@@ -258,12 +258,15 @@ enum BlockProducts<'a> {
 const CHECKED_CHUNK: usize = 256;
 
 impl CheckedAssigner {
-    /// Prepares assignment to `centroids` (row-major `[k × dim]`).
+    /// Prepares assignment to `centroids` (row-major `[k × dim]`), scoring with the CPU's
+    /// fastest rounded product: bf16 on the AMX tiles where the process may use them, else 8-bit
+    /// products where the CPU has AVX-512 VNNI (twice AVX-512 BF16's rate), else bf16.
     ///
     /// # Errors
     /// As [`assign`] for bad centroids.
     pub fn new(centroids: &[f32], dim: usize) -> Result<CheckedAssigner> {
-        let rounding = if int8::fast() { Rounding::Int8 } else { Rounding::Bf16 };
+        let amx = kernels::cpu::Features::get().amx_usable;
+        let rounding = if int8::fast() && !amx { Rounding::Int8 } else { Rounding::Bf16 };
         Self::with_rounding(centroids, dim, Some(rounding))
     }
 
