@@ -1,5 +1,6 @@
 //! Selection of the best rows per column of a score matrix: how stage 1 of a search picks the
-//! centroids each query token probes.
+//! centroids each query token probes, in one pass ([`top_by_column`]) or block by block as the
+//! scores are computed ([`ColumnTop`], WARP mode's probes).
 
 use crate::detect::Isa;
 
