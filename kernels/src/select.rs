@@ -9,37 +9,15 @@ use crate::detect::Isa;
 /// over the rows; compiled for AVX-512 or AVX2 where the CPU has them (the same rows on every
 /// path: only comparisons).
 pub fn top_by_column(scores: &[f32], nq: usize, n: usize, out: &mut Vec<u32>) {
-    for col in best_by_column(scores, nq, n, 0) {
+    let mut top = ColumnTop::new(nq, n);
+    top.feed(scores, 0);
+    for col in top.finish() {
         out.extend(col.iter().map(|&(_, j)| j));
     }
 }
 
-/// Per column `q` of the row-major `[rows × nq]` matrix `scores`, its `n` highest values with
-/// their row indices plus `first_row`, best first (ties to the lower row), in one pass over the
-/// rows; fewer where fewer rows hold a value above minus infinity (a NaN never enters). Compiled
-/// for AVX-512 or AVX2 where the CPU has them (the same rows on every path: only comparisons).
-///
-/// A matrix cut into blocks of rows gives the same columns, whatever the blocks, when each
-/// block's are merged with [`merge_columns`] (up to a `-0.0` against a `+0.0`, which the
-/// one-pass scan treats as equal and the merge does not).
-pub fn best_by_column(scores: &[f32], nq: usize, n: usize, first_row: u32) -> Vec<Vec<(f32, u32)>> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let isa = Isa::get();
-        if isa.avx512 {
-            // SAFETY: AVX-512F was detected at run time.
-            return unsafe { body_avx512(scores, nq, n, first_row) };
-        }
-        if isa.avx2 {
-            // SAFETY: AVX2 was detected at run time.
-            return unsafe { body_avx2(scores, nq, n, first_row) };
-        }
-    }
-    body(scores, nq, n, first_row)
-}
-
 /// The `n` best entries of every column over blocks of rows, each block's columns as
-/// [`best_by_column`] returns them (every block with the same number of columns), best first,
+/// [`ColumnTop::finish`] returns them (every block with the same number of columns), best first,
 /// ties to the lower row.
 ///
 /// # Panics
@@ -65,34 +43,6 @@ pub fn merge_columns(blocks: &[Vec<Vec<(f32, u32)>>], n: usize) -> Vec<Vec<(f32,
 /// Best first, ties to the lower row.
 fn best_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
-}
-
-/// [`body`] compiled for AVX-512.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn body_avx512(scores: &[f32], nq: usize, n: usize, first_row: u32) -> Vec<Vec<(f32, u32)>> {
-    body(scores, nq, n, first_row)
-}
-
-/// [`body`] compiled for AVX2.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn body_avx2(scores: &[f32], nq: usize, n: usize, first_row: u32) -> Vec<Vec<(f32, u32)>> {
-    body(scores, nq, n, first_row)
-}
-
-/// [`best_by_column`]'s body: one [`ColumnTop`] fed every row.
-#[inline(always)]
-fn body(scores: &[f32], nq: usize, n: usize, first_row: u32) -> Vec<Vec<(f32, u32)>> {
-    let mut top = ColumnTop::new(nq, n);
-    top.feed_body(scores, first_row);
-    top.finish()
 }
 
 /// The `n` best rows of every column of a row-major matrix with `nq` columns, fed block by block
@@ -229,14 +179,20 @@ mod tests {
             let scores: Vec<f32> = (0..rows * nq).map(|_| next()).collect();
             let mut fast = Vec::new();
             top_by_column(&scores, nq, n, &mut fast);
-            let plain: Vec<u32> = body(&scores, nq, n, 0).into_iter().flatten().map(|(_, j)| j).collect();
+            let mut portable = ColumnTop::new(nq, n);
+            portable.feed_body(&scores, 0);
+            let plain: Vec<u32> = portable.finish().into_iter().flatten().map(|(_, j)| j).collect();
             assert_eq!(fast, plain);
             // Blocks of rows, merged, pick the same rows (the values are never -0.0 here).
             for block in [1, 7, 64, rows] {
                 let parts: Vec<_> = scores
                     .chunks(block * nq)
                     .enumerate()
-                    .map(|(i, s)| best_by_column(s, nq, n, (i * block) as u32))
+                    .map(|(i, s)| {
+                        let mut top = ColumnTop::new(nq, n);
+                        top.feed(s, (i * block) as u32);
+                        top.finish()
+                    })
                     .collect();
                 let merged: Vec<u32> =
                     merge_columns(&parts, n).into_iter().flatten().map(|(_, j)| j).collect();
