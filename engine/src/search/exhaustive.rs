@@ -47,12 +47,17 @@ pub fn search_with(
             || vec![TopK::new(k); queries.len()],
             |mut tops, chunk| {
                 let docs = chunk * CHUNK_DOCS..((chunk + 1) * CHUNK_DOCS).min(n_docs);
-                let mut scorers: Vec<Scorer<'_>> = queries.iter().map(Scorer::new).collect();
-                for doc in docs {
-                    let tokens =
-                        &embeddings[doc_offsets[doc] as usize * dim..doc_offsets[doc + 1] as usize * dim];
-                    for (scorer, top) in scorers.iter_mut().zip(tops.iter_mut()) {
-                        top.push(doc as u32, scorer.score_f16(tokens));
+                let rows: Vec<&[f16]> = docs
+                    .clone()
+                    .map(|doc| {
+                        &embeddings[doc_offsets[doc] as usize * dim..doc_offsets[doc + 1] as usize * dim]
+                    })
+                    .collect();
+                let mut scores = vec![0.0; rows.len()];
+                for (query, top) in queries.iter().zip(tops.iter_mut()) {
+                    Scorer::new(query).score_f16_many(&rows, &mut scores);
+                    for (doc, &score) in docs.clone().zip(&scores) {
+                        top.push(doc as u32, score);
                     }
                 }
                 tops

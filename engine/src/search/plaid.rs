@@ -615,10 +615,15 @@ impl<'a> Compressed<'a> {
             // The exact tier: the MaxSim kernel straight on the f16 rows (no f32 copy).
             let block = |chunk: &[u32]| -> Result<TopK> {
                 let mut scorer = kernels::maxsim::Scorer::new(query);
+                let rows = chunk
+                    .iter()
+                    .map(|&d| Ok(self.exact(self.tokens(d)?).unwrap_or_default()))
+                    .collect::<Result<Vec<&[f16]>>>()?;
+                let mut scores = vec![0.0; chunk.len()];
+                scorer.score_f16_many(&rows, &mut scores);
                 let mut top = TopK::new(k);
-                for &d in chunk {
-                    let range = self.tokens(d)?;
-                    top.push(d, scorer.score_f16(self.exact(range).unwrap_or_default()));
+                for (&d, &score) in chunk.iter().zip(&scores) {
+                    top.push(d, score);
                 }
                 Ok(top)
             };

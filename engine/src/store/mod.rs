@@ -639,10 +639,15 @@ fn score_exact(seg: &Segment, query: &PreparedQuery, docs: &[u32], k: usize) -> 
     let top = docs
         .par_chunks(256)
         .map(|chunk| -> Result<TopK> {
-            let mut scorer = Scorer::new(query);
+            let rows = chunk
+                .iter()
+                .map(|&d| reader.doc_embeddings(d as usize))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let mut scores = vec![0.0; chunk.len()];
+            Scorer::new(query).score_f16_many(&rows, &mut scores);
             let mut top = TopK::new(k);
-            for &d in chunk {
-                top.push(d, scorer.score_f16(reader.doc_embeddings(d as usize)?));
+            for (&d, &score) in chunk.iter().zip(&scores) {
+                top.push(d, score);
             }
             Ok(top)
         })

@@ -17,6 +17,8 @@
 //!
 //! A short last block repeats its last row, which leaves every maximum unchanged.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod calibrate;
 pub mod scalar;
 
@@ -128,6 +130,9 @@ pub struct PreparedQuery {
     packed: Vec<f32>,
     len: usize,
     dim: usize,
+    /// The query split for the AMX tiles, made on first use by a scorer that runs on them.
+    #[cfg(target_arch = "x86_64")]
+    split: std::sync::OnceLock<amx::SplitQuery>,
 }
 
 impl PreparedQuery {
@@ -146,7 +151,14 @@ impl PreparedQuery {
                 packed[(s * dim + k) * STRIP + j] = x;
             }
         }
-        Self { tokens: tokens.to_vec(), packed, len, dim }
+        Self {
+            tokens: tokens.to_vec(),
+            packed,
+            len,
+            dim,
+            #[cfg(target_arch = "x86_64")]
+            split: std::sync::OnceLock::new(),
+        }
     }
 
     /// Number of query tokens.
@@ -227,15 +239,73 @@ pub struct Scorer<'q> {
     scratch: Vec<f32>,
     /// Running per-query-token maxima, `strips × STRIP`.
     best: Vec<f32>,
+    /// Whether batches of f16 documents run on the AMX tiles ([`Scorer::score_f16_many`]).
+    tiles: bool,
+    /// The tiles' block buffers.
+    #[cfg(target_arch = "x86_64")]
+    amx: amx::Buffers,
 }
 
 /// The most document rows any kernel converts at once.
 const MAX_BLOCK_ROWS: usize = 8;
 
 impl<'q> Scorer<'q> {
-    /// A scorer using the detected kernel.
+    /// A scorer using the detected kernel, and for batches of f16 documents the AMX tiles where
+    /// this process may use them (see [`Scorer::with_tiles`]).
     pub fn new(query: &'q PreparedQuery) -> Self {
-        Self::with_kernel(query, Kernel::detect())
+        let kernel = Kernel::detect();
+        if kernel == Kernel::Avx512 {
+            if let Some(scorer) = Self::with_tiles(query) {
+                return scorer;
+            }
+        }
+        Self::with_kernel(query, kernel)
+    }
+
+    /// A scorer whose [`Scorer::score_f16_many`] runs on the AMX tiles (exactly: see below), and
+    /// whose other calls run the AVX-512 kernel; `None` where the CPU has no usable tiles.
+    ///
+    /// The tiles multiply bf16 only. Each f16 document value is split into two bf16 parts and
+    /// each f32 query value into three, whose sums are the values exactly, and all six products
+    /// per dimension are accumulated in f32: the products are exact and a dot product is within
+    /// f32 summation error of the exact one, as with the other kernels.
+    pub fn with_tiles(query: &'q PreparedQuery) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::get().avx512_bf16 && crate::bf16::amx::present() && crate::bf16::amx::usable() {
+            let mut scorer = Self::try_with_kernel(query, Kernel::Avx512)?;
+            scorer.tiles = true;
+            return Some(scorer);
+        }
+        let _ = query;
+        None
+    }
+
+    /// Whether [`Scorer::score_f16_many`] runs on the AMX tiles.
+    pub fn uses_tiles(&self) -> bool {
+        self.tiles
+    }
+
+    /// MaxSim of the query against each of `docs` (row-major `[n × dim]` f16), into `scores`:
+    /// the same scores as [`Scorer::score_f16`] on each, or on the AMX tiles where this scorer
+    /// uses them (within f32 summation error of the other kernels; a document scores the same
+    /// bits whichever documents share its batch).
+    ///
+    /// # Panics
+    /// If `scores` is not as long as `docs`, or a document's length is not a multiple of `dim`.
+    pub fn score_f16_many(&mut self, docs: &[&[f16]], scores: &mut [f32]) {
+        assert_eq!(docs.len(), scores.len(), "one score per document");
+        #[cfg(target_arch = "x86_64")]
+        if self.tiles {
+            if let Some(mut tiles) = crate::bf16::amx::Hardware::new() {
+                let query = self.query;
+                let split = query.split.get_or_init(|| amx::SplitQuery::new(&query.tokens, query.dim));
+                amx::maxsim_many(&mut tiles, split, query.dim, docs, scores, &mut self.best, &mut self.amx);
+                return;
+            }
+        }
+        for (doc, score) in docs.iter().zip(scores.iter_mut()) {
+            *score = self.score_f16(doc);
+        }
     }
 
     /// A scorer using a given kernel (for tests and benchmarks).
@@ -258,7 +328,15 @@ impl<'q> Scorer<'q> {
             Kernel::Scalar => (Vec::new(), Vec::new()),
             _ => (vec![0.0; MAX_BLOCK_ROWS * query.dim], vec![0.0; query.strips() * STRIP]),
         };
-        Some(Self { query, kernel, scratch, best })
+        Some(Self {
+            query,
+            kernel,
+            scratch,
+            best,
+            tiles: false,
+            #[cfg(target_arch = "x86_64")]
+            amx: amx::Buffers::default(),
+        })
     }
 
     /// The kernel this scorer runs.

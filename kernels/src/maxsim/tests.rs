@@ -298,3 +298,39 @@ fn calibration_reports_a_positive_peak() {
         }
     }
 }
+
+/// `score_f16_many` gives each document `score_f16`'s bits on every kernel, and on the AMX tiles
+/// (where usable) the oracle's score within their error bound: `γ(6·dim)` of the absolute
+/// products (six exact products per dimension) plus the oracle's own.
+#[test]
+fn batches_score_as_single_documents() {
+    let dim = 96;
+    let mut rng = Rng(11);
+    let query_tokens = rng.vec(20 * dim);
+    let query = PreparedQuery::new(&query_tokens, dim);
+    let docs: Vec<Vec<f16>> = [5, 0, 40, 1, 33, 17]
+        .iter()
+        .map(|&n| rng.vec(n * dim).into_iter().map(f16::from_f32).collect())
+        .collect();
+    let views: Vec<&[f16]> = docs.iter().map(Vec::as_slice).collect();
+    for kernel in Kernel::available() {
+        let mut scorer = Scorer::with_kernel(&query, kernel);
+        assert!(!scorer.uses_tiles());
+        let mut many = vec![f32::NAN; docs.len()];
+        scorer.score_f16_many(&views, &mut many);
+        for (doc, got) in docs.iter().zip(&many) {
+            assert_eq!(got.to_bits(), scorer.score_f16(doc).to_bits(), "{}", kernel.name());
+        }
+    }
+    let Some(mut tiles) = Scorer::with_tiles(&query) else { return };
+    assert!(tiles.uses_tiles());
+    let mut many = vec![f32::NAN; docs.len()];
+    tiles.score_f16_many(&views, &mut many);
+    for (doc, got) in docs.iter().zip(&many) {
+        let wide: Vec<f32> = doc.iter().map(|x| x.to_f32()).collect();
+        let want = scalar::maxsim_f16(&query_tokens, doc, dim);
+        let bound = tolerance(&query_tokens, &wide, dim) / (2.0 * gamma(dim) + 2.0 * gamma(20))
+            * (gamma(6 * dim) + gamma(dim) + 2.0 * gamma(20));
+        assert!(f64::from((got - want).abs()) <= bound, "tiles: {got} against {want}");
+    }
+}
