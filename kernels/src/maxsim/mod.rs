@@ -230,6 +230,16 @@ fn check_shapes(panel: &Panel<'_>, doc: Doc<'_>, scratch: &[f32], rows: usize, b
     doc.len() / dim
 }
 
+/// Whether [`Scorer::new`] scores batches of f16 documents on the AMX tiles: the CPU has AMX
+/// and AVX-512 BF16, and this process may use the tiles (decided once per process).
+pub fn tiles_usable() -> bool {
+    cfg!(target_arch = "x86_64")
+        && Isa::get().avx512
+        && Isa::get().avx512_bf16
+        && crate::bf16::amx::present()
+        && crate::bf16::amx::usable()
+}
+
 /// Scores documents against one query with the process-wide kernel, reusing scratch space.
 #[derive(Debug)]
 pub struct Scorer<'q> {
@@ -271,7 +281,7 @@ impl<'q> Scorer<'q> {
     /// f32 summation error of the exact one, as with the other kernels.
     pub fn with_tiles(query: &'q PreparedQuery) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if Isa::get().avx512_bf16 && crate::bf16::amx::present() && crate::bf16::amx::usable() {
+        if tiles_usable() {
             let mut scorer = Self::try_with_kernel(query, Kernel::Avx512)?;
             scorer.tiles = true;
             return Some(scorer);
