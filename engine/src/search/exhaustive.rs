@@ -74,3 +74,38 @@ pub fn search_with(
         );
     merged.into_iter().map(TopK::into_sorted).collect()
 }
+
+/// The best `k` of `docs` by exact MaxSim over their f16 rows (`rows(d)`, row-major
+/// `[n × dim]`), scored in parallel units of `unit` documents, a batch per unit
+/// (`Scorer::score_f16_many`: on the AMX tiles where the process may use them).
+///
+/// # Errors
+/// The first error `rows` returns.
+pub fn top_of<'a, E: Send>(
+    query: &PreparedQuery,
+    docs: &[u32],
+    k: usize,
+    unit: usize,
+    rows: impl Fn(u32) -> Result<&'a [f16], E> + Sync,
+) -> Result<Vec<Hit>, E> {
+    let top = docs
+        .par_chunks(unit.max(1))
+        .map(|chunk| -> Result<TopK, E> {
+            let rows = chunk.iter().map(|&d| rows(d)).collect::<Result<Vec<_>, E>>()?;
+            let mut scores = vec![0.0; chunk.len()];
+            Scorer::new(query).score_f16_many(&rows, &mut scores);
+            let mut top = TopK::new(k);
+            for (&d, &score) in chunk.iter().zip(&scores) {
+                top.push(d, score);
+            }
+            Ok(top)
+        })
+        .try_reduce(
+            || TopK::new(k),
+            |mut a, b| {
+                a.merge(b);
+                Ok(a)
+            },
+        )?;
+    Ok(top.into_sorted())
+}

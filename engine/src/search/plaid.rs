@@ -625,28 +625,9 @@ impl<'a> Compressed<'a> {
     /// over their f16 rows, with the MaxSim kernel straight on the rows (no f32 copy): on the AMX
     /// tiles where the process may use them (`Scorer::score_f16_many`). Requires the f16 tier.
     fn score_f16_tier(&self, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
-        let block = |chunk: &[u32]| -> Result<TopK> {
-            let mut scorer = kernels::maxsim::Scorer::new(query);
-            let rows = chunk
-                .iter()
-                .map(|&d| Ok(self.exact(self.tokens(d)?).unwrap_or_default()))
-                .collect::<Result<Vec<&[f16]>>>()?;
-            let mut scores = vec![0.0; chunk.len()];
-            scorer.score_f16_many(&rows, &mut scores);
-            let mut top = TopK::new(k);
-            for (&d, &score) in chunk.iter().zip(&scores) {
-                top.push(d, score);
-            }
-            Ok(top)
-        };
-        let top = docs.par_chunks(DECODE_CHUNK).map(block).try_reduce(
-            || TopK::new(k),
-            |mut a, b| {
-                a.merge(b);
-                Ok(a)
-            },
-        )?;
-        Ok(top.into_sorted())
+        super::exhaustive::top_of(query, docs, k, DECODE_CHUNK, |d| {
+            Ok(self.exact(self.tokens(d)?).unwrap_or_default())
+        })
     }
 
     /// Whether this segment's compressed tokens are scored through lookup tables

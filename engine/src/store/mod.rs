@@ -56,8 +56,8 @@ pub use update::{AddOptions, AddReport, Adding, CompactOptions, Compacted, Delet
 
 use crate::error::{EngineError, Result};
 use crate::index::Segment;
-use crate::search::{Hit, SearchParams, TopK};
-use kernels::maxsim::{PreparedQuery, Scorer};
+use crate::search::{Hit, SearchParams};
+use kernels::maxsim::PreparedQuery;
 use kernels::prefetch::prefetch;
 
 /// How many times [`Index::open`] retries when the index directory was replaced (compacted or
@@ -636,29 +636,7 @@ impl Index {
 /// Exact MaxSim of `docs` of an uncompressed segment, the best `k`.
 fn score_exact(seg: &Segment, query: &PreparedQuery, docs: &[u32], k: usize) -> Result<Vec<Hit>> {
     let reader = seg.reader();
-    let top = docs
-        .par_chunks(256)
-        .map(|chunk| -> Result<TopK> {
-            let rows = chunk
-                .iter()
-                .map(|&d| reader.doc_embeddings(d as usize))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let mut scores = vec![0.0; chunk.len()];
-            Scorer::new(query).score_f16_many(&rows, &mut scores);
-            let mut top = TopK::new(k);
-            for (&d, &score) in chunk.iter().zip(&scores) {
-                top.push(d, score);
-            }
-            Ok(top)
-        })
-        .try_reduce(
-            || TopK::new(k),
-            |mut a, b| {
-                a.merge(b);
-                Ok(a)
-            },
-        )?;
-    Ok(top.into_sorted())
+    Ok(crate::search::exhaustive::top_of(query, docs, k, 256, |d| reader.doc_embeddings(d as usize))?)
 }
 
 /// The best `k` of `all`: higher score first, ties by id.
