@@ -231,13 +231,12 @@ fn check_shapes(panel: &Panel<'_>, doc: Doc<'_>, scratch: &[f32], rows: usize, b
 }
 
 /// Whether [`Scorer::new`] scores batches of f16 documents on the AMX tiles: the CPU has AMX
-/// and AVX-512 BF16, and this process may use the tiles (decided once per process).
+/// and AVX-512 BF16, and this process may use the tiles (decided once per process; a cached
+/// read after the first call, so scorers made per query or per block cost no CPUID).
 pub fn tiles_usable() -> bool {
-    cfg!(target_arch = "x86_64")
-        && Isa::get().avx512
-        && Isa::get().avx512_bf16
-        && crate::bf16::amx::present()
-        && crate::bf16::amx::usable()
+    let isa = Isa::get();
+    // `amx::usable` checks the CPU's AMX report itself and caches its answer.
+    cfg!(target_arch = "x86_64") && isa.avx512 && isa.avx512_bf16 && crate::bf16::amx::usable()
 }
 
 /// Scores documents against one query with the process-wide kernel, reusing scratch space.
