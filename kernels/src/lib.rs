@@ -11,8 +11,8 @@
 //! - [`decode`]: decoding of residual-compressed tokens;
 //! - [`lut`]: MaxSim of residual-compressed tokens through per-query lookup tables, without
 //!   decompressing them (the exact scoring of compressed tokens);
-//! - [`int8`]: 8-bit products of many rows with a few query tokens (AVX-512 VNNI), WARP
-//!   mode's first look at every centroid;
+//! - [`int8`] (with [`int8::amx`]): 8-bit products of many rows with a few query tokens (AMX
+//!   tiles, AVX-512 VNNI), WARP mode's first look at every centroid;
 //! - [`warp`]: table sums of centroid-grouped compressed tokens against one query token, with
 //!   AVX-512 VBMI byte permutes (the kernel of the WARP search mode).
 //!

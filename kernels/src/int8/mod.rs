@@ -4,13 +4,16 @@
 //! Rows and columns are quantised symmetrically per vector (`x ≈ step · i`, `|i| ≤ 127`); a row is
 //! stored offset by 128 as unsigned bytes, so that AVX-512 VNNI's `vpdpbusd` (unsigned × signed
 //! bytes, four products added into each 32-bit lane) computes `Σ (i_r + 128) · i_q`, from which
-//! `128 · Σ i_q` is taken away. The integer sums are exact on every path (at most
-//! `dim · 255 · 127`, far inside an i32), so the portable body returns the same numbers; the
+//! `128 · Σ i_q` is taken away (as do the AMX tiles' `tdpbusd`, [`amx`], where the process may
+//! use them). The integer sums are exact on every path (at most `dim · 255 · 127`, far inside
+//! an i32), so the portable body returns the same numbers; the
 //! score is then `sum · step_r · step_q` in f32. A product is off by about
 //! `√dim · step_r · step_q · 127 / 2` at worst per side's rounding: around 1e-3 for unit
 //! vectors at dim 128, the size of bf16's rounding.
 
 use crate::detect::Isa;
+
+pub mod amx;
 
 /// Query tokens per group of lanes (one AVX-512 register of i32).
 pub const LANES: usize = 16;
@@ -81,13 +84,14 @@ impl I8Rows {
 }
 
 /// Query tokens quantised to 8 bits, packed for [`scores`]: for each group of four values,
-/// `lanes` tokens of four bytes.
+/// `lanes` tokens of four bytes, with zero groups up to a multiple of 64 values (the steps of
+/// [`amx`]).
 #[derive(Debug, Clone, Default)]
 pub struct I8Columns {
     nq: usize,
     lanes: usize,
     width: usize,
-    /// `width / 4 × lanes × 4` bytes.
+    /// `padded / 4 × lanes × 4` bytes, `padded` the width rounded up to 64.
     packed: Vec<i8>,
     step: Vec<f32>,
     /// Per lane, `128 · Σ i_q` (taken away from the sums of offset rows).
@@ -103,7 +107,7 @@ impl I8Columns {
         assert_eq!(tokens.len(), nq * dim, "query shape");
         let width = dim.div_ceil(4) * 4;
         let lanes = nq.div_ceil(LANES).max(1) * LANES;
-        let mut packed = vec![0i8; width * lanes];
+        let mut packed = vec![0i8; width.div_ceil(64) * 64 * lanes];
         let mut step = vec![0f32; lanes];
         let mut offset = vec![0i32; lanes];
         let mut q = vec![0i8; dim];
@@ -135,12 +139,56 @@ pub fn scores(rows: &I8Rows, first: usize, cols: &I8Columns, out: &mut [f32]) {
     assert!(nq > 0 && out.len().is_multiple_of(nq), "output rows");
     let n = out.len() / nq;
     assert!(first + n <= rows.rows(), "rows out of range");
+    if tiles_usable() {
+        if let Some(mut tiles) = amx::Hardware::new() {
+            return amx::scores(&mut tiles, rows, first, cols, out);
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if Isa::get().avx512vnni {
         // SAFETY: AVX-512F, BW and VNNI were detected at run time; the shapes were asserted.
         return unsafe { x86::scores_vnni(rows, first, cols, out) };
     }
     scores_portable(rows, first, cols, out)
+}
+
+/// Whether [`scores`] runs on the AMX tiles in this process ([`amx::usable`], with AVX-512 for
+/// turning the sums into scores). Decided once per process.
+pub fn tiles_usable() -> bool {
+    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USABLE.get_or_init(|| Isa::get().avx512 && amx::usable())
+}
+
+/// Scores from integer sums: for each of `row_steps.len()` rows `r` and each query token `q` in
+/// `lanes`, `out[r · nq + q]` from `sums[r · stride + q − lanes.start]` by [`finish`]'s
+/// operations (AVX-512 where the CPU has it: the same bits).
+fn finish_rows(
+    sums: &[i32],
+    stride: usize,
+    row_steps: &[f32],
+    cols: &I8Columns,
+    lanes: std::ops::Range<usize>,
+    out: &mut [f32],
+) {
+    let nq = cols.nq;
+    assert!(lanes.end <= nq && out.len() == row_steps.len() * nq, "finish shape");
+    assert!(
+        lanes.is_empty()
+            || row_steps.is_empty()
+            || (row_steps.len() - 1) * stride + lanes.len() <= sums.len()
+    );
+    #[cfg(target_arch = "x86_64")]
+    if Isa::get().avx512 && lanes.start.is_multiple_of(LANES) {
+        // SAFETY: AVX-512F was detected at run time; the shapes were asserted, and `cols` holds
+        // `offset` and `step` for every lane up to a multiple of 16 past `lanes.end`.
+        return unsafe { x86::finish_rows(sums, stride, row_steps, cols, lanes, out) };
+    }
+    for (r, &row_step) in row_steps.iter().enumerate() {
+        for q in lanes.clone() {
+            let sum = sums[r * stride + q - lanes.start];
+            out[r * nq + q] = finish(sum, cols.offset[q], row_step, cols.step[q]);
+        }
+    }
 }
 
 /// Whether [`scores`] runs the AVX-512 VNNI kernel on this CPU (the portable loop is much
@@ -178,6 +226,69 @@ fn finish(sum: i32, offset: i32, row_step: f32, col_step: f32) -> f32 {
 mod x86 {
     use super::{I8Columns, I8Rows, LANES};
     use std::arch::x86_64::*;
+
+    /// [`super::finish_rows`] 16 lanes at a time.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; the shapes must be as [`super::finish_rows`] asserts, with
+    /// `lanes.start` a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn finish_rows(
+        sums: &[i32],
+        stride: usize,
+        row_steps: &[f32],
+        cols: &I8Columns,
+        lanes: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        let nq = cols.nq;
+        // Per group of 16 lanes: its mask, offsets and column steps, the same for every row
+        // (the rows are finished four groups at a time).
+        for first in lanes.clone().step_by(4 * LANES) {
+            let span = first..lanes.end.min(first + 4 * LANES);
+            let mut groups = [(0, 0, _mm512_setzero_si512(), _mm512_setzero_ps()); 4];
+            let n = span.len().div_ceil(LANES);
+            for (g, lane) in groups.iter_mut().zip(span.clone().step_by(LANES)) {
+                let keep = (span.end - lane).min(LANES);
+                let mask: __mmask16 = if keep == LANES { !0 } else { (1u16 << keep) - 1 };
+                // SAFETY: `offset` and `step` hold `cols.lanes` values, a multiple of 16 past
+                // `lane`.
+                *g = unsafe {
+                    (
+                        lane,
+                        mask,
+                        _mm512_loadu_si512(cols.offset.as_ptr().add(lane).cast()),
+                        _mm512_loadu_ps(cols.step.as_ptr().add(lane)),
+                    )
+                };
+            }
+            let groups = &groups[..n];
+            for (r, &row_step) in row_steps.iter().enumerate() {
+                let row_step = _mm512_set1_ps(row_step);
+                for &(lane, mask, offset, col_step) in groups {
+                    // SAFETY: the lanes the mask keeps lie in `sums` (asserted by the caller); the
+                    // masked load reads no others.
+                    let sum = unsafe {
+                        _mm512_maskz_loadu_epi32(
+                            mask,
+                            sums.as_ptr().add(r * stride + lane - lanes.start).cast(),
+                        )
+                    };
+                    // (sum − offset) as f32 · (row step · column step) + 0, as `finish` computes it.
+                    let score = _mm512_add_ps(
+                        _mm512_mul_ps(
+                            _mm512_cvtepi32_ps(_mm512_sub_epi32(sum, offset)),
+                            _mm512_mul_ps(row_step, col_step),
+                        ),
+                        _mm512_setzero_ps(),
+                    );
+                    // SAFETY: `out` holds `row_steps.len() × nq` scores; the mask stores lanes below
+                    // `lanes.end ≤ nq` only.
+                    unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r * nq + lane), mask, score) };
+                }
+            }
+        }
+    }
 
     /// [`super::scores_portable`] with `vpdpbusd`: four rows and two registers of 16 query
     /// tokens at a time, each step broadcasting four bytes of a row against four bytes of every
@@ -301,6 +412,14 @@ mod tests {
             let mut slow = vec![0f32; (rows - 1) * nq];
             scores_portable(&ra, 1, &cb, &mut slow);
             assert_eq!(fast, slow);
+            // The VNNI kernel where the CPU has it (`scores` may have run on the AMX tiles).
+            #[cfg(target_arch = "x86_64")]
+            if Isa::get().avx512vnni {
+                let mut vnni = vec![0f32; (rows - 1) * nq];
+                // SAFETY: VNNI detected just above; the shapes are those `scores` asserted.
+                unsafe { x86::scores_vnni(&ra, 1, &cb, &mut vnni) };
+                assert_eq!(vnni, slow);
+            }
             for r in 1..rows {
                 for q in 0..nq {
                     let exact: f32 = (0..dim).map(|d| a[r * dim + d] * b[q * dim + d]).sum();
