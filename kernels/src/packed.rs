@@ -232,6 +232,14 @@ mod x86 {
             let width = NR.min(n - n0);
             for (block, ids) in rows.chunks(MR).enumerate() {
                 let r0 = block * MR;
+                if p == 0 {
+                    // The next block's rows start loading while this one is multiplied: they
+                    // are gathered from anywhere in `a` (the hardware prefetchers cannot guess
+                    // them), and the later panels find them in cache.
+                    for &r in rows.get(r0 + MR..).unwrap_or_default().iter().take(MR) {
+                        crate::prefetch::prefetch(&a[r as usize * k..(r as usize + 1) * k]);
+                    }
+                }
                 let dst = Dst::new(&mut out[r0 * n + n0..], n, ids.len(), width, false);
                 let mut starts = [0usize; MR];
                 for (s, &r) in starts.iter_mut().zip(ids) {

@@ -718,11 +718,14 @@ impl<'a> Compressed<'a> {
             let mut next = ranges.next().transpose()?;
             for (&doc, &start) in chunk.iter().zip(starts) {
                 let range = next.take().expect("one range per document");
-                // The next document's residual bytes start loading while this one is scored:
-                // its table lookups wait on them.
+                // The next document's residual bytes and norm factors start loading while this
+                // one is scored: its table lookups wait on them.
                 next = ranges.next().transpose()?;
                 if let Some(r) = &next {
                     prefetch(&self.residuals[r.start * pl..r.end * pl]);
+                    if let Some(norms) = self.norms {
+                        prefetch(&norms[r.clone()]);
+                    }
                 }
                 let tokens = lut::Tokens {
                     packed: &self.residuals[range.start * pl..range.end * pl],
