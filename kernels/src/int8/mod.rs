@@ -153,10 +153,9 @@ pub fn scores(rows: &I8Rows, first: usize, cols: &I8Columns, out: &mut [f32]) {
 }
 
 /// Whether [`scores`] runs on the AMX tiles in this process ([`amx::usable`], with AVX-512 for
-/// turning the sums into scores). Decided once per process.
+/// turning the sums into scores). Decided once per process (both answers are cached).
 pub fn tiles_usable() -> bool {
-    static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USABLE.get_or_init(|| Isa::get().avx512 && amx::usable())
+    Isa::get().avx512 && amx::usable()
 }
 
 /// Scores from integer sums: for each of `row_steps.len()` rows `r` and each query token `q` in

@@ -354,68 +354,13 @@ fn prefetch(at: &mut Cursor<'_>, mut n: usize) {
     }
 }
 
-/// Runs every row of `docs` (row-major `[n × dim]` f16 each) through the tiles in blocks, and
-/// hands each block's products to `sink(out, owner)`: row `r`'s dot product with query token `t`
-/// at `out[r·width + t]`, `owner[r]` the document of row `r`, blocks in row order.
-///
-/// While the tiles multiply one block, the core splits the next one's rows (a share after each
-/// step) and sinks the previous one's products; the rows two blocks ahead start loading.
-fn run<T: Tiles>(
-    t: &mut T,
-    q: &SplitQuery,
-    dim: usize,
-    docs: &[&[f16]],
-    buf: &mut Buffers,
-    mut sink: impl FnMut(&[f32], &[usize]),
-) {
-    for doc in docs {
-        assert_eq!(doc.len() % dim, 0, "document length is not a multiple of dim");
-    }
-    let (pairs, width) = (q.pairs, q.width());
-    for b in &mut buf.blocks {
-        b.a.resize(ROWS * pairs);
-        b.out.resize(ROWS * width, 0.0);
-    }
-    let mut rows = Cursor { docs, dim, doc: 0, row: 0 };
-    let mut ahead = Cursor { docs, dim, doc: 0, row: 0 };
-    prefetch(&mut ahead, AHEAD * ROWS);
-    let [b0, b1] = &mut buf.blocks;
-    let (mut this, mut other) = (b0, b1);
-    this.owner.clear();
-    let mut n = fill(this, &mut rows, ROWS, pairs);
-    // Whether `other` holds products not sunk yet.
-    let mut pending = false;
-    t.start();
-    while n > 0 {
-        let mut next = 0;
-        let (a, out) = (this.a.get(), &mut this.out);
-        block(t, q, a, n, out, |step, steps| {
-            if step == 0 {
-                if pending {
-                    sink(&other.out, &other.owner);
-                }
-                other.owner.clear();
-            }
-            // The next block's rows, a share per step.
-            let upto = ROWS * (step + 1) / steps;
-            prefetch(&mut ahead, upto - other.owner.len());
-            next = fill(other, &mut rows, upto, pairs);
-        });
-        // `other` now holds the next block's rows; this block's products wait to be sunk.
-        std::mem::swap(&mut this, &mut other);
-        pending = true;
-        n = next;
-    }
-    t.finish();
-    if pending {
-        sink(&other.out, &other.owner);
-    }
-}
-
 /// MaxSim of each of `docs` (row-major `[n × dim]` f16) into `scores`, on tiles `t`; `best` is
 /// at least the query's length. Documents are packed into blocks back to back, so short
 /// documents share tiles; an empty document scores 0. Each maximum over a document's rows folds
 /// in row order and the sum runs over the query tokens in order, as the other kernels do.
+///
+/// While the tiles multiply one block, the core splits the next one's rows (a share after each
+/// step) and folds the previous one's products; the rows two blocks ahead start loading.
 pub(super) fn maxsim_many<T: Tiles>(
     t: &mut T,
     q: &SplitQuery,
@@ -426,10 +371,50 @@ pub(super) fn maxsim_many<T: Tiles>(
     buf: &mut Buffers,
 ) {
     assert_eq!(docs.len(), scores.len(), "amx maxsim: one score per document");
+    for doc in docs {
+        assert_eq!(doc.len() % dim, 0, "document length is not a multiple of dim");
+    }
+    let (pairs, width) = (q.pairs, q.width());
+    for b in &mut buf.blocks {
+        b.a.resize(ROWS * pairs);
+        b.out.resize(ROWS * width, 0.0);
+    }
     scores.fill(0.0);
-    let width = q.width();
     let mut fold = Fold { current: None, best: &mut best[..q.len], scores };
-    run(t, q, dim, docs, buf, |out, owner| fold.rows(out, owner, width));
+    let mut rows = Cursor { docs, dim, doc: 0, row: 0 };
+    let mut ahead = Cursor { docs, dim, doc: 0, row: 0 };
+    prefetch(&mut ahead, AHEAD * ROWS);
+    let [b0, b1] = &mut buf.blocks;
+    let (mut this, mut other) = (b0, b1);
+    this.owner.clear();
+    let mut n = fill(this, &mut rows, ROWS, pairs);
+    // Whether `other` holds products not folded yet.
+    let mut unfolded = false;
+    t.start();
+    while n > 0 {
+        let mut next = 0;
+        let (a, out) = (this.a.get(), &mut this.out);
+        block(t, q, a, n, out, |step, steps| {
+            if step == 0 {
+                if unfolded {
+                    fold.rows(&other.out, &other.owner, width);
+                }
+                other.owner.clear();
+            }
+            // The next block's rows, a share per step.
+            let upto = ROWS * (step + 1) / steps;
+            prefetch(&mut ahead, upto - other.owner.len());
+            next = fill(other, &mut rows, upto, pairs);
+        });
+        // `other` now holds the next block's rows; this block's products wait to be folded.
+        std::mem::swap(&mut this, &mut other);
+        unfolded = true;
+        n = next;
+    }
+    t.finish();
+    if unfolded {
+        fold.rows(&other.out, &other.owner, width);
+    }
     fold.finish();
 }
 
